@@ -1,0 +1,139 @@
+"""Model and training settings: dataclasses, named presets, validation that names the field."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+LR_SCHEDULES = ("cosine", "constant", "wsd")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size of a Llama-style causal LM built from scratch."""
+
+    vocab_size: int = 2048
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 256
+    max_seq_len: int = 128
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})."
+            )
+        if (self.d_model // self.num_heads) % 2:
+            raise ConfigError(
+                f"d_model / num_heads must be even for rotary embeddings, got {self.d_model // self.num_heads}."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a plain dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Build from a dict, ignoring unknown keys."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(vocab_size=2048, d_model=64, num_layers=2, num_heads=4, d_ff=256, max_seq_len=128),
+    "small": ModelConfig(vocab_size=4096, d_model=128, num_layers=4, num_heads=4, d_ff=512, max_seq_len=256),
+    "base": ModelConfig(vocab_size=8192, d_model=256, num_layers=6, num_heads=8, d_ff=1024, max_seq_len=256),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """Return the named preset with fields overridden; raises ConfigError for an unknown name."""
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run; saved in every checkpoint."""
+
+    max_iterations: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    lr_schedule: str = "cosine"
+    warmup: int = 0
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seq_len: int | None = None
+    save_every: int = 100
+    status_every: int = 10
+    keep_last: int = 5
+    val_every: int = 50
+    val_batches: int = 4
+    seed: int = 0
+    self_play_every: int = 10
+    self_play_batch: int = 4
+    rl_weight: float = 0.1
+    gen_max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_k: int = 50
+
+    def __post_init__(self) -> None:
+        positive = ("max_iterations", "batch_size", "save_every", "status_every", "keep_last",
+                    "self_play_batch", "gen_max_new_tokens", "val_batches")
+        for name in positive:
+            _require_int(name, getattr(self, name), minimum=1)
+        for name in ("warmup", "val_every", "self_play_every", "seed", "top_k"):
+            _require_int(name, getattr(self, name), minimum=0)
+        if self.seq_len is not None:
+            _require_int("seq_len", self.seq_len, minimum=2)
+        for name in ("lr", "temperature"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}.")
+        for name in ("min_lr_ratio", "rl_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value!r}.")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be zero or positive, got {value!r}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a plain dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, ignoring unknown keys."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def updated(self, **overrides: Any) -> TrainConfig:
+        """Return a copy with the given non-None fields replaced (validated)."""
+        unknown = set(overrides) - {f.name for f in fields(self)}
+        if unknown:
+            raise ConfigError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}.")

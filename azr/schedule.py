@@ -1,0 +1,82 @@
+"""Learning-rate schedules as pure functions of the iteration, re-planned without jumps on extension."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+WSD_DECAY_FRACTION = 0.2  # warmup-stable-decay spends the last 20% of the run decaying
+
+
+@dataclass(frozen=True)
+class LRPlan:
+    """A schedule: warmup to ``peak_lr`` (fresh plans only), then cosine / constant / wsd to ``final_lr``.
+
+    A re-planned schedule starts at ``start_iteration`` from ``start_lr`` instead of warming up, so the LR
+    is continuous at the point where the plan changed.
+    """
+
+    kind: str
+    peak_lr: float
+    final_lr: float
+    warmup: int
+    max_iterations: int
+    start_iteration: int = 0
+    start_lr: float | None = None
+
+    @classmethod
+    def fresh(cls, kind: str, lr: float, min_lr_ratio: float, warmup: int, max_iterations: int) -> LRPlan:
+        """Return the plan of a run that starts at iteration 0."""
+        return cls(kind, lr, lr * min_lr_ratio, warmup, max_iterations)
+
+    def lr_at(self, iteration: int) -> float:
+        """Return the LR of the optimizer step taken when ``iteration`` steps are already done."""
+        if self.start_lr is None:
+            if iteration < self.warmup:
+                return self.peak_lr * (iteration + 1) / self.warmup
+            begin, begin_lr = self.warmup, self.peak_lr
+        else:
+            begin, begin_lr = self.start_iteration, self.start_lr
+        end = self.max_iterations
+        iteration = min(max(iteration, begin), end)
+        if self.kind == "constant" or end <= begin:
+            return begin_lr
+        if self.kind == "cosine":
+            progress = (iteration - begin) / (end - begin)
+            return self.final_lr + (begin_lr - self.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        decay_start = max(begin, end - round(WSD_DECAY_FRACTION * end))
+        if iteration < decay_start or end <= decay_start:
+            return begin_lr
+        progress = (iteration - decay_start) / (end - decay_start)
+        return begin_lr + (self.final_lr - begin_lr) * progress
+
+    def replanned(self, iteration: int, max_iterations: int, lr: float | None = None,
+                  min_lr_ratio: float | None = None, kind: str | None = None) -> LRPlan:
+        """Return the plan for continuing from ``iteration`` to a possibly new target, peak LR or kind.
+
+        The same target, LR and kind give this very plan (identical LR at every iteration). A new target or
+        kind keeps the LR continuous at ``iteration`` and goes from there to the final LR at the new target.
+        A new LR is used from ``iteration`` on, decaying to ``lr * min_lr_ratio``.
+        """
+        new_lr = lr is not None and lr != self.peak_lr
+        new_kind = kind is not None and kind != self.kind
+        if not new_lr and not new_kind and max_iterations == self.max_iterations:
+            return self
+        if not new_lr and not new_kind and self.start_lr is None and iteration < self.warmup:
+            return dataclasses.replace(self, max_iterations=max_iterations)
+        changes: dict[str, Any] = {"max_iterations": max_iterations, "start_iteration": iteration,
+                                   "start_lr": self.lr_at(iteration), "kind": kind or self.kind}
+        if new_lr:
+            ratio = min_lr_ratio if min_lr_ratio is not None else self.final_lr / self.peak_lr
+            changes.update(peak_lr=lr, final_lr=lr * ratio, start_lr=lr)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as a JSON-able dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LRPlan:
+        """Rebuild a plan saved with :meth:`to_dict`."""
+        return cls(**values)
