@@ -170,7 +170,7 @@ def checkpoint_info(path: str | Path, verify: bool = True) -> CheckpointInfo:
     try:
         state = verify_checkpoint(path) if verify else read_state(path)
     except CheckpointError as exc:
-        reason = str(exc).split(" is invalid: ", 1)[-1]
+        reason = str(exc).split(" is invalid: ", 1)[-1].rstrip(".")
         return CheckpointInfo(path.name, str(path), kind, int(match.group(2)) if match else None, None, None,
                               None, None, size, (path / OPTIMIZER_FILE).is_file(), False, reason)
     return CheckpointInfo(

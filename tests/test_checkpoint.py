@@ -1,0 +1,175 @@
+"""The checkpoint format: atomic, verified, listed honestly, loadable by plain transformers."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from conftest import FAST
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from azr import AZRTrainer, CheckpointError, list_checkpoints
+from azr.checkpoint import (FORMAT_VERSION, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, load_tensor_file,
+                            rotate_checkpoints, verify_checkpoint)
+
+
+@pytest.fixture
+def trained(texts, tokenizer, make_model, tmp_path):
+    """A directory with model_iter_10 and model_iter_20 of a tiny run, and its trainer."""
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for _ in trainer.train(texts, 20, tmp_path, **FAST):
+        pass
+    return tmp_path, trainer
+
+
+def test_a_checkpoint_holds_the_promised_files_and_state(trained):
+    directory, _ = trained
+    checkpoint = directory / "model_iter_20"
+    names = {p.name for p in checkpoint.iterdir()}
+    assert {WEIGHTS_FILE, "config.json", "tokenizer.json", OPTIMIZER_FILE, "scheduler.json", "rng_state.pt",
+            "self_play.safetensors", STATE_FILE} <= names
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    assert state["format_version"] == FORMAT_VERSION
+    assert state["iteration"] == 20 and state["max_iterations"] == 20 and len(state["history"]) == 20
+    for key in ("timestamp", "train_config", "model_config", "data_position", "corpus", "self_play", "versions"):
+        assert state[key], key
+    assert set(state["versions"]) >= {"torch", "transformers", "azr"}
+    assert set(state["files"]) == names - {STATE_FILE}
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporaries left behind
+
+
+def test_sidecars_load_without_unpickling_code(trained):
+    directory, _ = trained
+    for name in (OPTIMIZER_FILE, "rng_state.pt"):
+        assert load_tensor_file(directory / "model_iter_20", name)  # torch.load(weights_only=True) accepts them
+
+
+def test_a_checkpoint_loads_with_plain_transformers(trained, tokenizer):
+    directory, trainer = trained
+    model = AutoModelForCausalLM.from_pretrained(directory / "model_iter_20")
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    loaded = AutoTokenizer.from_pretrained(directory / "model_iter_20")
+    assert loaded("To be or not")["input_ids"] == tokenizer("To be or not")["input_ids"]
+
+
+def test_list_reports_newest_first_with_details(trained):
+    directory, _ = trained
+    infos = list_checkpoints(directory)
+    assert [i.name for i in infos] == ["model_iter_20", "model_iter_10"]
+    newest = infos[0]
+    assert newest.kind == "iter" and newest.iteration == 20 and newest.valid and newest.has_optimizer
+    assert newest.loss is not None and newest.timestamp and newest.size_bytes > 0
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def flip_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (truncate, "checksum mismatch in model.safetensors"),
+    (flip_byte, "checksum mismatch in model.safetensors"),
+    (lambda p: p.unlink(), "model.safetensors is missing"),
+])
+def test_damaged_weights_are_listed_invalid_and_refused(trained, tokenizer, make_model, texts, damage, reason):
+    directory, _ = trained
+    damage(directory / "model_iter_20" / WEIGHTS_FILE)
+    infos = {i.name: i for i in list_checkpoints(directory)}
+    assert not infos["model_iter_20"].valid and infos["model_iter_20"].reason == reason
+    assert infos["model_iter_10"].valid
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    with pytest.raises(CheckpointError, match=reason):
+        trainer.train(texts, 30, directory, resume_from=directory / "model_iter_20")
+    with pytest.raises(CheckpointError, match=reason):
+        AZRTrainer.from_checkpoint(directory / "model_iter_20")
+
+
+def test_an_unreadable_state_is_listed_invalid(trained):
+    directory, _ = trained
+    (directory / "model_iter_20" / STATE_FILE).write_text("{not json")
+    info = {i.name: i for i in list_checkpoints(directory)}["model_iter_20"]
+    assert not info.valid and "unreadable" in info.reason
+
+
+def test_a_newer_format_is_refused_with_a_clear_message(trained):
+    directory, _ = trained
+    state_file = directory / "model_iter_20" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    state["format_version"] = FORMAT_VERSION + 1
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="newer than this azr supports"):
+        verify_checkpoint(directory / "model_iter_20")
+
+
+def test_rotation_keeps_the_last_iterations_and_every_pause(texts, tokenizer, make_model, tmp_path):
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for status in trainer.train(texts, 100, tmp_path, **{**FAST, "keep_last": 2}):
+        if status.iteration == 35 and status.state == "running":
+            trainer.stop_training()
+    resumed = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for _ in resumed.train(texts, 70, tmp_path, resume_from=tmp_path / "model_paused_35", **{**FAST, "keep_last": 2}):
+        pass
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("model_"))
+    assert names == ["model_iter_60", "model_iter_70", "model_paused_35"]
+
+
+def test_rotation_never_deletes_the_newest_checkpoint(trained):
+    directory, _ = trained
+    os.utime(directory / "model_iter_10")
+    state_file = directory / "model_iter_10" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    state["timestamp"] = "2999-01-01T00:00:00+00:00"  # model_iter_10 is now the newest by time
+    state_file.write_text(json.dumps(state))
+    assert rotate_checkpoints(directory, keep_last=1) == []
+
+
+KILLER_SCRIPT = textwrap.dedent("""
+    import sys
+    from azr import AZRTrainer, ModelConfig, build_model, default_corpus, train_tokenizer
+    texts = [default_corpus()[0][:40000]]
+    tokenizer = train_tokenizer(texts, 300)
+    model = build_model(ModelConfig(vocab_size=len(tokenizer), d_model=256, num_layers=4, num_heads=4,
+                                    d_ff=1024, max_seq_len=16))
+    trainer = AZRTrainer(model, tokenizer, device="cpu")
+    for status in trainer.train(texts, 10_000, sys.argv[1], batch_size=2, save_every=1, keep_last=2,
+                                self_play_every=0, val_every=0):
+        if status.state == "checkpoint" and status.iteration == 1:
+            print("saving", flush=True)
+""")
+
+
+def test_sigkill_during_checkpoint_writes_never_leaves_a_valid_looking_broken_checkpoint(tmp_path):
+    """Kill a process that saves a checkpoint every iteration at random moments; whatever is listed valid loads."""
+    rng = random.Random(0)
+    directory = tmp_path / "checkpoints"
+    for attempt in range(5):
+        process = subprocess.Popen([sys.executable, "-c", KILLER_SCRIPT, str(directory)], stdout=subprocess.PIPE,
+                                   text=True)
+        assert process.stdout.readline().strip() == "saving"
+        time.sleep(rng.random())
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        infos = list_checkpoints(directory)
+        assert infos, f"attempt {attempt}: nothing saved"
+        for info in infos:
+            if info.valid:
+                AutoModelForCausalLM.from_pretrained(info.path)
+                load_tensor_file(info.path, OPTIMIZER_FILE)
+                assert json.loads((directory / info.name / STATE_FILE).read_text())["iteration"] == info.iteration
+            else:
+                pytest.fail(f"attempt {attempt}: a half-written checkpoint is listed: {info}")
+    leftovers = [p.name for p in directory.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) <= 1  # at most the temporary of the last kill; the next save removes it
