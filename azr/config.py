@@ -35,7 +35,7 @@ class ModelConfig:
             raise ConfigError(
                 f"d_model / num_heads must be even for rotary embeddings, got {self.d_model // self.num_heads}."
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,7 +104,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}.")
         for name in ("min_lr_ratio", "rl_weight"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value!r}.")
         for name in ("weight_decay", "grad_clip"):
             value = getattr(self, name)

@@ -92,7 +92,7 @@ def _csv_texts(path: Path, content: str) -> list[str]:
 
 
 def check_texts(texts: Any) -> list[str]:
-    """Return ``texts`` as a list of strings; raises DataError for an empty list or non-strings."""
+    """Return the non-blank ``texts`` as a list; raises DataError for no text or non-strings."""
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
@@ -100,7 +100,8 @@ def check_texts(texts: Any) -> list[str]:
         raise DataError("The list of training texts is empty; give at least one text.")
     if not all(isinstance(t, str) for t in texts):
         raise DataError("Training texts must be strings.")
-    if not any(t.strip() for t in texts):
+    texts = [t for t in texts if t.strip()]  # as load_texts does, so a stored corpus reads back equal
+    if not texts:
         raise DataError("The training texts are all empty.")
     return texts
 

@@ -1,0 +1,82 @@
+"""ModelConfig / TrainConfig validation, presets, updates and serialisation."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from azr import PRESETS, ConfigError, ModelConfig, TrainConfig, preset
+
+SIZE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_d_model_not_divisible_by_num_heads_names_both_fields():
+    with pytest.raises(ConfigError, match=r"d_model \(30\).*num_heads \(4\)"):
+        ModelConfig(d_model=30, num_heads=4)
+
+
+@pytest.mark.parametrize("value", [0, -1])
+@pytest.mark.parametrize("field", SIZE_FIELDS)
+def test_non_positive_size_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be a positive integer"):
+        ModelConfig(**{field: value})
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
+def test_dropout_out_of_range(dropout):
+    with pytest.raises(ConfigError, match=r"^dropout"):
+        ModelConfig(dropout=dropout)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+def test_presets_exist_and_are_valid(name):
+    config = preset(name)
+    assert config == PRESETS[name]
+    assert ModelConfig.from_dict(config.to_dict()) == config  # re-validates every field
+    assert preset(name, num_layers=3, d_model=None) == dataclasses.replace(config, num_layers=3)
+
+
+def test_unknown_preset_lists_the_choices():
+    with pytest.raises(ConfigError, match="nope") as info:
+        preset("nope")
+    assert all(name in str(info.value) for name in ("tiny", "small", "base"))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("batch_size", -1), ("max_iterations", 0), ("lr", 0), ("lr_schedule", "bogus"), ("rl_weight", 2)],
+)
+def test_train_config_validation_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be"):
+        TrainConfig(**{field: value})
+
+
+def test_updated_ignores_none_and_validates():
+    config = TrainConfig(lr=1e-3, batch_size=8)
+    updated = config.updated(lr=None, batch_size=32)
+    assert (updated.lr, updated.batch_size) == (1e-3, 32)
+    assert config.batch_size == 8  # the original is untouched
+    with pytest.raises(ConfigError, match="^batch_size"):
+        config.updated(batch_size=0)
+
+
+def test_updated_rejects_unknown_names():
+    with pytest.raises(ConfigError, match="bogus_setting"):
+        TrainConfig().updated(bogus_setting=1, lr=1e-3)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ModelConfig(vocab_size=500, d_model=48, num_layers=3, num_heads=3, d_ff=96, max_seq_len=64, dropout=0.1),
+        TrainConfig(max_iterations=77, batch_size=3, lr=2e-4, lr_schedule="wsd", warmup=5, seq_len=16, seed=9),
+    ],
+)
+def test_to_dict_from_dict_round_trip(config):
+    values = config.to_dict()
+    assert type(config).from_dict(values) == config
+    assert type(config).from_dict({**values, "not_a_field": 1}) == config  # unknown keys are ignored
