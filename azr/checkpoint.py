@@ -35,6 +35,7 @@ KINDS = ("iter", "paused", "interrupted", "error")
 NAME_PATTERN = re.compile(r"^model_(iter|paused|interrupted|error)_(\d+)$")
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
+STAGING_PREFIX = ".push-"
 
 
 def checkpoint_name(kind: str, iteration: int) -> str:
@@ -87,7 +88,7 @@ def save_checkpoint(
     root = Path(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(root)
-    temp = root / f"{TEMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temp = hidden_sibling(root, TEMP_PREFIX, name)
     temp.mkdir()
     try:
         model.save_pretrained(temp, safe_serialization=True)
@@ -100,18 +101,36 @@ def save_checkpoint(
         files = {p.name: _sha256(p) for p in sorted(temp.iterdir()) if p.is_file()}
         full_state = {**state, "format_version": FORMAT_VERSION, "name": name, "files": files}
         (temp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
-        for path in temp.iterdir():
-            _fsync_file(path)
-        _fsync_dir(temp)
-        final = root / name
-        if final.exists():
-            _discard(final)
-        os.rename(temp, final)
-        _fsync_dir(root)
+        _publish(temp, root / name)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return final
+    return root / name
+
+
+def copy_checkpoint(source: str | Path, checkpoint_dir: str | Path) -> Path:
+    """Copy a checkpoint directory into ``checkpoint_dir`` atomically (as :func:`save_checkpoint`); return it."""
+    source, root = Path(source), Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    temp = hidden_sibling(root, TEMP_PREFIX, source.name)
+    try:
+        shutil.copytree(source, temp)
+        _publish(temp, root / source.name)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return root / source.name
+
+
+def _publish(temp: Path, final: Path) -> None:
+    """Fsync a complete temporary checkpoint and rename it to its final name."""
+    for path in temp.iterdir():
+        _fsync_file(path)
+    _fsync_dir(temp)
+    if final.exists():
+        _discard(final)
+    os.rename(temp, final)
+    _fsync_dir(final.parent)
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -271,22 +290,26 @@ def _fsync_dir(path: Path) -> None:
 
 def _discard(path: Path) -> None:
     """Remove a checkpoint directory so that it vanishes from listings at once (rename, then delete)."""
-    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+    trash = hidden_sibling(path.parent, TRASH_PREFIX, path.name)
     os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
+    """Return a new hidden path in ``root`` that names this process, so leftovers can be cleaned up."""
+    return root / f"{prefix}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def _remove_stale_temporaries(root: Path) -> None:
-    """Delete half-written directories left by processes that no longer run (or by this one)."""
+    """Delete leftovers: trash, half-written checkpoints of dead processes (or this one), dead uploads."""
     for entry in root.iterdir():
-        if not entry.is_dir():
+        if not entry.is_dir() or not entry.name.startswith((TRASH_PREFIX, TEMP_PREFIX, STAGING_PREFIX)):
             continue
-        if entry.name.startswith(TRASH_PREFIX):
+        pid = entry.name.rsplit("-", 2)[-2]
+        owner_alive = pid.isdigit() and _process_alive(int(pid))
+        if entry.name.startswith(TRASH_PREFIX) or not owner_alive or (
+                entry.name.startswith(TEMP_PREFIX) and int(pid) == os.getpid()):
             shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name.startswith(TEMP_PREFIX):
-            pid = entry.name.rsplit("-", 2)[-2]
-            if not pid.isdigit() or int(pid) == os.getpid() or not _process_alive(int(pid)):
-                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _process_alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import __version__
 from . import checkpoint as ckpt
-from . import rng
+from . import hub, rng
 from .config import TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
 from .errors import CheckpointError, ConfigError, DataError
@@ -34,6 +34,7 @@ from .schedule import LRPlan
 from .selfplay import generate, reinforce_loss
 from .signals import graceful_stop
 from .status import TrainingStatus
+from .uploader import HubUploader
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class _Run:
     corpus: dict[str, Any]
     time_budget_s: float | None
     warnings: list[str] = field(default_factory=list)
+    uploader: HubUploader | None = None
+    flush_timeout_s: float = 60.0
     loss: float | None = None
     val_loss: float | None = None
     reward: float | None = None
@@ -113,9 +116,10 @@ class AZRTrainer:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **kwargs) -> AZRTrainer:
         """Return a trainer whose model and tokenizer are built from the checkpoint itself.
 
-        Raises CheckpointError when the checkpoint is missing or invalid.
+        ``path`` may be a Hub reference (``hf://user/run[/name]``). Raises CheckpointError when the checkpoint
+        is missing or invalid, HubError when it cannot be fetched.
         """
-        path = Path(path)
+        path = hub.resolve_checkpoint(path, kwargs.pop("hub_token", None))
         ckpt.verify_checkpoint(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -171,6 +175,11 @@ class AZRTrainer:
         *,
         load_optimizer: bool = True,
         time_budget_s: float | None = None,
+        hub_repo_id: str | None = None,
+        hub_token: str | None = None,
+        hub_private: bool = True,
+        hub_push_corpus: bool = True,
+        hub_flush_timeout_s: float = 60.0,
         **settings: Any,
     ) -> Iterator[TrainingStatus]:
         """Prepare a run and return a generator of statuses that trains while it is iterated.
@@ -178,6 +187,9 @@ class AZRTrainer:
         ``settings`` are :class:`TrainConfig` fields (batch_size, lr, lr_schedule, warmup, save_every,
         status_every, keep_last, seed, self_play_every, rl_weight, ...). On resume, settings not given are the
         checkpoint's. The generator yields every ``status_every`` iterations and at every state change.
+        ``resume_from`` may be a local checkpoint or a Hub reference (``hf://user/run[@rev][/name]``).
+        With ``hub_repo_id`` every checkpoint is pushed to that repo in the background (``status.pushes``);
+        at the end of the run pending pushes get up to ``hub_flush_timeout_s`` to finish.
 
         Raises ConfigError, DataError or CheckpointError (before anything is changed) for bad input.
         """
@@ -185,8 +197,13 @@ class AZRTrainer:
         self._stop_kind = "paused"
         if resume_from is None and self._loaded is not None:
             resume_from, load_optimizer = self._loaded[0], load_optimizer and self._loaded[1]
+        if resume_from is not None:
+            resume_from = hub.resolve_checkpoint(resume_from, hub_token)
         run = self._prepare(texts, max_iterations, Path(checkpoint_dir), resume_from, load_optimizer,
                             time_budget_s, settings)
+        if hub_repo_id:
+            run.uploader = HubUploader(hub_repo_id, hub_token, hub_private, hub_push_corpus)
+            run.flush_timeout_s = hub_flush_timeout_s
         self._loaded = None
         return self._loop(run)
 
@@ -257,8 +274,9 @@ class AZRTrainer:
             if saved.get("source") == "default":
                 texts = default_corpus()
             else:
-                candidates = [resume_from.parent / saved.get("file", ""), checkpoint_dir / saved.get("file", "")]
-                found = next((p for p in candidates if saved.get("file") and p.is_file()), None)
+                file = saved.get("file", "")  # beside the checkpoint dir, or at a Hub snapshot's root
+                candidates = [resume_from.parent / file, resume_from.parent.parent / file, checkpoint_dir / file]
+                found = next((p for p in candidates if file and p.is_file()), None)
                 if found is None:
                     raise DataError(f"The corpus of {str(resume_from)!r} is not stored beside it; pass texts=.")
                 texts = load_texts(found)
@@ -319,17 +337,19 @@ class AZRTrainer:
         config = run.config
         opening = (f"Resumed at iteration {run.iteration}" if run.iteration else "Started") + \
             f"; training to {config.max_iterations}."
-        yield self._emit(run, "running", opening)
-        if run.iteration >= config.max_iterations:
-            yield self._emit(run, "completed", f"Already at the target of {config.max_iterations} iterations.")
-            return
         try:
+            yield self._emit(run, "running", opening)
+            if run.iteration >= config.max_iterations:
+                run.finished = True
+                yield self._emit(run, "completed", f"Already at the target of {config.max_iterations} iterations.")
+                return
             while run.iteration < config.max_iterations:
                 if self._stop.is_set() or self._out_of_time(run):
                     kind = self._stop_kind
                     path = self._save(run, kind)
                     run.finished = True
-                    yield self._emit(run, kind, f"{kind.capitalize()} at iteration {run.iteration}; saved {path.name}.")
+                    message = f"{kind.capitalize()} at iteration {run.iteration}; saved {path.name}."
+                    yield self._emit(run, kind, message + self._flush_pushes(run))
                     return
                 self._step(run)
                 if config.val_every and run.iteration % config.val_every == 0:
@@ -341,10 +361,12 @@ class AZRTrainer:
                 if run.iteration % config.status_every == 0 and run.iteration < config.max_iterations:
                     yield self._emit(run, "running")
             run.finished = True
-            yield self._emit(run, "completed", f"Completed {config.max_iterations} iterations.")
+            message = f"Completed {config.max_iterations} iterations." + self._flush_pushes(run)
+            yield self._emit(run, "completed", message)
         except GeneratorExit:
             if not run.finished:
                 self._save(run, "paused")
+                self._flush_pushes(run)
             raise
         except KeyboardInterrupt:
             self._save(run, "interrupted")
@@ -352,8 +374,24 @@ class AZRTrainer:
         except Exception as exc:
             run.finished = True
             path = self._save(run, "error")
-            yield self._emit(run, "error", f"Training failed at iteration {run.iteration}: {exc}; saved {path.name}.")
+            message = f"Training failed at iteration {run.iteration}: {exc}; saved {path.name}."
+            yield self._emit(run, "error", message + self._flush_pushes(run))
             raise
+        finally:
+            if run.uploader is not None:
+                run.uploader.close()
+
+    @staticmethod
+    def _flush_pushes(run: _Run) -> str:
+        """Give pending pushes a bounded time to finish; return a sentence on those not pushed."""
+        if run.uploader is None:
+            return ""
+        states = run.uploader.flush(run.flush_timeout_s)
+        missing = [f"{name} ({state})" for name, state in states.items() if not state.startswith("pushed")]
+        if not missing:
+            return f" All {len(states)} checkpoints pushed to {run.uploader.repo_id}."
+        return f" Not pushed to {run.uploader.repo_id}: {'; '.join(missing)}."
+
 
     def _out_of_time(self, run: _Run) -> bool:
         if run.time_budget_s is not None and time.monotonic() - run.started >= run.time_budget_s:
@@ -464,6 +502,8 @@ class AZRTrainer:
             self_play=run.stats.tensors(),
         )
         run.last_checkpoint, run.saved_iteration = str(path), run.iteration
+        if run.uploader is not None:
+            run.uploader.submit(path, run.checkpoint_dir)
         if kind == "iter":
             ckpt.rotate_checkpoints(run.checkpoint_dir, run.config.keep_last)
         log.info("saved checkpoint %s", path)
@@ -483,6 +523,7 @@ class AZRTrainer:
             eta_s=(per_iteration * (run.config.max_iterations - run.iteration)) if per_iteration else None,
             memory_mb=_memory_mb(self.device), checkpoint=run.last_checkpoint, message=message,
             warnings=list(run.warnings), history=run.history,
+            pushes=run.uploader.states() if run.uploader is not None else {},
         )
         self.last_status = status
         if self.status_callback is not None:

@@ -1,0 +1,308 @@
+"""Hugging Face Hub: ``hf://`` references, and pushing, listing, pulling and resolving checkpoints.
+
+Repo layout: every checkpoint under ``checkpoints/<name>/``; an index ``checkpoints/index.json`` with one
+entry per checkpoint; the run's corpus once under ``corpus/``; and at the root the newest weights, config,
+tokenizer and a model card, so that ``from_pretrained("user/run")`` gives the newest model.
+
+Settings come from the environment at call time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` /
+``HF_HUB_CACHE``) and the token from the argument, ``HF_TOKEN`` or ``huggingface-cli login``. The token
+is never written, logged or put in a message: errors only say whether one was used.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token, snapshot_download
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                    OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+
+from . import checkpoint as ckpt
+from .card import chart_svg, model_card
+from .errors import CheckpointError, HubError
+
+SCHEME = "hf://"
+CHECKPOINTS = "checkpoints"
+INDEX = f"{CHECKPOINTS}/index.json"
+CHART = "training_curves.svg"
+ROOT_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+REFERENCE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[^/]+))?(?:/(?P<name>[^/]+))?/?$")
+
+
+@dataclass(frozen=True)
+class HubReference:
+    """A parsed ``hf://user/run[@revision][/checkpoint-name]``."""
+
+    repo_id: str
+    revision: str | None = None
+    name: str | None = None
+
+    def __str__(self) -> str:
+        revision = f"@{self.revision}" if self.revision else ""
+        return f"{SCHEME}{self.repo_id}{revision}" + (f"/{self.name}" if self.name else "")
+
+
+def is_hub_reference(ref: str | os.PathLike) -> bool:
+    """True for ``hf://…``, and for a bare ``user/run`` that is no local path."""
+    text = str(ref)
+    if text.startswith(SCHEME):
+        return True
+    return not isinstance(ref, Path) and not Path(text).exists() and REFERENCE.match(text) is not None \
+        and not text.startswith((".", "/"))
+
+
+def parse_reference(ref: str) -> HubReference:
+    """Parse a Hub reference; raises HubError for a malformed one."""
+    text = str(ref).removeprefix(SCHEME)
+    match = REFERENCE.match(text)
+    if not match:
+        raise HubError(f"{ref!r} is not a Hub reference; use hf://user/run[@revision][/checkpoint-name].")
+    name = match.group("name")
+    if name and not ckpt.NAME_PATTERN.match(name):
+        raise HubError(f"{name!r} is not a checkpoint name (like model_iter_1000) in {ref!r}.")
+    return HubReference(match.group("repo"), match.group("revision"), name)
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", hf_constants.ENDPOINT).rstrip("/")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _cache_dir() -> str:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return hf_constants.HF_HUB_CACHE
+
+
+def api(token: str | None = None) -> HfApi:
+    """Return an HfApi for the current endpoint and token."""
+    return HfApi(endpoint=_endpoint(), token=token)
+
+
+def _token_note(token: str | None) -> str:
+    return "a token was used" if (token or get_token()) else "no token was used"
+
+
+def hub_error(exc: Exception, repo_id: str, token: str | None, revision: str | None = None) -> HubError:
+    """Translate a huggingface_hub/httpx exception into one clear HubError (never containing the token)."""
+    if isinstance(exc, RepositoryNotFoundError):
+        return HubError(f"Repository {repo_id!r} was not found or you have no access ({_token_note(token)}).")
+    if isinstance(exc, RevisionNotFoundError):
+        return HubError(f"Revision {revision!r} was not found in {repo_id!r}.")
+    if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        return HubError(f"Cannot reach {repo_id!r}: offline (or the Hub is unreachable) and nothing is cached.")
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        if status in (401, 403):
+            return HubError(f"Access to {repo_id!r} was refused (HTTP {status}; {_token_note(token)}).")
+        return HubError(f"The Hub answered HTTP {status} for {repo_id!r}; try again later.")
+    if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
+        return HubError(f"Cannot reach the Hub at {_endpoint()} for {repo_id!r} ({type(exc).__name__}).")
+    return HubError(f"Hub operation on {repo_id!r} failed: {type(exc).__name__}.")
+
+
+HUB_EXCEPTIONS = (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError, httpx2.TransportError,
+                  ConnectionError, TimeoutError)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _checkpoint_names(files: list[str]) -> list[str]:
+    names = {parts[1] for parts in (f.split("/") for f in files)
+             if len(parts) == 3 and parts[0] == CHECKPOINTS and ckpt.NAME_PATTERN.match(parts[1])}
+    return sorted(names)
+
+
+def _read_index(hf: HfApi, repo_id: str, revision: str | None) -> dict[str, Any]:
+    """Return the repo's checkpoint index (empty when there is none)."""
+    try:
+        path = hf.hf_hub_download(repo_id, INDEX, revision=revision, cache_dir=_cache_dir())
+    except EntryNotFoundError:
+        return {}
+    return json.loads(Path(path).read_text())
+
+
+def list_checkpoints(ref: str, token: str | None = None) -> list[ckpt.CheckpointInfo]:
+    """Return the checkpoints of a Hub repo, newest first (the same records as for a local directory).
+
+    A checkpoint is invalid when a file its index entry names is missing from the repo.
+    Raises HubError for an unknown repo or revision, no access, or no connection.
+    """
+    reference = parse_reference(ref)
+    hf = api(token)
+    try:
+        files = hf.list_repo_files(reference.repo_id, revision=reference.revision)
+        index = _read_index(hf, reference.repo_id, reference.revision)
+    except HUB_EXCEPTIONS as exc:
+        raise hub_error(exc, reference.repo_id, token, reference.revision) from exc
+    present = set(files)
+    infos = []
+    for name in _checkpoint_names(files):
+        entry = index.get(name, {})
+        recorded = entry.get("files") or {}
+        missing = [f for f in recorded if f"{CHECKPOINTS}/{name}/{f}" not in present]
+        if not recorded and f"{CHECKPOINTS}/{name}/{ckpt.STATE_FILE}" not in present:
+            missing = [ckpt.STATE_FILE]
+        match = ckpt.NAME_PATTERN.match(name)
+        infos.append(ckpt.CheckpointInfo(
+            name=name, path=str(HubReference(reference.repo_id, reference.revision, name)), kind=match.group(1),
+            iteration=entry.get("iteration", int(match.group(2))), max_iterations=entry.get("max_iterations"),
+            loss=entry.get("loss"), val_loss=entry.get("val_loss"), timestamp=entry.get("timestamp"),
+            size_bytes=entry.get("size_bytes", 0), has_optimizer=ckpt.OPTIMIZER_FILE in recorded,
+            valid=not missing, reason=f"{missing[0]} is missing" if missing else None,
+        ))
+    infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
+    return infos
+
+
+def _download(reference: HubReference, patterns: list[str], token: str | None) -> Path:
+    return Path(snapshot_download(reference.repo_id, revision=reference.revision, allow_patterns=patterns,
+                                  cache_dir=_cache_dir(), token=token, endpoint=_endpoint(),
+                                  local_files_only=_offline()))
+
+
+def resolve_checkpoint(ref: str | os.PathLike, token: str | None = None) -> Path:
+    """Return a local checkpoint directory for a local path or a Hub reference.
+
+    A Hub checkpoint (the newest one when no name is given) is downloaded into the HF cache with the run's
+    corpus, and verified. Raises HubError for Hub problems, CheckpointError for a checkpoint failing its
+    checksums.
+    """
+    if not is_hub_reference(ref):
+        return Path(ref)
+    reference = parse_reference(str(ref))
+    try:
+        name = reference.name or _newest_name(reference, token)
+        if not _offline():
+            available = [i.name for i in list_checkpoints(str(reference), token)]
+            if name not in available:
+                raise HubError(f"Checkpoint {name!r} is not in {reference.repo_id!r}; it has: "
+                               f"{', '.join(available) or 'no checkpoints'}.")
+        root = _download(reference, [f"{CHECKPOINTS}/{name}/*"], token)
+        path = root / CHECKPOINTS / name
+        if not path.is_dir():
+            raise HubError(f"Checkpoint {name!r} of {reference.repo_id!r} is not cached and cannot be downloaded.")
+        corpus = ckpt.read_state(path).get("corpus", {}).get("file")
+        if corpus:
+            _download(reference, [corpus], token)
+    except HUB_EXCEPTIONS as exc:
+        raise hub_error(exc, reference.repo_id, token, reference.revision) from exc
+    try:
+        ckpt.verify_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"The checkpoint downloaded from {reference} failed verification: "
+                              f"{str(exc).split(' is invalid: ')[-1]}") from exc
+    return path
+
+
+def _newest_name(reference: HubReference, token: str | None) -> str:
+    if _offline():
+        cached = _download(reference, [f"{CHECKPOINTS}/*/{ckpt.STATE_FILE}"], token) / CHECKPOINTS
+        infos = ckpt.list_checkpoints(cached, verify=False) if cached.is_dir() else []
+    else:
+        infos = list_checkpoints(str(reference), token)
+    if not infos:
+        raise HubError(f"Repository {reference.repo_id!r} has no checkpoints.")
+    return infos[0].name
+
+
+def pull(ref: str, to: str | Path = "checkpoints", token: str | None = None) -> Path:
+    """Download a Hub checkpoint (and its corpus) into a local checkpoint directory; return its path.
+
+    Raises HubError / CheckpointError as :func:`resolve_checkpoint`.
+    """
+    source = resolve_checkpoint(ref, token)
+    target_root = Path(to)
+    target_root.mkdir(parents=True, exist_ok=True)
+    corpus = ckpt.read_state(source).get("corpus", {}).get("file")
+    if corpus and (source.parent.parent / corpus).is_file() and not (target_root / corpus).exists():
+        (target_root / corpus).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.parent.parent / corpus, target_root / corpus)
+    return ckpt.copy_checkpoint(source, target_root)
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private: bool = True,
+         corpus_root: str | Path | None = None, push_corpus: bool = True) -> str:
+    """Upload one checkpoint (plus root files, index and model card) in one commit; return the commit id.
+
+    The repo is created (private by default) when missing. Raises HubError or CheckpointError.
+    """
+    checkpoint = Path(checkpoint)
+    state = ckpt.verify_checkpoint(checkpoint)
+    name = checkpoint.name if ckpt.NAME_PATTERN.match(checkpoint.name) else state["name"]
+    hf = api(token)
+    try:
+        hf.create_repo(repo_id, private=private, exist_ok=True)
+        files = hf.list_repo_files(repo_id)
+        index = _read_index(hf, repo_id, None)
+        index[name] = _index_entry(checkpoint, state)
+        operations = [CommitOperationAdd(f"{CHECKPOINTS}/{name}/{f.name}", str(f))
+                      for f in sorted(checkpoint.iterdir()) if f.is_file()]
+        newest = max(index, key=lambda n: (index[n].get("timestamp") or "", index[n].get("iteration") or 0))
+        if newest == name:
+            operations += [CommitOperationAdd(f.name, str(f)) for f in sorted(checkpoint.iterdir())
+                           if f.name in ROOT_FILES]
+            operations.append(CommitOperationAdd(CHART, chart_svg(state.get("history", [])).encode()))
+            operations.append(CommitOperationAdd("README.md", str(model_card(repo_id, name, state, CHART)).encode()))
+        corpus = state.get("corpus", {}).get("file")
+        if push_corpus and corpus and corpus_root and corpus not in files and (Path(corpus_root) / corpus).is_file():
+            operations.append(CommitOperationAdd(corpus, str(Path(corpus_root) / corpus)))
+        operations.append(CommitOperationAdd(INDEX, json.dumps(index, indent=1, sort_keys=True).encode()))
+        info = hf.create_commit(repo_id, operations, commit_message=f"Add checkpoint {name}")
+    except HUB_EXCEPTIONS as exc:
+        raise hub_error(exc, repo_id, token) from exc
+    return info.oid
+
+
+def delete_remote(repo_id: str, names: list[str], token: str | None = None) -> str | None:
+    """Delete checkpoints from a Hub repo (and from its index) in one commit; return the commit id."""
+    if not names:
+        return None
+    hf = api(token)
+    try:
+        index = _read_index(hf, repo_id, None)
+        for name in names:
+            index.pop(name, None)
+        operations: list = [CommitOperationDelete(f"{CHECKPOINTS}/{name}/") for name in names]
+        operations.append(CommitOperationAdd(INDEX, json.dumps(index, indent=1, sort_keys=True).encode()))
+        return hf.create_commit(repo_id, operations, commit_message=f"Delete {', '.join(names)}").oid
+    except HUB_EXCEPTIONS as exc:
+        raise hub_error(exc, repo_id, token) from exc
+
+
+def _index_entry(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "iteration": state.get("iteration"), "max_iterations": state.get("max_iterations"),
+        "kind": state.get("kind"), "timestamp": state.get("timestamp"), "loss": state.get("loss"),
+        "val_loss": state.get("val_loss"), "files": state.get("files", {}),
+        "size_bytes": sum(f.stat().st_size for f in checkpoint.iterdir() if f.is_file()),
+    }
+
+
+def staging_copy(checkpoint: Path) -> Path:
+    """Hard-link a checkpoint into a hidden sibling so that local rotation cannot delete it mid-upload."""
+    target = ckpt.hidden_sibling(checkpoint.parent, ckpt.STAGING_PREFIX, checkpoint.name) / checkpoint.name
+    target.mkdir(parents=True)
+    for file in checkpoint.iterdir():
+        try:
+            os.link(file, target / file.name)
+        except OSError:
+            shutil.copy2(file, target / file.name)
+    return target
