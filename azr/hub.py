@@ -51,12 +51,13 @@ class HubReference:
 
 
 def is_hub_reference(ref: str | os.PathLike) -> bool:
-    """True for ``hf://…``, and for a bare ``user/run`` that is no local path."""
+    """True for ``hf://…``, and for a bare ``user/run`` when neither it nor its ``user`` folder exists locally."""
     text = str(ref)
     if text.startswith(SCHEME):
         return True
-    return not isinstance(ref, Path) and not Path(text).exists() and REFERENCE.match(text) is not None \
-        and not text.startswith((".", "/"))
+    if isinstance(ref, Path) or text.startswith((".", "/", "~")) or not REFERENCE.match(text):
+        return False
+    return not Path(text).exists() and not Path(text.split("/")[0]).exists()
 
 
 def parse_reference(ref: str) -> HubReference:

@@ -113,13 +113,14 @@ class AZRTrainer:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **kwargs) -> AZRTrainer:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", hub_token: str | None = None,
+                        **kwargs) -> AZRTrainer:
         """Return a trainer whose model and tokenizer are built from the checkpoint itself.
 
         ``path`` may be a Hub reference (``hf://user/run[/name]``). Raises CheckpointError when the checkpoint
         is missing or invalid, HubError when it cannot be fetched.
         """
-        path = hub.resolve_checkpoint(path, kwargs.pop("hub_token", None))
+        path = hub.resolve_checkpoint(path, hub_token)
         ckpt.verify_checkpoint(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -215,3 +215,13 @@ def test_the_token_is_written_nowhere(hub_env, hub_server, make_model, tokenizer
             assert token.encode() not in path.read_bytes(), path
     for name, content in hub_server.files(REPO).items():
         assert token.encode() not in content, name
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("hf://user/run", True), ("user/run", True), ("hf://user/run@v1/model_iter_10", True),
+    ("checkpoints/model_iter_999", False), ("./user/run", False), ("/abs/path", False), ("model_iter_5", False),
+])
+def test_what_counts_as_a_hub_reference(tmp_path, monkeypatch, ref, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    assert hub.is_hub_reference(ref) is expected
