@@ -365,8 +365,8 @@ class AZRTrainer:
             message = f"Completed {config.max_iterations} iterations." + self._flush_pushes(run)
             yield self._emit(run, "completed", message)
         except GeneratorExit:
-            if not run.finished:
-                self._save(run, "paused")
+            if not run.finished:  # closed early: a requested interrupt keeps its name
+                self._save(run, self._stop_kind if self._stop.is_set() else "paused")
                 self._flush_pushes(run)
             raise
         except KeyboardInterrupt:

@@ -1,0 +1,272 @@
+"""The ``azr`` command, driven for real in subprocesses: signals, exact resume, list/inspect, user errors, generate,
+demo and selftest."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from azr import default_corpus, list_checkpoints
+from azr.checkpoint import read_state, verify_checkpoint
+from azr.cli import main
+from azr.selftest import first_difference
+
+# One thread per process: the tiny models do not need more, and two test processes then fit on 2 cores.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+TARGET = 80
+BIG_TARGET = 100_000
+TINY = ["--d-model", "32", "--num-layers", "1", "--num-heads", "2", "--d-ff", "64", "--max-seq-len", "32",
+        "--vocab-size", "300"]
+# A constant LR makes the schedule independent of the target, so a run to BIG_TARGET stopped early and resumed to
+# TARGET must repeat the run to TARGET exactly. Self-play every 5 iterations exercises its RNG across the stop.
+FAST = ["--batch-size", "4", "--save-every", "10", "--lr-schedule", "constant", "--self-play-every", "5"]
+TIMEOUT_S = 240
+
+
+def start(*args: object) -> subprocess.Popen:
+    """Start ``azr ARGS`` with stdout and stderr captured separately."""
+    return subprocess.Popen(["azr", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def azr(*args: object) -> subprocess.CompletedProcess:
+    """Run ``azr ARGS`` to the end."""
+    return finish(start(*args))
+
+
+def azr_all(commands: dict[str, list[object]]) -> dict[str, subprocess.CompletedProcess]:
+    """Run several ``azr`` commands side by side (each pays Python's start-up once, in parallel)."""
+    processes = {name: start(*args) for name, args in commands.items()}
+    return {name: finish(process) for name, process in processes.items()}
+
+
+def losses(checkpoint: Path) -> list[float]:
+    return [record["loss"] for record in read_state(checkpoint)["history"]]
+
+
+def corrupt(file: Path) -> None:
+    """Flip the bits of a file's last byte."""
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """About 60 kB of the default corpus in a text file."""
+    path = tmp_path_factory.mktemp("texts") / "small.txt"
+    path.write_text(default_corpus()[0][:60_000], encoding="utf-8")
+    return path
+
+
+def train_args(corpus_file: Path, directory: Path, target: int) -> list[object]:
+    return ["train", *TINY, *FAST, "--texts", corpus_file, "--checkpoint-dir", directory, "--max-iterations", target]
+
+
+@pytest.fixture(scope="module")
+def reference(corpus_file, tmp_path_factory) -> Path:
+    """The directory of an uninterrupted ``azr train`` run to TARGET."""
+    directory = tmp_path_factory.mktemp("reference")
+    result = azr(*train_args(corpus_file, directory, TARGET))
+    assert result.returncode == 0, result.stderr
+    assert f"Checkpoint: {directory / f'model_iter_{TARGET}'}" in result.stdout
+    return directory
+
+
+def train_until_signalled(corpus_file: Path, directory: Path, *signals: signal.Signals) -> tuple[int, str]:
+    """Start a long run, send ``signals`` (10 ms apart) once model_iter_10 is saved; return (status, output)."""
+    process = subprocess.Popen(["azr", *map(str, train_args(corpus_file, directory, BIG_TARGET))],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    watchdog = threading.Timer(TIMEOUT_S, process.kill)
+    watchdog.start()
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith(f"Saved {directory / 'model_iter_10'} "):
+                for signum in signals:
+                    process.send_signal(signum)
+                    time.sleep(0.01)
+                break
+        rest, _ = process.communicate()
+    finally:
+        watchdog.cancel()
+    return process.returncode, "".join(seen) + rest
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_the_completed_iterations_and_resume_repeats_the_run_exactly(corpus_file, reference, tmp_path,
+                                                                                   signum, code):
+    status, output = train_until_signalled(corpus_file, tmp_path, signum)
+    assert status == code, output
+    assert "Traceback" not in output
+    [checkpoint] = tmp_path.glob("model_interrupted_*")
+    iterations = int(checkpoint.name.rsplit("_", 1)[1])
+    state = verify_checkpoint(checkpoint)
+    assert state["kind"] == "interrupted"
+    assert state["iteration"] == iterations == len(state["history"])
+    assert [r["iteration"] for r in state["history"]] == list(range(1, iterations + 1))
+    assert 10 <= iterations < TARGET
+    assert f"Resume with: azr resume {checkpoint} --max-iterations {BIG_TARGET}" in output
+
+    resumed = azr("resume", checkpoint, "--max-iterations", TARGET)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resumed at iteration {iterations}; training to {TARGET}." in resumed.stdout
+    final, expected = tmp_path / f"model_iter_{TARGET}", reference / f"model_iter_{TARGET}"
+    assert losses(final) == losses(expected)
+    assert read_state(final)["files"]["model.safetensors"] == read_state(expected)["files"]["model.safetensors"]
+
+
+def test_a_second_sigint_exits_at_once_and_leaves_only_complete_checkpoints(corpus_file, tmp_path):
+    status, output = train_until_signalled(corpus_file, tmp_path, signal.SIGINT, signal.SIGINT)
+    # 130 when the second signal lands in the batch or the save; killed by SIGINT (130 to a shell) when it lands
+    # after the process has finished stopping.
+    assert status in (130, -signal.SIGINT), output
+    assert "Traceback" not in output
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    infos = list_checkpoints(tmp_path)
+    assert all(info.valid for info in infos)
+    assert any(info.kind == "interrupted" for info in infos)
+
+
+def test_list_and_inspect_report_what_is_on_disk_including_an_invalid_checkpoint(reference, tmp_path):
+    directory = tmp_path / "run"
+    shutil.copytree(reference, directory)
+    corrupt(directory / "model_iter_70" / "model.safetensors")
+    newest = directory / f"model_iter_{TARGET}"
+    results = azr_all({
+        "list json": ["list", directory, "--json"],
+        "list": ["list", directory],
+        "inspect json": ["inspect", newest, "--json"],
+        "inspect": ["inspect", newest],
+        "inspect invalid": ["inspect", directory / "model_iter_70", "--json"],
+    })
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items()}
+
+    listed = {entry["name"]: entry for entry in json.loads(results["list json"].stdout)}
+    assert set(listed) == {f"model_iter_{n}" for n in (40, 50, 60, 70, 80)}  # keep_last 5
+    state = read_state(newest)
+    assert listed[newest.name] | {"size_bytes": 0} == {
+        "name": newest.name, "path": str(newest), "kind": "iter", "iteration": TARGET, "max_iterations": TARGET,
+        "loss": state["loss"], "val_loss": state["val_loss"], "timestamp": state["timestamp"], "size_bytes": 0,
+        "has_optimizer": True, "valid": True, "reason": None,
+    }
+    assert listed["model_iter_70"]["valid"] is False
+    assert "checksum" in listed["model_iter_70"]["reason"]
+    table = results["list"].stdout.splitlines()
+    assert table[0].split()[:3] == ["NAME", "KIND", "ITER"]
+    assert "invalid: checksum mismatch in model.safetensors" in next(row for row in table if "model_iter_70" in row)
+
+    report = json.loads(results["inspect json"].stdout)
+    assert report["iteration"] == TARGET and report["history_length"] == TARGET and report["has_optimizer"]
+    assert report["lr"] == state["lr"] and report["data_position"] == state["data_position"]
+    assert report["model_config"]["d_model"] == 32 and report["train_config"]["batch_size"] == 4
+    assert report["versions"] == state["versions"] and report["valid"] is True
+    text = results["inspect"].stdout
+    for line in ("Iteration:", "Has optimizer:", "History length:", "LR at this point:", "Data position:",
+                 "checksums ok"):
+        assert line in text
+    invalid = json.loads(results["inspect invalid"].stdout)
+    assert invalid["iteration"] == 70 and invalid["valid"] is False and "checksum" in invalid["reason"]
+
+
+@pytest.fixture(scope="module")
+def user_errors(corpus_file, reference, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every user error of the CLI, run side by side."""
+    scratch = tmp_path_factory.mktemp("errors")
+    broken = scratch / "model_iter_80"
+    shutil.copytree(reference / f"model_iter_{TARGET}", broken)
+    corrupt(broken / "model.safetensors")
+    new_run = ["--checkpoint-dir", scratch / "new", "--texts", corpus_file, *TINY]
+    return azr_all({
+        "missing checkpoint": ["resume", scratch / "model_iter_5", "--max-iterations", 10],
+        "invalid checkpoint": ["resume", broken, "--max-iterations", 100],
+        "architecture mismatch": ["train", "--base-model", reference / f"model_iter_{TARGET}", "--d-model", 64,
+                                  "--max-iterations", 5, "--checkpoint-dir", scratch / "new"],
+        "zero iterations": ["train", *new_run, "--max-iterations", 0],
+        "negative batch size": ["train", *new_run, "--max-iterations", 5, "--batch-size", -1],
+        "unknown preset": ["train", "--preset", "huge", "--max-iterations", 5],
+        "missing texts": ["train", "--texts", scratch / "missing.txt", "--max-iterations", 5],
+        "target below checkpoint": ["resume", reference / f"model_iter_{TARGET}", "--max-iterations", 20],
+        "directory of another run": ["train", *TINY, "--checkpoint-dir", reference, "--max-iterations", 5],
+    })
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing checkpoint", "does not exist"),
+    ("invalid checkpoint", "checksum mismatch in model.safetensors"),
+    ("architecture mismatch", "Architecture mismatch"),
+    ("zero iterations", "--max-iterations: must be a positive integer, got 0"),
+    ("negative batch size", "--batch-size: must be a positive integer, got -1"),
+    ("unknown preset", "Unknown preset 'huge'"),
+    ("missing texts", "missing.txt' does not exist"),
+    ("target below checkpoint", "below the checkpoint's iteration"),
+    ("directory of another run", "already holds checkpoints"),
+])
+def test_a_user_error_is_one_line_on_stderr_and_exit_status_2(user_errors, case, message):
+    result = user_errors[case]
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("azr: error: ") and message in line
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_generate_is_deterministic_with_a_seed(reference):
+    checkpoint = reference / f"model_iter_{TARGET}"
+    arguments = ["generate", checkpoint, "--prompt", "ROMEO:", "--max-new-tokens", 20, "--seed", 3]
+    results = azr_all({"first": arguments, "second": arguments})
+    assert all(r.returncode == 0 for r in results.values()), results["first"].stderr
+    assert results["first"].stdout == results["second"].stdout
+    assert results["first"].stdout.startswith("ROMEO:") and len(results["first"].stdout) > len("ROMEO:\n")
+
+
+def test_demo_runs_the_seed_guide_scenario_and_lists_the_checkpoints(tmp_path):
+    result = azr("demo", "--dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    for step in ("Step 1", "Step 2", "Step 3", "Step 4"):
+        assert step in result.stdout
+    assert {info.kind for info in list_checkpoints(tmp_path)} == {"iter", "paused"}
+    assert "NAME" in result.stdout and "model_iter_" in result.stdout.split("NAME", 1)[1]
+
+
+def test_selftest_proves_that_resume_in_a_fresh_process_is_bit_identical():
+    result = azr("selftest", "--iterations", 12)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bit-identical" in result.stdout
+
+
+def test_python_dash_m_azr_is_the_same_command():
+    result = subprocess.run(["python", "-m", "azr", "--help"], capture_output=True, text=True, env=ENV,
+                            timeout=TIMEOUT_S)
+    assert result.returncode == 0 and "usage: azr" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "resume", "list", "inspect", "generate", "demo", "selftest"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: azr {command}")
+
+
+def test_selftest_names_the_first_difference(reference, tmp_path):
+    expected = reference / f"model_iter_{TARGET}"
+    altered = tmp_path / expected.name
+    shutil.copytree(expected, altered)
+    state = json.loads((altered / "trainer_state.json").read_text())
+    state["history"][41]["loss"] += 1e-7
+    (altered / "trainer_state.json").write_text(json.dumps(state))
+    assert first_difference(expected, expected) is None
+    assert first_difference(expected, altered).startswith("iteration 42, loss ")

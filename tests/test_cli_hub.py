@@ -1,0 +1,83 @@
+"""The ``azr`` command with the Hub: --push-to-hub, resume from hf://, list/inspect/pull/push, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from test_cli import FAST, TINY
+
+from azr import default_corpus
+from azr.checkpoint import read_state
+
+
+def azr(*args: object, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``azr ARGS`` with the current environment (pointed at the local Hub server by ``hub_env``)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["azr", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def pushed_run(hub_env, tmp_path):
+    """Machine A: `azr train --push-to-hub user/run` to 30 iterations on a small corpus file."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(default_corpus()[0][:60_000], encoding="utf-8")
+    result = azr("train", *TINY, *FAST, "--texts", corpus, "--checkpoint-dir", tmp_path / "a", "--max-iterations",
+                 30, "--push-to-hub", "user/run")
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "a", result
+
+
+def test_train_pushes_every_checkpoint(pushed_run, hub_server):
+    _, result = pushed_run
+    for name in ("model_iter_10", "model_iter_20", "model_iter_30"):
+        assert f"Push of {name}: pushed " in result.stdout
+    assert "All 3 checkpoints pushed to user/run." in result.stdout
+    assert "checkpoints/model_iter_30/model.safetensors" in hub_server.files("user/run")
+
+
+def test_machine_b_resumes_from_the_repo_id(pushed_run, tmp_path, monkeypatch):
+    directory, _ = pushed_run
+    local = azr("resume", directory / "model_iter_30", "--max-iterations", 45, "--checkpoint-dir", tmp_path / "l")
+    assert local.returncode == 0, local.stderr
+    machine_b = tmp_path / "machine_b"
+    machine_b.mkdir()
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    remote = azr("resume", "hf://user/run", "--max-iterations", 45, cwd=machine_b)  # no texts, empty cache
+    assert remote.returncode == 0, remote.stderr
+    assert "Resumed at iteration 30" in remote.stdout
+    resumed = read_state(machine_b / "checkpoints" / "model_iter_45")
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in read_state(tmp_path / "l" / "model_iter_45")["history"]]
+
+
+def test_list_inspect_pull_and_push(pushed_run, tmp_path, hub_server):
+    listing = azr("list", "hf://user/run", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert [c["name"] for c in json.loads(listing.stdout)] == ["model_iter_30", "model_iter_20", "model_iter_10"]
+    table = azr("list", "hf://user/run")
+    assert "model_iter_20" in table.stdout and "valid" in table.stdout
+    inspected = json.loads(azr("inspect", "hf://user/run/model_iter_20", "--json").stdout)
+    assert inspected["iteration"] == 20 and inspected["valid"]
+    pulled = azr("pull", "hf://user/run/model_iter_10", "--to", tmp_path / "pulled")
+    assert pulled.returncode == 0 and read_state(tmp_path / "pulled" / "model_iter_10")["iteration"] == 10
+    pushed = azr("push", tmp_path / "pulled" / "model_iter_10", "user/copy")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "checkpoints/model_iter_10/trainer_state.json" in hub_server.files("user/copy")
+
+
+def test_hub_errors_are_one_line_with_exit_status_2(pushed_run):
+    results = {
+        "missing repo": azr("resume", "hf://user/missing", "--max-iterations", 40),
+        "missing checkpoint": azr("inspect", "hf://user/run/model_iter_7"),
+        "bad revision": azr("list", "hf://user/run@nope"),
+    }
+    expected = {
+        "missing repo": "'user/missing' was not found or you have no access (a token was used)",
+        "missing checkpoint": "Checkpoint 'model_iter_7' is not in 'user/run'; it has: model_iter_30",
+        "bad revision": "Revision 'nope' was not found in 'user/run'",
+    }
+    for name, result in results.items():
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.startswith("azr: error: ") and expected[name] in result.stderr, name
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, name
