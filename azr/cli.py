@@ -33,6 +33,7 @@ from .model import ARCHITECTURE_FIELDS, build_model, load_pretrained, max_length
 from .selfplay import generate
 from .selftest import run_selftest
 from .signals import EXIT_CODES, graceful_stop
+from .space import deploy_space
 from .status import TrainingStatus
 from .tokenizer import train_tokenizer
 from .trainer import AZRTrainer, resolve_device
@@ -164,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("repo_id", metavar="REPO", help="user/run")
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.set_defaults(handler=cmd_push)
+
+    space = commands.add_parser("space", help="deploy the app as a Hugging Face Space",
+                                description="Work with the Hugging Face Space that runs the app.")
+    space_commands = space.add_subparsers(dest="space_command", required=True, metavar="COMMAND")
+    deploy = space_commands.add_parser("deploy", help="create or update a Space with app.py, azr/ and the card",
+                                       description=(
+        "Upload app.py, the azr package, requirements.txt and space_config/README.md (as the Space card) to a Gradio "
+        "Space in one commit, creating it if missing."))
+    deploy.add_argument("space_id", metavar="SPACE", help="user/space-name")
+    deploy.add_argument("--private", action="store_true", help="create the Space private (default: public)")
+    deploy.add_argument("--set-token-secret", action="store_true",
+                        help="store your token (HF_TOKEN or the saved login) as the Space's HF_TOKEN secret, so "
+                             "the app can push checkpoints")
+    deploy.set_defaults(handler=cmd_space_deploy)
     return parser
 
 
@@ -555,6 +570,13 @@ def cmd_push(args: argparse.Namespace) -> int:
     commit = hub.push(Path(args.checkpoint).expanduser(), args.repo_id, private=not args.public,
                       corpus_root=Path(args.checkpoint).expanduser().parent)
     print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
+    return 0
+
+
+def cmd_space_deploy(args: argparse.Namespace) -> int:
+    """``azr space deploy``: the app as a Hugging Face Space."""
+    url = deploy_space(args.space_id, private=args.private, set_token_secret=args.set_token_secret)
+    print(f"Deployed {args.space_id}: {url}")
     return 0
 
 

@@ -81,3 +81,13 @@ def test_hub_errors_are_one_line_with_exit_status_2(pushed_run):
         assert result.returncode == 2, (name, result.stderr)
         assert result.stderr.startswith("azr: error: ") and expected[name] in result.stderr, name
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, name
+
+
+def test_space_deploy_command(hub_env, hub_server):
+    result = azr("space", "deploy", "user/azr-space", "--set-token-secret")
+    assert result.returncode == 0, result.stderr
+    assert "Deployed user/azr-space" in result.stdout
+    files = hub_server.files("user/azr-space", repo_type="space")
+    assert {"app.py", "requirements.txt", "README.md", "azr/trainer.py", "azr/corpus/tinyshakespeare.txt"} <= set(files)
+    assert hub_server.space_secrets("user/azr-space") == {"HF_TOKEN": hub_env["token"]}
+    assert hub_env["token"] not in result.stdout + result.stderr

@@ -1,0 +1,40 @@
+"""AZR Trainer web app: ``python app.py`` (locally on 127.0.0.1:7860; on 0.0.0.0 in a Hugging Face Space).
+
+Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, AZR_CHECKPOINT_DIR, AZR_HUB_REPO, AZR_MAX_UPLOAD_MB and HF_TOKEN.
+SIGTERM or Ctrl+C saves the running job as ``model_interrupted_<N>`` (and pushes it when pushing is on) and exits.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from transformers.utils import logging as transformers_logging
+
+from azr.jobs import TrainingJob
+from azr.signals import graceful_stop
+from azr.ui import build_ui, max_upload_bytes
+
+
+def main() -> int:
+    """Serve the app until SIGTERM/SIGINT; return the shell's exit status for the signal."""
+    transformers_logging.disable_progress_bar()
+    job = TrainingJob()
+    demo = build_ui(job)
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True,
+    )
+    signalled = threading.Event()
+    with graceful_stop(lambda: (job.interrupt(), signalled.set())) as signals:
+        while not signalled.wait(1.0):
+            pass
+        print("Stopping: saving the running job before exiting…", flush=True)
+        job.wait()
+    demo.close()
+    return signals.exit_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Run ``python app.py`` as a real process on a free port for the app and browser tests (a plain module).
+
+Use its fixture with ``from app_process import app`` in a test module.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT_S = 120
+# The small model of the tests (a few thousand parameters), as /train and the Train tab's advanced fields take it.
+SMALL_MODEL = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, max_seq_len=32, vocab_size=300)
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def small_corpus() -> str:
+    """About 60 kB of the default corpus: enough for a 300-token vocabulary and quick to tokenize."""
+    from azr import default_corpus
+    return default_corpus()[0][:60_000]
+
+
+@dataclass
+class AppProcess:
+    """A running ``python app.py`` with its URL, checkpoint directory and log file."""
+
+    process: subprocess.Popen
+    url: str
+    checkpoint_dir: Path
+    log: Path
+
+    @classmethod
+    def start(cls, tmp: Path, **env: str) -> AppProcess:
+        """Start the app with checkpoints under ``tmp`` and wait until it answers; raises on failure.
+
+        Torch gets one thread: the tiny test models gain nothing from more, and on a busy machine
+        oversubscribed threads slow training down many times over.
+        """
+        port = free_port()
+        checkpoint_dir = tmp / "checkpoints"
+        log = tmp / "app.log"
+        environment = {k: v for k, v in os.environ.items() if k != "AZR_HUB_REPO"}
+        environment.update({"GRADIO_SERVER_PORT": str(port), "AZR_CHECKPOINT_DIR": str(checkpoint_dir),
+                            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env})
+        with open(log, "wb") as handle:
+            process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=handle,
+                                       stderr=subprocess.STDOUT)
+        app = cls(process, f"http://127.0.0.1:{port}/", checkpoint_dir, log)
+        app._wait_ready()
+        return app
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(self.url + "gradio_api/info", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"app.py did not answer within {STARTUP_TIMEOUT_S} s:\n{self.output()}")
+
+    def output(self) -> str:
+        """Return what the app printed so far."""
+        return self.log.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 60) -> int:
+        """Send SIGTERM and return the exit status once the app has saved and exited."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        """Terminate the app (killing it when it does not exit in time)."""
+        try:
+            self.terminate()
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> Iterator[AppProcess]:
+    """The app, running for the tests of one module, with its own checkpoint directory."""
+    process = AppProcess.start(tmp_path_factory.mktemp("app"))
+    yield process
+    process.stop()

@@ -1,0 +1,111 @@
+"""The page in a real browser (Debian's chromium, headless, driven by Playwright): train, stop, resume.
+
+Saves a screenshot of the Train tab (resumed run, charts, Resume form with its LR preview) to
+tests/artifacts/train_tab.png.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from app_process import SMALL_MODEL, app, small_corpus  # noqa: F401
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TARGET = 2000  # long enough to press Stop before the end
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app) -> Iterator[Page]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app.url)
+    expect(page.locator("#start")).to_be_visible()
+    yield page
+    page.close()
+
+
+def fill_number(page: Page, elem_id: str, value: float) -> None:
+    field = page.locator(f"#{elem_id} input")
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def wait_for_iteration(page: Page, at_least: int) -> None:
+    """Wait until the status panel shows an iteration of at least ``at_least``."""
+    page.wait_for_function("n => Number((/Iteration:\\s*(\\d+)/.exec(document.querySelector('#status').innerText)"
+                           " || [0, 0])[1]) >= n", arg=at_least)
+
+
+def iteration(page: Page) -> int:
+    """The iteration the status panel shows."""
+    match = re.search(r"Iteration:\s*(\d+)", page.locator("#status").inner_text())
+    return int(match.group(1)) if match else 0
+
+
+def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(small_corpus())
+    page.locator("#corpus input[type=file]").set_input_files(corpus)
+    expect(page.locator("#corpus")).to_contain_text("corpus.txt")
+    page.get_by_text("Model size (advanced)").click()
+    page.get_by_text("Run settings").click()
+    for name, value in SMALL_MODEL.items():
+        fill_number(page, f"train-{name}", value)
+    fill_number(page, "train-max-iterations", TARGET)
+    fill_number(page, "train-batch-size", 4)
+    fill_number(page, "train-save-every", 500)
+
+    page.locator("#start").click()
+    expect(page.locator("#train-message")).to_contain_text(f"training to {TARGET} iterations")
+    wait_for_iteration(page, 30)
+    page.locator("#stop").click()
+    expect(page.locator("#status")).to_contain_text("paused", timeout=WAIT_MS)
+    stopped_at = iteration(page)
+    assert 30 <= stopped_at < TARGET
+    paused = f"model_paused_{stopped_at}"
+    expect(page.locator("#status")).to_contain_text(paused)
+
+    page.locator("#resume-choice input").click()
+    page.get_by_role("option", name=re.compile(paused)).click()
+    expect(page.locator("#resume-max input")).to_have_value(str(TARGET))
+    fill_number(page, "resume-max", TARGET + 50)
+    expect(page.locator("#lr-preview canvas, #lr-preview svg").first).to_be_visible()
+    page.locator("#resume").click()
+    expect(page.locator("#resume-message")).to_contain_text(f"Resuming {paused}")
+    wait_for_iteration(page, stopped_at + 200)
+    expect(page.locator("#loss-plot canvas, #loss-plot svg").first).to_be_visible()
+    page.wait_for_timeout(1500)  # a few more polls, so that the charts are drawn
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "train_tab.png", full_page=True)
+
+    expect(page.locator("#status")).to_contain_text("completed", timeout=WAIT_MS)
+    assert iteration(page) == TARGET + 50
+    expect(page.locator("#status")).to_contain_text(f"model_iter_{TARGET + 50}")
+
+    another_tab = browser.new_page()  # a second tab re-attaches to the same job, curves included
+    another_tab.goto(app.url)
+    expect(another_tab.locator("#status")).to_contain_text("completed")
+    assert iteration(another_tab) == TARGET + 50
+    expect(another_tab.locator("#loss-plot canvas, #loss-plot svg").first).to_be_visible()
+    another_tab.close()
+
+
+def test_bad_numbers_get_a_message_next_to_the_form(page):
+    fill_number(page, "train-batch-size", 0)
+    page.locator("#start").click()
+    expect(page.locator("#train-message")).to_contain_text("batch_size must be a positive integer")
