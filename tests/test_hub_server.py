@@ -240,7 +240,7 @@ def test_transformers_from_pretrained(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [1, 2, 63]
-    loaded = torch.load(out)
+    loaded = torch.load(out, weights_only=True)
     assert loaded.keys() == model.state_dict().keys()
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
     assert ("GET", f"/api/models/{REPO}") in hub_server.requests
