@@ -121,11 +121,12 @@ class AZRTrainer:
         is missing or invalid, HubError when it cannot be fetched.
         """
         path = hub.resolve_checkpoint(path, hub_token)
-        ckpt.verify_checkpoint(path)
+        state = ckpt.verify_checkpoint(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
         trainer = cls(model, tokenizer, device=device, **kwargs)
-        trainer.load_checkpoint(path)
+        trainer.history = list(state.get("history", []))  # the weights are in place: no second load
+        trainer._loaded = (path, True)
         return trainer
 
     def load_checkpoint(self, path: str | Path, load_optimizer: bool = True) -> dict[str, Any]:
