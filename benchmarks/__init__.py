@@ -1,0 +1,22 @@
+"""Benchmarks of AZR Trainer against a bare PyTorch loop, transformers.Trainer and the disk (``python -m benchmarks``).
+
+Every comparison runs side by side in one process run, its contenders alternated (A B A B ...) over several
+repeats after a warm-up; medians and the ratio of each pair go to ``benchmarks/results.json`` and a table.
+"""
+from __future__ import annotations
+
+# Every metric the run reports, and whether it compares two contenders (its entry then carries a ratio).
+METRICS: dict[str, bool] = {
+    "train_tokens_per_s": True,
+    "train_vs_hf_trainer": True,
+    "azr_step": True,
+    "selfplay_generation": True,
+    "checkpoint_save_s": True,
+    "checkpoint_load_s": True,
+    "checkpoint_size_mb": True,
+    "stop_latency_s": True,
+    "push_overhead": True,
+    "import_s": False,
+    "resume_to_first_step_s": False,
+    "peak_rss_mb": True,
+}

@@ -1,0 +1,78 @@
+"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--threads N]``: run every comparison, write the
+results JSON and print the table (progress goes to stderr)."""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from azr.trainer import resolve_device
+
+from . import METRICS, checkpoints, generation, processes, training
+from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
+UNIT_FORMATS = {"tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}"}
+
+
+def run_all(bench: Bench) -> list[Entry]:
+    """Run every benchmark group; return the entries in the order of METRICS."""
+    trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
+    entries = checkpoints.run(bench, trainer, checkpoint) + training.run(bench) + generation.run(bench) \
+        + processes.run(bench, checkpoint)
+    order = list(METRICS)
+    return sorted(entries, key=lambda entry: order.index(entry.name))
+
+
+def table(entries: list[Entry]) -> str:
+    """Return the results as a Markdown table."""
+    lines = ["| metric | value | compared with | baseline | ratio | goal | met |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        number = UNIT_FORMATS.get(e.unit, "{:.4g}")
+        baseline = number.format(e.baseline) if e.baseline is not None else ""
+        ratio = f"{e.ratio:.3f}" if e.ratio is not None else ""
+        met = "" if e.met is None else ("met" if e.met else "**missed**")
+        lines.append(f"| {e.name} | {number.format(e.value)} {e.unit} | {e.compared_with or ''} | {baseline} | "
+                     f"{ratio} | {e.goal or ''} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the options, run the benchmarks in a scratch directory, write the JSON and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes), for the smoke test")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results JSON (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, mps")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared machine, OpenMP threads waiting on each other "
+                             "make step times swing tenfold, and ratios with them)")
+    parser.add_argument("--workdir", type=Path, help="where checkpoints are written (default: the temp directory)")
+    args = parser.parse_args(argv)
+    allocator = steady_allocator()
+    torch.set_num_threads(args.threads)
+    transformers_logging.disable_progress_bar()  # a bar per checkpoint save would drown the progress lines
+    transformers_logging.set_verbosity_error()
+    device = resolve_device(args.device)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="azr-bench-", dir=args.workdir) as scratch:
+        bench = Bench(QUICK if args.quick else DEFAULT, device, args.threads, Path(scratch), allocator)
+        entries = run_all(bench)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps([entry.as_dict() for entry in entries], indent=1) + "\n")
+    progress(f"{'quick' if args.quick else 'default'} run took {time.monotonic() - started:.0f} s; "
+             f"wrote {args.output}")
+    print(table(entries))
+    machine = bench.machine
+    print(f"\n{args.output.name} ({bench.sizes.name} sizes): {machine['cpu']} ({machine['cores']} cores), "
+          f"device {machine.get('gpu', machine['device'])}, torch {machine['torch']} with {machine['torch_threads']} "
+          f"thread(s), transformers {machine['transformers']}, Python {machine['python']}; allocator: "
+          f"{machine['allocator']}; load average at start {machine['load_average_at_start']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The bare PyTorch baseline: AZRTrainer's supervised optimisation (same model, AdamW, batches) and nothing else.
+
+Kept apart from the other benchmark modules so that a peak-memory process of the bare loop imports nothing more
+than what the loop needs.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from azr import TrainConfig
+from azr.data import ResumableSampler
+
+from .common import synchronize
+
+CONFIG = TrainConfig()  # the trainer's defaults: seed, lr, weight decay, grad clip, batch order
+
+
+def batches(windows: torch.Tensor, batch_size: int, count: int, device: torch.device) -> list[torch.Tensor]:
+    """Return the first ``count`` batches AZRTrainer draws for a fresh run with the default seed, in order."""
+    sampler = ResumableSampler(len(windows), CONFIG.seed)
+    return [windows[sampler.next_indices(batch_size)].to(device) for _ in range(count)]
+
+
+def adamw(model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW as AZRTrainer sets it up: weight decay on matrices only, betas (0.9, 0.95)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": CONFIG.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=CONFIG.lr, betas=(0.9, 0.95))
+
+
+def bare_loop(model: torch.nn.Module, data: list[torch.Tensor],
+              device: torch.device) -> tuple[list[float], list[torch.Tensor]]:
+    """Train one step per batch (forward, cross-entropy, backward, grad clip, AdamW step); return step-end times
+    (``time.time()``, exact for the first and last step on a GPU) and the losses."""
+    optimizer = adamw(model)
+    model.train()
+    ends: list[float] = []
+    losses: list[torch.Tensor] = []
+    for index, batch in enumerate(data):
+        logits = model(input_ids=batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.grad_clip)
+        optimizer.step()
+        losses.append(loss.detach().clone())  # a bare detach() keeps ~10 MB per step alive
+        if index in (0, len(data) - 1):
+            synchronize(device)
+        ends.append(time.time())
+    return ends, losses

@@ -1,0 +1,147 @@
+"""Fresh processes: import time, resume-to-first-step time and peak memory (RSS) of a run against the bare loop.
+
+The parent side (:func:`run`) starts ``python -c IMPORT_AZR`` and ``python -m benchmarks.processes resume|rss ...``,
+whose last stdout line is a JSON object of absolute ``time.time()`` marks or the process's peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from azr import AZRTrainer, ModelConfig, build_model
+from azr.data import TokenWindows
+from azr.trainer import resolve_device
+
+from .common import TOKENIZER_DIR, Bench, Entry, alternate, corpus, progress, window_length
+from .loops import bare_loop, batches
+
+REPO = Path(__file__).resolve().parents[1]
+IMPORT_AZR = "import json, time; import azr; print(json.dumps({'imported': time.time()}))"
+
+
+def run(bench: Bench, checkpoint: Path) -> list[Entry]:
+    """Alternate ``import azr``, resume-to-first-step and the two peak-memory runs in fresh processes."""
+    sizes = bench.sizes
+    device = ["--device", bench.device.type, "--threads", str(bench.threads)]
+    run_args = ["--tokenizer", str(bench.scratch / TOKENIZER_DIR), "--model", json.dumps(bench.model_config.to_dict()),
+                "--batch-size", str(sizes.batch_size), "--steps", str(sizes.rss_steps), *device]
+    if sizes.corpus_chars is not None:
+        run_args += ["--corpus-chars", str(sizes.corpus_chars)]
+    phases: list[dict[str, float]] = []
+
+    def import_azr() -> float:
+        start = time.time()
+        return _python("-c", IMPORT_AZR)["imported"] - start
+
+    def resume() -> float:
+        start = time.time()
+        marks = _python("-m", "benchmarks.processes", "resume", str(checkpoint), str(bench.directory("resume")),
+                        *device)
+        phases.append({name: mark - start for name, mark in marks.items()})
+        return marks["first_step"] - start
+
+    def peak_rss(kind: str) -> float:
+        return _python("-m", "benchmarks.processes", "rss", kind, str(bench.directory("rss")), *run_args)["maxrss_mb"]
+
+    progress("fresh processes: import azr, resume to first step, peak RSS of a run and of the bare loop")
+    samples = alternate({"python_c_import_azr": import_azr, "resume_process": resume,
+                         "azr_run": lambda: peak_rss("azr"), "bare_loop": lambda: peak_rss("bare")},
+                        sizes.process_repeats, sizes.process_warmup)
+    timeline = {name: statistics.median(p[name] for p in phases[sizes.process_warmup:]) for name in phases[0]}
+    return [
+        bench.entry("import_s", samples, "s", "python_c_import_azr", measured="python started until `import azr` done"),
+        bench.entry("resume_to_first_step_s", samples, "s", "resume_process", timeline_s=timeline,
+                    path="AZRTrainer.from_checkpoint(path) then train(max_iterations=saved + 1)"),
+        bench.entry("peak_rss_mb", samples, "MB", "azr_run", "bare_loop", iterations=sizes.rss_steps,
+                    azr_run="default settings: self-play every 10, validation every 50, saves every 100 and last"),
+    ]
+
+
+def _python(*args: str) -> dict[str, Any]:
+    """Run this interpreter with ``args`` from the repository root; return the JSON of its last stdout line."""
+    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args[:3])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+# ---------------------------------------------------------------------------- the child processes
+
+
+def _resume(args: argparse.Namespace) -> dict[str, float]:
+    """Resume the checkpoint and train one iteration; return when imports, loading, preparing and the step ended."""
+    marks = {"imported": time.time()}
+    torch.set_num_threads(args.threads)
+    trainer = AZRTrainer.from_checkpoint(args.checkpoint, device=args.device)
+    marks["loaded"] = time.time()
+    statuses = trainer.train(max_iterations=trainer.history[-1]["iteration"] + 1, checkpoint_dir=args.directory)
+    next(statuses)
+    marks["prepared"] = time.time()
+    for _ in statuses:
+        pass
+    marks["first_step"] = trainer.history[-1]["time"]
+    return marks
+
+
+def _peak_rss(args: argparse.Namespace) -> dict[str, float]:
+    """Train a run (AZRTrainer at its defaults, or the bare loop) on the corpus; return the peak RSS."""
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    texts = corpus(args.corpus_chars)
+    config = ModelConfig.from_dict(json.loads(args.model))
+    model = build_model(config, seed=0)
+    if args.kind == "azr":
+        for _ in AZRTrainer(model, tokenizer, device=device).train(texts, args.steps, args.directory,
+                                                                   batch_size=args.batch_size):
+            pass
+    else:
+        windows = TokenWindows.from_texts(texts, tokenizer, window_length(config))
+        bare_loop(model.to(device), batches(windows.train, args.batch_size, args.steps, device), device)
+    return {"maxrss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM on Linux, where ``ru_maxrss`` of a child started by ``subprocess`` (vfork)
+    is at least the parent's RSS at the start; ``ru_maxrss`` elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one child measurement and print its JSON result as the last line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.processes")
+    commands = parser.add_subparsers(dest="command", required=True)
+    resume = commands.add_parser("resume", help="resume a checkpoint and train one iteration")
+    resume.add_argument("checkpoint")
+    rss = commands.add_parser("rss", help="train a run and report the peak RSS")
+    rss.add_argument("kind", choices=("azr", "bare"))
+    rss.add_argument("--tokenizer", required=True)
+    rss.add_argument("--model", required=True, help="the ModelConfig as JSON")
+    rss.add_argument("--batch-size", type=int, required=True)
+    rss.add_argument("--steps", type=int, required=True)
+    rss.add_argument("--corpus-chars", type=int)
+    for command in (resume, rss):
+        command.add_argument("directory", help="the run's checkpoint directory")
+        command.add_argument("--device", default="cpu")
+        command.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(json.dumps(_resume(args) if args.command == "resume" else _peak_rss(args)))
+
+
+if __name__ == "__main__":
+    main()

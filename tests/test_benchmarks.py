@@ -1,0 +1,50 @@
+"""Smoke test of the benchmarks: ``python -m benchmarks --quick`` runs and writes a complete results JSON.
+
+Only completeness is checked, never a time or a ratio: the machines running the tests are shared.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The metrics the benchmark promises (issue 6), and whether each compares two contenders.
+PAIRS = {"train_tokens_per_s", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
+         "checkpoint_load_s", "checkpoint_size_mb", "stop_latency_s", "push_overhead", "peak_rss_mb"}
+SINGLES = {"import_s", "resume_to_first_step_s"}
+MACHINE_FIELDS = {"cpu", "cores", "torch", "torch_threads", "device"}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output), "--workdir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| metric |" in done.stdout
+
+    entries = json.loads(output.read_text())
+    names = [entry["name"] for entry in entries]
+    assert sorted(names) == sorted(PAIRS | SINGLES)
+    for entry in entries:
+        name = entry["name"]
+        assert _number(entry["value"]) and entry["value"] > 0, name
+        assert isinstance(entry["unit"], str) and entry["unit"], name
+        assert isinstance(entry["repeats"], int) and entry["repeats"] >= 1, name
+        assert MACHINE_FIELDS <= set(entry["machine"]), name
+        if name in PAIRS:
+            assert _number(entry["ratio"]) and entry["ratio"] > 0, name
+            assert _number(entry["baseline"]) and entry["compared_with"], name
+        else:
+            assert entry["ratio"] is None, name
+        if entry["goal"] is not None:
+            assert isinstance(entry["met"], bool), name
+    assert not list(tmp_path.glob("azr-bench-*")), "the scratch directory was not removed"
