@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,10 @@ def save_checkpoint(
         (temp / SCHEDULER_FILE).write_text(json.dumps(scheduler, indent=2))
         torch.save(rng, temp / RNG_FILE)
         save_file({k: v.contiguous().cpu() for k, v in self_play.items()}, str(temp / SELF_PLAY_FILE))
-        files = {p.name: _sha256(p) for p in sorted(temp.iterdir()) if p.is_file()}
+        files = _in_parallel(_sha256_and_fsync, sorted(p for p in temp.iterdir() if p.is_file()))
         full_state = {**state, "format_version": FORMAT_VERSION, "name": name, "files": files}
         (temp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
-        _publish(temp, root / name)
+        _publish(temp, root / name, [temp / STATE_FILE])  # the other files were fsynced while hashed
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -115,16 +116,16 @@ def copy_checkpoint(source: str | Path, checkpoint_dir: str | Path) -> Path:
     temp = hidden_sibling(root, TEMP_PREFIX, source.name)
     try:
         shutil.copytree(source, temp)
-        _publish(temp, root / source.name)
+        _publish(temp, root / source.name, list(temp.iterdir()))
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return root / source.name
 
 
-def _publish(temp: Path, final: Path) -> None:
-    """Fsync a complete temporary checkpoint and rename it to its final name."""
-    for path in temp.iterdir():
+def _publish(temp: Path, final: Path, unsynced: list[Path]) -> None:
+    """Fsync the files not yet synced and the temporary directory, then rename it to its final name."""
+    for path in unsynced:
         _fsync_file(path)
     _fsync_dir(temp)
     if final.exists():
@@ -171,11 +172,12 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     for required in REQUIRED_FILES:
         if required not in files:
             raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {required} is not recorded.")
-    for filename, digest in files.items():
-        file = path / filename
-        if not file.is_file():
+    for filename in files:
+        if not (path / filename).is_file():
             raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {filename} is missing.")
-        if _sha256(file) != digest:
+    actual = _in_parallel(_sha256, [path / filename for filename in files])
+    for filename, digest in files.items():
+        if actual[filename] != digest:
             raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: checksum mismatch in {filename}.")
     return state
 
@@ -273,6 +275,17 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sha256_and_fsync(path: Path) -> str:
+    _fsync_file(path)
+    return _sha256(path)
+
+
+def _in_parallel(function, paths: list[Path]) -> dict[str, Any]:
+    """Return ``{path.name: function(path)}``, computed in threads (hashing and fsync release the GIL)."""
+    with ThreadPoolExecutor(max_workers=min(8, len(paths) or 1)) as pool:
+        return dict(zip((p.name for p in paths), pool.map(function, paths)))
 
 
 def _fsync_file(path: Path) -> None:

@@ -534,7 +534,15 @@ class AZRTrainer:
 
 
 def _memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocations on a GPU, resident set size otherwise."""
+    """Peak memory of this process: CUDA allocations on a GPU, the peak resident set size otherwise.
+
+    VmHWM is this process's own peak; ``ru_maxrss`` (the fallback off Linux) can include a parent's memory.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as status:
+            peak = next(line for line in status if line.startswith("VmHWM:"))
+        return int(peak.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
