@@ -8,6 +8,7 @@ from typing import Any
 from .errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
+FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 
 
 @dataclass(frozen=True)
@@ -63,35 +64,43 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def _setting(default: Any, help: str) -> Any:
+    """A TrainConfig field with the help text the CLI and the app show for it."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    """Everything that shapes a training run; saved in every checkpoint."""
+    """Everything that shapes a training run; saved in every checkpoint.
 
-    max_iterations: int = 1000
-    batch_size: int = 16
-    lr: float = 3e-4
-    lr_schedule: str = "cosine"
-    warmup: int = 0
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    seq_len: int | None = None
-    save_every: int = 100
-    status_every: int = 10
-    keep_last: int = 5
-    val_every: int = 50
-    val_batches: int = 4
-    seed: int = 0
-    self_play_every: int = 10
-    self_play_batch: int = 4
-    rl_weight: float = 0.1
-    gen_max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 50
+    Each field's ``metadata["help"]`` says what it does; the CLI builds its options from these fields.
+    """
+
+    max_iterations: int = _setting(1000, "iteration target of the run (optimizer steps)")
+    batch_size: int = _setting(16, "token windows per optimizer step")
+    lr: float = _setting(3e-4, "peak learning rate")
+    lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
+    warmup: int = _setting(0, "iterations of linear warmup at the start of the run")
+    min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
+    weight_decay: float = _setting(0.1, "AdamW weight decay of the matrices")
+    grad_clip: float = _setting(1.0, "clip the gradient norm to this value (0: no clipping)")
+    seq_len: int | None = _setting(None, "tokens per training window (default: the model's length, at most 256)")
+    save_every: int = _setting(100, "save a model_iter checkpoint every N iterations")
+    status_every: int = _setting(10, "report progress every N iterations")
+    keep_last: int = _setting(5, "keep the newest N model_iter checkpoints of the run")
+    val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)")
+    val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)")
+    seed: int = _setting(0, "seed of the initial weights and the data order")
+    self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)")
+    self_play_batch: int = _setting(4, "continuations generated per self-play step")
+    rl_weight: float = _setting(0.1, "weight of the REINFORCE loss in a self-play step")
+    gen_max_new_tokens: int = _setting(24, "tokens generated per self-play continuation")
+    temperature: float = _setting(1.0, "sampling temperature of self-play")
+    top_k: int = _setting(50, "sample self-play tokens from the k most likely (0: no limit)")
 
     def __post_init__(self) -> None:
         positive = ("max_iterations", "batch_size", "save_every", "status_every", "keep_last",
-                    "self_play_batch", "gen_max_new_tokens", "val_batches")
+                    "self_play_batch", "gen_max_new_tokens", "val_windows")
         for name in positive:
             _require_int(name, getattr(self, name), minimum=1)
         for name in ("warmup", "val_every", "self_play_every", "seed", "top_k"):

@@ -460,7 +460,7 @@ class AZRTrainer:
 
     @torch.no_grad()
     def _validation_loss(self, run: _Run) -> float | None:
-        val = run.windows.val[: run.config.val_batches * run.config.batch_size]
+        val = run.windows.val[: run.config.val_windows * run.config.batch_size]
         if not len(val):
             return None
         self.model.eval()

@@ -1,0 +1,140 @@
+"""Runs: one directory and one identity per training run.
+
+A run directory holds the run's checkpoints (``model_<kind>_<N>/``), its history chunks (``history/``), its stored
+corpus (``corpus/``) and ``run.json``: the run id, when it was created, its seed, corpus and base model. Every
+checkpoint records the run id, so nothing of one run is ever rotated away or overwritten by another. A directory
+of run directories (``checkpoints/`` by default) is a *runs root*; the CLI and the app create a new run directory
+there for each new training, named by the user or with a readable generated name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+RUN_FILE = "run.json"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+CHECKPOINT_NAME = re.compile(r"^model_(iter|paused|interrupted|error)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``run.json`` says about a run."""
+
+    id: str
+    name: str
+    created: str
+    seed: int | None = None
+    corpus: dict[str, Any] | None = None
+    base_model: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict."""
+        return asdict(self)
+
+
+def new_run_name(root: str | Path) -> str:
+    """Return a readable name for a new run under ``root`` that is not taken yet (``run-20261129-083512``)."""
+    base = "run-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    name, number = base, 2
+    while (Path(root) / name).exists():
+        name, number = f"{base}-{number}", number + 1
+    return name
+
+
+def check_run_name(name: str) -> str:
+    """Return ``name`` when it can name a run directory; raises ConfigError otherwise."""
+    if not RUN_NAME.match(name or "") or CHECKPOINT_NAME.match(name):
+        raise ConfigError(f"{name!r} cannot name a run: use letters, digits, '.', '_' and '-' (at most 96), "
+                          "not starting with a dot and not like a checkpoint name.")
+    return name
+
+
+def checkpoint_names(directory: str | Path) -> list[str]:
+    """Return the names of the checkpoint directories in ``directory`` (none when it does not exist)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if CHECKPOINT_NAME.match(p.name) and p.is_dir())
+
+
+def read_run(directory: str | Path) -> RunInfo | None:
+    """Return the run a directory holds (its ``run.json``), or None when it has none or it is unreadable."""
+    try:
+        values = json.loads((Path(directory) / RUN_FILE).read_text())
+        return RunInfo(**{k: values.get(k) for k in RunInfo.__dataclass_fields__})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def is_run_directory(directory: str | Path) -> bool:
+    """True when ``directory`` holds a run: a ``run.json`` or checkpoints."""
+    return (Path(directory) / RUN_FILE).is_file() or bool(checkpoint_names(directory))
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """Return the run directories directly under a runs root, newest first (none when it does not exist)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run_directory(p)]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def open_run(directory: str | Path, *, run_id: str | None, seed: int | None, corpus: dict[str, Any] | None,
+             base_model: str | None = None, adopt: bool = False) -> RunInfo:
+    """Return the run that trains in ``directory``, creating ``run.json`` for a new run.
+
+    ``run_id`` is the id of the run being resumed (None for a new run). A directory holding another run's
+    checkpoints (or ``run.json``) is refused, so that rotation never deletes another run's checkpoints. With
+    ``adopt`` (resuming a checkpoint of format 1, which has no run id, inside its own directory) a directory
+    whose checkpoints record no other run id becomes the run ``run_id``. Raises ConfigError for a refused
+    directory or one that cannot be created.
+    """
+    directory = Path(directory)
+    existing = read_run(directory)
+    if existing is not None and existing.id == run_id:
+        return existing
+    taken = existing is not None or checkpoint_names(directory)
+    if taken and not (adopt and existing is None and run_id is not None and _adoptable(directory, run_id)):
+        what = f"run {existing.name!r}" if existing else "checkpoints of another run"
+        raise ConfigError(
+            f"{str(directory)!r} already holds {what}; train a new run in a new directory, or resume one of "
+            "its checkpoints to continue it.")
+    info = RunInfo(id=run_id or uuid.uuid4().hex, name=directory.resolve().name,
+                   created=datetime.now(timezone.utc).isoformat(), seed=seed, corpus=corpus, base_model=base_model)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_json(directory / RUN_FILE, info.as_dict())
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the run directory {str(directory)!r}: {exc.strerror or exc}.") from exc
+    return info
+
+
+def _adoptable(directory: Path, run_id: str) -> bool:
+    """True when a directory without run.json holds only checkpoints of ``run_id`` (or of no recorded run)."""
+    for name in checkpoint_names(directory):
+        try:
+            state = json.loads((directory / name / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("run_id") not in (None, run_id):
+            return False
+    return True
+
+
+def _write_json(path: Path, values: dict[str, Any]) -> None:
+    """Write a small JSON file atomically (temporary file, fsync, rename)."""
+    temp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
