@@ -1,16 +1,20 @@
 """The model card of a Hub repo: training settings, latest metrics and a loss/reward chart (SVG)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
 WIDTH, HEIGHT, MARGIN = 640, 240, 30
+POINTS = 1000
 SERIES = (("loss", "#1f77b4"), ("val_loss", "#ff7f0e"), ("reward", "#2ca02c"))
 
 
-def chart_svg(history: list[dict[str, Any]]) -> str:
-    """Return an SVG line chart of loss, validation loss and reward over iterations (each scaled to fit)."""
+def chart_svg(history: Sequence[dict[str, Any]]) -> str:
+    """Return an SVG line chart of loss, validation loss and reward over iterations (each scaled to fit,
+    at most about :data:`POINTS` records drawn)."""
+    history = history[:: max(1, len(history) // POINTS)]
     lines = []
     legend = []
     for index, (key, colour) in enumerate(SERIES):

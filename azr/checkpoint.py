@@ -1,42 +1,45 @@
-"""The checkpoint directory format: atomic save, verification, listing, loading and rotation.
+"""The checkpoint format, owned by one object: :class:`Checkpoint` reads it, :func:`save_checkpoint` writes it.
 
-A checkpoint ``<checkpoint_dir>/model_<kind>_<N>/`` holds the transformers files (``model.safetensors``,
-``config.json``, tokenizer files), the sidecars ``optimizer.pt``, ``scheduler.json``, ``rng_state.pt`` and
-``self_play.safetensors``, and ``trainer_state.json`` with the sha256 of every other file. Nothing here
-unpickles: tensors load with safetensors or ``torch.load(weights_only=True)``.
+A checkpoint ``<run>/model_<kind>_<N>/`` (format 2) holds the transformers files (``model.safetensors``,
+``config.json``, tokenizer files), the sidecars ``optimizer.safetensors``, ``rng_state.safetensors``,
+``scheduler.json`` and ``history_tail.safetensors``, and ``trainer_state.json``: the run's O(1) state and the
+sha256 of every other file. The history's full chunks live once per run in ``<run>/history/`` (see
+:mod:`azr.history`). Format 1 (``optimizer.pt``, ``rng_state.pt``, the history inside the JSON) still loads.
+Nothing here unpickles: tensors load with safetensors or ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model
 
+from . import storage, tensorfile
+from .config import TrainConfig
 from .errors import CheckpointError
+from .history import CHUNK_DIR, History, chunk_path
+from .schedule import LRPlan
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-OPTIMIZER_FILE = "optimizer.pt"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng_state.safetensors"
 SCHEDULER_FILE = "scheduler.json"
-RNG_FILE = "rng_state.pt"
-SELF_PLAY_FILE = "self_play.safetensors"
-REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, SELF_PLAY_FILE)
+HISTORY_FILE = "history_tail.safetensors"
+V1_OPTIMIZER_FILE, V1_RNG_FILE = "optimizer.pt", "rng_state.pt"
+REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
+                  2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
 KINDS = ("iter", "paused", "interrupted", "error")
 NAME_PATTERN = re.compile(r"^model_(iter|paused|interrupted|error)_(\d+)$")
-TEMP_PREFIX = ".tmp-"
-TRASH_PREFIX = ".trash-"
-STAGING_PREFIX = ".push-"
+HUB_LIKE = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
 
 
 def checkpoint_name(kind: str, iteration: int) -> str:
@@ -68,80 +71,182 @@ class CheckpointInfo:
         return asdict(self)
 
 
-def save_checkpoint(
-    checkpoint_dir: str | Path,
-    name: str,
-    *,
-    model,
-    tokenizer,
-    state: dict[str, Any],
-    optimizer_state: dict[str, Any] | None,
-    scheduler: dict[str, Any],
-    rng: dict[str, Any],
-    self_play: dict[str, torch.Tensor],
-) -> Path:
-    """Write a complete checkpoint atomically and return its path.
+class Checkpoint:
+    """One checkpoint: opened (and verified) once, then asked for its parts.
 
-    Files go to a temporary sibling directory, are fsynced, get their sha256 recorded in
-    ``trainer_state.json``, and the directory is then renamed into place. A crash at any moment
-    leaves either no new checkpoint or a complete one.
+    Use :meth:`open`; the parts are read lazily and at most once each.
     """
-    root = Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(root)
-    temp = hidden_sibling(root, TEMP_PREFIX, name)
-    temp.mkdir()
-    try:
-        model.save_pretrained(temp, safe_serialization=True)
-        tokenizer.save_pretrained(temp)
-        if optimizer_state is not None:
-            torch.save(optimizer_state, temp / OPTIMIZER_FILE)
-        (temp / SCHEDULER_FILE).write_text(json.dumps(scheduler, indent=2))
-        torch.save(rng, temp / RNG_FILE)
-        save_file({k: v.contiguous().cpu() for k, v in self_play.items()}, str(temp / SELF_PLAY_FILE))
-        files = _in_parallel(_sha256_and_fsync, sorted(p for p in temp.iterdir() if p.is_file()))
-        full_state = {**state, "format_version": FORMAT_VERSION, "name": name, "files": files}
-        (temp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
-        _publish(temp, root / name, [temp / STATE_FILE])  # the other files were fsynced while hashed
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return root / name
+
+    def __init__(self, path: Path, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state
+
+    @classmethod
+    def open(cls, ref: str | os.PathLike, *, token: str | None = None, verify: bool = True) -> Checkpoint:
+        """Return the checkpoint at a local path or ``hf://user/run[@rev][/name]`` (downloaded and verified).
+
+        Raises CheckpointError for a missing, unreadable, newer-format or (with ``verify``) damaged checkpoint,
+        HubError when a Hub checkpoint cannot be fetched.
+        """
+        text = str(ref)
+        if text.startswith("hf://"):
+            from .hub import download_checkpoint  # noqa: PLC0415 - the Hub only when a reference names it
+
+            return download_checkpoint(text, token)
+        path = Path(text).expanduser()
+        if not path.exists():
+            hint = f"; for a Hub repo write hf://{text}" if HUB_LIKE.match(text) else "; check the path or run `azr list`"
+            raise CheckpointError(f"Checkpoint {text!r} does not exist{hint}.")
+        checkpoint = cls(path, _read_state(path))
+        if verify:
+            checkpoint.verify()
+        return checkpoint
+
+    # ------------------------------------------------------------------ what it is
+
+    @property
+    def name(self) -> str:
+        return self.state.get("name") or self.path.name
+
+    @property
+    def format_version(self) -> int:
+        return self.state["format_version"]
+
+    @property
+    def iteration(self) -> int:
+        return self.state["iteration"]
+
+    @property
+    def kind(self) -> str:
+        return self.state.get("kind", "iter")
+
+    @property
+    def run_id(self) -> str | None:
+        return self.state.get("run_id")
+
+    @property
+    def files(self) -> dict[str, str]:
+        return self.state.get("files") or {}
+
+    @property
+    def has_optimizer(self) -> bool:
+        return self._optimizer_file in self.files
+
+    @property
+    def data_position(self) -> dict[str, int]:
+        return self.state.get("data_position") or {}
+
+    @property
+    def corpus(self) -> dict[str, Any]:
+        return self.state.get("corpus") or {}
+
+    @cached_property
+    def train_config(self) -> TrainConfig:
+        """The run's settings as saved."""
+        return TrainConfig.from_dict(self.state["train_config"])
+
+    @cached_property
+    def model_config(self) -> dict[str, Any]:
+        """The transformers ``config.json`` as a dict."""
+        return json.loads((self.path / CONFIG_FILE).read_text())
+
+    @property
+    def history_chunks(self) -> list[str]:
+        return list((self.state.get("history") or {}).get("chunks", [])) if self.format_version >= 2 else []
+
+    @property
+    def chunk_dir(self) -> Path:
+        """Where the run's history chunks are: ``history/`` beside the checkpoint."""
+        return self.path.parent / CHUNK_DIR
+
+    # ------------------------------------------------------------------ verification
+
+    def verify(self) -> None:
+        """Check every file and history chunk against its sha256; raises CheckpointError naming the problem."""
+        files = self.files
+        for required in REQUIRED_FILES[min(self.format_version, FORMAT_VERSION)]:
+            if required not in files:
+                self._invalid(f"{required} is not recorded")
+        paths = [self.path / name for name in files] + [chunk_path(self.chunk_dir, d) for d in self.history_chunks]
+        for path in paths:
+            if not path.is_file():
+                self._invalid(f"{path.name if path.parent == self.path else 'history chunk ' + path.stem} is missing")
+        actual = storage.in_parallel(storage.sha256_file, paths)
+        for name, digest in files.items():
+            if actual[name] != digest:
+                self._invalid(f"checksum mismatch in {name}")
+        for digest in self.history_chunks:
+            if actual[chunk_path(self.chunk_dir, digest).name] != digest:
+                self._invalid(f"checksum mismatch in history chunk {digest[:12]}")
+
+    def _invalid(self, reason: str) -> None:
+        raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {reason}.")
+
+    # ------------------------------------------------------------------ parts
+
+    @property
+    def _optimizer_file(self) -> str:
+        return OPTIMIZER_FILE if self.format_version >= 2 else V1_OPTIMIZER_FILE
+
+    def plan(self) -> LRPlan:
+        """The LR plan the run followed."""
+        return LRPlan.from_dict(json.loads((self.path / SCHEDULER_FILE).read_text()))
+
+    def history(self) -> History:
+        """The run's history up to this checkpoint."""
+        if self.format_version < 2:
+            history = History()
+            for record in self.state.get("history") or []:
+                history.append(record)
+            return history
+        try:
+            chunks = [chunk_path(self.chunk_dir, digest).read_bytes() for digest in self.history_chunks]
+            return History.from_chunks(chunks, self.history_chunks, (self.path / HISTORY_FILE).read_bytes())
+        except (OSError, ValueError):
+            self._invalid("its history is unreadable")
+
+    def optimizer_state(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+        """The optimizer's ``state_dict()``, or None when the checkpoint has none."""
+        if not self.has_optimizer:
+            return None
+        return self._tensors(self._optimizer_file, device)
+
+    def rng_state(self) -> dict[str, Any]:
+        """The random generators' states (see :mod:`azr.rng`)."""
+        return self._tensors(RNG_FILE if self.format_version >= 2 else V1_RNG_FILE, "cpu")
+
+    def _tensors(self, filename: str, device: torch.device | str) -> Any:
+        path = self.path / filename
+        try:
+            if filename.endswith(".pt"):
+                return torch.load(path, map_location=device, weights_only=True)
+            return tensorfile.decode(path.read_bytes(), device)
+        except Exception as exc:  # any failure to read the file is the same problem for the user
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {filename} is unreadable "
+                                  f"({type(exc).__name__}).") from exc
+
+    def load_weights(self, model) -> None:
+        """Load ``model.safetensors`` into ``model`` on its device (tied weights may be stored once).
+
+        Raises CheckpointError when tensors are missing or have other shapes (the model is unchanged then).
+        """
+        try:
+            load_model(model, self.path / WEIGHTS_FILE, strict=True, device=str(next(model.parameters()).device))
+        except RuntimeError as exc:
+            problem = str(exc).replace("\n", " ")[:300]
+            raise CheckpointError(f"Checkpoint weights do not fit the model: {problem}") from exc
+
+    def info(self, valid: bool = True, reason: str | None = None) -> CheckpointInfo:
+        """Describe this checkpoint for listings."""
+        kind = self.kind if NAME_PATTERN.match(self.path.name) else "unknown"
+        return CheckpointInfo(
+            name=self.path.name, path=str(self.path), kind=kind, iteration=self.state.get("iteration"),
+            max_iterations=self.state.get("max_iterations"), loss=self.state.get("loss"),
+            val_loss=self.state.get("val_loss"), timestamp=self.state.get("timestamp"),
+            size_bytes=_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
 
 
-def copy_checkpoint(source: str | Path, checkpoint_dir: str | Path) -> Path:
-    """Copy a checkpoint directory into ``checkpoint_dir`` atomically (as :func:`save_checkpoint`); return it."""
-    source, root = Path(source), Path(checkpoint_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    temp = hidden_sibling(root, TEMP_PREFIX, source.name)
-    try:
-        shutil.copytree(source, temp)
-        _publish(temp, root / source.name, list(temp.iterdir()))
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return root / source.name
-
-
-def _publish(temp: Path, final: Path, unsynced: list[Path]) -> None:
-    """Fsync the files not yet synced and the temporary directory, then rename it to its final name."""
-    for path in unsynced:
-        _fsync_file(path)
-    _fsync_dir(temp)
-    if final.exists():
-        _discard(final)
-    os.rename(temp, final)
-    _fsync_dir(final.parent)
-
-
-def read_state(path: str | Path) -> dict[str, Any]:
-    """Return the parsed ``trainer_state.json`` of a checkpoint without verifying files.
-
-    Raises CheckpointError when the checkpoint or its state is missing, unreadable or of a newer format.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"Checkpoint {str(path)!r} does not exist; check the path or run `azr list`.")
+def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise CheckpointError(f"Checkpoint {str(path)!r} is not a checkpoint directory.")
     state_file = path / STATE_FILE
@@ -150,186 +255,125 @@ def read_state(path: str | Path) -> dict[str, Any]:
     try:
         state = json.loads(state_file.read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {STATE_FILE} is unreadable ({exc}).") from exc
+        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {STATE_FILE} is unreadable.") from exc
     if not isinstance(state, dict) or not isinstance(state.get("format_version"), int):
         raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {STATE_FILE} has no format_version.")
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} has format version {state['format_version']}, newer than this azr "
-            f"supports ({FORMAT_VERSION}); upgrade azr to load it."
-        )
+            f"supports ({FORMAT_VERSION}); upgrade azr to load it.")
+    if not isinstance(state.get("iteration"), int) or state["iteration"] < 0:
+        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: its iteration is not a count.")
+    if not isinstance(state.get("train_config"), dict):
+        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: its train_config is missing.")
     return state
 
 
-def verify_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Check every file against its recorded sha256 and return the state.
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else 0
 
-    Raises CheckpointError naming the first problem (missing file, checksum mismatch, unreadable state).
+
+# ---------------------------------------------------------------------------- writing
+
+
+def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, bytes], state: dict[str, Any],
+                    history: History) -> Path:
+    """Write a complete checkpoint atomically and return its path.
+
+    ``files`` are the sidecars and tokenizer files as bytes (hashed as they are written); the model is saved
+    with ``save_pretrained``; the history's new full chunks go to ``<run_dir>/history/``. A crash at any
+    moment leaves either no new checkpoint or a complete one.
     """
-    path = Path(path)
-    state = read_state(path)
-    files = state.get("files") or {}
-    for required in REQUIRED_FILES:
-        if required not in files:
-            raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {required} is not recorded.")
-    for filename in files:
-        if not (path / filename).is_file():
-            raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {filename} is missing.")
-    actual = _in_parallel(_sha256, [path / filename for filename in files])
-    for filename, digest in files.items():
-        if actual[filename] != digest:
-            raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: checksum mismatch in {filename}.")
-    return state
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage.remove_stale_temporaries(run_dir)
+    digests = history.chunk_digests()
+    for number, digest in enumerate(digests):
+        storage.write_file_atomically(chunk_path(run_dir / CHUNK_DIR, digest), lambda n=number: history.chunk(n))
+    temp = storage.hidden_sibling(run_dir, storage.TEMP_PREFIX, name)
+    temp.mkdir()
+    try:
+        model.save_pretrained(temp, safe_serialization=True)
+        written = storage.in_parallel(storage.fsync_and_hash, [p for p in temp.iterdir() if p.is_file()])
+        blobs = {**files, HISTORY_FILE: history.tail()}
+        written.update(storage.in_parallel(lambda p: storage.write_bytes(p, blobs[p.name]),
+                                           [temp / filename for filename in blobs]))
+        full_state = {**state, "format_version": FORMAT_VERSION, "name": name,
+                      "history": {"length": len(history), "chunks": digests, "tail": HISTORY_FILE},
+                      "files": dict(sorted(written.items()))}
+        storage.write_bytes(temp / STATE_FILE, json.dumps(full_state, indent=1).encode())
+        storage.publish(temp, run_dir / name)
+    except BaseException:
+        storage.discard(temp) if temp.exists() else None
+        raise
+    return run_dir / name
+
+
+# ---------------------------------------------------------------------------- listing
 
 
 def checkpoint_info(path: str | Path, verify: bool = True) -> CheckpointInfo:
-    """Describe one checkpoint directory; invalid ones are described with the reason."""
+    """Describe one checkpoint directory; an invalid one is described with the reason."""
     path = Path(path)
-    match = NAME_PATTERN.match(path.name)
-    kind = match.group(1) if match else "unknown"
-    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else 0
     try:
-        state = verify_checkpoint(path) if verify else read_state(path)
+        checkpoint = Checkpoint.open(path, verify=verify)
     except CheckpointError as exc:
+        match = NAME_PATTERN.match(path.name)
         reason = str(exc).split(" is invalid: ", 1)[-1].rstrip(".")
-        return CheckpointInfo(path.name, str(path), kind, int(match.group(2)) if match else None, None, None,
-                              None, None, size, (path / OPTIMIZER_FILE).is_file(), False, reason)
-    return CheckpointInfo(
-        name=path.name, path=str(path), kind=kind, iteration=state.get("iteration"),
-        max_iterations=state.get("max_iterations"), loss=state.get("loss"), val_loss=state.get("val_loss"),
-        timestamp=state.get("timestamp"), size_bytes=size,
-        has_optimizer=OPTIMIZER_FILE in state.get("files", {}), valid=True,
-    )
+        return CheckpointInfo(path.name, str(path), match.group(1) if match else "unknown",
+                              int(match.group(2)) if match else None, None, None, None, None, _size(path),
+                              (path / OPTIMIZER_FILE).is_file() or (path / V1_OPTIMIZER_FILE).is_file(), False,
+                              reason)
+    return checkpoint.info()
 
 
-def list_checkpoints(checkpoint_dir: str | Path, verify: bool = True) -> list[CheckpointInfo]:
-    """Return the checkpoints in a directory, newest first, each marked valid or invalid with the reason.
+def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[CheckpointInfo]:
+    """Return the checkpoints of a run directory, newest first, each marked valid or invalid with the reason.
 
-    Raises CheckpointError when ``checkpoint_dir`` is not a directory.
+    Raises CheckpointError when ``run_dir`` is not a directory.
     """
-    root = Path(checkpoint_dir)
+    root = Path(run_dir)
     if not root.is_dir():
         raise CheckpointError(f"Checkpoint directory {str(root)!r} does not exist.")
-    infos = [checkpoint_info(p, verify) for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)]
+    infos = [checkpoint_info(p, verify) for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]
     infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
     return infos
 
 
-def rotate_checkpoints(checkpoint_dir: str | Path, keep_last: int) -> list[str]:
-    """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints; return the deleted names.
+def rotate_checkpoints(run_dir: str | Path, keep_last: int) -> list[str]:
+    """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run; return the deleted names.
 
     Paused, interrupted and error checkpoints, and the newest checkpoint of any kind, are never deleted.
     """
-    infos = list_checkpoints(checkpoint_dir, verify=False)
+    infos = list_checkpoints(run_dir, verify=False)
     newest = infos[0].name if infos else None
     iters = sorted((i for i in infos if i.kind == "iter"), key=lambda i: i.iteration or 0, reverse=True)
     deleted = []
     for info in iters[keep_last:]:
         if info.name != newest:
-            _discard(Path(info.path))
+            storage.discard(Path(info.path))
             deleted.append(info.name)
     return deleted
 
 
-def load_weights(path: str | Path, model, device: torch.device) -> None:
-    """Load ``model.safetensors`` into ``model`` (shared/tied tensors may be absent from the file).
-
-    Raises CheckpointError when tensors are missing or have other shapes.
-    """
-    tensors = load_file(str(Path(path) / WEIGHTS_FILE), device=str(device))
-    expected = model.state_dict()
-    wrong_shape = [k for k, v in tensors.items() if k in expected and expected[k].shape != v.shape]
-    if wrong_shape:
-        raise CheckpointError(f"Checkpoint weights do not fit the model: {', '.join(wrong_shape[:5])} differ in shape.")
-    result = model.load_state_dict(tensors, strict=False)
-    loaded_pointers = {expected[k].data_ptr() for k in tensors if k in expected}
-    missing = [k for k in result.missing_keys if expected[k].data_ptr() not in loaded_pointers]
-    if missing or result.unexpected_keys:
-        problem = missing[:5] or result.unexpected_keys[:5]
-        raise CheckpointError(f"Checkpoint weights do not fit the model: {', '.join(problem)} missing or unexpected.")
-
-
-def read_model_config(path: str | Path) -> dict[str, Any]:
-    """Return a checkpoint's ``config.json`` (the transformers model config) as a dict."""
-    return json.loads((Path(path) / CONFIG_FILE).read_text())
-
-
-def load_tensor_file(path: str | Path, filename: str, device: torch.device | str = "cpu") -> Any:
-    """Load a torch sidecar with ``weights_only=True`` (never runs code from the file)."""
-    return torch.load(Path(path) / filename, map_location=device, weights_only=True)
-
-
-def load_self_play(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load the self-play sidecar tensors."""
-    return load_file(str(Path(path) / SELF_PLAY_FILE))
-
-
-def load_scheduler(path: str | Path) -> dict[str, Any]:
-    """Load the scheduler sidecar (a JSON LR plan)."""
-    return json.loads((Path(path) / SCHEDULER_FILE).read_text())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256_and_fsync(path: Path) -> str:
-    _fsync_file(path)
-    return _sha256(path)
-
-
-def _in_parallel(function, paths: list[Path]) -> dict[str, Any]:
-    """Return ``{path.name: function(path)}``, computed in threads (hashing and fsync release the GIL)."""
-    with ThreadPoolExecutor(max_workers=min(8, len(paths) or 1)) as pool:
-        return dict(zip((p.name for p in paths), pool.map(function, paths)))
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:
+    """Copy a checkpoint and its history chunks into ``run_dir`` atomically; return the copy's path."""
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    for digest in checkpoint.history_chunks:
+        source = chunk_path(checkpoint.chunk_dir, digest)
+        storage.write_file_atomically(chunk_path(root / CHUNK_DIR, digest), source.read_bytes)
+    temp = storage.hidden_sibling(root, storage.TEMP_PREFIX, checkpoint.path.name)
+    temp.mkdir()
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        storage.in_parallel(lambda p: storage.write_bytes(temp / p.name, p.read_bytes()),
+                            [p for p in checkpoint.path.iterdir() if p.is_file()])
+        storage.publish(temp, root / checkpoint.path.name)
+    except BaseException:
+        storage.discard(temp)
+        raise
+    return root / checkpoint.path.name
 
 
-def _discard(path: Path) -> None:
-    """Remove a checkpoint directory so that it vanishes from listings at once (rename, then delete)."""
-    trash = hidden_sibling(path.parent, TRASH_PREFIX, path.name)
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
-    """Return a new hidden path in ``root`` that names this process, so leftovers can be cleaned up."""
-    return root / f"{prefix}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _remove_stale_temporaries(root: Path) -> None:
-    """Delete leftovers: trash, half-written checkpoints of dead processes (or this one), dead uploads."""
-    for entry in root.iterdir():
-        if not entry.is_dir() or not entry.name.startswith((TRASH_PREFIX, TEMP_PREFIX, STAGING_PREFIX)):
-            continue
-        pid = entry.name.rsplit("-", 2)[-2]
-        owner_alive = pid.isdigit() and _process_alive(int(pid))
-        if entry.name.startswith(TRASH_PREFIX) or not owner_alive or (
-                entry.name.startswith(TEMP_PREFIX) and int(pid) == os.getpid()):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def verify_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a local checkpoint and check every file against its sha256; raises CheckpointError naming the problem."""
+    return Checkpoint.open(Path(path))

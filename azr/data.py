@@ -186,6 +186,11 @@ class ResumableSampler:
         """Return the position as plain ints."""
         return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed, "num_samples": self.num_samples}
 
+    def load_state_dict(self, position: dict[str, int]) -> None:
+        """Continue from a position returned by :meth:`state_dict` (of a sampler over the same samples)."""
+        self.epoch, self.offset = position["epoch"], position["offset"]
+        self._order = self._permutation(self.epoch)
+
 
 def save_corpus(texts: list[str], directory: str | Path) -> str:
     """Store ``texts`` once under ``directory/corpus/`` (named by fingerprint); return the relative path."""

@@ -25,8 +25,10 @@ from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEnt
                                     OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
 
 from . import checkpoint as ckpt
+from . import storage
 from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
+from .history import CHUNK_DIR, chunk_path
 
 SCHEME = "hf://"
 CHECKPOINTS = "checkpoints"
@@ -177,14 +179,16 @@ def _download(reference: HubReference, patterns: list[str], token: str | None) -
 
 
 def resolve_checkpoint(ref: str | os.PathLike, token: str | None = None) -> Path:
-    """Return a local checkpoint directory for a local path or a Hub reference.
+    """Return a local checkpoint directory for a local path or a Hub reference (downloaded and verified)."""
+    return download_checkpoint(str(ref), token).path if is_hub_reference(ref) else Path(ref)
 
-    A Hub checkpoint (the newest one when no name is given) is downloaded into the HF cache with the run's
-    corpus, and verified. Raises HubError for Hub problems, CheckpointError for a checkpoint failing its
-    checksums.
+
+def download_checkpoint(ref: str, token: str | None = None) -> ckpt.Checkpoint:
+    """Return a Hub checkpoint (the newest one when no name is given), downloaded into the HF cache with its
+    history chunks and the run's corpus, and verified.
+
+    Raises HubError for Hub problems, CheckpointError for a checkpoint failing its checksums.
     """
-    if not is_hub_reference(ref):
-        return Path(ref)
     reference = parse_reference(str(ref))
     try:
         name = reference.name or _newest_name(reference, token)
@@ -197,17 +201,20 @@ def resolve_checkpoint(ref: str | os.PathLike, token: str | None = None) -> Path
         path = root / CHECKPOINTS / name
         if not path.is_dir():
             raise HubError(f"Checkpoint {name!r} of {reference.repo_id!r} is not cached and cannot be downloaded.")
-        corpus = ckpt.read_state(path).get("corpus", {}).get("file")
-        if corpus:
-            _download(reference, [corpus], token)
+        checkpoint = ckpt.Checkpoint.open(path, verify=False)
+        extra = [f"{CHECKPOINTS}/{CHUNK_DIR}/{d}.safetensors" for d in checkpoint.history_chunks]
+        if checkpoint.corpus.get("file"):
+            extra.append(checkpoint.corpus["file"])
+        if extra:
+            _download(reference, extra, token)
     except HUB_EXCEPTIONS as exc:
         raise hub_error(exc, reference.repo_id, token, reference.revision) from exc
     try:
-        ckpt.verify_checkpoint(path)
+        checkpoint.verify()
     except CheckpointError as exc:
         raise CheckpointError(f"The checkpoint downloaded from {reference} failed verification: "
                               f"{str(exc).split(' is invalid: ')[-1]}") from exc
-    return path
+    return checkpoint
 
 
 def _newest_name(reference: HubReference, token: str | None) -> str:
@@ -222,17 +229,17 @@ def _newest_name(reference: HubReference, token: str | None) -> str:
 
 
 def pull(ref: str, to: str | Path = "checkpoints", token: str | None = None) -> Path:
-    """Download a Hub checkpoint (and its corpus) into a local checkpoint directory; return its path.
+    """Download a Hub checkpoint (with its history and corpus) into a local run directory; return its path.
 
-    Raises HubError / CheckpointError as :func:`resolve_checkpoint`.
+    Raises HubError / CheckpointError as :func:`download_checkpoint`.
     """
-    source = resolve_checkpoint(ref, token)
+    source = download_checkpoint(ref, token)
     target_root = Path(to)
     target_root.mkdir(parents=True, exist_ok=True)
-    corpus = ckpt.read_state(source).get("corpus", {}).get("file")
-    if corpus and (source.parent.parent / corpus).is_file() and not (target_root / corpus).exists():
+    corpus = source.corpus.get("file")
+    if corpus and (source.path.parent.parent / corpus).is_file() and not (target_root / corpus).exists():
         (target_root / corpus).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source.parent.parent / corpus, target_root / corpus)
+        shutil.copyfile(source.path.parent.parent / corpus, target_root / corpus)
     return ckpt.copy_checkpoint(source, target_root)
 
 
@@ -245,8 +252,8 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
 
     The repo is created (private by default) when missing. Raises HubError or CheckpointError.
     """
-    checkpoint = Path(checkpoint)
-    state = ckpt.verify_checkpoint(checkpoint)
+    opened = ckpt.Checkpoint.open(Path(checkpoint))
+    checkpoint, state = opened.path, opened.state
     name = checkpoint.name if ckpt.NAME_PATTERN.match(checkpoint.name) else state["name"]
     hf = api(token)
     try:
@@ -256,11 +263,14 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
         index[name] = _index_entry(checkpoint, state)
         operations = [CommitOperationAdd(f"{CHECKPOINTS}/{name}/{f.name}", str(f))
                       for f in sorted(checkpoint.iterdir()) if f.is_file()]
+        operations += [CommitOperationAdd(f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}", str(chunk))
+                       for chunk in (chunk_path(opened.chunk_dir, d) for d in opened.history_chunks)
+                       if f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}" not in files]
         newest = max(index, key=lambda n: (index[n].get("timestamp") or "", index[n].get("iteration") or 0))
         if newest == name:
             operations += [CommitOperationAdd(f.name, str(f)) for f in sorted(checkpoint.iterdir())
                            if f.name in ROOT_FILES]
-            operations.append(CommitOperationAdd(CHART, chart_svg(state.get("history", [])).encode()))
+            operations.append(CommitOperationAdd(CHART, chart_svg(opened.history()).encode()))
             operations.append(CommitOperationAdd("README.md", str(model_card(repo_id, name, state, CHART)).encode()))
         corpus = state.get("corpus", {}).get("file")
         if push_corpus and corpus and corpus_root and corpus not in files and (Path(corpus_root) / corpus).is_file():
@@ -298,12 +308,17 @@ def _index_entry(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def staging_copy(checkpoint: Path) -> Path:
-    """Hard-link a checkpoint into a hidden sibling so that local rotation cannot delete it mid-upload."""
-    target = ckpt.hidden_sibling(checkpoint.parent, ckpt.STAGING_PREFIX, checkpoint.name) / checkpoint.name
-    target.mkdir(parents=True)
-    for file in checkpoint.iterdir():
+    """Hard-link a checkpoint and its history chunks into a hidden sibling, so that local rotation cannot delete
+    them mid-upload; return the staged checkpoint (``<staging>/<name>``, chunks in ``<staging>/history``)."""
+    opened = ckpt.Checkpoint.open(checkpoint, verify=False)
+    staging = storage.hidden_sibling(checkpoint.parent, storage.STAGING_PREFIX, checkpoint.name)
+    sources = [*(p for p in checkpoint.iterdir() if p.is_file()),
+               *(chunk_path(opened.chunk_dir, d) for d in opened.history_chunks)]
+    for source in sources:
+        target = staging / (checkpoint.name if source.parent == checkpoint else CHUNK_DIR) / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(file, target / file.name)
+            os.link(source, target)
         except OSError:
-            shutil.copy2(file, target / file.name)
-    return target
+            shutil.copy2(source, target)
+    return staging / checkpoint.name

@@ -37,20 +37,6 @@ class ReferenceStats:
         keys, counts = torch.unique(pairs.reshape(-1), return_counts=True)
         return cls(vocab_size, unigrams, keys, counts)
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Return the statistics as named tensors, for a safetensors sidecar."""
-        return {
-            "unigram_counts": self.unigram_counts,
-            "bigram_keys": self.bigram_keys,
-            "bigram_counts": self.bigram_counts,
-        }
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ReferenceStats:
-        """Rebuild from the tensors written by :meth:`tensors`."""
-        unigrams = tensors["unigram_counts"]
-        return cls(unigrams.numel(), unigrams, tensors["bigram_keys"], tensors["bigram_counts"])
-
     def bigram_counts_of(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Return how often each (first, second) pair occurs in the reference texts."""
         keys = first * self.vocab_size + second

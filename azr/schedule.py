@@ -53,23 +53,22 @@ class LRPlan:
 
     def replanned(self, iteration: int, max_iterations: int, lr: float | None = None,
                   min_lr_ratio: float | None = None, kind: str | None = None) -> LRPlan:
-        """Return the plan for continuing from ``iteration`` to a possibly new target, peak LR or kind.
+        """Return the plan for continuing from ``iteration`` with a possibly new target, peak LR, final-LR ratio
+        or kind.
 
-        The same target, LR and kind give this very plan (identical LR at every iteration). A new target or
-        kind keeps the LR continuous at ``iteration`` and goes from there to the final LR at the new target.
-        A new LR is used from ``iteration`` on, decaying to ``lr * min_lr_ratio``.
+        Unchanged settings give this very plan (identical LR at every iteration). During warmup the ramp goes
+        on, towards the new plan. After it, the LR stays continuous at ``iteration`` (a new peak LR is used from
+        there) and goes from there to the final LR at the new target along the new kind.
         """
-        new_lr = lr is not None and lr != self.peak_lr
-        new_kind = kind is not None and kind != self.kind
-        if not new_lr and not new_kind and max_iterations == self.max_iterations:
+        peak = self.peak_lr if lr is None else lr
+        ratio = self.final_lr / self.peak_lr if min_lr_ratio is None else min_lr_ratio
+        kind = kind or self.kind
+        final = self.final_lr if math.isclose(peak * ratio, self.final_lr, rel_tol=1e-12) else peak * ratio
+        if (peak, final, kind, max_iterations) == (self.peak_lr, self.final_lr, self.kind, self.max_iterations):
             return self
-        if not new_lr and not new_kind and self.start_lr is None and iteration < self.warmup:
-            return dataclasses.replace(self, max_iterations=max_iterations)
-        changes: dict[str, Any] = {"max_iterations": max_iterations, "start_iteration": iteration,
-                                   "start_lr": self.lr_at(iteration), "kind": kind or self.kind}
-        if new_lr:
-            ratio = min_lr_ratio if min_lr_ratio is not None else self.final_lr / self.peak_lr
-            changes.update(peak_lr=lr, final_lr=lr * ratio, start_lr=lr)
+        changes: dict[str, Any] = {"kind": kind, "peak_lr": peak, "final_lr": final, "max_iterations": max_iterations}
+        if self.start_lr is not None or iteration >= self.warmup:
+            changes.update(start_iteration=iteration, start_lr=peak if peak != self.peak_lr else self.lr_at(iteration))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

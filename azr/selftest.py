@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from .checkpoint import WEIGHTS_FILE, checkpoint_name, read_state
+from .checkpoint import WEIGHTS_FILE, Checkpoint, checkpoint_name
 from .config import ModelConfig
 from .data import default_corpus
 from .errors import ConfigError
@@ -81,7 +81,7 @@ def _train(trainer: AZRTrainer, texts: list[str], iterations: int, directory: Pa
 
 def first_difference(expected: Path, actual: Path) -> str | None:
     """Return None when two checkpoints hold the same per-iteration records and weights, else the first difference."""
-    ours, theirs = read_state(expected)["history"], read_state(actual)["history"]
+    ours, theirs = Checkpoint.open(expected).history(), Checkpoint.open(actual).history()
     if [r["iteration"] for r in ours] != [r["iteration"] for r in theirs]:
         return f"the histories cover {len(ours)} and {len(theirs)} iterations"
     for a, b in zip(ours, theirs):

@@ -12,8 +12,12 @@ from types import FrameType
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+class ForcedExit(KeyboardInterrupt):
+    """A second signal: stop at once, writing nothing (every checkpoint on disk is already complete)."""
+
+
 class graceful_stop:  # noqa: N801 - used as a context manager, like contextlib's helpers
-    """Within the block, SIGINT and SIGTERM call ``stop()`` once; a second signal raises KeyboardInterrupt.
+    """Within the block, SIGINT and SIGTERM call ``stop()`` once; a second signal raises ForcedExit.
 
     ``stop`` is usually ``trainer.interrupt`` (or a trainer, whose ``interrupt`` is then used). Only the main
     thread can install handlers; elsewhere the block changes nothing. ``received`` is the first signal seen.
@@ -31,7 +35,7 @@ class graceful_stop:  # noqa: N801 - used as a context manager, like contextlib'
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt
+            raise ForcedExit
         self.received = signum
         self._stop()
 

@@ -16,8 +16,8 @@ from conftest import FAST
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints
-from azr.checkpoint import (FORMAT_VERSION, OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE, load_tensor_file,
-                            rotate_checkpoints, verify_checkpoint)
+from azr.checkpoint import (FORMAT_VERSION, HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE, WEIGHTS_FILE,
+                            Checkpoint, rotate_checkpoints, verify_checkpoint)
 
 
 @pytest.fixture
@@ -33,22 +33,31 @@ def test_a_checkpoint_holds_the_promised_files_and_state(trained):
     directory, _ = trained
     checkpoint = directory / "model_iter_20"
     names = {p.name for p in checkpoint.iterdir()}
-    assert {WEIGHTS_FILE, "config.json", "tokenizer.json", OPTIMIZER_FILE, "scheduler.json", "rng_state.pt",
-            "self_play.safetensors", STATE_FILE} <= names
+    assert {WEIGHTS_FILE, "config.json", "tokenizer.json", OPTIMIZER_FILE, "scheduler.json", RNG_FILE,
+            HISTORY_FILE, STATE_FILE} <= names
+    assert not {"self_play.safetensors", "optimizer.pt", "rng_state.pt"} & names  # nothing the run does not use
     state = json.loads((checkpoint / STATE_FILE).read_text())
-    assert state["format_version"] == FORMAT_VERSION
-    assert state["iteration"] == 20 and state["max_iterations"] == 20 and len(state["history"]) == 20
-    for key in ("timestamp", "train_config", "model_config", "data_position", "corpus", "self_play", "versions"):
+    assert state["format_version"] == FORMAT_VERSION == 2
+    assert state["iteration"] == 20 and state["max_iterations"] == 20 and state["history"]["length"] == 20
+    for key in ("timestamp", "train_config", "model_config", "data_position", "corpus", "versions", "run_id"):
         assert state[key], key
     assert set(state["versions"]) >= {"torch", "transformers", "azr"}
     assert set(state["files"]) == names - {STATE_FILE}
     assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporaries left behind
 
 
-def test_sidecars_load_without_unpickling_code(trained):
-    directory, _ = trained
-    for name in (OPTIMIZER_FILE, "rng_state.pt"):
-        assert load_tensor_file(directory / "model_iter_20", name)  # torch.load(weights_only=True) accepts them
+def test_sidecars_are_safetensors_and_round_trip(trained):
+    directory, trainer = trained
+    checkpoint = Checkpoint.open(directory / "model_iter_20")
+    saved = checkpoint.optimizer_state()
+    live = trainer.optimizer.state_dict()
+    assert saved["param_groups"] == live["param_groups"]
+    for index, values in live["state"].items():
+        for key, value in values.items():
+            assert torch.equal(saved["state"][index][key], value), (index, key)
+    assert set(checkpoint.rng_state()) >= {"torch_cpu", "python", "numpy"}
+    assert [r["loss"] for r in checkpoint.history()] == [r["loss"] for r in trainer.history]
+
 
 
 def test_a_checkpoint_loads_with_plain_transformers(trained, tokenizer):
@@ -137,16 +146,17 @@ def test_rotation_never_deletes_the_newest_checkpoint(trained):
 
 
 KILLER_SCRIPT = textwrap.dedent("""
-    import sys
-    from azr import AZRTrainer, ModelConfig, build_model, default_corpus, train_tokenizer
+    import os, sys
+    from azr import AZRTrainer, ModelConfig, list_checkpoints, build_model, default_corpus, train_tokenizer
     texts = [default_corpus()[0][:40000]]
     tokenizer = train_tokenizer(texts, 300)
     model = build_model(ModelConfig(vocab_size=len(tokenizer), d_model=256, num_layers=4, num_heads=4,
                                     d_ff=1024, max_seq_len=16))
     trainer = AZRTrainer(model, tokenizer, device="cpu")
-    for status in trainer.train(texts, 10_000, sys.argv[1], batch_size=2, save_every=1, keep_last=2,
-                                self_play_every=0, val_every=0):
-        if status.state == "checkpoint" and status.iteration == 1:
+    valid = [i.path for i in list_checkpoints(sys.argv[1])] if os.path.isdir(sys.argv[1]) else []
+    for status in trainer.train(texts, 10_000, sys.argv[1], resume_from=valid[0] if valid else None, batch_size=2,
+                                save_every=1, keep_last=2, self_play_every=0, val_every=0):
+        if status.state == "checkpoint" and status.message.startswith("Saved"):
             print("saving", flush=True)
 """)
 
@@ -167,7 +177,7 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_valid_looking_broken_ch
         for info in infos:
             if info.valid:
                 AutoModelForCausalLM.from_pretrained(info.path)
-                load_tensor_file(info.path, OPTIMIZER_FILE)
+                Checkpoint.open(info.path).optimizer_state()
                 assert json.loads((directory / info.name / STATE_FILE).read_text())["iteration"] == info.iteration
             else:
                 pytest.fail(f"attempt {attempt}: a half-written checkpoint is listed: {info}")

@@ -13,7 +13,7 @@ from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, HubError
 from azr import hub
-from azr.checkpoint import read_state
+from azr.checkpoint import Checkpoint
 
 REPO = "user/run"
 
@@ -66,7 +66,7 @@ def test_list_of_a_repo_matches_the_local_list(pushed):
     remote = hub.list_checkpoints(f"hf://{REPO}")
     assert [i.name for i in remote] == ["model_iter_30", "model_iter_20", "model_iter_10"]
     assert all(i.valid and i.has_optimizer for i in remote)
-    assert remote[0].iteration == 30 and remote[0].loss == read_state(directory / "model_iter_30")["loss"]
+    assert remote[0].iteration == 30 and remote[0].loss == Checkpoint.open(directory / "model_iter_30").state["loss"]
 
 
 RESUME_SCRIPT = """
@@ -112,21 +112,21 @@ def test_from_pretrained_on_the_repo_gives_the_newest_weights(pushed):
 def test_named_checkpoints_and_revisions_resolve(pushed, hub_server):
     directory, _ = pushed
     path = hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
-    assert read_state(path)["iteration"] == 20
-    assert read_state(hub.resolve_checkpoint(f"hf://{REPO}"))["iteration"] == 30
-    assert read_state(hub.resolve_checkpoint(REPO))["iteration"] == 30  # a bare user/run, no such local path
+    assert Checkpoint.open(path).state["iteration"] == 20
+    assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}")).state["iteration"] == 30
+    assert Checkpoint.open(hub.resolve_checkpoint(REPO)).state["iteration"] == 30  # a bare user/run, no such local path
     first_commit = [c.commit_id for c in hub.api().list_repo_commits(REPO)][-2]  # the push of model_iter_10
     path = hub.resolve_checkpoint(f"hf://{REPO}@{first_commit}")
-    assert read_state(path)["iteration"] == 10
+    assert Checkpoint.open(path).state["iteration"] == 10
     hub.api().create_tag(REPO, tag="v1", revision=first_commit)
-    assert read_state(hub.resolve_checkpoint(f"hf://{REPO}@v1/model_iter_10"))["iteration"] == 10
+    assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}@v1/model_iter_10")).state["iteration"] == 10
 
 
 def test_pull_and_push_commands(pushed, tmp_path):
     pulled = hub.pull(f"hf://{REPO}/model_iter_20", to=tmp_path / "pulled")
     assert pulled == tmp_path / "pulled" / "model_iter_20"
-    assert read_state(pulled)["iteration"] == 20
-    corpus = read_state(pulled)["corpus"]["file"]
+    assert Checkpoint.open(pulled).state["iteration"] == 20
+    corpus = Checkpoint.open(pulled).state["corpus"]["file"]
     assert (tmp_path / "pulled" / corpus).is_file()  # resumable here without the original files
     commit = hub.push(pulled, "user/copy", private=False)
     assert len(commit) == 40
@@ -192,7 +192,7 @@ def test_offline_with_nothing_cached(pushed, monkeypatch, tmp_path):
 def test_offline_uses_what_is_cached(pushed, monkeypatch):
     hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert read_state(hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20"))["iteration"] == 20
+    assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")).state["iteration"] == 20
 
 
 def test_a_corrupted_download_fails_its_checksums(pushed, hub_server):

@@ -8,7 +8,8 @@ import torch
 from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints
-from azr.checkpoint import load_tensor_file, read_state
+from azr import session
+from azr.checkpoint import Checkpoint
 
 
 def losses(history):
@@ -101,7 +102,7 @@ def test_extension_continues_with_a_continuous_lr(texts, tokenizer, make_model, 
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     run_to(trainer, texts, 100, tmp_path, warmup=10, save_every=50)
     old_lrs = [r["lr"] for r in trainer.history]
-    planned_at_100 = read_state(tmp_path / "model_iter_100")["lr"]  # the LR the old plan gives step 100
+    planned_at_100 = Checkpoint.open(tmp_path / "model_iter_100").state["lr"]  # the LR the old plan gives step 100
     resumed = AZRTrainer(make_model(), tokenizer, device="cpu")
     statuses = run_to(resumed, texts, 250, tmp_path, resume_from=tmp_path / "model_iter_100", save_every=50)
     assert statuses[-1].state == "completed" and statuses[-1].iteration == 250
@@ -128,9 +129,9 @@ def test_batch_size_may_change_on_resume(texts, tokenizer, make_model, tmp_path)
     final = stop_at(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 30, tmp_path, 10)
     resumed = AZRTrainer(make_model(), tokenizer, device="cpu")
     run_to(resumed, texts, 30, tmp_path, resume_from=final.checkpoint, batch_size=6)
-    state = read_state(tmp_path / "model_iter_30")
-    assert state["train_config"]["batch_size"] == 6
-    position = state["data_position"]
+    checkpoint = Checkpoint.open(tmp_path / "model_iter_30")
+    assert checkpoint.train_config.batch_size == 6
+    position = checkpoint.data_position
     samples = position["epoch"] * position["num_samples"] + position["offset"]
     assert samples == 10 * 4 + 20 * 6  # the data position is counted in samples
 
@@ -180,15 +181,16 @@ def test_a_target_below_the_checkpoint_is_refused(texts, tokenizer, make_model, 
         AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path, resume_from=tmp_path / "model_iter_20")
 
 
-def test_stop_requested_during_setup_pauses_before_the_first_iteration(texts, tokenizer, make_model, tmp_path):
+def test_stop_requested_during_setup_pauses_before_the_first_iteration(texts, tokenizer, make_model, tmp_path,
+                                                                      monkeypatch):
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    original = trainer._new_optimizer
+    original = session.new_optimizer
 
-    def stop_while_preparing(config):  # a Stop press arriving while the run is being set up
+    def stop_while_preparing(model, config):  # a Stop press arriving while the run is being set up
         trainer.stop_training()
-        return original(config)
+        return original(model, config)
 
-    trainer._new_optimizer = stop_while_preparing
+    monkeypatch.setattr(session, "new_optimizer", stop_while_preparing)
     statuses = run_to(trainer, texts, 20, tmp_path)
     assert statuses[-1].state == "paused"
     assert statuses[-1].iteration == 0
@@ -243,8 +245,8 @@ def test_closing_the_generator_early_saves_a_paused_checkpoint(texts, tokenizer,
         if status.iteration == 15:
             break
     generator.close()
-    state = read_state(tmp_path / "model_paused_15")
-    assert state["iteration"] == 15 and len(state["history"]) == 15
+    checkpoint = Checkpoint.open(tmp_path / "model_paused_15")
+    assert checkpoint.iteration == 15 and len(checkpoint.history()) == 15
 
 
 def test_time_budget_pauses_like_a_stop(texts, tokenizer, make_model, tmp_path):
@@ -270,15 +272,15 @@ def test_an_error_inside_training_saves_an_error_checkpoint(texts, tokenizer, ma
         for status in trainer.train(texts, 50, tmp_path, **FAST):
             statuses.append(status)
     assert statuses[-1].state == "error" and "reward service down" in statuses[-1].message
-    state = read_state(tmp_path / "model_error_8")  # self-play on iterations 3, 6, 9: the third fails in step 9
-    assert state["iteration"] == 8 and len(state["history"]) == 8
+    checkpoint = Checkpoint.open(tmp_path / "model_error_8")  # self-play on 3, 6, 9: the third fails in step 9
+    assert checkpoint.iteration == 8 and len(checkpoint.history()) == 8
 
 
 def test_checkpoint_iteration_equals_the_optimizer_step_count(texts, tokenizer, make_model, tmp_path):
     final = stop_at(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 30, tmp_path, 15)
     run_to(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 30, tmp_path, resume_from=final.checkpoint)
     for info in list_checkpoints(tmp_path):
-        optimizer = load_tensor_file(info.path, "optimizer.pt")
+        optimizer = Checkpoint.open(info.path).optimizer_state()
         assert {int(s["step"]) for s in optimizer["state"].values()} == {info.iteration}, info.name
 
 
@@ -289,14 +291,14 @@ def test_history_is_never_truncated_and_iterations_never_restart(texts, tokenize
     resumed = AZRTrainer(make_model(), tokenizer, device="cpu")
     run_to(resumed, texts, 90, tmp_path, resume_from=middle.checkpoint)
     assert [r["iteration"] for r in resumed.history] == list(range(1, 91))
-    assert len(read_state(tmp_path / "model_iter_90")["history"]) == 90
+    assert len(Checkpoint.open(tmp_path / "model_iter_90").history()) == 90
 
 
 def test_a_model_shorter_than_the_default_window_trains(texts, tokenizer, make_model, tmp_path):
     trainer = AZRTrainer(make_model(max_seq_len=16), tokenizer, device="cpu")
     statuses = run_to(trainer, texts, 6, tmp_path)
     assert statuses[-1].state == "completed"
-    assert read_state(tmp_path / "model_iter_6")["train_config"]["seq_len"] == 16
+    assert Checkpoint.open(tmp_path / "model_iter_6").train_config.seq_len == 16
 
 
 def test_other_texts_on_resume_continue_with_a_warning(texts, tokenizer, make_model, tmp_path):
@@ -326,8 +328,8 @@ def test_load_checkpoint_then_train_continues_from_it(texts, tokenizer, make_mod
     history, weights = reference
     final = stop_at(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 40, tmp_path, 30)
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    state = trainer.load_checkpoint(final.checkpoint)
-    assert state["iteration"] == 30 and len(trainer.history) == 30
+    checkpoint = trainer.load_checkpoint(final.checkpoint)
+    assert checkpoint.iteration == 30 and len(trainer.history) == 30
     trainer.train_continuous(texts=texts, max_iterations=40, checkpoint_dir=tmp_path, **FAST)
     assert losses(trainer.history) == losses(history)
     assert_same_weights(trainer.model, weights)

@@ -66,12 +66,3 @@ def test_corpus_text_is_more_coherent_and_natural_than_random_ids(sequences, sta
 
 def test_empty_sequence_scores_zero(stats):
     assert score_tokens([], stats, TARGET) == {**dict.fromkeys(WEIGHTS, 0.0), "total": 0.0}
-
-
-def test_tensors_round_trip(stats, sequences):
-    restored = ReferenceStats.from_tensors({k: v.clone() for k, v in stats.tensors().items()})
-    assert restored.vocab_size == stats.vocab_size
-    for name, tensor in stats.tensors().items():
-        assert torch.equal(restored.tensors()[name], tensor)
-    for tokens in sequences.values():
-        assert score_tokens(tokens, restored, TARGET) == score_tokens(tokens, stats, TARGET)

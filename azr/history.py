@@ -1,0 +1,139 @@
+"""A run's per-iteration history, kept as columns and stored in immutable, content-addressed chunks.
+
+The history grows by one record per iteration. A checkpoint must not rewrite it all (a million iterations would
+make every save slower than the last), so it is stored as full chunks of :data:`CHUNK_RECORDS` records, each a
+safetensors file named by its sha256 under the run's ``history/`` folder and shared by every checkpoint of the
+run, plus the records after the last full chunk (the *tail*) in the checkpoint itself. A save writes the tail and
+at most the one chunk that filled up since the previous save.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from array import array
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+from safetensors.numpy import load as load_columns
+from safetensors.numpy import save as save_columns
+
+COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time")
+CHUNK_RECORDS = 4096
+CHUNK_DIR = "history"
+
+
+class History(Sequence):
+    """Records ``{"iteration", "loss", "val_loss", "reward", "lr", "time"}``; missing values are None.
+
+    Behaves as a read-only sequence of dicts; :meth:`append` and :meth:`set_last` change it.
+    """
+
+    def __init__(self) -> None:
+        self._columns = {name: array("d") for name in COLUMNS}
+        self._digests: list[str] = []  # sha256 of each full chunk, computed once
+
+    def __len__(self) -> int:
+        return len(self._columns["iteration"])
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("history index out of range")
+        return self._record(index)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._record(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def _record(self, index: int) -> dict[str, Any]:
+        record = {name: _value(column[index]) for name, column in self._columns.items()}
+        record["iteration"] = int(record["iteration"])
+        return record
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one iteration's record (keys of :data:`COLUMNS`; absent or None values are stored as missing)."""
+        for name, column in self._columns.items():
+            value = record.get(name)
+            column.append(math.nan if value is None else float(value))
+
+    def set_last(self, name: str, value: float | None) -> None:
+        """Set one field of the newest record."""
+        self._columns[name][-1] = math.nan if value is None else float(value)
+        del self._digests[(len(self) - 1) // CHUNK_RECORDS:]
+
+    def since(self, iteration: int) -> list[dict[str, Any]]:
+        """Return the records after ``iteration`` (those with a larger iteration number)."""
+        iterations = self._columns["iteration"]
+        start = len(iterations)
+        while start and iterations[start - 1] > iteration:
+            start -= 1
+        return self[start:]
+
+    def truncated(self, length: int) -> History:
+        """Return a copy with the first ``length`` records."""
+        copy = History()
+        for name, column in self._columns.items():
+            copy._columns[name] = column[:length]
+        copy._digests = self._digests[: length // CHUNK_RECORDS]
+        return copy
+
+    # ------------------------------------------------------------------ storage
+
+    def encode(self, start: int, stop: int) -> bytes:
+        """Return records ``start:stop`` as a safetensors file (one float64 column per field)."""
+        return save_columns({name: np.frombuffer(column, dtype=np.float64)[start:stop].copy()
+                             for name, column in self._columns.items()})
+
+    def extend_encoded(self, data: bytes) -> None:
+        """Append the records of a file made by :meth:`encode`; raises ValueError when it is not one."""
+        columns = load_columns(data)
+        if set(columns) != set(COLUMNS) or len({len(c) for c in columns.values()}) != 1:
+            raise ValueError("not a history file")
+        for name, values in columns.items():
+            if values.dtype != np.float64 or values.ndim != 1:
+                raise ValueError("not a history file")
+            self._columns[name].frombytes(values.tobytes())
+
+    def chunk_digests(self) -> list[str]:
+        """Return the sha256 of every full chunk (each is computed once: full chunks never change)."""
+        for number in range(len(self._digests), len(self) // CHUNK_RECORDS):
+            self._digests.append(hashlib.sha256(self.chunk(number)).hexdigest())
+        return list(self._digests)
+
+    def chunk(self, number: int) -> bytes:
+        """Return full chunk ``number``, encoded."""
+        return self.encode(number * CHUNK_RECORDS, (number + 1) * CHUNK_RECORDS)
+
+    def tail(self) -> bytes:
+        """Return the records after the last full chunk, encoded."""
+        return self.encode(len(self) // CHUNK_RECORDS * CHUNK_RECORDS, len(self))
+
+    @classmethod
+    def from_chunks(cls, chunks: list[bytes], digests: list[str], tail: bytes) -> History:
+        """Rebuild a history from its full chunks (whose sha256 are ``digests``) and its tail."""
+        history = cls()
+        for data in [*chunks, tail]:
+            history.extend_encoded(data)
+        history._digests = list(digests)
+        return history
+
+
+def chunk_path(chunk_dir: Path, digest: str) -> Path:
+    """Return where the chunk with this sha256 is stored."""
+    return chunk_dir / f"{digest}.safetensors"
+
+
+def _value(number: float) -> float | None:
+    return None if math.isnan(number) else number

@@ -1,0 +1,169 @@
+"""Setting up one call to ``AZRTrainer.train``: settings, corpus, token windows, optimizer, and the state to
+start from (fresh, or restored from a checkpoint). Everything here runs before the first step and changes
+nothing on disk except creating the run directory; bad input raises before that.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from . import rng, runs
+from .checkpoint import Checkpoint
+from .config import FIXED_ON_RESUME, TrainConfig
+from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
+from .errors import CheckpointError, ConfigError, DataError
+from .history import History
+from .model import architecture_differences, max_length_of
+from .reward import ReferenceStats
+from .schedule import LRPlan
+from .state import TrainState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_WINDOW = 256  # default window length when the model accepts longer sequences
+
+
+@dataclass
+class Run:
+    """One call to train(): its settings, data, optimizer and the state a checkpoint captures."""
+
+    config: TrainConfig
+    run_dir: Path
+    windows: TokenWindows
+    stats: ReferenceStats
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    warnings: list[str] = field(default_factory=list)
+    last_checkpoint: str | None = None
+
+
+def check_architecture(checkpoint: Checkpoint, model) -> None:
+    """Raise CheckpointError when the checkpoint's architecture differs from ``model``'s."""
+    differences = architecture_differences(checkpoint.model_config, model)
+    if differences:
+        raise CheckpointError(
+            f"Checkpoint {str(checkpoint.path)!r} has a different architecture than the model "
+            f"({'; '.join(differences)}); build the model with the checkpoint's settings or use "
+            "AZRTrainer.from_checkpoint.")
+
+
+def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, settings: dict[str, Any],
+                   model) -> TrainConfig:
+    """Return the run's settings: the checkpoint's (or the defaults) updated with those given."""
+    if checkpoint is None:
+        config = TrainConfig().updated(max_iterations=max_iterations, **settings)
+    else:
+        saved = checkpoint.train_config
+        config = saved.updated(max_iterations=max_iterations, **settings)
+        for name in FIXED_ON_RESUME:
+            if getattr(config, name) != getattr(saved, name):
+                raise ConfigError(f"{name} cannot change on resume; it fixes the data order of the run.")
+        if config.max_iterations < checkpoint.iteration:
+            raise ConfigError(f"max_iterations ({config.max_iterations}) is below the checkpoint's iteration "
+                              f"({checkpoint.iteration}); give a target of at least {checkpoint.iteration}.")
+    model_max = max_length_of(model)
+    seq_len = config.seq_len or min(model_max, DEFAULT_MAX_WINDOW)
+    if seq_len > model_max:
+        raise ConfigError(f"seq_len ({seq_len}) exceeds the model's max_seq_len ({model_max}).")
+    return config.updated(seq_len=seq_len)
+
+
+def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """Return the texts to train on and their description for the checkpoint (the run's own on resume)."""
+    if texts is None and checkpoint is not None:
+        saved = checkpoint.corpus
+        if saved.get("source") == "default":
+            texts = default_corpus()
+        else:
+            file = saved.get("file", "")  # in the run directory, or at a Hub snapshot's root
+            base = checkpoint.path.parent
+            found = next((p for p in (base / file, base.parent / file, run_dir / file) if file and p.is_file()), None)
+            if found is None:
+                raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
+            texts = load_texts(found)
+    if texts is None:
+        texts = default_corpus()
+        return texts, {"source": "default", "fingerprint": fingerprint(texts), "num_texts": 1}
+    texts = check_texts(texts)
+    digest = fingerprint(texts)
+    source = "default" if digest == fingerprint(default_corpus()) else "custom"
+    return texts, {"source": source, "fingerprint": digest, "num_texts": len(texts)}
+
+
+def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    """Return AdamW with weight decay on the matrices only."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+
+
+def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: int | None, run_dir: Path,
+                checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any]) -> Run:
+    """Return a run ready for its first step; raises ConfigError, DataError or CheckpointError for bad input."""
+    config = resolve_config(checkpoint, max_iterations, settings, model)
+    texts, corpus = resolve_corpus(texts, checkpoint, run_dir)
+    windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
+    vocab = model.get_input_embeddings().num_embeddings
+    if int(windows.train.max()) >= vocab:
+        raise ConfigError(f"The tokenizer produces ids up to {int(windows.train.max())} but the model's "
+                          f"vocab_size is {vocab}; build the model with vocab_size >= len(tokenizer).")
+    run_id, adopt = (checkpoint.run_id if checkpoint else None), False
+    if checkpoint is not None and run_id is None:  # format 1 has no run id: its own directory becomes the run
+        adopt = checkpoint.path.parent.resolve() == run_dir.resolve()
+        existing = runs.read_run(run_dir) if adopt else None
+        run_id = existing.id if existing else uuid.uuid4().hex
+    info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
+                         base_model=getattr(model.config, "_name_or_path", None) or None)
+    if corpus["source"] != "default":
+        corpus["file"] = save_corpus(texts, run_dir)
+    optimizer = new_optimizer(model, config)
+    sampler = ResumableSampler(len(windows.train), config.seed)
+    stats = ReferenceStats.from_windows(windows.train, vocab)
+    run = Run(config, run_dir, windows, stats, optimizer, TrainState(
+        info.id, 0, History(), sampler, LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio,
+                                                     config.warmup, config.max_iterations), corpus))
+    if checkpoint is None:
+        rng.seed_all(config.seed)
+    else:
+        _restore(run, checkpoint, model, device, load_optimizer, settings.get("lr"))
+    return run
+
+
+def _restore(run: Run, checkpoint: Checkpoint, model, device: torch.device, load_optimizer: bool,
+             new_lr: float | None) -> None:
+    """Continue ``run`` from a verified checkpoint: weights, optimizer, plan, RNG, data position, history."""
+    checkpoint.load_weights(model)
+    state, config = run.state, run.config
+    if load_optimizer and checkpoint.has_optimizer:
+        run.optimizer.load_state_dict(checkpoint.optimizer_state(device))
+    elif load_optimizer:
+        run.warnings.append("The checkpoint has no optimizer state; starting a fresh optimizer.")
+    run.warnings += rng.restore(checkpoint.rng_state(), device)
+    position = checkpoint.data_position
+    if checkpoint.corpus.get("fingerprint") == state.corpus["fingerprint"] and \
+            position.get("num_samples") == len(run.windows.train):
+        state.sampler.load_state_dict(position)
+    else:
+        run.warnings.append("The texts differ from the checkpoint's corpus; continuing with a fresh data order.")
+    versions = checkpoint.state.get("versions", {})
+    if versions.get("torch") != torch.__version__ or versions.get("transformers") != transformers.__version__:
+        run.warnings.append("Resumed with other library versions than the checkpoint's; exact reproduction "
+                            "is not guaranteed.")
+    saved_device = checkpoint.state.get("device_type", "cpu")
+    if saved_device != device.type:
+        run.warnings.append(f"Resumed on {device.type} a checkpoint saved on {saved_device}; exact reproduction "
+                            "is not guaranteed.")
+    state.plan = checkpoint.plan().replanned(checkpoint.iteration, config.max_iterations, new_lr,
+                                             config.min_lr_ratio, config.lr_schedule)
+    state.iteration, state.history = checkpoint.iteration, checkpoint.history()
+    for name in ("loss", "val_loss", "reward"):
+        setattr(state, name, checkpoint.state.get(name))
+    state.reward_components = dict(checkpoint.state.get("reward_components") or {})
+    run.last_checkpoint = str(checkpoint.path)
