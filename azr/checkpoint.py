@@ -171,12 +171,13 @@ class Checkpoint:
         for path in paths:
             if not path.is_file():
                 self._invalid(f"{path.name if path.parent == self.path else 'history chunk ' + path.stem} is missing")
-        actual = storage.in_parallel(storage.sha256_file, paths)
+        actual = storage.in_parallel(storage.sha256_file, paths[: len(files)])
         for name, digest in files.items():
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")
+        chunks = storage.in_parallel(_chunk_sha256, paths[len(files):])
         for digest in self.history_chunks:
-            if actual[chunk_path(self.chunk_dir, digest).name] != digest:
+            if chunks[chunk_path(self.chunk_dir, digest).name] != digest:
                 self._invalid(f"checksum mismatch in history chunk {digest[:12]}")
 
     def _invalid(self, reason: str) -> None:
@@ -244,6 +245,19 @@ class Checkpoint:
             max_iterations=self.state.get("max_iterations"), loss=self.state.get("loss"),
             val_loss=self.state.get("val_loss"), timestamp=self.state.get("timestamp"),
             size_bytes=_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
+
+
+_chunk_digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> sha256
+
+
+def _chunk_sha256(path: Path) -> str:
+    """Return a history chunk's sha256, hashing each unchanged file once per process: the chunks of a run are
+    shared by all its checkpoints, so a listing would otherwise hash the same chunks once per checkpoint."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _chunk_digests:
+        _chunk_digests[key] = storage.sha256_file(path)
+    return _chunk_digests[key]
 
 
 def _read_state(path: Path) -> dict[str, Any]:
