@@ -105,8 +105,12 @@ def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: int | None, run_dir: Path,
-                checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any]) -> Run:
-    """Return a run ready for its first step; raises ConfigError, DataError or CheckpointError for bad input."""
+                checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any], *,
+                weights_loaded: bool = False) -> Run:
+    """Return a run ready for its first step; raises ConfigError, DataError or CheckpointError for bad input.
+
+    On resume the checkpoint's weights are loaded into ``model`` unless ``weights_loaded`` says they already are.
+    """
     config = resolve_config(checkpoint, max_iterations, settings, model)
     texts, corpus = resolve_corpus(texts, checkpoint, run_dir)
     windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
@@ -132,14 +136,16 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
     if checkpoint is None:
         rng.seed_all(config.seed)
     else:
-        _restore(run, checkpoint, model, device, load_optimizer, settings.get("lr"))
+        if not weights_loaded:
+            checkpoint.load_weights(model)
+        _restore(run, checkpoint, device, load_optimizer, settings.get("lr"))
     return run
 
 
-def _restore(run: Run, checkpoint: Checkpoint, model, device: torch.device, load_optimizer: bool,
+def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimizer: bool,
              new_lr: float | None) -> None:
-    """Continue ``run`` from a verified checkpoint: weights, optimizer, plan, RNG, data position, history."""
-    checkpoint.load_weights(model)
+    """Continue ``run`` from a verified checkpoint whose weights are loaded: optimizer, plan, RNG, data position,
+    history."""
     state, config = run.state, run.config
     if load_optimizer and checkpoint.has_optimizer:
         run.optimizer.load_state_dict(checkpoint.optimizer_state(device))

@@ -36,6 +36,11 @@ PROMPT_FRACTION = 4  # self-play prompts are a quarter of a window
 VAL_CHUNK = 16  # validation windows per forward pass (independent of the batch size)
 
 
+def _same_path(ref: str | Path, path: Path) -> bool:
+    """True when a resume reference names the checkpoint directory ``path`` (a Hub reference never does)."""
+    return not str(ref).startswith("hf://") and Path(ref).expanduser().resolve() == path.resolve()
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """Return the torch device for "auto" (CUDA, then MPS, then CPU) or a named device."""
     if str(device) != "auto":
@@ -72,7 +77,8 @@ class AZRTrainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self._stop = threading.Event()
         self._stop_kind = "paused"
-        self._loaded: tuple[Checkpoint, bool] | None = None
+        self._loaded: Checkpoint | None = None  # opened by from_checkpoint/load_checkpoint, weights in place
+        self._load_optimizer = True
         self._saver = CheckpointSaver(self.model, tokenizer, self.device)
 
     @classmethod
@@ -87,7 +93,7 @@ class AZRTrainer:
         model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)
         trainer = cls(model, AutoTokenizer.from_pretrained(checkpoint.path), device=device, **kwargs)
         trainer.history = checkpoint.history()
-        trainer._loaded = (checkpoint, True)
+        trainer._loaded = checkpoint
         return trainer
 
     def load_checkpoint(self, ref: str | Path, load_optimizer: bool = True,
@@ -101,7 +107,7 @@ class AZRTrainer:
         check_architecture(checkpoint, self.model)
         checkpoint.load_weights(self.model)
         self.history = checkpoint.history()
-        self._loaded = (checkpoint, load_optimizer)
+        self._loaded, self._load_optimizer = checkpoint, load_optimizer
         return checkpoint
 
     def stop_training(self) -> None:
@@ -134,36 +140,37 @@ class AZRTrainer:
             raise ConfigError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}.")
         self._stop.clear()
         self._stop_kind = "paused"
-        checkpoint = None
-        if resume_from is not None:
-            checkpoint = Checkpoint.open(resume_from, token=hub_token)
-        elif self._loaded is not None:
-            checkpoint, load_optimizer = self._loaded[0], load_optimizer and self._loaded[1]
+        checkpoint, loaded = self._loaded, self._loaded is not None
         if checkpoint is not None:
+            load_optimizer = load_optimizer and self._load_optimizer
+        if resume_from is not None and (checkpoint is None or not _same_path(resume_from, checkpoint.path)):
+            checkpoint, loaded = Checkpoint.open(resume_from, token=hub_token), False
+        if checkpoint is not None and not loaded:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
-                          checkpoint, load_optimizer, settings)
+                          checkpoint, load_optimizer, settings, weights_loaded=loaded)
         callbacks = [*self.callbacks, Rotation(run.run_dir, run.config.keep_last)]
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
         if hub_repo_id:
             uploader = HubUploader(hub_repo_id, hub_token, hub_private, hub_push_corpus)
             callbacks.append(HubPush(uploader, run.run_dir, hub_flush_timeout_s))
-        self._loaded = None
+        self._loaded, self._load_optimizer = None, True
         self.optimizer, self.history = run.optimizer, run.state.history
         return self._loop(run, callbacks)
 
     def train_continuous(self, texts: list[str] | None = None, max_iterations: int | None = None,
                          checkpoint_dir: str | Path = "checkpoints", resume_from: str | Path | None = None,
-                         **kwargs: Any) -> History:
-        """Train to the end (or until stopped) and return the full history (the seed trainer's API).
+                         **kwargs: Any) -> list[dict[str, Any]]:
+        """Train to the end (or until stopped) and return the full history as a list of dicts (the seed
+        trainer's API; ``trainer.history`` is the same records as a columnar sequence).
 
         Called from the main thread, Ctrl+C and SIGTERM save ``model_interrupted_<N>`` and stop cleanly.
         """
         with graceful_stop(self):
             for _ in self.train(texts, max_iterations, checkpoint_dir, resume_from, **kwargs):
                 pass
-        return self.history
+        return list(self.history)
 
     # ------------------------------------------------------------------ the loop
 
@@ -225,7 +232,7 @@ class AZRTrainer:
             group["lr"] = lr
         batch = run.windows.train[state.sampler.next_indices(config.batch_size)].to(self.device)
         self.model.train()
-        lm_loss = self._lm_loss(batch).mean()
+        lm_loss = self._lm_loss(batch)
         loss, reward = lm_loss, None
         if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
             rollout, rewards = self._self_play(run)
@@ -245,12 +252,11 @@ class AZRTrainer:
                               "time": time.time()})
         snapshot.end()
 
-    def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """Return the next-token cross-entropy of each token of ``batch`` (shape: windows × tokens)."""
+    def _lm_loss(self, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Return the next-token cross-entropy of ``batch``: the mean over its tokens, or with "sum" the sum."""
         logits = self.model(input_ids=batch[:, :-1]).logits
-        losses = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                   batch[:, 1:].reshape(-1), reduction="none")
-        return losses.view(batch.shape[0], -1)
+        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                 batch[:, 1:].reshape(-1), reduction=reduction)
 
     def _self_play(self, run: Run) -> tuple[Any, torch.Tensor]:
         """Generate continuations of corpus prompts and score them; deterministic in (seed, iteration)."""
@@ -282,7 +288,7 @@ class AZRTrainer:
             return None
         self.model.eval()
         try:
-            total = sum(float(self._lm_loss(chunk.to(self.device)).double().sum()) for chunk in val.split(VAL_CHUNK))
+            total = sum(float(self._lm_loss(chunk.to(self.device), "sum")) for chunk in val.split(VAL_CHUNK))
         finally:
             self.model.train()
         return total / (val.shape[0] * (val.shape[1] - 1))

@@ -1,0 +1,71 @@
+"""Runs: one directory and one identity per run, so no front-end can overwrite or rotate away another run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import FAST
+
+from azr import AZRTrainer, ConfigError, list_checkpoints, runs
+from azr.checkpoint import Checkpoint
+
+
+def drain(trainer, *args, **kwargs):
+    for status in trainer.train(*args, **{**FAST, **kwargs}):
+        pass
+    return status
+
+
+def test_a_new_run_is_refused_in_a_directory_holding_another_run(texts, tokenizer, make_model, tmp_path):
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path, seed=1)
+    first = Checkpoint.open(tmp_path / "model_iter_20")
+    with pytest.raises(ConfigError, match="already holds run"):
+        AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 20, tmp_path, seed=2)
+    again = Checkpoint.open(tmp_path / "model_iter_20")  # untouched: same loss, same run
+    assert (again.state["loss"], again.run_id) == (first.state["loss"], first.run_id)
+
+
+def test_checkpoints_without_run_json_still_protect_their_directory(texts, tokenizer, make_model, tmp_path):
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 10, tmp_path)
+    (tmp_path / runs.RUN_FILE).unlink()
+    with pytest.raises(ConfigError, match="checkpoints of another run"):
+        AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path)
+
+
+def test_each_run_has_an_identity_recorded_in_every_checkpoint(texts, tokenizer, make_model, tmp_path):
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path / "a", seed=4)
+    info = runs.read_run(tmp_path / "a")
+    assert info.name == "a" and info.seed == 4 and info.corpus["num_texts"] == len(texts) and info.created
+    assert {Checkpoint.open(i.path).run_id for i in list_checkpoints(tmp_path / "a")} == {info.id}
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path / "b", seed=4)
+    assert runs.read_run(tmp_path / "b").id != info.id
+    assert [p.name for p in runs.list_runs(tmp_path)] in (["b", "a"], ["a", "b"])
+
+
+def test_resuming_continues_the_same_run_and_rotates_only_its_own_checkpoints(texts, tokenizer, make_model,
+                                                                              tmp_path):
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path / "a", seed=1)
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path / "b", seed=2)
+    resumed = AZRTrainer.from_checkpoint(tmp_path / "a" / "model_iter_20", device="cpu")
+    drain(resumed, texts, 60, tmp_path / "a", keep_last=1)
+    assert [i.name for i in list_checkpoints(tmp_path / "a")] == ["model_iter_60"]
+    assert sorted(i.name for i in list_checkpoints(tmp_path / "b")) == ["model_iter_10", "model_iter_20"]
+    with pytest.raises(ConfigError, match="already holds run 'b'"):  # a's checkpoint cannot continue in b
+        AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 80, tmp_path / "b",
+                                                                resume_from=tmp_path / "a" / "model_iter_60")
+
+
+def test_run_names_are_checked_and_generated_names_are_free(tmp_path):
+    assert runs.check_run_name("my-run_2.1") == "my-run_2.1"
+    for bad in ("", ".hidden", "a/b", "model_iter_5", "x" * 97):
+        with pytest.raises(ConfigError):
+            runs.check_run_name(bad)
+    first = runs.new_run_name(tmp_path)
+    (tmp_path / first).mkdir()
+    assert runs.new_run_name(tmp_path) != first
+
+
+def test_run_json_is_small_and_readable(texts, tokenizer, make_model, tmp_path):
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 10, tmp_path)
+    values = json.loads((tmp_path / runs.RUN_FILE).read_text())
+    assert set(values) == {"id", "name", "created", "seed", "corpus", "base_model"}
