@@ -36,6 +36,31 @@ PROMPT_FRACTION = 4  # self-play prompts are a quarter of a window
 VAL_CHUNK = 16  # validation windows per forward pass (independent of the batch size)
 
 
+def next_token_loss(model, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Return the next-token cross-entropy of ``batch`` (windows of token ids): the mean over its tokens, or
+    with ``reduction="sum"`` the sum."""
+    logits = model(input_ids=batch[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                             reduction=reduction)
+
+
+@torch.no_grad()
+def validation_loss(model, windows: torch.Tensor) -> float | None:
+    """Return the mean next-token loss over every token of ``windows`` (None for none), in fixed chunks: the
+    value depends only on the model and the windows, never on the batch size."""
+    if not len(windows):
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        total = 0.0
+        for chunk in windows.split(VAL_CHUNK):
+            total += float(next_token_loss(model, chunk.to(model.device), reduction="sum"))
+    finally:
+        model.train(was_training)
+    return total / (windows.shape[0] * (windows.shape[1] - 1))
+
+
 def _same_path(ref: str | Path, path: Path) -> bool:
     """True when a resume reference names the checkpoint directory ``path`` (a Hub reference never does)."""
     return not str(ref).startswith("hf://") and Path(ref).expanduser().resolve() == path.resolve()
@@ -192,7 +217,7 @@ class AZRTrainer:
                 self._step(run, snapshot)
                 clock.count()
                 if config.val_every and state.iteration % config.val_every == 0:
-                    state.val_loss = self._validation_loss(run)
+                    state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
                     state.history.set_last("val_loss", state.val_loss)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
                     path = self._save(run, "iter", callbacks, snapshot)
@@ -252,11 +277,9 @@ class AZRTrainer:
                               "time": time.time()})
         snapshot.end()
 
-    def _lm_loss(self, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Return the next-token cross-entropy of ``batch``: the mean over its tokens, or with "sum" the sum."""
-        logits = self.model(input_ids=batch[:, :-1]).logits
-        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                 batch[:, 1:].reshape(-1), reduction=reduction)
+    def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Return the mean next-token cross-entropy over the tokens of ``batch``."""
+        return next_token_loss(self.model, batch)
 
     def _self_play(self, run: Run) -> tuple[Any, torch.Tensor]:
         """Generate continuations of corpus prompts and score them; deterministic in (seed, iteration)."""
@@ -279,19 +302,6 @@ class AZRTrainer:
             values = [s["total"] for s in scores]
             run.state.reward_components = mean_components(scores)
         return rollout, torch.tensor(values, dtype=torch.float32, device=self.device)
-
-    @torch.no_grad()
-    def _validation_loss(self, run: Run) -> float | None:
-        """Token-weighted loss over the first ``val_windows`` validation windows (independent of batch size)."""
-        val = run.windows.val[: run.config.val_windows]
-        if not len(val):
-            return None
-        self.model.eval()
-        try:
-            total = sum(float(self._lm_loss(chunk.to(self.device), "sum")) for chunk in val.split(VAL_CHUNK))
-        finally:
-            self.model.train()
-        return total / (val.shape[0] * (val.shape[1] - 1))
 
     # ------------------------------------------------------------------ saving and reporting
 

@@ -9,6 +9,7 @@ from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints
 from azr import session
+from azr.data import TokenWindows
 from azr.checkpoint import Checkpoint
 
 
@@ -62,6 +63,7 @@ def test_stop_and_resume_in_a_fresh_trainer_is_bit_identical(texts, tokenizer, m
     assert [r["iteration"] for r in second.history] == list(range(1, 41))
     assert losses(second.history) == losses(history)
     assert [r["reward"] for r in second.history] == [r["reward"] for r in history]
+    assert [r["val_loss"] for r in second.history] == [r["val_loss"] for r in history]  # identical after a resume
     assert_same_weights(second.model, weights)
 
 
@@ -333,3 +335,15 @@ def test_load_checkpoint_then_train_continues_from_it(texts, tokenizer, make_mod
     trainer.train_continuous(texts=texts, max_iterations=40, checkpoint_dir=tmp_path, **FAST)
     assert losses(trainer.history) == losses(history)
     assert_same_weights(trainer.model, weights)
+
+
+@pytest.mark.parametrize("batch_size", [4, 7])
+def test_validation_loss_is_token_weighted_over_a_fixed_set(texts, tokenizer, make_model, tmp_path, batch_size):
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    run_to(trainer, texts, 10, tmp_path, batch_size=batch_size, val_windows=20)
+    windows = TokenWindows.from_texts(texts, tokenizer, trainer.model.config.max_position_embeddings).val[:20]
+    assert len(windows) == 20
+    with torch.no_grad():  # every token of the first 20 validation windows in one batch, whatever the batch size
+        logits = trainer.model.eval()(input_ids=windows[:, :-1]).logits
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
+    assert trainer.history[-1]["val_loss"] == pytest.approx(float(expected), rel=1e-6)

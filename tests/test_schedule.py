@@ -100,3 +100,20 @@ def test_to_dict_from_dict_round_trip(plan):
     restored = LRPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert restored == plan
     assert [restored.lr_at(i) for i in range(260)] == [plan.lr_at(i) for i in range(260)]
+
+
+def test_a_kind_change_during_warmup_finishes_the_warmup_instead_of_freezing():
+    plan = LRPlan.fresh("cosine", PEAK, 0.1, 100, 500)  # the case: resumed at 10 with "constant"
+    changed = plan.replanned(10, 500, kind="constant")
+    assert changed.lr_at(10) == pytest.approx(plan.lr_at(10))  # continuous at the resume point
+    assert changed.lr_at(100) == pytest.approx(PEAK) and changed.lr_at(500) == pytest.approx(PEAK)
+    wsd = plan.replanned(10, 500, kind="wsd")
+    assert wsd.lr_at(200) == pytest.approx(PEAK) and wsd.lr_at(500) == pytest.approx(PEAK * 0.1)
+
+
+def test_a_new_min_lr_ratio_alone_changes_the_final_lr_continuously():
+    plan = fresh("cosine")
+    changed = plan.replanned(50, TARGET, min_lr_ratio=0.5)
+    assert changed.lr_at(50) == pytest.approx(plan.lr_at(50))
+    assert changed.lr_at(TARGET) == pytest.approx(PEAK * 0.5)
+    assert plan.replanned(50, TARGET, min_lr_ratio=FINAL / PEAK) is plan  # the same ratio changes nothing
