@@ -70,31 +70,35 @@ def long_history(length: int) -> History:
     return history
 
 
-def sidecars(checkpoint: Checkpoint) -> dict[str, bytes]:
-    """The files save_checkpoint takes as bytes: all but the model's own, the history tail and the state."""
-    model_files = (STATE_FILE, ckpt.HISTORY_FILE, ckpt.WEIGHTS_FILE, ckpt.CONFIG_FILE, "generation_config.json")
-    return {p.name: p.read_bytes() for p in checkpoint.path.iterdir() if p.name not in model_files}
-
-
-def test_the_state_file_and_a_save_do_not_grow_with_the_history(texts, tokenizer, make_model, tmp_path):
+@pytest.fixture
+def saving(texts, tokenizer, make_model, tmp_path):
+    """``save(run_dir, name, history)``: a checkpoint of a 5-iteration run's model, saved with any history."""
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    for status in trainer.train(texts, 5, tmp_path / "run", **FAST):
+    for _ in trainer.train(texts, 5, tmp_path / "run", **FAST):
         pass
     source = Checkpoint.open(tmp_path / "run" / "model_iter_5")
-    files = sidecars(source)
+    model_files = (STATE_FILE, ckpt.HISTORY_FILE, ckpt.WEIGHTS_FILE, ckpt.CONFIG_FILE, "generation_config.json")
+    files = {p.name: p.read_bytes() for p in source.path.iterdir() if p.name not in model_files}
+
+    def save(run_dir, name, history):
+        return ckpt.save_checkpoint(run_dir, name, model=trainer.model, files=files, state=dict(source.state),
+                                    history=history)
+    return save
+
+
+def chunk_times(run_dir: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (run_dir / CHUNK_DIR).glob("*")}
+
+
+def test_the_state_file_and_a_save_do_not_grow_with_the_history(saving, tmp_path):
     sizes = {}
     for length in (1_000, 3 * CHUNK_RECORDS + 17):
         history = long_history(length)
         run_dir = tmp_path / f"long{length}"
-        ckpt.save_checkpoint(run_dir, "model_iter_1", model=trainer.model, files=files, state=dict(source.state),
-                             history=history)
-        written = {p.name: p.stat().st_mtime_ns for p in (run_dir / CHUNK_DIR).glob("*")} \
-            if (run_dir / CHUNK_DIR).exists() else {}
-        ckpt.save_checkpoint(run_dir, "model_iter_2", model=trainer.model, files=files, state=dict(source.state),
-                             history=history)
-        again = {p.name: p.stat().st_mtime_ns for p in (run_dir / CHUNK_DIR).glob("*")} \
-            if (run_dir / CHUNK_DIR).exists() else {}
-        assert again == written  # the shared chunks are written once, never again
+        saving(run_dir, "model_iter_1", history)
+        written = chunk_times(run_dir)
+        saving(run_dir, "model_iter_2", history)
+        assert chunk_times(run_dir) == written  # the shared chunks are written once, never again
         assert len(written) == length // CHUNK_RECORDS
         saved = Checkpoint.open(run_dir / "model_iter_2")
         assert saved.history() == history
@@ -104,15 +108,9 @@ def test_the_state_file_and_a_save_do_not_grow_with_the_history(texts, tokenizer
     assert long[1] < short[1]  # the tail holds only the records after the last full chunk
 
 
-def test_a_damaged_history_chunk_makes_the_checkpoint_invalid(texts, tokenizer, make_model, tmp_path):
-    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    for status in trainer.train(texts, 5, tmp_path / "run", **FAST):
-        pass
-    source = Checkpoint.open(tmp_path / "run" / "model_iter_5")
-    files = sidecars(source)
+def test_a_damaged_history_chunk_makes_the_checkpoint_invalid(saving, tmp_path):
     run_dir = tmp_path / "long"
-    ckpt.save_checkpoint(run_dir, "model_iter_1", model=trainer.model, files=files, state=dict(source.state),
-                         history=long_history(CHUNK_RECORDS + 1))
+    saving(run_dir, "model_iter_1", long_history(CHUNK_RECORDS + 1))
     chunk = next((run_dir / CHUNK_DIR).iterdir())
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF

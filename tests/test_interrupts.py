@@ -81,6 +81,16 @@ def inject(phase: str, trainer: AZRTrainer, monkeypatch, error: type[BaseExcepti
         raise ValueError(phase)
 
 
+def interrupted_run(phase: str, error: type[BaseException], trainer: AZRTrainer, texts, directory, monkeypatch):
+    """Train with ``error`` raised at ``phase``; return the checkpoints listed afterwards."""
+    inject(phase, trainer, monkeypatch, error)
+    with pytest.raises(error):
+        for _ in trainer.train(texts, TARGET, directory, **SETTINGS):
+            pass
+    monkeypatch.undo()
+    return list_checkpoints(directory)
+
+
 PHASES = ("before forward", "after backward", "inside optimizer.step", "just after optimizer.step", "during the save")
 
 
@@ -88,13 +98,8 @@ PHASES = ("before forward", "after backward", "inside optimizer.step", "just aft
 def test_every_valid_checkpoint_after_an_interrupt_resumes_exactly(phase, texts, tokenizer, make_model, tmp_path,
                                                                    monkeypatch, uninterrupted):
     history, weights = uninterrupted
-    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    inject(phase, trainer, monkeypatch, KeyboardInterrupt)
-    with pytest.raises(KeyboardInterrupt):
-        for _ in trainer.train(texts, TARGET, tmp_path, **SETTINGS):
-            pass
-    monkeypatch.undo()
-    infos = list_checkpoints(tmp_path)
+    infos = interrupted_run(phase, KeyboardInterrupt, AZRTrainer(make_model(), tokenizer, device="cpu"), texts,
+                            tmp_path, monkeypatch)
     assert infos and all(info.valid for info in infos)
     interrupted = [i for i in infos if i.kind == "interrupted"]
     if phase in ("before forward", "after backward"):  # the update had not started: the state from before the step
@@ -116,11 +121,6 @@ def test_every_valid_checkpoint_after_an_interrupt_resumes_exactly(phase, texts,
 @pytest.mark.parametrize("phase", ["after backward", "during the save"])
 def test_a_second_ctrl_c_exits_at_once_and_writes_nothing(phase, texts, tokenizer, make_model, tmp_path,
                                                           monkeypatch):
-    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    inject(phase, trainer, monkeypatch, ForcedExit)
-    with pytest.raises(ForcedExit):
-        for _ in trainer.train(texts, TARGET, tmp_path, **SETTINGS):
-            pass
-    monkeypatch.undo()
-    infos = list_checkpoints(tmp_path)
+    infos = interrupted_run(phase, ForcedExit, AZRTrainer(make_model(), tokenizer, device="cpu"), texts, tmp_path,
+                            monkeypatch)
     assert [i.name for i in infos] == ["model_iter_5"] and infos[0].valid
