@@ -228,20 +228,19 @@ class TrainingJob:
         with self._lock:
             status = self._status or TrainingStatus("idle", 0, 0, message="No training run yet; press Start.",
                                                    history=History())
-            active, launch, run_dir = self._active(), self._launch, self._run_dir
+            active, launch, run_dir, source = self._active(), self._launch, self._run_dir, self._source
         values = status.as_dict(with_history=False)
-        name = self._listed_name(status.checkpoint)
+        name = self._listed_name(status.checkpoint, source)
         values.update(checkpoint=name, checkpoint_path=name, is_training=active, launch=launch,
                       run=run_dir.name if run_dir else None)
         if history_since is not None:
             values["history"] = _records(status.history, history_since, status.iteration)
         return values
 
-    def _listed_name(self, path: str | None) -> str | None:
-        """Return the listed name of a checkpoint the job saved or resumed."""
+    def _listed_name(self, path: str | None, source: tuple[Path, str] | None) -> str | None:
+        """Return the listed name of a checkpoint the job saved or resumed (``source``: path and name)."""
         if not path:
             return None
-        source = self._source
         if source is not None and Path(path) == source[0]:
             return source[1]
         return self.catalog.name_of(path)
