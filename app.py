@@ -11,9 +11,10 @@ import threading
 
 from transformers.utils import logging as transformers_logging
 
+from azr.appapi import max_upload_bytes
 from azr.jobs import TrainingJob
 from azr.signals import graceful_stop
-from azr.ui import build_ui, max_upload_bytes
+from azr.ui import build_ui
 
 
 def main() -> int:

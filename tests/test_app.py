@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,11 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from azr import ModelConfig
+from azr.appapi import read_uploads
+from azr.checkpoint import Checkpoint
 from azr.errors import CheckpointError, ConfigError, DataError
-from azr.jobs import HubSettings, TrainingJob, default_checkpoint_dir
-from azr.ui import read_uploads
+from azr.feed import Feed, charts_stale, follow, status_key
+from azr.jobs import HubSettings, TrainingJob, default_runs_root
 
 TARGET = 600  # long enough to be stopped early, short enough to finish a resume quickly
 FAST = dict(batch_size=4, save_every=500)
@@ -43,6 +46,8 @@ def test_train_stop_resume_continues_the_history(app, client):
     started = client.predict(corpus_text=small_corpus(), max_iterations=TARGET, api_name="/train",
                              **SMALL_MODEL, **FAST)
     assert started["is_training"] and started["max_iterations"] == TARGET
+    run = started["run"]
+    assert run.startswith("run-")
 
     running = wait_for(client, lambda s: s["iteration"] >= 10)
     assert running["state"] in ("running", "checkpoint") and running["loss"] is not None
@@ -53,19 +58,21 @@ def test_train_stop_resume_continues_the_history(app, client):
     paused = wait_for(client, lambda s: not s["is_training"])
     stopped_at = paused["iteration"]
     assert paused["state"] == "paused" and 10 <= stopped_at < TARGET
-    assert paused["checkpoint"] == f"model_paused_{stopped_at}"
-    assert paused["checkpoint"] in paused["message"]
+    assert paused["checkpoint"] == f"{run}/model_paused_{stopped_at}"
+    assert f"saved model_paused_{stopped_at}" in paused["message"]
     listed = client.predict(api_name="/list_checkpoints")["checkpoints"]
-    assert listed[0]["name"] == paused["checkpoint"] and listed[0]["source"] == "local"
+    assert listed[0]["name"] == paused["checkpoint"] and (listed[0]["source"], listed[0]["run"]) == ("local", run)
     assert listed[0]["max_iterations"] == TARGET and listed[0]["valid"]
     before = client.predict(api_name="/status")["history"]
     assert client.predict(api_name="/stop_training")["status"] == "not training"
 
     resumed = client.predict(checkpoint=paused["checkpoint"], max_iterations=TARGET + 100,
                              api_name="/resume_training")
-    assert resumed["max_iterations"] == TARGET + 100
+    assert (resumed["max_iterations"], resumed["run"]) == (TARGET + 100, run)  # in the checkpoint's run
+    assert resumed["launch"] == started["launch"] + 1
     done = wait_for(client, lambda s: not s["is_training"])
     assert (done["state"], done["iteration"]) == ("completed", TARGET + 100)
+    assert done["checkpoint"] == f"{run}/model_iter_{TARGET + 100}"
     history = client.predict(api_name="/status")["history"]
     assert [r["iteration"] for r in history] == list(range(1, TARGET + 101))
     assert history[:stopped_at] == before
@@ -88,8 +95,47 @@ def test_resume_to_the_same_target_is_already_complete(client):
     assert done["state"] == "completed" and "Already at the target" in done["message"]
 
 
-@pytest.mark.parametrize("name", ["../../etc", "/etc/passwd", "checkpoints/../model_iter_1",
-                                  "hf://someone/else/model_iter_1", "model_paused_999999"])
+def test_two_runs_in_one_app_keep_their_own_checkpoints(app, client):
+    """The bug of issue 9: a second Start in the same app overwrote the first run's model_iter_20."""
+    def train(seed: int, **fields) -> dict:
+        started = client.predict(corpus_text=small_corpus(), max_iterations=20, seed=seed, api_name="/train",
+                                 **SMALL_MODEL, **FAST, **fields)
+        done = wait_for(client, lambda s: not s["is_training"])
+        assert (done["state"], done["run"], done["launch"]) == ("completed", started["run"], started["launch"])
+        return done
+
+    first = train(1, run_name="first-run")
+    assert first["checkpoint"] == "first-run/model_iter_20"
+    on_disk = Checkpoint.open(app.checkpoint_dir / "first-run" / "model_iter_20")
+    with pytest.raises(AppError, match="already exists"):
+        client.predict(max_iterations=20, run_name="first-run", api_name="/train", **SMALL_MODEL)
+    with pytest.raises(AppError, match="cannot name a run"):
+        client.predict(max_iterations=20, run_name="../escape", api_name="/train", **SMALL_MODEL)
+    second = train(2)
+    assert second["run"] not in ("first-run", "") and second["checkpoint"] == f"{second['run']}/model_iter_20"
+
+    listed = {e["name"]: e for e in client.predict(verify=True, api_name="/list_checkpoints")["checkpoints"]}
+    one, two = listed["first-run/model_iter_20"], listed[second["checkpoint"]]
+    assert one["valid"] and two["valid"] and (one["run"], two["run"]) == ("first-run", second["run"])
+    assert one["loss"] == on_disk.state["loss"] == first["loss"] != two["loss"] == second["loss"]
+    assert one["run_id"] == on_disk.run_id != two["run_id"]
+    again = Checkpoint.open(app.checkpoint_dir / "first-run" / "model_iter_20")
+    assert (again.run_id, again.state["loss"], again.state["timestamp"]) == \
+        (on_disk.run_id, on_disk.state["loss"], on_disk.state["timestamp"])
+    runs = {r["run"]: r for r in client.predict(api_name="/list_runs")["runs"]}
+    assert runs["first-run"]["checkpoints"] == runs[second["run"]]["checkpoints"] == 1
+    assert runs["first-run"]["id"] == on_disk.run_id
+
+    whole = client.predict(history_since=0, api_name="/status")["history"]
+    assert [r["iteration"] for r in whole] == list(range(1, 21))
+    assert client.predict(history_since=13, api_name="/status")["history"] == whole[13:]
+    assert client.predict(history_since=20, api_name="/status")["history"] == []
+    assert client.predict(history_since=-1, api_name="/status")["history"] == []
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/etc/passwd", "checkpoints/../model_iter_1", "../run/model_iter_1",
+                                  "run/../../model_iter_1", "./model_iter_1", "hf://someone/else/model_iter_1",
+                                  "model_paused_999999", "run-1/model_paused_999999"])
 def test_checkpoint_names_must_be_listed_names(client, name):
     with pytest.raises(AppError, match="listed checkpoint|no checkpoint"):
         client.predict(checkpoint=name, max_iterations=10, api_name="/resume_training")
@@ -123,18 +169,18 @@ def test_sigterm_saves_an_interrupted_checkpoint_and_exits(app, client):
     client.predict(corpus_text=small_corpus(), max_iterations=TARGET, api_name="/train", **SMALL_MODEL, **FAST)
     wait_for(client, lambda s: s["iteration"] >= 5)
     assert app.terminate() == 143
-    interrupted = sorted(p.name for p in app.checkpoint_dir.glob("model_interrupted_*"))
+    interrupted = sorted(p.name for p in app.checkpoint_dir.glob("*/model_interrupted_*"))
     assert len(interrupted) == 1, app.output()
 
 
 # ---------------------------------------------------------------------------- in process
 
 
-def test_checkpoint_dir_comes_from_the_environment(monkeypatch, tmp_path):
+def test_the_runs_root_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AZR_CHECKPOINT_DIR", str(tmp_path / "mine"))
-    assert default_checkpoint_dir() == tmp_path / "mine"
+    assert default_runs_root() == tmp_path / "mine"
     monkeypatch.delenv("AZR_CHECKPOINT_DIR")
-    assert default_checkpoint_dir() in (Path("/data/checkpoints"), Path("checkpoints"))
+    assert default_runs_root() in (Path("/data/checkpoints"), Path("checkpoints"))
 
 
 def test_uploads_over_the_limit_are_refused(monkeypatch, tmp_path):
@@ -144,6 +190,53 @@ def test_uploads_over_the_limit_are_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("AZR_MAX_UPLOAD_MB", "0.25")
     with pytest.raises(DataError, match="more than the limit"):
         read_uploads([str(corpus)])
+
+
+def fake_job(launch: int, history: list[dict]) -> tuple[list[int], Callable[[int], dict]]:
+    """A /status stand-in: the records of ``history`` after ``since``, and the list of ``since`` it was asked."""
+    asked: list[int] = []
+
+    def fetch(since: int) -> dict:
+        asked.append(since)
+        return {"launch": launch, "iteration": history[-1]["iteration"] if history else 0, "state": "running",
+                "checkpoint": None, "message": "", "pushes": {}, "warnings": [],
+                "history": [r for r in history if r["iteration"] > since]}
+    return asked, fetch
+
+
+def records(first: int, last: int) -> list[dict]:
+    return [{"iteration": i, "loss": 1.0 / i, "val_loss": None, "reward": None, "lr": 1e-3, "time": 0.0}
+            for i in range(first, last + 1)]
+
+
+def test_the_poll_asks_only_for_new_records():
+    page = Feed(launch=3, records=records(1, 40))
+    asked, fetch = fake_job(3, records(1, 45))
+    status = follow(page, fetch)
+    assert asked == [40]  # one request, for what comes after the newest record the page has
+    assert page.records == records(1, 45) and status["iteration"] == 45
+    assert charts_stale(page) and not charts_stale(page)  # drawn once per change
+
+    asked, fetch = fake_job(3, records(1, 45))
+    follow(page, fetch)
+    assert asked == [45] and len(page.records) == 45 and not charts_stale(page)
+
+
+def test_the_poll_starts_over_for_a_new_launch_or_a_rewind():
+    page = Feed(launch=3, records=records(1, 40))
+    asked, fetch = fake_job(4, records(1, 12))  # a new run (or a resume) started
+    follow(page, fetch)
+    assert asked == [40, 0] and page.records == records(1, 12) and page.launch == 4
+
+    asked, fetch = fake_job(4, records(1, 5))  # the same launch, but fewer records: start over too
+    follow(page, fetch)
+    assert asked == [12, 0] and page.records == records(1, 5)
+
+    fresh = Feed()
+    asked, fetch = fake_job(1, records(1, 7))
+    status = follow(fresh, fetch)
+    assert asked == [0] and fresh.records == records(1, 7)
+    assert status_key(status) == status_key(fetch(7))
 
 
 def train_to_the_end(job: TrainingJob, **kwargs) -> dict:
@@ -163,19 +256,23 @@ def test_hub_checkpoints_are_offered_and_resumed(hub_env, tmp_path):
     restarted = TrainingJob(tmp_path / "empty", hub_repo=repo)  # a Space that lost its disk
     entries, warning = restarted.list_checkpoints()
     assert warning is None
-    assert [(e["name"], e["source"]) for e in entries] == [(f"hf://{repo}/model_iter_20", "hub")]
+    assert [(e["name"], e["source"], e["run"]) for e in entries] == [(f"hf://{repo}/model_iter_20", "hub",
+                                                                       f"hf://{repo}")]
     assert entries[0]["max_iterations"] == 20
     restarted.resume(entries[0]["name"], 30)
     assert restarted.wait(120)
     resumed = restarted.status()
-    assert (resumed["state"], resumed["iteration"]) == ("completed", 30)
+    assert (resumed["state"], resumed["iteration"], resumed["run"]) == ("completed", 30, "app-run")
     assert [r["iteration"] for r in resumed["history"]] == list(range(1, 31))
     names = [e["name"] for e in restarted.list_checkpoints()[0]]
-    assert names[0] == "model_iter_30" and f"hf://{repo}/model_iter_20" in names
+    assert names[0] == "app-run/model_iter_30" and f"hf://{repo}/model_iter_20" in names
+    [run] = restarted.list_runs()
+    assert (run["run"], run["checkpoints"]) == ("app-run", 1)
+    assert run["id"] == Checkpoint.open(tmp_path / "first" / status["run"] / "model_iter_20").run_id
 
     with pytest.raises(CheckpointError, match="listed checkpoint"):
-        restarted.checkpoint_path("hf://user/other-run/model_iter_20")
-    assert restarted.push("model_iter_30", HubSettings(repo))
+        restarted.lr_preview("hf://user/other-run/model_iter_20", 40)
+    assert restarted.push("app-run/model_iter_30", HubSettings(repo))
     assert f"hf://{repo}/model_iter_30" not in [e["name"] for e in restarted.list_checkpoints()[0]]  # local copy
     hub_names = [e["name"] for e in TrainingJob(tmp_path / "third", hub_repo=repo).list_checkpoints()[0]]
     assert hub_names[0] == f"hf://{repo}/model_iter_30"
@@ -183,40 +280,46 @@ def test_hub_checkpoints_are_offered_and_resumed(hub_env, tmp_path):
 
 def test_the_checkpoint_in_use_cannot_be_deleted(tmp_path):
     job = TrainingJob(tmp_path / "ck", hub_repo="")
-    train_to_the_end(job, max_iterations=10, **FAST)
-    job.resume("model_iter_10", 100_000)
+    name = train_to_the_end(job, max_iterations=10, **FAST)["checkpoint"]
+    job.resume(name, 100_000)
     try:
         with pytest.raises(CheckpointError, match="used by the running job"):
-            job.delete("model_iter_10")
+            job.delete(name)
     finally:
         job.stop()
         assert job.wait(60)
-    job.delete("model_iter_10")
-    with pytest.raises(CheckpointError, match="not a local checkpoint name"):
-        job.delete("../ck/model_iter_10")
-    assert not (tmp_path / "ck" / "model_iter_10").exists()
+    job.delete(name)
+    for other in ("../ck/model_iter_10", f"{name}/..", "hf://user/run/model_iter_10"):
+        with pytest.raises(CheckpointError, match="listed checkpoint|only local checkpoints"):
+            job.delete(other)
+    assert not (tmp_path / "ck" / name).exists()
     assert [e["name"] for e in job.list_checkpoints()[0]] == [job.status()["checkpoint"]]
+    assert [(r["run"], r["checkpoints"]) for r in job.list_runs()] == [(name.split("/")[0], 1)]
 
 
 def test_the_lr_preview_is_the_schedule_the_resume_follows_and_zips_hold_the_checkpoint(tmp_path):
     job = TrainingJob(tmp_path / "ck", hub_repo="")
-    train_to_the_end(job, max_iterations=10, **FAST)
-    preview = job.lr_preview("model_iter_10", 30, lr=1e-3)
+    run = train_to_the_end(job, max_iterations=10, run_name="zipped", **FAST)["run"]
+    assert run == "zipped"
+    preview = job.lr_preview("zipped/model_iter_10", 30, lr=1e-3)
     trained = [r for r in preview if r["part"] == "trained"]
     planned = [r for r in preview if r["part"] == "planned"]
     assert [r["iteration"] for r in trained] == list(range(1, 11))
     assert [r["iteration"] for r in planned] == list(range(11, 31))
     with pytest.raises(ConfigError, match="below the checkpoint's iteration"):
-        job.lr_preview("model_iter_10", 5)
+        job.lr_preview("zipped/model_iter_10", 5)
 
-    job.resume("model_iter_10", 30, lr=1e-3)
+    job.resume("zipped/model_iter_10", 30, lr=1e-3)
     assert job.wait(60)
     history = job.status()["history"]
     assert [r["lr"] for r in history] == [r["lr"] for r in trained + planned]
 
-    with zipfile.ZipFile(job.archive("model_iter_30")) as archive:
+    with zipfile.ZipFile(job.archive("zipped/model_iter_30")) as archive:
         names = archive.namelist()
-    assert {"model_iter_30/model.safetensors", "model_iter_30/trainer_state.json"} <= set(names)
+        archive.extractall(tmp_path / "unzipped")
+    assert {"zipped/run.json", "zipped/model_iter_30/model.safetensors",
+            "zipped/model_iter_30/trainer_state.json"} <= set(names)
+    assert Checkpoint.open(tmp_path / "unzipped" / "zipped" / "model_iter_30").iteration == 30
 
 
 def test_a_restarted_app_offers_the_newer_hub_checkpoint_and_pushes(hub_server, hub_env, tmp_path):
@@ -233,14 +336,14 @@ def test_a_restarted_app_offers_the_newer_hub_checkpoint_and_pushes(hub_server, 
         client.predict(checkpoint=newest["name"], max_iterations=20, push_checkpoints=True,
                        api_name="/resume_training")
         done = wait_for(client, lambda s: not s["is_training"])
-        assert (done["state"], done["iteration"]) == ("completed", 20)
+        assert (done["state"], done["iteration"], done["run"]) == ("completed", 20, "space-run")
         assert done["pushes"]["model_iter_20"].startswith("pushed ")
 
         client.predict(corpus_text=small_corpus(), max_iterations=TARGET, push_checkpoints=True,
                        api_name="/train", **SMALL_MODEL, **FAST)
         wait_for(client, lambda s: s["iteration"] >= 5)
         assert restarted.terminate() == 143
-        interrupted = next(restarted.checkpoint_dir.glob("model_interrupted_*")).name
+        interrupted = next(restarted.checkpoint_dir.glob("*/model_interrupted_*")).name
         assert f"checkpoints/{interrupted}/trainer_state.json" in hub_server.files(repo)
     finally:
         restarted.stop()

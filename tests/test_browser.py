@@ -1,7 +1,9 @@
-"""The page in a real browser (Debian's chromium, headless, driven by Playwright): train, stop, resume.
+"""The page in a real browser (Debian's chromium, headless, driven by Playwright): train, stop, resume, and the
+run's checkpoints on the Checkpoints tab.
 
-Saves a screenshot of the Train tab (resumed run, charts, Resume form with its LR preview) to
-tests/artifacts/train_tab.png.
+Saves screenshots of the Train tab (resumed run, charts, Resume form with its LR preview) to
+tests/artifacts/train_tab.png (the README's and the Space card's space_config/screenshot.png is a copy of it) and of
+the Checkpoints tab (checkpoints with their run, the runs table) to tests/artifacts/checkpoints_tab.png.
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TARGET = 2000  # long enough to press Stop before the end
+RUN = "browser-run"
 WAIT_MS = 120_000
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=WAIT_MS)  # a busy machine can take seconds per poll; a failure still shows
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -64,6 +68,7 @@ def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
     expect(page.locator("#corpus")).to_contain_text("corpus.txt")
     page.get_by_text("Model size (advanced)").click()
     page.get_by_text("Run settings").click()
+    page.locator("#train-run-name textarea, #train-run-name input").first.fill(RUN)
     for name, value in SMALL_MODEL.items():
         fill_number(page, f"train-{name}", value)
     fill_number(page, "train-max-iterations", TARGET)
@@ -71,17 +76,17 @@ def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
     fill_number(page, "train-save-every", 500)
 
     page.locator("#start").click()
-    expect(page.locator("#train-message")).to_contain_text(f"training to {TARGET} iterations")
+    expect(page.locator("#train-message")).to_contain_text(f"Started run {RUN}: training to {TARGET} iterations")
     wait_for_iteration(page, 30)
     page.locator("#stop").click()
-    expect(page.locator("#status")).to_contain_text("paused", timeout=WAIT_MS)
+    expect(page.locator("#status")).to_contain_text("paused")
     stopped_at = iteration(page)
     assert 30 <= stopped_at < TARGET
-    paused = f"model_paused_{stopped_at}"
+    paused = f"{RUN}/model_paused_{stopped_at}"
     expect(page.locator("#status")).to_contain_text(paused)
 
     page.locator("#resume-choice input").click()
-    page.get_by_role("option", name=re.compile(paused)).click()
+    page.get_by_role("option", name=paused).click()  # a substring of the label
     expect(page.locator("#resume-max input")).to_have_value(str(TARGET))
     fill_number(page, "resume-max", TARGET + 50)
     expect(page.locator("#lr-preview canvas, #lr-preview svg").first).to_be_visible()
@@ -93,9 +98,20 @@ def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "train_tab.png", full_page=True)
 
-    expect(page.locator("#status")).to_contain_text("completed", timeout=WAIT_MS)
+    expect(page.locator("#status")).to_contain_text("completed")
     assert iteration(page) == TARGET + 50
-    expect(page.locator("#status")).to_contain_text(f"model_iter_{TARGET + 50}")
+    expect(page.locator("#status")).to_contain_text(f"{RUN}/model_iter_{TARGET + 50}")
+
+    page.get_by_role("tab", name="Checkpoints").click()  # the run and its checkpoints, each named <run>/<checkpoint>
+    table = page.locator("#checkpoint-table")
+    expect(table).to_contain_text(f"{RUN}/model_iter_{TARGET + 50}")
+    expect(table).to_contain_text(paused)
+    runs = page.locator("#runs-table")
+    expect(runs).to_contain_text(RUN)
+    listed = table.locator("[role=row]", has_text=f"{RUN}/").count()  # model_paused_<N> and the kept model_iter_*
+    assert listed >= 2
+    expect(runs.locator("[role=row]", has_text=RUN).locator("[role=gridcell]").nth(1)).to_have_text(str(listed))
+    page.screenshot(path=ARTIFACTS / "checkpoints_tab.png", full_page=True)
 
     another_tab = browser.new_page()  # a second tab re-attaches to the same job, curves included
     another_tab.goto(app.url)

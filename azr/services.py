@@ -1,0 +1,113 @@
+"""What the front-ends share: a new model for a run, sampling text from a checkpoint, the LR a resume will follow.
+
+The CLI, the app, the demo and the selftest call these instead of setting models up their own way, so a
+change to how a model, a sample or a schedule preview is made touches this one file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .checkpoint import Checkpoint
+from .config import ModelConfig
+from .data import default_corpus
+from .errors import CheckpointError, ConfigError
+from .model import build_model, load_pretrained, max_length_of
+from .selfplay import generate
+from .tokenizer import train_tokenizer
+
+PREVIEW_POINTS = 200  # about this many points per part of the LR preview
+
+
+def new_model(texts: list[str] | None, model_config: ModelConfig | None = None, base_model: str | None = None,
+              seed: int = 0):
+    """Return ``(model, tokenizer)`` for a new run.
+
+    Without ``base_model``: a byte-level BPE trained on ``texts`` (None: the default corpus) and a model of
+    ``model_config`` (None: the default size) with the tokenizer's vocabulary and initial weights from ``seed``.
+    With it: that model directory or Hub id, loaded with :func:`azr.model.load_pretrained`. Raises ConfigError
+    for both at once, a bad size or an unloadable base model, DataError for no text.
+    """
+    if base_model is not None:
+        if model_config is not None:
+            raise ConfigError("Give a model size or a base model, not both: a base model brings its own size.")
+        return load_pretrained(base_model)
+    config = model_config or ModelConfig()
+    tokenizer = train_tokenizer(texts if texts is not None else default_corpus(), config.vocab_size)
+    return build_model(dataclasses.replace(config, vocab_size=len(tokenizer)), seed=seed), tokenizer
+
+
+def check_sampling(temperature: Any, top_k: Any, max_new_tokens: Any) -> None:
+    """Raise ConfigError when a sampling setting is not usable."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ConfigError(f"temperature must be a positive number, got {temperature!r}.")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ConfigError(f"top_k must be zero (no limit) or a positive integer, got {top_k!r}.")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+
+
+def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0, top_k: int = 50,
+                max_new_tokens: int = 50, seed: int | None = None, device: str | torch.device = "cpu") -> str:
+    """Return ``prompt`` followed by a continuation sampled from the checkpoint's model.
+
+    The checkpoint's files are verified first. A prompt that leaves no room for ``max_new_tokens`` in the
+    model's length keeps its end: at least half the length stays prompt and the continuation gets the rest (the
+    returned text still starts with the whole prompt). An empty prompt starts from the end-of-text token. With
+    ``seed`` the sample is reproducible, and the global random state is left as it was. Raises ConfigError
+    for a bad setting, CheckpointError for a damaged or unloadable checkpoint.
+    """
+    check_sampling(temperature, top_k, max_new_tokens)
+    checkpoint.verify()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
+        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32).to(device)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"Checkpoint {str(checkpoint.path)!r} cannot be loaded as a model: "
+                              f"{type(exc).__name__}.") from exc
+    limit = max_length_of(model)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+    ids = ids[-max(limit // 2, limit - max_new_tokens, 1):]
+    prompts = torch.tensor([ids], device=model.device)
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        rollout = generate(model, prompts, min(max_new_tokens, limit - len(ids)), float(temperature), top_k,
+                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return prompt + tokenizer.decode(rollout.continuations()[0], skip_special_tokens=True)
+
+
+def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: float | None = None) -> list[dict]:
+    """Return the LR schedule a resume of ``checkpoint`` follows, as ``{"iteration", "lr", "part"}`` records.
+
+    Part "trained": the run's history (about :data:`PREVIEW_POINTS` of its records); part "planned": the rest
+    up to the target, re-planned exactly as the trainer does on resume with ``max_iterations`` and ``lr`` (None:
+    the checkpoint's own). Record ``i`` holds the LR of the step that made iteration ``i``. Raises ConfigError
+    for a target below the checkpoint's iteration or a bad LR.
+    """
+    done = checkpoint.iteration
+    config = checkpoint.train_config.updated(max_iterations=max_iterations, lr=lr)
+    if config.max_iterations < done:
+        raise ConfigError(f"max_iterations ({config.max_iterations}) is below the checkpoint's iteration "
+                          f"({done}); give a target of at least {done}.")
+    plan = checkpoint.plan().replanned(done, config.max_iterations, lr, config.min_lr_ratio, config.lr_schedule)
+    history = checkpoint.history()
+    trained = [{"iteration": r["iteration"], "lr": r["lr"], "part": "trained"}
+               for r in (history[i] for i in _thinned(len(history)))]
+    planned = [{"iteration": done + i + 1, "lr": plan.lr_at(done + i), "part": "planned"}
+               for i in _thinned(config.max_iterations - done)]
+    return trained + planned
+
+
+def _thinned(length: int, points: int = PREVIEW_POINTS) -> Sequence[int]:
+    """Return about ``points`` evenly spaced indices of ``range(length)``, the last one included."""
+    indices = list(range(0, length, max(1, math.ceil(length / points))))
+    if length and indices[-1] != length - 1:
+        indices.append(length - 1)
+    return indices
