@@ -299,7 +299,9 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, bytes],
     moment leaves either no new checkpoint or a complete one.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    storage.remove_stale_temporaries(run_dir)
+    for directory in (run_dir, run_dir / CHUNK_DIR):
+        if directory.is_dir():
+            storage.remove_stale_temporaries(directory)
     digests = history.chunk_digests()
     for number, digest in enumerate(digests):
         storage.write_file_atomically(chunk_path(run_dir / CHUNK_DIR, digest), lambda n=number: history.chunk(n))

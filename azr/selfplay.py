@@ -1,10 +1,16 @@
-"""Self-play: batched generation of continuations and the REINFORCE loss on the generated tokens."""
+"""Self-play: batched generation of continuations, their rewards, and the REINFORCE loss on the generated tokens."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 from transformers import GenerationConfig
+
+from .config import TrainConfig
+from .model import max_length_of
+from .reward import ReferenceStats, RewardFn, mean_components, score_tokens
+
+PROMPT_FRACTION = 4  # self-play prompts are a quarter of a window
 
 
 @dataclass
@@ -55,3 +61,31 @@ def reinforce_loss(model, rollout: Rollout, rewards: torch.Tensor) -> torch.Tens
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     weighted = advantages.unsqueeze(1) * log_probs * rollout.mask
     return -weighted.sum() / rollout.mask.sum().clamp(min=1.0)
+
+
+def self_play_round(model, tokenizer, windows: torch.Tensor, stats: ReferenceStats, config: TrainConfig,
+                    iteration: int, reward_fn: RewardFn | None = None
+                    ) -> tuple[Rollout, torch.Tensor, dict[str, float]]:
+    """Generate continuations of prompts cut from training ``windows`` and score them.
+
+    Returns the rollout, one reward per continuation (on the model's device) and the mean reward components
+    (empty with a custom ``reward_fn``). Deterministic in (seed, iteration): prompts and sampling use their own
+    seeded generators, so resuming replays them exactly and the global RNG is left as it was.
+    """
+    device = model.device
+    prompt_len = max(1, config.seq_len // PROMPT_FRACTION)
+    new_tokens = max(1, min(config.gen_max_new_tokens, max_length_of(model) - prompt_len))
+    picker = torch.Generator().manual_seed(config.seed * 7_919 + iteration)
+    rows = torch.randint(len(windows), (config.self_play_batch,), generator=picker)
+    prompts = windows[rows, :prompt_len].to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed * 104_729 + iteration)
+        rollout = generate(model, prompts, new_tokens, config.temperature, config.top_k, tokenizer.eos_token_id,
+                           tokenizer.pad_token_id)
+    continuations = rollout.continuations()
+    if reward_fn is not None:
+        values, components = [float(v) for v in reward_fn(tokenizer.batch_decode(continuations))], {}
+    else:
+        scores = [score_tokens(c, stats, new_tokens) for c in continuations]
+        values, components = [s["total"] for s in scores], mean_components(scores)
+    return rollout, torch.tensor(values, dtype=torch.float32, device=device), components

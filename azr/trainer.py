@@ -21,10 +21,10 @@ from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
 from .checkpoint import Checkpoint
 from .errors import ConfigError
 from .history import History
-from .model import max_length_of
-from .reward import RewardFn, mean_components, score_tokens
+from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
-from .selfplay import generate, reinforce_loss
+from .losses import next_token_loss, validation_loss
+from .selfplay import reinforce_loss, self_play_round
 from .session import Run, check_architecture, prepare_run
 from .signals import ForcedExit, graceful_stop
 from .status import StatusClock, TrainingStatus
@@ -32,33 +32,6 @@ from .uploader import HubUploader
 
 log = logging.getLogger(__name__)
 
-PROMPT_FRACTION = 4  # self-play prompts are a quarter of a window
-VAL_CHUNK = 16  # validation windows per forward pass (independent of the batch size)
-
-
-def next_token_loss(model, batch: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Return the next-token cross-entropy of ``batch`` (windows of token ids): the mean over its tokens, or
-    with ``reduction="sum"`` the sum."""
-    logits = model(input_ids=batch[:, :-1]).logits
-    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                             reduction=reduction)
-
-
-@torch.no_grad()
-def validation_loss(model, windows: torch.Tensor) -> float | None:
-    """Return the mean next-token loss over every token of ``windows`` (None for none), in fixed chunks: the
-    value depends only on the model and the windows, never on the batch size."""
-    if not len(windows):
-        return None
-    was_training = model.training
-    model.eval()
-    try:
-        total = 0.0
-        for chunk in windows.split(VAL_CHUNK):
-            total += float(next_token_loss(model, chunk.to(model.device), reduction="sum"))
-    finally:
-        model.train(was_training)
-    return total / (windows.shape[0] * (windows.shape[1] - 1))
 
 
 def _same_path(ref: str | Path, path: Path) -> bool:
@@ -260,7 +233,8 @@ class AZRTrainer:
         lm_loss = self._lm_loss(batch)
         loss, reward = lm_loss, None
         if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
-            rollout, rewards = self._self_play(run)
+            rollout, rewards, components = self_play_round(
+                self.model, self.tokenizer, run.windows.train, run.stats, config, state.iteration, self.reward_fn)
             reward = float(rewards.mean())
             loss = lm_loss + config.rl_weight * reinforce_loss(self.model, rollout, rewards)
         run.optimizer.zero_grad(set_to_none=True)
@@ -272,7 +246,7 @@ class AZRTrainer:
         state.iteration += 1
         state.loss = float(lm_loss.detach())
         if reward is not None:
-            state.reward = reward
+            state.reward, state.reward_components = reward, components
         state.history.append({"iteration": state.iteration, "loss": state.loss, "reward": reward, "lr": lr,
                               "time": time.time()})
         snapshot.end()
@@ -280,28 +254,6 @@ class AZRTrainer:
     def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the mean next-token cross-entropy over the tokens of ``batch``."""
         return next_token_loss(self.model, batch)
-
-    def _self_play(self, run: Run) -> tuple[Any, torch.Tensor]:
-        """Generate continuations of corpus prompts and score them; deterministic in (seed, iteration)."""
-        config, iteration = run.config, run.state.iteration
-        prompt_len = max(1, config.seq_len // PROMPT_FRACTION)
-        new_tokens = max(1, min(config.gen_max_new_tokens, max_length_of(self.model) - prompt_len))
-        picker = torch.Generator().manual_seed(config.seed * 7_919 + iteration)
-        rows = torch.randint(len(run.windows.train), (config.self_play_batch,), generator=picker)
-        prompts = run.windows.train[rows, :prompt_len].to(self.device)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(config.seed * 104_729 + iteration)
-            rollout = generate(self.model, prompts, new_tokens, config.temperature, config.top_k,
-                               self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
-        continuations = rollout.continuations()
-        if self.reward_fn is not None:
-            values = [float(v) for v in self.reward_fn(self.tokenizer.batch_decode(continuations))]
-            run.state.reward_components = {}
-        else:
-            scores = [score_tokens(c, run.stats, new_tokens) for c in continuations]
-            values = [s["total"] for s in scores]
-            run.state.reward_components = mean_components(scores)
-        return rollout, torch.tensor(values, dtype=torch.float32, device=self.device)
 
     # ------------------------------------------------------------------ saving and reporting
 
