@@ -9,10 +9,12 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import shlex
 import signal
 import sys
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +24,13 @@ import torch
 from tqdm import tqdm
 from transformers.utils import logging as transformers_logging
 
-from . import __version__, hub
+from . import __version__, hub, runs
 from .checkpoint import OPTIMIZER_FILE, CheckpointInfo, checkpoint_info, list_checkpoints, read_model_config, \
     read_state, verify_checkpoint
-from .config import LR_SCHEDULES, preset
+from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig, preset
 from .data import default_corpus, load_texts
 from .demo import run_demo
-from .errors import AZRError, ConfigError
+from .errors import AZRError, CheckpointError, ConfigError, HubError
 from .model import ARCHITECTURE_FIELDS, build_model, load_pretrained, max_length_of, model_config_of
 from .selfplay import generate
 from .selftest import run_selftest
@@ -40,12 +42,12 @@ from .trainer import AZRTrainer, resolve_device
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-DEFAULT_CHECKPOINT_DIR = "checkpoints"
+DEFAULT_RUNS_DIR = "checkpoints"
 DEFAULT_PRESET = "tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SHAPE_OPTIONS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
-RUN_SETTINGS = ("batch_size", "lr", "lr_schedule", "save_every", "status_every", "keep_last", "seed",
-                "self_play_every", "rl_weight")
+SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES}
+SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
 INSPECT_FIELDS = ("kind", "iteration", "max_iterations", "loss", "val_loss", "reward", "timestamp", "lr",
                   "train_config", "data_position", "corpus", "device_type", "versions", "format_version")
 
@@ -76,7 +78,6 @@ def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: 
 POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
 COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
-FRACTION = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,27 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(option, type=POSITIVE_INT, metavar="N", help=f"{what} (default: the preset's)")
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
-    _add_run_options(train)
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="LR schedule (default: cosine)")
-    train.add_argument("--seed", type=COUNT, default=0, metavar="N", help="seed of the initial weights and data order (default: 0)")
-    train.add_argument("--self-play-every", type=COUNT, metavar="N",
-                       help="self-play every N iterations, 0 for none (default: 10)")
-    train.add_argument("--rl-weight", type=FRACTION, metavar="F", help="weight of the REINFORCE loss (default: 0.1)")
+    train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
+                       help=f"where runs go: each training gets a new run directory in it (default: "
+                            f"{DEFAULT_RUNS_DIR})")
+    train.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME",
+                       help="name of the new run directory (default: run-<date>-<time>)")
+    _add_run_options(train, resume=False)
     train.set_defaults(handler=cmd_train)
 
     resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
-        "Continue a run from a checkpoint, to the same or a new --max-iterations target. Settings not given are the "
-        "checkpoint's; without --texts the run's own corpus is used."))
-    resume.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
-    _add_run_options(resume)
+        "Continue a run from a checkpoint, in its own run directory, to the same or a new --max-iterations target. "
+        "Settings not given are the checkpoint's; without --texts the run's own corpus is used."))
+    resume.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[@rev][/name]")
+    resume.add_argument("--runs-dir", metavar="DIR", help=(
+        f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
+        f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
+    resume.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME", help=(
+        "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
+    _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",
                         help="start a fresh optimizer instead of the saved one (training then differs slightly)")
     resume.set_defaults(handler=cmd_resume)
 
     listing = commands.add_parser("list", help="list the checkpoints in a directory or Hub repo",
                                   description="List checkpoints, newest first, each checked against its checksums.")
-    listing.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINT_DIR, metavar="DIR",
-                         help=f"checkpoint directory or hf://user/run (default: {DEFAULT_CHECKPOINT_DIR})")
+    listing.add_argument("dir", nargs="?", default=DEFAULT_RUNS_DIR, metavar="DIR",
+                         help=f"runs directory, run directory or hf://user/run (default: {DEFAULT_RUNS_DIR})")
     listing.add_argument("--json", action="store_true", help="print a JSON list")
     listing.set_defaults(handler=cmd_list)
 
@@ -154,8 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "
         "verified against its checksums."))
     pull.add_argument("reference", metavar="REFERENCE", help="hf://user/run[@revision][/checkpoint-name]")
-    pull.add_argument("--to", default=DEFAULT_CHECKPOINT_DIR, metavar="DIR",
-                      help=f"checkpoint directory (default: {DEFAULT_CHECKPOINT_DIR})")
+    pull.add_argument("--to", metavar="DIR", help=f"run directory (default: {DEFAULT_RUNS_DIR}/<the repo's name>)")
     pull.set_defaults(handler=cmd_pull)
 
     push = commands.add_parser("push", help="upload a checkpoint to a Hub repo", description=(
@@ -182,24 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options train and resume share."""
-    parser.add_argument("--max-iterations", type=POSITIVE_INT, required=True, metavar="N",
-                        help="iteration target of the run (optimizer steps)")
+def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
+    """Add the options train and resume share, and one per training setting (see :func:`_add_settings`)."""
     parser.add_argument("--texts", nargs="+", metavar="PATH",
-                        help="training files: .txt, .md, .jsonl or .csv (default: the embedded corpus, "
-                             "or the run's own on resume)")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, metavar="N",
-                        help="windows per step (default: 16, or the checkpoint's on resume)")
-    parser.add_argument("--lr", type=POSITIVE_FLOAT, metavar="F",
-                        help="peak learning rate (default: 3e-4, or the checkpoint's on resume)")
-    parser.add_argument("--save-every", type=POSITIVE_INT, metavar="N", help="save every N iterations (default: 100)")
-    parser.add_argument("--status-every", type=POSITIVE_INT, metavar="N",
-                        help="report progress every N iterations (default: 10)")
-    parser.add_argument("--keep-last", type=POSITIVE_INT, metavar="N",
-                        help="keep the newest N model_iter_* checkpoints (default: 5)")
-    parser.add_argument("--checkpoint-dir", metavar="DIR", help=(
-        f"where checkpoints go (default: ./{DEFAULT_CHECKPOINT_DIR}, or the checkpoint's directory on resume)"))
+                        help="training files: .txt, .md, .jsonl or .csv (default: "
+                             + ("the run's own corpus)" if resume else "the embedded corpus)"))
     parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--push-to-hub", metavar="REPO",
                         help="push every checkpoint to this Hub repo (user/run) in the background; the token comes "
@@ -207,6 +199,49 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
                         help="do not upload the training corpus (another machine then needs --texts to resume)")
+    _add_settings(parser, resume)
+
+
+def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
+    """Add ``--field-name`` for every TrainConfig field (on resume: those a resume may change), typed by the field's
+    annotation and checked by TrainConfig itself; an option not given is not passed on (see :func:`_settings`)."""
+    group = parser.add_argument_group("training settings", "Each is a field of TrainConfig." + (
+        " Those not given keep the checkpoint's values." if resume else ""))
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if resume and field.name in FIXED_ON_RESUME:
+            continue
+        kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None))
+        text = field.metadata["help"]
+        own = re.search(r" \(default: (.*)\)$", text)  # a help text may describe its own default
+        default = "the checkpoint's" if resume else own.group(1) if own else field.default
+        choices = SETTING_CHOICES.get(field.name)
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
+                           choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
+                           help=f"{text[:own.start()] if own else text} (default: {default})".replace("%", "%%"))
+
+
+def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that converts a value to ``kind`` and lets TrainConfig check it."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text}") from None
+        TrainConfig(**{name: value})
+        return value
+    return _checked(parse, name)
+
+
+def _checked(parse: Callable[[str], Any], name: str = "") -> Callable[[str], Any]:
+    """Return an argparse ``type`` that turns the ConfigError of ``parse`` into a usage error (field name cut)."""
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name} ").rstrip(".")) from None
+    return checked
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -228,21 +263,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def checkpoint_path(reference: str) -> Path:
-    """Return the local checkpoint directory a CHECKPOINT argument names; a Hub reference is downloaded first."""
+    """Return the local checkpoint directory a CHECKPOINT argument names: ``hf://…`` is downloaded first (HubError
+    when it cannot be), anything else is a local path (CheckpointError when it does not exist)."""
     if hub.is_hub_reference(reference):
         return hub.resolve_checkpoint(reference)
-    return Path(reference).expanduser()
+    path = Path(reference).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint {reference!r} does not exist{_hub_hint(reference)}.")
+    return path
 
 
-def _fresh_directory(directory: Path, advice: str) -> Path:
-    """Return ``directory`` after checking that it holds no checkpoints: a new run there would rotate them away.
-
-    Raises ConfigError ending with ``advice`` otherwise.
-    """
-    existing = list_checkpoints(directory, verify=False) if directory.is_dir() else []
-    if existing:
-        raise ConfigError(f"{str(directory)!r} already holds checkpoints ({existing[0].name}, ...); {advice}")
-    return directory
+def _hub_hint(text: str) -> str:
+    """Return advice to write ``hf://`` when a missing local path looks like ``user/run[/name]`` (not like
+    ``folder/model_iter_N``) and its first folder does not exist here either; otherwise an empty string."""
+    match = hub.REFERENCE.match(text)
+    if match and not runs.CHECKPOINT_NAME.match(match["repo"].split("/")[1]) and not Path(text.split("/")[0]).exists():
+        return f"; for a Hub repo write {hub.SCHEME}{text}"
+    return ""
 
 
 def _device(name: str) -> str:
@@ -258,24 +295,50 @@ def _device(name: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``azr train``: a new model (or a base model) trained from iteration 0."""
-    directory = _fresh_directory(Path(args.checkpoint_dir or DEFAULT_CHECKPOINT_DIR),
-                                 "continue that run with `azr resume`, or give a new run its own --checkpoint-dir.")
+    """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
     device = _device(args.device)
+    settings = _settings(args)
     texts = load_texts(args.texts) if args.texts else None
-    model, tokenizer = _new_model(args, texts)
+    model, tokenizer = _new_model(args, texts, settings.get("seed", TrainConfig.seed))
     trainer = AZRTrainer(model, tokenizer, device=device)
-    return _drive(trainer, directory,
-                  lambda: trainer.train(texts, args.max_iterations, directory, **_settings(args), **_hub(args)))
+    directory, created = _new_run_directory(Path(args.runs_dir).expanduser(), args.run)
+    try:
+        _say(f"Run directory: {directory}")
+        return _drive(trainer, directory,
+                      lambda: trainer.train(texts, checkpoint_dir=directory, **settings, **_hub(args)))
+    finally:
+        for path in created:  # nothing saved (an error, a second Ctrl+C): leave no empty directories behind
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
-def _new_model(args: argparse.Namespace, texts: list[str] | None):
+def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
+    """Return the directory of a new run under ``root`` and the directories this call created, deepest first.
+
+    A generated name is claimed by creating its directory, so that trainings started together never share one.
+    Raises ConfigError for a directory that cannot be created.
+    """
+    if name is not None:
+        return root / name, []
+    while True:
+        directory = root / runs.new_run_name(root)
+        missing = [path for path in (directory, *directory.parents) if not path.exists()]
+        try:
+            directory.mkdir(parents=True)
+            return directory, missing
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"Cannot create the run directory {str(directory)!r}: {exc.strerror or exc}.") from exc
+
+
+def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
     """Return ``(model, tokenizer)``: the base model, or a new model of the preset with the size options applied."""
     shape = {name: getattr(args, name) for name in SHAPE_OPTIONS if getattr(args, name) is not None}
     if args.base_model is None:
         config = preset(args.preset or DEFAULT_PRESET, **shape)
         tokenizer = train_tokenizer(texts or default_corpus(), config.vocab_size)
-        return build_model(dataclasses.replace(config, vocab_size=len(tokenizer)), seed=args.seed), tokenizer
+        return build_model(dataclasses.replace(config, vocab_size=len(tokenizer)), seed=seed), tokenizer
     if args.preset is not None:
         raise ConfigError("--preset and --base-model exclude each other: a base model brings its own size.")
     model, tokenizer = load_pretrained(args.base_model)
@@ -292,20 +355,37 @@ def _new_model(args: argparse.Namespace, texts: list[str] | None):
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
-    from_hub = hub.is_hub_reference(args.checkpoint)
     path = checkpoint_path(args.checkpoint)
+    directory = _resume_directory(args, path)
     texts = load_texts(args.texts) if args.texts else None
     trainer = AZRTrainer.from_checkpoint(path, device=_device(args.device))
-    default_directory = Path(DEFAULT_CHECKPOINT_DIR) if from_hub else path.parent
-    directory = Path(args.checkpoint_dir) if args.checkpoint_dir else default_directory
+    _say(f"Run directory: {directory}")
     return _drive(trainer, directory, lambda: trainer.train(
-        texts, args.max_iterations, directory, resume_from=path, load_optimizer=not args.no_load_optimizer,
+        texts, checkpoint_dir=directory, resume_from=path, load_optimizer=not args.no_load_optimizer,
         **_settings(args), **_hub(args)))
 
 
+def _resume_directory(args: argparse.Namespace, path: Path) -> Path:
+    """Return the run directory a resume continues in: a local checkpoint's own (its parent) unless --runs-dir or
+    --run is given, else ``<runs-dir>/<run>`` with the checkpoint's run or the Hub repo's name as the default run."""
+    if hub.is_hub_reference(args.checkpoint):
+        own_run = _repo_run(args.checkpoint)
+    elif args.runs_dir is None and args.run is None:
+        return path.parent
+    else:
+        own_run = runs.check_run_name(path.resolve().parent.name)
+    return Path(args.runs_dir or DEFAULT_RUNS_DIR).expanduser() / (args.run or own_run)
+
+
+def _repo_run(reference: str) -> str:
+    """Return the run name a Hub reference gives by default: the repo's name (``run`` of ``hf://user/run``)."""
+    return runs.check_run_name(hub.parse_reference(reference).repo_id.split("/")[1])
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the training settings given on the command line (the others keep their defaults)."""
-    return {name: getattr(args, name) for name in RUN_SETTINGS if getattr(args, name, None) is not None}
+    """Return the TrainConfig fields given on the command line (the others are the defaults, or the checkpoint's)."""
+    return {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+            if getattr(args, field.name, None) is not None}
 
 
 def _hub(args: argparse.Namespace) -> dict[str, Any]:
@@ -329,7 +409,7 @@ def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[Tr
                 progress.close()
     except KeyboardInterrupt:
         _say("Stopped at once by a second signal; every checkpoint on disk is complete.")
-        newest = list_checkpoints(directory, verify=False) if directory.is_dir() else []
+        newest = list_checkpoints(directory, verify=False) if directory.is_dir() else []  # the run's own only
         if newest and progress.last:
             _say_resume(newest[0].path, progress.last.max_iterations)
         return guard.exit_code or EXIT_INTERRUPTED
@@ -418,20 +498,32 @@ def _say(line: str, stream: TextIO | None = None) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``azr list``: the checkpoints of a directory or Hub repo as a table or JSON."""
-    directory = args.dir
-    infos = hub.list_checkpoints(directory) if hub.is_hub_reference(directory) else list_checkpoints(directory)
+    """``azr list``: the checkpoints of a run directory, of every run in a runs directory, or of a Hub repo, as a
+    table or JSON."""
+    where, path, run_names = args.dir, Path(args.dir).expanduser(), None
+    if hub.is_hub_reference(where):
+        infos = hub.list_checkpoints(where)
+    elif not path.exists():
+        print(f"No checkpoints yet in {where}; train a run with `azr train`{_hub_hint(where)}.")
+        return 0
+    elif runs.is_run_directory(path):
+        infos = list_checkpoints(path)
+    else:  # a runs directory: every run's checkpoints, the newest run first
+        pairs = [(run.name, info) for run in runs.list_runs(path) for info in list_checkpoints(run)]
+        run_names, infos = [name for name, _ in pairs], [info for _, info in pairs]
     if args.json:
-        print(json.dumps([info.as_dict() for info in infos], indent=2))
+        entries = [info.as_dict() for info in infos]
+        print(json.dumps(entries if run_names is None else
+                         [{"run": run, **entry} for run, entry in zip(run_names, entries)], indent=2))
     elif infos:
-        print(format_checkpoints(infos))
+        print(format_checkpoints(infos, run_names))
     else:
-        print(f"No checkpoints in {directory}.")
+        print(f"No checkpoints in {where}.")
     return 0
 
 
-def format_checkpoints(infos: list[CheckpointInfo]) -> str:
-    """Return the checkpoints as an aligned text table."""
+def format_checkpoints(infos: list[CheckpointInfo], run_names: list[str] | None = None) -> str:
+    """Return the checkpoints as an aligned text table; with ``run_names`` (one per checkpoint), a RUN column first."""
     header = ("NAME", "KIND", "ITER", "LOSS", "VAL LOSS", "SAVED", "SIZE", "OPTIMIZER", "STATUS")
     rows = [header] + [
         (i.name, i.kind, _number_text(i.iteration), _number_text(i.loss), _number_text(i.val_loss),
@@ -439,6 +531,9 @@ def format_checkpoints(infos: list[CheckpointInfo]) -> str:
          "valid" if i.valid else f"invalid: {i.reason}")
         for i in infos
     ]
+    if run_names is not None:
+        rows = [(run, *row) for run, row in zip(["RUN", *run_names], rows)]
+        header = rows[0]
     widths = [max(len(row[c]) for row in rows) for c in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
 
@@ -552,23 +647,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """``azr demo``: the seed guide's pause/resume demonstration, narrated, ending with the checkpoint list."""
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="azr-demo-"))
-    _fresh_directory(directory, "give the demo an empty or new --dir.")
+    if runs.is_run_directory(directory):
+        raise ConfigError(f"{str(directory)!r} already holds a run; give the demo an empty or new --dir.")
     infos = run_demo(directory, say=_say, on_status=Progress())
     _say(f"\nCheckpoints in {directory}:\n{format_checkpoints(infos)}")
     return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    """``azr pull``: a Hub checkpoint into a local checkpoint directory."""
-    path = hub.pull(args.reference, to=args.to)
+    """``azr pull``: a Hub checkpoint into a local run directory."""
+    if not hub.is_hub_reference(args.reference):
+        raise HubError(f"{args.reference!r} is not a Hub reference; write hf://user/run[@revision][/checkpoint-name].")
+    path = hub.pull(args.reference, to=args.to or Path(DEFAULT_RUNS_DIR) / _repo_run(args.reference))
     print(f"Pulled {args.reference} to {path}")
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     """``azr push``: one local checkpoint to a Hub repo."""
-    commit = hub.push(Path(args.checkpoint).expanduser(), args.repo_id, private=not args.public,
-                      corpus_root=Path(args.checkpoint).expanduser().parent)
+    path = checkpoint_path(args.checkpoint)
+    commit = hub.push(path, args.repo_id, private=not args.public, corpus_root=path.parent)
     print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
     return 0
 
