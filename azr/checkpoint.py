@@ -39,7 +39,16 @@ REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
                   2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
 KINDS = ("iter", "paused", "interrupted", "error")
 NAME_PATTERN = re.compile(r"^model_(iter|paused|interrupted|error)_(\d+)$")
-HUB_LIKE = re.compile(r"^[\w.-]+/[\w.-]+(/[\w.-]+)?$")
+HUB_LIKE = re.compile(r"^([\w.-]+)/([\w.-]+)(@[^/]+)?(/[\w.-]+)?/?$")
+
+
+def hub_hint(text: str) -> str:
+    """Return advice to write ``hf://`` when a missing local path looks like ``user/run[/name]`` (not like
+    ``folder/model_iter_N``) and its first folder does not exist here either; otherwise an empty string."""
+    match = HUB_LIKE.match(text)
+    if match and not NAME_PATTERN.match(match.group(2)) and not Path(match.group(1)).exists():
+        return f"; for a Hub repo write hf://{text}"
+    return ""
 
 
 def checkpoint_name(kind: str, iteration: int) -> str:
@@ -82,12 +91,15 @@ class Checkpoint:
         self.state = state
 
     @classmethod
-    def open(cls, ref: str | os.PathLike, *, token: str | None = None, verify: bool = True) -> Checkpoint:
+    def open(cls, ref: str | os.PathLike | Checkpoint, *, token: str | None = None, verify: bool = True
+             ) -> Checkpoint:
         """Return the checkpoint at a local path or ``hf://user/run[@rev][/name]`` (downloaded and verified).
 
         Raises CheckpointError for a missing, unreadable, newer-format or (with ``verify``) damaged checkpoint,
         HubError when a Hub checkpoint cannot be fetched.
         """
+        if isinstance(ref, Checkpoint):
+            return ref
         text = str(ref)
         if text.startswith("hf://"):
             from .hub import download_checkpoint  # noqa: PLC0415 - the Hub only when a reference names it
@@ -95,8 +107,7 @@ class Checkpoint:
             return download_checkpoint(text, token)
         path = Path(text).expanduser()
         if not path.exists():
-            hint = f"; for a Hub repo write hf://{text}" if HUB_LIKE.match(text) else "; check the path or run `azr list`"
-            raise CheckpointError(f"Checkpoint {text!r} does not exist{hint}.")
+            raise CheckpointError(f"Checkpoint {text!r} does not exist{hub_hint(text) or '; check the path or run `azr list`'}.")
         checkpoint = cls(path, _read_state(path))
         if verify:
             checkpoint.verify()
@@ -149,6 +160,12 @@ class Checkpoint:
     def model_config(self) -> dict[str, Any]:
         """The transformers ``config.json`` as a dict."""
         return json.loads((self.path / CONFIG_FILE).read_text())
+
+    @property
+    def history_length(self) -> int:
+        """How many iterations the history holds."""
+        history = self.state.get("history")
+        return history.get("length", 0) if isinstance(history, dict) else len(history or [])
 
     @property
     def history_chunks(self) -> list[str]:

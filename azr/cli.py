@@ -1,53 +1,32 @@
-"""The ``azr`` command: train, resume, list, inspect, generate, demo and selftest.
+"""The ``azr`` command line: the parser, with an option for every TrainConfig field, and the entry point.
 
-It only drives the library and renders what it reports. User errors (any :class:`AZRError`, a bad argument) become
-one line on stderr and exit status 2; Ctrl+C and SIGTERM leave a resumable checkpoint and exit with 130 and 143.
+The commands themselves are in :mod:`azr.commands`. User errors (any :class:`AZRError`, a bad argument) become one
+line on stderr and exit status 2; Ctrl+C and SIGTERM leave a resumable checkpoint and exit with 130 and 143.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import shlex
-import signal
+import re
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from datetime import datetime
-from pathlib import Path
-from typing import Any, NoReturn, TextIO
+import typing
+from collections.abc import Callable
+from typing import Any, NoReturn
 
-import torch
-from tqdm import tqdm
 from transformers.utils import logging as transformers_logging
 
-from . import __version__, hub
-from .checkpoint import OPTIMIZER_FILE, CheckpointInfo, checkpoint_info, list_checkpoints, read_model_config, \
-    read_state, verify_checkpoint
-from .config import LR_SCHEDULES, preset
-from .data import default_corpus, load_texts
-from .demo import run_demo
+from . import __version__, runs
+from .commands import (DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, cmd_demo, cmd_generate, cmd_inspect,
+                       cmd_list, cmd_pull, cmd_push, cmd_resume, cmd_selftest, cmd_space_deploy, cmd_train,
+                       let_signals_end_the_process)
+from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig
 from .errors import AZRError, ConfigError
-from .model import ARCHITECTURE_FIELDS, build_model, load_pretrained, max_length_of, model_config_of
-from .selfplay import generate
-from .selftest import run_selftest
-from .signals import EXIT_CODES, graceful_stop
-from .space import deploy_space
-from .status import TrainingStatus
-from .tokenizer import train_tokenizer
-from .trainer import AZRTrainer, resolve_device
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-DEFAULT_CHECKPOINT_DIR = "checkpoints"
-DEFAULT_PRESET = "tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-SHAPE_OPTIONS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
-RUN_SETTINGS = ("batch_size", "lr", "lr_schedule", "save_every", "status_every", "keep_last", "seed",
-                "self_play_every", "rl_weight")
-INSPECT_FIELDS = ("kind", "iteration", "max_iterations", "loss", "val_loss", "reward", "timestamp", "lr",
-                  "train_config", "data_position", "corpus", "device_type", "versions", "format_version")
+SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES}
+SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -76,7 +55,6 @@ def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: 
 POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
 COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
-FRACTION = _number(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,27 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(option, type=POSITIVE_INT, metavar="N", help=f"{what} (default: the preset's)")
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
-    _add_run_options(train)
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="LR schedule (default: cosine)")
-    train.add_argument("--seed", type=COUNT, default=0, metavar="N", help="seed of the initial weights and data order (default: 0)")
-    train.add_argument("--self-play-every", type=COUNT, metavar="N",
-                       help="self-play every N iterations, 0 for none (default: 10)")
-    train.add_argument("--rl-weight", type=FRACTION, metavar="F", help="weight of the REINFORCE loss (default: 0.1)")
+    train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
+                       help=f"where runs go: each training gets a new run directory in it (default: "
+                            f"{DEFAULT_RUNS_DIR})")
+    train.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME",
+                       help="name of the new run directory (default: run-<date>-<time>)")
+    _add_run_options(train, resume=False)
     train.set_defaults(handler=cmd_train)
 
     resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
-        "Continue a run from a checkpoint, to the same or a new --max-iterations target. Settings not given are the "
-        "checkpoint's; without --texts the run's own corpus is used."))
-    resume.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
-    _add_run_options(resume)
+        "Continue a run from a checkpoint, in its own run directory, to the same or a new --max-iterations target. "
+        "Settings not given are the checkpoint's; without --texts the run's own corpus is used."))
+    resume.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[@rev][/name]")
+    resume.add_argument("--runs-dir", metavar="DIR", help=(
+        f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
+        f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
+    resume.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME", help=(
+        "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
+    _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",
                         help="start a fresh optimizer instead of the saved one (training then differs slightly)")
     resume.set_defaults(handler=cmd_resume)
 
     listing = commands.add_parser("list", help="list the checkpoints in a directory or Hub repo",
                                   description="List checkpoints, newest first, each checked against its checksums.")
-    listing.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINT_DIR, metavar="DIR",
-                         help=f"checkpoint directory or hf://user/run (default: {DEFAULT_CHECKPOINT_DIR})")
+    listing.add_argument("dir", nargs="?", default=DEFAULT_RUNS_DIR, metavar="DIR",
+                         help=f"runs directory, run directory or hf://user/run (default: {DEFAULT_RUNS_DIR})")
     listing.add_argument("--json", action="store_true", help="print a JSON list")
     listing.set_defaults(handler=cmd_list)
 
@@ -154,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "
         "verified against its checksums."))
     pull.add_argument("reference", metavar="REFERENCE", help="hf://user/run[@revision][/checkpoint-name]")
-    pull.add_argument("--to", default=DEFAULT_CHECKPOINT_DIR, metavar="DIR",
-                      help=f"checkpoint directory (default: {DEFAULT_CHECKPOINT_DIR})")
+    pull.add_argument("--to", metavar="DIR", help=f"run directory (default: {DEFAULT_RUNS_DIR}/<the repo's name>)")
     pull.set_defaults(handler=cmd_pull)
 
     push = commands.add_parser("push", help="upload a checkpoint to a Hub repo", description=(
@@ -182,24 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Add the options train and resume share."""
-    parser.add_argument("--max-iterations", type=POSITIVE_INT, required=True, metavar="N",
-                        help="iteration target of the run (optimizer steps)")
+def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
+    """Add the options train and resume share, and one per training setting (see :func:`_add_settings`)."""
     parser.add_argument("--texts", nargs="+", metavar="PATH",
-                        help="training files: .txt, .md, .jsonl or .csv (default: the embedded corpus, "
-                             "or the run's own on resume)")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, metavar="N",
-                        help="windows per step (default: 16, or the checkpoint's on resume)")
-    parser.add_argument("--lr", type=POSITIVE_FLOAT, metavar="F",
-                        help="peak learning rate (default: 3e-4, or the checkpoint's on resume)")
-    parser.add_argument("--save-every", type=POSITIVE_INT, metavar="N", help="save every N iterations (default: 100)")
-    parser.add_argument("--status-every", type=POSITIVE_INT, metavar="N",
-                        help="report progress every N iterations (default: 10)")
-    parser.add_argument("--keep-last", type=POSITIVE_INT, metavar="N",
-                        help="keep the newest N model_iter_* checkpoints (default: 5)")
-    parser.add_argument("--checkpoint-dir", metavar="DIR", help=(
-        f"where checkpoints go (default: ./{DEFAULT_CHECKPOINT_DIR}, or the checkpoint's directory on resume)"))
+                        help="training files: .txt, .md, .jsonl or .csv (default: "
+                             + ("the run's own corpus)" if resume else "the embedded corpus)"))
     parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--push-to-hub", metavar="REPO",
                         help="push every checkpoint to this Hub repo (user/run) in the background; the token comes "
@@ -207,6 +176,49 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
                         help="do not upload the training corpus (another machine then needs --texts to resume)")
+    _add_settings(parser, resume)
+
+
+def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
+    """Add ``--field-name`` for every TrainConfig field (on resume: those a resume may change), typed by the field's
+    annotation and checked by TrainConfig itself; an option not given is not passed on (see :func:`_settings`)."""
+    group = parser.add_argument_group("training settings", "Each is a field of TrainConfig." + (
+        " Those not given keep the checkpoint's values." if resume else ""))
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if resume and field.name in FIXED_ON_RESUME:
+            continue
+        kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None))
+        text = field.metadata["help"]
+        own = re.search(r" \(default: (.*)\)$", text)  # a help text may describe its own default
+        default = "the checkpoint's" if resume else own.group(1) if own else field.default
+        choices = SETTING_CHOICES.get(field.name)
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
+                           choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
+                           help=f"{text[:own.start()] if own else text} (default: {default})".replace("%", "%%"))
+
+
+def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that converts a value to ``kind`` and lets TrainConfig check it."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text}") from None
+        TrainConfig(**{name: value})
+        return value
+    return _checked(parse, name)
+
+
+def _checked(parse: Callable[[str], Any], name: str = "") -> Callable[[str], Any]:
+    """Return an argparse ``type`` that turns the ConfigError of ``parse`` into a usage error (field name cut)."""
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name} ").rstrip(".")) from None
+    return checked
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -222,364 +234,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"azr: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _let_signals_end_the_process()
+        let_signals_end_the_process()
         print("azr: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def checkpoint_path(reference: str) -> Path:
-    """Return the local checkpoint directory a CHECKPOINT argument names; a Hub reference is downloaded first."""
-    if hub.is_hub_reference(reference):
-        return hub.resolve_checkpoint(reference)
-    return Path(reference).expanduser()
-
-
-def _fresh_directory(directory: Path, advice: str) -> Path:
-    """Return ``directory`` after checking that it holds no checkpoints: a new run there would rotate them away.
-
-    Raises ConfigError ending with ``advice`` otherwise.
-    """
-    existing = list_checkpoints(directory, verify=False) if directory.is_dir() else []
-    if existing:
-        raise ConfigError(f"{str(directory)!r} already holds checkpoints ({existing[0].name}, ...); {advice}")
-    return directory
-
-
-def _device(name: str) -> str:
-    """Return ``name`` after checking that the device exists; raises ConfigError otherwise."""
-    missing = (name == "cuda" and not torch.cuda.is_available()) or \
-        (name == "mps" and not torch.backends.mps.is_available())
-    if missing:
-        raise ConfigError(f"--device {name} is not available on this machine; use --device auto or cpu.")
-    return name
-
-
-# ---------------------------------------------------------------------------- train / resume
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """``azr train``: a new model (or a base model) trained from iteration 0."""
-    directory = _fresh_directory(Path(args.checkpoint_dir or DEFAULT_CHECKPOINT_DIR),
-                                 "continue that run with `azr resume`, or give a new run its own --checkpoint-dir.")
-    device = _device(args.device)
-    texts = load_texts(args.texts) if args.texts else None
-    model, tokenizer = _new_model(args, texts)
-    trainer = AZRTrainer(model, tokenizer, device=device)
-    return _drive(trainer, directory,
-                  lambda: trainer.train(texts, args.max_iterations, directory, **_settings(args), **_hub(args)))
-
-
-def _new_model(args: argparse.Namespace, texts: list[str] | None):
-    """Return ``(model, tokenizer)``: the base model, or a new model of the preset with the size options applied."""
-    shape = {name: getattr(args, name) for name in SHAPE_OPTIONS if getattr(args, name) is not None}
-    if args.base_model is None:
-        config = preset(args.preset or DEFAULT_PRESET, **shape)
-        tokenizer = train_tokenizer(texts or default_corpus(), config.vocab_size)
-        return build_model(dataclasses.replace(config, vocab_size=len(tokenizer)), seed=args.seed), tokenizer
-    if args.preset is not None:
-        raise ConfigError("--preset and --base-model exclude each other: a base model brings its own size.")
-    model, tokenizer = load_pretrained(args.base_model)
-    actual = model_config_of(model)
-    differences = [f"--{name.replace('_', '-')} {value} but it has {getattr(actual, name, 'another shape')}"
-                   for name, value in shape.items() if getattr(actual, name, None) != value]
-    if differences:
-        raise ConfigError(
-            f"Architecture mismatch: base model {args.base_model!r} cannot change size ({'; '.join(differences)}); "
-            "drop the size options to continue training it, or train a new model without --base-model."
-        )
-    return model, tokenizer
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
-    from_hub = hub.is_hub_reference(args.checkpoint)
-    path = checkpoint_path(args.checkpoint)
-    texts = load_texts(args.texts) if args.texts else None
-    trainer = AZRTrainer.from_checkpoint(path, device=_device(args.device))
-    default_directory = Path(DEFAULT_CHECKPOINT_DIR) if from_hub else path.parent
-    directory = Path(args.checkpoint_dir) if args.checkpoint_dir else default_directory
-    return _drive(trainer, directory, lambda: trainer.train(
-        texts, args.max_iterations, directory, resume_from=path, load_optimizer=not args.no_load_optimizer,
-        **_settings(args), **_hub(args)))
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the training settings given on the command line (the others keep their defaults)."""
-    return {name: getattr(args, name) for name in RUN_SETTINGS if getattr(args, name, None) is not None}
-
-
-def _hub(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the trainer's Hub push options given on the command line."""
-    if not args.push_to_hub:
-        return {}
-    return {"hub_repo_id": args.push_to_hub, "hub_private": not args.hub_public,
-            "hub_push_corpus": not args.no_push_corpus}
-
-
-def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[TrainingStatus]]) -> int:
-    """Run ``start()``'s statuses to the end under graceful_stop, render them, and return the exit status."""
-    progress = Progress()
-    guard = graceful_stop(trainer)
-    try:
-        with guard:
-            try:
-                for status in start():
-                    progress(status)
-            finally:
-                progress.close()
-    except KeyboardInterrupt:
-        _say("Stopped at once by a second signal; every checkpoint on disk is complete.")
-        newest = list_checkpoints(directory, verify=False) if directory.is_dir() else []
-        if newest and progress.last:
-            _say_resume(newest[0].path, progress.last.max_iterations)
-        return guard.exit_code or EXIT_INTERRUPTED
-    finally:
-        if guard.received is not None:
-            _let_signals_end_the_process()
-    final = progress.last
-    _say(final.message)
-    _say(f"Checkpoint: {final.checkpoint}")
-    if final.state in ("interrupted", "paused"):
-        _say_resume(final.checkpoint, final.max_iterations)
-    return (guard.exit_code or EXIT_INTERRUPTED) if final.state == "interrupted" else 0
-
-
-def _let_signals_end_the_process() -> None:
-    """Once a signal has stopped the run, make a further SIGINT or SIGTERM end the process at once (the default
-    action: nothing is left to save, and Python's shutdown must not be interrupted half-way)."""
-    for signum in EXIT_CODES:
-        signal.signal(signum, signal.SIG_DFL)
-
-
-def _say_resume(checkpoint: str, max_iterations: int) -> None:
-    _say(f"Resume with: azr resume {shlex.quote(checkpoint)} --max-iterations {max_iterations}")
-
-
-class Progress:
-    """Renders a run's statuses: a tqdm bar on a terminal (plain lines elsewhere), a line per checkpoint saved,
-    each warning once. Call it with every status; it can follow several runs one after another."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.interactive = self.stream.isatty()
-        self.bar: tqdm | None = None
-        self.warned: set[str] = set()
-        self.pushes: dict[str, str] = {}
-        self.last: TrainingStatus | None = None
-
-    def __call__(self, status: TrainingStatus) -> None:
-        self.last = status
-        for warning in status.warnings:
-            if warning not in self.warned:
-                self.warned.add(warning)
-                _say(f"warning: {warning}", self.stream)
-        for name, push in status.pushes.items():
-            if push != self.pushes.get(name) and push.startswith(("pushed", "failed")):
-                _say(f"Push of {name}: {push}")
-        self.pushes = dict(status.pushes)
-        if status.state == "checkpoint":
-            _say(f"Saved {status.checkpoint} (iteration {status.iteration}, loss {_number_text(status.loss)})")
-        elif status.state == "running" and status.message:
-            _say(status.message)
-        elif status.state == "running" and not self.interactive:
-            eta = tqdm.format_interval(status.eta_s) if status.eta_s is not None else "?"
-            _say(f"iteration {status.iteration}/{status.max_iterations}  {_metrics(status)}  ETA {eta}", self.stream)
-        if self.bar is None:
-            self.bar = tqdm(total=status.max_iterations, initial=status.iteration, unit="it", file=self.stream,
-                            dynamic_ncols=True, disable=not self.interactive)
-        self.bar.set_postfix_str(_metrics(status), refresh=False)
-        self.bar.update(status.iteration - self.bar.n)
-        if not status.is_training:
-            self.close()
-
-    def close(self) -> None:
-        """Close the current bar; the next status starts a new one."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _metrics(status: TrainingStatus) -> str:
-    parts = [("loss", status.loss, "{:.4f}"), ("reward", status.reward, "{:.3f}"), ("lr", status.lr, "{:.2e}")]
-    text = "  ".join(f"{name} {form.format(value)}" for name, value, form in parts if value is not None)
-    if status.tokens_per_s:
-        text += f"  {status.tokens_per_s:,.0f} tok/s"
-    return text
-
-
-def _say(line: str, stream: TextIO | None = None) -> None:
-    """Print a line above any progress bar and flush it (logs of hosted runners see it at once)."""
-    stream = stream or sys.stdout
-    tqdm.write(line, file=stream)
-    stream.flush()
-
-
-# ---------------------------------------------------------------------------- list / inspect
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    """``azr list``: the checkpoints of a directory or Hub repo as a table or JSON."""
-    directory = args.dir
-    infos = hub.list_checkpoints(directory) if hub.is_hub_reference(directory) else list_checkpoints(directory)
-    if args.json:
-        print(json.dumps([info.as_dict() for info in infos], indent=2))
-    elif infos:
-        print(format_checkpoints(infos))
-    else:
-        print(f"No checkpoints in {directory}.")
-    return 0
-
-
-def format_checkpoints(infos: list[CheckpointInfo]) -> str:
-    """Return the checkpoints as an aligned text table."""
-    header = ("NAME", "KIND", "ITER", "LOSS", "VAL LOSS", "SAVED", "SIZE", "OPTIMIZER", "STATUS")
-    rows = [header] + [
-        (i.name, i.kind, _number_text(i.iteration), _number_text(i.loss), _number_text(i.val_loss),
-         _local_time(i.timestamp), _size_text(i.size_bytes), "yes" if i.has_optimizer else "no",
-         "valid" if i.valid else f"invalid: {i.reason}")
-        for i in infos
-    ]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(header) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    """``azr inspect``: what one checkpoint holds."""
-    report = inspect_checkpoint(checkpoint_path(args.checkpoint))
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    config = report["train_config"] or {}
-    position = report["data_position"] or {}
-    corpus = report["corpus"] or {}
-    checksums = "ok" if report["valid"] else f"INVALID: {report['reason']}"
-    lines = [
-        ("Checkpoint", report["path"]),
-        ("Kind", report["kind"]),
-        ("Iteration", f"{report['iteration']} of {report['max_iterations']}"),
-        ("Has optimizer", "yes" if report["has_optimizer"] else "no"),
-        ("History length", report["history_length"]),
-        ("Loss / val loss / reward", " / ".join(_number_text(report[k]) for k in ("loss", "val_loss", "reward"))),
-        ("Saved", _local_time(report["timestamp"])),
-        ("LR at this point", f"{_number_text(report['lr'])} ({config.get('lr_schedule', '?')} schedule)"),
-        ("Data position", f"epoch {position.get('epoch')}, sample {position.get('offset')} "
-                          f"of {position.get('num_samples')}"),
-        ("Corpus", f"{corpus.get('source')}, {corpus.get('num_texts')} text(s)"
-                   + (f", stored as {corpus['file']}" if corpus.get("file") else "")),
-        ("Model", _pairs(report["model_config"])),
-        ("Training", _pairs(config)),
-        ("Files", f"{report['files']} files, checksums {checksums}"),
-        ("Versions", _pairs(report["versions"])),
-    ]
-    width = max(len(label) for label, _ in lines)
-    print("\n".join(f"{label + ':':<{width + 1}} {value}" for label, value in lines))
-    return 0
-
-
-def inspect_checkpoint(path: Path) -> dict[str, Any]:
-    """Return what a checkpoint holds, read from its state, plus whether its files match their checksums.
-
-    Raises CheckpointError when the checkpoint or its trainer_state.json is missing or unreadable.
-    """
-    state = read_state(path)
-    info = checkpoint_info(path)
-    files = state.get("files") or {}
-    return {
-        "name": path.name, "path": str(path),
-        **{field: state.get(field) for field in INSPECT_FIELDS},
-        "has_optimizer": OPTIMIZER_FILE in files,
-        "history_length": len(state.get("history") or []),
-        "model_config": state.get("model_config") or _architecture(path),
-        "files": len(files), "size_bytes": info.size_bytes, "valid": info.valid, "reason": info.reason,
-    }
-
-
-def _architecture(path: Path) -> dict[str, Any] | None:
-    """Return the shape fields of a checkpoint's config.json (for models not built by azr), or None."""
-    try:
-        saved = read_model_config(path)
-    except (OSError, ValueError):
-        return None
-    return {label: saved[key] for key, label in ARCHITECTURE_FIELDS.items() if key in saved}
-
-
-def _pairs(values: dict[str, Any] | None) -> str:
-    return " ".join(f"{key}={value}" for key, value in (values or {}).items()) or "-"
-
-
-def _number_text(value: float | int | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.3e}" if abs(value) < 1e-3 and value else f"{value:.4f}"
-
-
-def _size_text(size: int) -> str:
-    if size < 1000:
-        return f"{size} B"
-    exponent = min(int(math.log10(size)) // 3, 3)
-    return f"{size / 1000 ** exponent:.1f} {('kB', 'MB', 'GB')[exponent - 1]}"
-
-
-def _local_time(timestamp: str | None) -> str:
-    if not timestamp:
-        return "-"
-    return datetime.fromisoformat(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-# ---------------------------------------------------------------------------- generate / demo / selftest
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    """``azr generate``: print the prompt and a sampled continuation."""
-    path = checkpoint_path(args.checkpoint)
-    verify_checkpoint(path)
-    model, tokenizer = load_pretrained(str(path), device=resolve_device(_device(args.device)))
-    prompt = tokenizer(args.prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
-    room = max_length_of(model) - prompt.shape[1]
-    if not prompt.shape[1] or room < 1:
-        raise ConfigError(f"The prompt must be 1 to {max_length_of(model) - 1} tokens long for this model, "
-                          f"got {prompt.shape[1]}.")
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    rollout = generate(model, prompt, min(args.max_new_tokens, room), args.temperature, args.top_k,
-                       tokenizer.eos_token_id, tokenizer.pad_token_id)
-    print(args.prompt + tokenizer.decode(rollout.continuations()[0], skip_special_tokens=True))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """``azr demo``: the seed guide's pause/resume demonstration, narrated, ending with the checkpoint list."""
-    directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="azr-demo-"))
-    _fresh_directory(directory, "give the demo an empty or new --dir.")
-    infos = run_demo(directory, say=_say, on_status=Progress())
-    _say(f"\nCheckpoints in {directory}:\n{format_checkpoints(infos)}")
-    return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    """``azr pull``: a Hub checkpoint into a local checkpoint directory."""
-    path = hub.pull(args.reference, to=args.to)
-    print(f"Pulled {args.reference} to {path}")
-    return 0
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    """``azr push``: one local checkpoint to a Hub repo."""
-    commit = hub.push(Path(args.checkpoint).expanduser(), args.repo_id, private=not args.public,
-                      corpus_root=Path(args.checkpoint).expanduser().parent)
-    print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
-    return 0
-
-
-def cmd_space_deploy(args: argparse.Namespace) -> int:
-    """``azr space deploy``: the app as a Hugging Face Space."""
-    url = deploy_space(args.space_id, private=args.private, set_token_secret=args.set_token_secret)
-    print(f"Deployed {args.space_id}: {url}")
-    return 0
-
-
-def cmd_selftest(args: argparse.Namespace) -> int:
-    """``azr selftest``: exit 0 only when a stopped and resumed run is bit-identical to an uninterrupted one."""
-    return 0 if run_selftest(args.iterations, device=_device(args.device), say=_say) else 1

@@ -53,13 +53,8 @@ class HubReference:
 
 
 def is_hub_reference(ref: str | os.PathLike) -> bool:
-    """True for ``hf://…``, and for a bare ``user/run`` when neither it nor its ``user`` folder exists locally."""
-    text = str(ref)
-    if text.startswith(SCHEME):
-        return True
-    if isinstance(ref, Path) or text.startswith((".", "/", "~")) or not REFERENCE.match(text):
-        return False
-    return not Path(text).exists() and not Path(text.split("/")[0]).exists()
+    """True for ``hf://…``, the only way to name the Hub; anything else (a bare ``user/run`` too) is a local path."""
+    return isinstance(ref, str) and ref.startswith(SCHEME)
 
 
 def parse_reference(ref: str) -> HubReference:

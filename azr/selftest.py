@@ -16,9 +16,8 @@ from .checkpoint import WEIGHTS_FILE, Checkpoint, checkpoint_name
 from .config import ModelConfig
 from .data import default_corpus
 from .errors import ConfigError
-from .model import build_model
 from .status import TrainingStatus
-from .tokenizer import train_tokenizer
+from .services import new_model
 from .trainer import AZRTrainer
 
 CORPUS_CHARS = 60_000
@@ -41,18 +40,16 @@ def run_selftest(iterations: int = 30, device: str = "auto", say: Callable[[str]
     if not 1 <= stop_at < iterations:
         raise ConfigError(f"stop_at must be between 1 and {iterations - 1}, got {stop_at}.")
     texts = [default_corpus()[0][:CORPUS_CHARS]]
-    tokenizer = train_tokenizer(texts, VOCAB_SIZE)
-    config = ModelConfig(vocab_size=len(tokenizer), **MODEL)
+    config = ModelConfig(vocab_size=VOCAB_SIZE, **MODEL)
     settings = {**SETTINGS, "save_every": iterations}
     final = checkpoint_name("iter", iterations)
     with tempfile.TemporaryDirectory(prefix="azr-selftest-") as temp:
         uninterrupted, stopped = Path(temp, "uninterrupted"), Path(temp, "stopped")
         say(f"1/3 Training a tiny model for {iterations} iterations without a stop...")
-        _train(AZRTrainer(build_model(config, seed=0), tokenizer, device=device), texts, iterations,
-               uninterrupted, settings)
+        _train(AZRTrainer(*new_model(texts, config), device=device), texts, iterations, uninterrupted, settings)
         say(f"2/3 Training it again, stopping at iteration {stop_at}, and resuming in a fresh process...")
-        paused = _train(AZRTrainer(build_model(config, seed=0), tokenizer, device=device), texts, iterations,
-                        stopped, settings, stop_at)
+        paused = _train(AZRTrainer(*new_model(texts, config), device=device), texts, iterations, stopped, settings,
+                        stop_at)
         resumed = subprocess.run(
             [sys.executable, "-m", "azr", "resume", paused.checkpoint, "--max-iterations", str(iterations),
              "--device", device], capture_output=True, text=True)

@@ -80,12 +80,13 @@ class AZRTrainer:
         self._saver = CheckpointSaver(self.model, tokenizer, self.device)
 
     @classmethod
-    def from_checkpoint(cls, ref: str | Path, device: str | torch.device = "auto", hub_token: str | None = None,
+    def from_checkpoint(cls, ref: str | Path | Checkpoint, device: str | torch.device = "auto",
+                        hub_token: str | None = None,
                         **kwargs) -> AZRTrainer:
         """Return a trainer whose model and tokenizer are built from the checkpoint, ready to resume it.
 
-        ``ref`` may be a Hub reference (``hf://user/run[/name]``). Raises CheckpointError when the checkpoint
-        is missing or invalid, HubError when it cannot be fetched.
+        ``ref`` may be a Hub reference (``hf://user/run[/name]``) or an opened Checkpoint. Raises
+        CheckpointError when the checkpoint is missing or invalid, HubError when it cannot be fetched.
         """
         checkpoint = Checkpoint.open(ref, token=hub_token)
         model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)

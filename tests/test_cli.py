@@ -1,21 +1,29 @@
 """The ``azr`` command, driven for real in subprocesses: signals, exact resume, list/inspect, user errors, generate,
-demo and selftest."""
+demo and selftest; its options (one per TrainConfig field), run directories and hf:// references."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from safetensors.numpy import load as load_columns
+from safetensors.numpy import save as save_columns
 
 from azr import default_corpus, list_checkpoints
-from azr.checkpoint import read_state, verify_checkpoint
-from azr.cli import main
+from azr.checkpoint import HISTORY_FILE, Checkpoint, verify_checkpoint
+from azr.cli import SETTING_CHOICES, build_parser, main
+from azr.commands import _settings
+from azr.config import FIXED_ON_RESUME, TrainConfig
 from azr.selftest import first_difference
 
 # One thread per process: the tiny models do not need more, and two test processes then fit on 2 cores.
@@ -53,7 +61,7 @@ def azr_all(commands: dict[str, list[object]]) -> dict[str, subprocess.Completed
 
 
 def losses(checkpoint: Path) -> list[float]:
-    return [record["loss"] for record in read_state(checkpoint)["history"]]
+    return [record["loss"] for record in Checkpoint.open(checkpoint).history()]
 
 
 def corrupt(file: Path) -> None:
@@ -72,7 +80,9 @@ def corpus_file(tmp_path_factory) -> Path:
 
 
 def train_args(corpus_file: Path, directory: Path, target: int) -> list[object]:
-    return ["train", *TINY, *FAST, "--texts", corpus_file, "--checkpoint-dir", directory, "--max-iterations", target]
+    """``azr train`` into the run directory ``directory``."""
+    return ["train", *TINY, *FAST, "--texts", corpus_file, "--runs-dir", directory.parent, "--run", directory.name,
+            "--max-iterations", target]
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +91,7 @@ def reference(corpus_file, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("reference")
     result = azr(*train_args(corpus_file, directory, TARGET))
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Run directory: {directory}\n")
     assert f"Checkpoint: {directory / f'model_iter_{TARGET}'}" in result.stdout
     return directory
 
@@ -114,10 +125,10 @@ def test_a_signal_saves_the_completed_iterations_and_resume_repeats_the_run_exac
     assert "Traceback" not in output
     [checkpoint] = tmp_path.glob("model_interrupted_*")
     iterations = int(checkpoint.name.rsplit("_", 1)[1])
-    state = verify_checkpoint(checkpoint)
-    assert state["kind"] == "interrupted"
-    assert state["iteration"] == iterations == len(state["history"])
-    assert [r["iteration"] for r in state["history"]] == list(range(1, iterations + 1))
+    saved = verify_checkpoint(checkpoint)
+    assert saved.kind == "interrupted"
+    assert saved.iteration == iterations == saved.history_length
+    assert [r["iteration"] for r in saved.history()] == list(range(1, iterations + 1))
     assert 10 <= iterations < TARGET
     assert f"Resume with: azr resume {checkpoint} --max-iterations {BIG_TARGET}" in output
 
@@ -126,7 +137,7 @@ def test_a_signal_saves_the_completed_iterations_and_resume_repeats_the_run_exac
     assert f"Resumed at iteration {iterations}; training to {TARGET}." in resumed.stdout
     final, expected = tmp_path / f"model_iter_{TARGET}", reference / f"model_iter_{TARGET}"
     assert losses(final) == losses(expected)
-    assert read_state(final)["files"]["model.safetensors"] == read_state(expected)["files"]["model.safetensors"]
+    assert Checkpoint.open(final).state["files"]["model.safetensors"] == Checkpoint.open(expected).state["files"]["model.safetensors"]
 
 
 def test_a_second_sigint_exits_at_once_and_leaves_only_complete_checkpoints(corpus_file, tmp_path):
@@ -157,7 +168,7 @@ def test_list_and_inspect_report_what_is_on_disk_including_an_invalid_checkpoint
 
     listed = {entry["name"]: entry for entry in json.loads(results["list json"].stdout)}
     assert set(listed) == {f"model_iter_{n}" for n in (40, 50, 60, 70, 80)}  # keep_last 5
-    state = read_state(newest)
+    state = Checkpoint.open(newest).state
     assert listed[newest.name] | {"size_bytes": 0} == {
         "name": newest.name, "path": str(newest), "kind": "iter", "iteration": TARGET, "max_iterations": TARGET,
         "loss": state["loss"], "val_loss": state["val_loss"], "timestamp": state["timestamp"], "size_bytes": 0,
@@ -189,18 +200,24 @@ def user_errors(corpus_file, reference, tmp_path_factory) -> dict[str, subproces
     broken = scratch / "model_iter_80"
     shutil.copytree(reference / f"model_iter_{TARGET}", broken)
     corrupt(broken / "model.safetensors")
-    new_run = ["--checkpoint-dir", scratch / "new", "--texts", corpus_file, *TINY]
+    new_run = ["--runs-dir", scratch, "--texts", corpus_file, *TINY]
+    shutil.copytree(reference, scratch / "taken")
     return azr_all({
         "missing checkpoint": ["resume", scratch / "model_iter_5", "--max-iterations", 10],
         "invalid checkpoint": ["resume", broken, "--max-iterations", 100],
         "architecture mismatch": ["train", "--base-model", reference / f"model_iter_{TARGET}", "--d-model", 64,
-                                  "--max-iterations", 5, "--checkpoint-dir", scratch / "new"],
+                                  "--max-iterations", 5, "--runs-dir", scratch],
         "zero iterations": ["train", *new_run, "--max-iterations", 0],
         "negative batch size": ["train", *new_run, "--max-iterations", 5, "--batch-size", -1],
         "unknown preset": ["train", "--preset", "huge", "--max-iterations", 5],
         "missing texts": ["train", "--texts", scratch / "missing.txt", "--max-iterations", 5],
         "target below checkpoint": ["resume", reference / f"model_iter_{TARGET}", "--max-iterations", 20],
-        "directory of another run": ["train", *TINY, "--checkpoint-dir", reference, "--max-iterations", 5],
+        "directory of another run": ["train", *new_run, "--run", "taken", "--max-iterations", 5],
+        "bad run name": ["train", *new_run, "--run", "model_iter_5", "--max-iterations", 5],
+        "bare hub repo": ["resume", "user/run"],
+        "bare hub pull": ["pull", "user/run"],
+        "bad setting": ["train", *new_run, "--lr-schedule", "linear"],
+        "fixed on resume": ["resume", reference / f"model_iter_{TARGET}", "--seed", 1],
     })
 
 
@@ -213,7 +230,12 @@ def user_errors(corpus_file, reference, tmp_path_factory) -> dict[str, subproces
     ("unknown preset", "Unknown preset 'huge'"),
     ("missing texts", "missing.txt' does not exist"),
     ("target below checkpoint", "below the checkpoint's iteration"),
-    ("directory of another run", "already holds checkpoints"),
+    ("directory of another run", "already holds"),
+    ("bad run name", "'model_iter_5' cannot name a run"),
+    ("bare hub repo", "Checkpoint 'user/run' does not exist; for a Hub repo write hf://user/run."),
+    ("bare hub pull", "'user/run' is not a Hub reference; write hf://user/run"),
+    ("bad setting", "--lr-schedule: must be one of cosine, constant, wsd, got 'linear'"),
+    ("fixed on resume", "unrecognized arguments: --seed 1"),
 ])
 def test_a_user_error_is_one_line_on_stderr_and_exit_status_2(user_errors, case, message):
     result = user_errors[case]
@@ -265,8 +287,109 @@ def test_selftest_names_the_first_difference(reference, tmp_path):
     expected = reference / f"model_iter_{TARGET}"
     altered = tmp_path / expected.name
     shutil.copytree(expected, altered)
+    tail = load_columns((altered / HISTORY_FILE).read_bytes())
+    tail["loss"][41] += 1e-7
+    (altered / HISTORY_FILE).write_bytes(save_columns(tail))
     state = json.loads((altered / "trainer_state.json").read_text())
-    state["history"][41]["loss"] += 1e-7
+    state["files"][HISTORY_FILE] = hashlib.sha256((altered / HISTORY_FILE).read_bytes()).hexdigest()
     (altered / "trainer_state.json").write_text(json.dumps(state))
     assert first_difference(expected, expected) is None
     assert first_difference(expected, altered).startswith("iteration 42, loss ")
+
+
+def sample_value(field: dataclasses.Field) -> tuple[str, object]:
+    """Return a valid value of a TrainConfig field other than its default, as text and as the parsed value."""
+    default = field.default
+    if isinstance(default, str):
+        value = next(choice for choice in SETTING_CHOICES[field.name] if choice != default)
+    elif isinstance(default, float):
+        value = default / 2
+    else:  # int, or None for an optional int
+        value = (default or 7) + 1
+    return str(value), value
+
+
+def test_every_train_config_field_is_an_option_whose_value_reaches_the_trainer(capsys):
+    helps = {}
+    for command in ("train", "resume"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps[command] = capsys.readouterr().out
+    parser = build_parser()
+    train, resume = ["train"], ["resume", "run/model_iter_1"]
+    train_settings, resume_settings = {}, {}
+    for field in dataclasses.fields(TrainConfig):
+        option = "--" + field.name.replace("_", "-")
+        text, value = sample_value(field)
+        listed = re.compile(rf"(?<![\w-]){option}(?![\w-])")
+        assert listed.search(helps["train"]), option
+        assert bool(listed.search(helps["resume"])) is (field.name not in FIXED_ON_RESUME), option
+        assert _settings(parser.parse_args(["train", option, text])) == {field.name: value}
+        train += [option, text]
+        train_settings[field.name] = value
+        if field.name not in FIXED_ON_RESUME:
+            resume += [option, text]
+            resume_settings[field.name] = value
+    assert "seed" in FIXED_ON_RESUME and "--seed" not in helps["resume"]
+    assert _settings(parser.parse_args(train)) == train_settings and TrainConfig(**train_settings)
+    assert _settings(parser.parse_args(resume)) == resume_settings
+    assert _settings(parser.parse_args(["train"])) == _settings(parser.parse_args(["resume", "x"])) == {}
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--warmup", "-1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == \
+        "azr: error: --warmup: must be an integer >= 0, got -1 (see `azr train --help`)\n"
+
+
+def run_directory(result: subprocess.CompletedProcess) -> Path:
+    """Return the run directory ``azr train`` or ``azr resume`` said it trains in."""
+    return Path(re.search(r"^Run directory: (.+)$", result.stdout, re.MULTILINE).group(1))
+
+
+def test_each_training_gets_its_own_run_directory_and_takes_every_setting(corpus_file, tmp_path, capsys):
+    common = ["train", *TINY, "--texts", corpus_file, "--batch-size", 4, "--runs-dir", tmp_path]
+    results = azr_all({"first": [*common, "--warmup", 2, "--lr-schedule", "wsd", "--max-iterations", 4],
+                       "second": [*common, "--max-iterations", 3]})  # side by side: the same second
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items()}
+    first, second = run_directory(results["first"]), run_directory(results["second"])
+    assert first != second and first.parent == second.parent == tmp_path
+    assert sorted(tmp_path.iterdir()) == sorted([first, second])
+    config = Checkpoint.open(first / "model_iter_4").state["train_config"]
+    assert (config["warmup"], config["lr_schedule"], config["max_iterations"]) == (2, "wsd", 4)
+
+    resumed = azr("resume", first / "model_iter_4", "--lr-schedule", "constant", "--max-iterations", 6)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_directory(resumed) == first
+    assert Checkpoint.open(first / "model_iter_6").state["train_config"]["lr_schedule"] == "constant"
+
+    assert main(["list", str(tmp_path), "--json"]) == 0
+    listed = {(entry["run"], entry["name"]) for entry in json.loads(capsys.readouterr().out)}
+    assert listed == {(first.name, "model_iter_4"), (first.name, "model_iter_6"), (second.name, "model_iter_3")}
+    assert main(["list", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["RUN", "NAME", "KIND"] and len(table) == 4
+    assert main(["list", str(second)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[0] == "NAME"
+
+
+def test_list_without_a_runs_directory_says_how_to_start(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == "No checkpoints yet in checkpoints; train a run with `azr train`.\n"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("checkpoint, message", [
+    ("checkpoints/model_iter_1000", "Checkpoint 'checkpoints/model_iter_1000' does not exist."),
+    ("user/run", "Checkpoint 'user/run' does not exist; for a Hub repo write hf://user/run."),
+])
+def test_a_checkpoint_without_hf_is_a_local_path_and_never_asks_the_hub(tmp_path, monkeypatch, capsys,
+                                                                         checkpoint, message):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # asking it would fail with another message
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", checkpoint]) == 2
+    assert capsys.readouterr().err == f"azr: error: {message}\n"

@@ -9,7 +9,7 @@ import pytest
 from test_cli import FAST, TINY
 
 from azr import default_corpus
-from azr.checkpoint import read_state
+from azr.checkpoint import Checkpoint
 
 
 def azr(*args: object, cwd=None) -> subprocess.CompletedProcess:
@@ -23,7 +23,7 @@ def pushed_run(hub_env, tmp_path):
     """Machine A: `azr train --push-to-hub user/run` to 30 iterations on a small corpus file."""
     corpus = tmp_path / "small.txt"
     corpus.write_text(default_corpus()[0][:60_000], encoding="utf-8")
-    result = azr("train", *TINY, *FAST, "--texts", corpus, "--checkpoint-dir", tmp_path / "a", "--max-iterations",
+    result = azr("train", *TINY, *FAST, "--texts", corpus, "--runs-dir", tmp_path, "--run", "a", "--max-iterations",
                  30, "--push-to-hub", "user/run")
     assert result.returncode == 0, result.stderr
     return tmp_path / "a", result
@@ -39,7 +39,7 @@ def test_train_pushes_every_checkpoint(pushed_run, hub_server):
 
 def test_machine_b_resumes_from_the_repo_id(pushed_run, tmp_path, monkeypatch):
     directory, _ = pushed_run
-    local = azr("resume", directory / "model_iter_30", "--max-iterations", 45, "--checkpoint-dir", tmp_path / "l")
+    local = azr("resume", directory / "model_iter_30", "--max-iterations", 45, "--runs-dir", tmp_path, "--run", "l")
     assert local.returncode == 0, local.stderr
     machine_b = tmp_path / "machine_b"
     machine_b.mkdir()
@@ -47,8 +47,9 @@ def test_machine_b_resumes_from_the_repo_id(pushed_run, tmp_path, monkeypatch):
     remote = azr("resume", "hf://user/run", "--max-iterations", 45, cwd=machine_b)  # no texts, empty cache
     assert remote.returncode == 0, remote.stderr
     assert "Resumed at iteration 30" in remote.stdout
-    resumed = read_state(machine_b / "checkpoints" / "model_iter_45")
-    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in read_state(tmp_path / "l" / "model_iter_45")["history"]]
+    assert "Run directory: checkpoints/run\n" in remote.stdout  # <runs-dir>/<the repo's name>
+    resumed = Checkpoint.open(machine_b / "checkpoints" / "run" / "model_iter_45").history()
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in Checkpoint.open(tmp_path / "l" / "model_iter_45").history()]
 
 
 def test_list_inspect_pull_and_push(pushed_run, tmp_path, hub_server):
@@ -60,7 +61,9 @@ def test_list_inspect_pull_and_push(pushed_run, tmp_path, hub_server):
     inspected = json.loads(azr("inspect", "hf://user/run/model_iter_20", "--json").stdout)
     assert inspected["iteration"] == 20 and inspected["valid"]
     pulled = azr("pull", "hf://user/run/model_iter_10", "--to", tmp_path / "pulled")
-    assert pulled.returncode == 0 and read_state(tmp_path / "pulled" / "model_iter_10")["iteration"] == 10
+    assert pulled.returncode == 0 and Checkpoint.open(tmp_path / "pulled" / "model_iter_10").state["iteration"] == 10
+    pulled = azr("pull", "hf://user/run/model_iter_20", cwd=tmp_path)  # into checkpoints/<the repo's name>
+    assert pulled.returncode == 0 and Checkpoint.open(tmp_path / "checkpoints" / "run" / "model_iter_20").state["iteration"] == 20
     pushed = azr("push", tmp_path / "pulled" / "model_iter_10", "user/copy")
     assert pushed.returncode == 0, pushed.stderr
     assert "checkpoints/model_iter_10/trainer_state.json" in hub_server.files("user/copy")

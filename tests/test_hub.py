@@ -114,7 +114,6 @@ def test_named_checkpoints_and_revisions_resolve(pushed, hub_server):
     path = hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
     assert Checkpoint.open(path).state["iteration"] == 20
     assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}")).state["iteration"] == 30
-    assert Checkpoint.open(hub.resolve_checkpoint(REPO)).state["iteration"] == 30  # a bare user/run, no such local path
     first_commit = [c.commit_id for c in hub.api().list_repo_commits(REPO)][-2]  # the push of model_iter_10
     path = hub.resolve_checkpoint(f"hf://{REPO}@{first_commit}")
     assert Checkpoint.open(path).state["iteration"] == 10
@@ -218,12 +217,11 @@ def test_the_token_is_written_nowhere(hub_env, hub_server, make_model, tokenizer
 
 
 @pytest.mark.parametrize("ref, expected", [
-    ("hf://user/run", True), ("user/run", True), ("hf://user/run@v1/model_iter_10", True),
+    ("hf://user/run", True), ("hf://user/run@v1/model_iter_10", True), ("user/run", False),
     ("checkpoints/model_iter_999", False), ("./user/run", False), ("/abs/path", False), ("model_iter_5", False),
 ])
-def test_what_counts_as_a_hub_reference(tmp_path, monkeypatch, ref, expected):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "checkpoints").mkdir()
+def test_only_hf_urls_are_hub_references(tmp_path, monkeypatch, ref, expected):
+    monkeypatch.chdir(tmp_path)  # nothing exists here: a missing path is still a path
     assert hub.is_hub_reference(ref) is expected
 
 
