@@ -130,6 +130,25 @@ class History(Sequence):
         return history
 
 
+_chunk_digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> sha256
+
+
+def chunk_sha256(path: Path) -> str:
+    """Return a history chunk's sha256, hashing each unchanged file once per process: the chunks of a run are
+    shared by all its checkpoints, so a listing would otherwise hash the same chunks once per checkpoint."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _chunk_digests:
+        with open(path, "rb") as handle:
+            _chunk_digests[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _chunk_digests[key]
+
+
+def forget_chunk_digests() -> None:
+    """Forget the chunks hashed so far in this process (the next verification hashes them again)."""
+    _chunk_digests.clear()
+
+
 def chunk_path(chunk_dir: Path, digest: str) -> Path:
     """Return where the chunk with this sha256 is stored."""
     return chunk_dir / f"{digest}.safetensors"
