@@ -23,7 +23,7 @@ import torch
 from . import storage, tensorfile
 from .config import TrainConfig
 from .errors import CheckpointError
-from .history import CHUNK_DIR, History, chunk_path, chunk_sha256
+from .history import CHUNK_DIR, History, chunk_path, chunk_problem
 from .schedule import LRPlan
 
 FORMAT_VERSION = 2
@@ -168,20 +168,19 @@ class Checkpoint:
         for required in REQUIRED_FILES[min(self.format_version, FORMAT_VERSION)]:
             if required not in files:
                 self._invalid(f"{required} is not recorded")
-        paths = [self.path / name for name in files] + [chunk_path(self.chunk_dir, d) for d in self.history_chunks]
+        paths = [self.path / name for name in files]
         for path in paths:
             if not path.is_file():
-                self._invalid(f"{path.name if path.parent == self.path else 'history chunk ' + path.stem} is missing")
-        buffers = {path.name: storage.read_buffer(path) for path in paths[: len(files)]}
-        actual = storage.in_parallel(lambda path: storage.sha256_parts(buffers[path.name]), paths[: len(files)])
+                self._invalid(f"{path.name} is missing")
+        buffers = {path.name: storage.read_buffer(path) for path in paths}
+        actual = storage.in_parallel(lambda path: storage.sha256_parts(buffers[path.name]), paths)
         for name, digest in files.items():
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")
         self._verified = buffers
-        chunks = storage.in_parallel(chunk_sha256, paths[len(files):])
-        for digest in self.history_chunks:
-            if chunks[chunk_path(self.chunk_dir, digest).name] != digest:
-                self._invalid(f"checksum mismatch in history chunk {digest[:12]}")
+        problem = chunk_problem(self.chunk_dir, self.history_chunks)
+        if problem:
+            self._invalid(problem)
 
     def _invalid(self, reason: str) -> None:
         raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {reason}.")
@@ -363,7 +362,8 @@ def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[Checkpoin
     root = Path(run_dir)
     if not root.is_dir():
         raise CheckpointError(f"Checkpoint directory {str(root)!r} does not exist.")
-    infos = [checkpoint_info(p, verify) for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]
+    infos = list(storage.in_parallel(lambda path: checkpoint_info(path, verify), [
+        p for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]).values())
     infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
     return infos
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Union
+from typing import TypeVar, Union
 
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -23,6 +23,7 @@ WORKERS = 8
 MAP_THRESHOLD = 1 << 20  # files at least this large are mapped, not read
 SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread of its own while it is written
 
+T = TypeVar("T")
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 Blob = Union[Buffer, Sequence[Buffer]]  # a file's bytes, whole or as consecutive parts
 
@@ -132,7 +133,7 @@ def fsync_and_hash(path: Path) -> str:
     return sha256_file(path)
 
 
-def in_parallel(function: Callable[[Path], str], paths: list[Path]) -> dict[str, str]:
+def in_parallel(function: Callable[[Path], T], paths: list[Path]) -> dict[str, T]:
     """Return ``{path.name: function(path)}``, computed in threads (hashing, writing and fsync release the GIL)."""
     with ThreadPoolExecutor(max_workers=min(WORKERS, len(paths) or 1)) as pool:
         return dict(zip((p.name for p in paths), pool.map(function, paths)))
