@@ -14,16 +14,18 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from . import storage, tensorfile
 from .config import TrainConfig
 from .errors import CheckpointError
-from .history import CHUNK_DIR, History, chunk_path
+from .history import CHUNK_DIR, History, chunk_path, chunk_problem
 from .schedule import LRPlan
 
 FORMAT_VERSION = 2
@@ -89,6 +91,7 @@ class Checkpoint:
     def __init__(self, path: Path, state: dict[str, Any]) -> None:
         self.path = path
         self.state = state
+        self._verified: dict[str, storage.Buffer] = {}  # the files as hashed: the parts decode these same bytes
 
     @classmethod
     def open(cls, ref: str | os.PathLike | Checkpoint, *, token: str | None = None, verify: bool = True
@@ -107,8 +110,9 @@ class Checkpoint:
             return download_checkpoint(text, token)
         path = Path(text).expanduser()
         if not path.exists():
-            raise CheckpointError(f"Checkpoint {text!r} does not exist{hub_hint(text) or '; check the path or run `azr list`'}.")
-        checkpoint = cls(path, _read_state(path))
+            hint = hub_hint(text) or "; check the path or run `azr list`"
+            raise CheckpointError(f"Checkpoint {text!r} does not exist{hint}.")
+        checkpoint = cls(path, read_state(path))
         if verify:
             checkpoint.verify()
         return checkpoint
@@ -184,18 +188,19 @@ class Checkpoint:
         for required in REQUIRED_FILES[min(self.format_version, FORMAT_VERSION)]:
             if required not in files:
                 self._invalid(f"{required} is not recorded")
-        paths = [self.path / name for name in files] + [chunk_path(self.chunk_dir, d) for d in self.history_chunks]
+        paths = [self.path / name for name in files]
         for path in paths:
             if not path.is_file():
-                self._invalid(f"{path.name if path.parent == self.path else 'history chunk ' + path.stem} is missing")
-        actual = storage.in_parallel(storage.sha256_file, paths[: len(files)])
+                self._invalid(f"{path.name} is missing")
+        buffers = {path.name: storage.read_buffer(path) for path in paths}
+        actual = storage.in_parallel(lambda path: storage.sha256_parts(buffers[path.name]), paths)
         for name, digest in files.items():
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")
-        chunks = storage.in_parallel(_chunk_sha256, paths[len(files):])
-        for digest in self.history_chunks:
-            if chunks[chunk_path(self.chunk_dir, digest).name] != digest:
-                self._invalid(f"checksum mismatch in history chunk {digest[:12]}")
+        self._verified = buffers
+        problem = chunk_problem(self.chunk_dir, self.history_chunks)
+        if problem:
+            self._invalid(problem)
 
     def _invalid(self, reason: str) -> None:
         raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {reason}.")
@@ -208,7 +213,7 @@ class Checkpoint:
 
     def plan(self) -> LRPlan:
         """The LR plan the run followed."""
-        return LRPlan.from_dict(json.loads((self.path / SCHEDULER_FILE).read_text()))
+        return LRPlan.from_dict(json.loads(bytes(self._read(SCHEDULER_FILE))))
 
     def history(self) -> History:
         """The run's history up to this checkpoint."""
@@ -219,7 +224,7 @@ class Checkpoint:
             return history
         try:
             chunks = [chunk_path(self.chunk_dir, digest).read_bytes() for digest in self.history_chunks]
-            return History.from_chunks(chunks, self.history_chunks, (self.path / HISTORY_FILE).read_bytes())
+            return History.from_chunks(chunks, self.history_chunks, bytes(self._read(HISTORY_FILE)))
         except (OSError, ValueError):
             self._invalid("its history is unreadable")
 
@@ -233,12 +238,17 @@ class Checkpoint:
         """The random generators' states (see :mod:`azr.rng`)."""
         return self._tensors(RNG_FILE if self.format_version >= 2 else V1_RNG_FILE, "cpu")
 
+    def _read(self, filename: str) -> storage.Buffer:
+        """A file's bytes: those verified, or (unverified checkpoints) read now."""
+        if filename in self._verified:
+            return self._verified[filename]
+        return storage.read_buffer(self.path / filename)
+
     def _tensors(self, filename: str, device: torch.device | str) -> Any:
-        path = self.path / filename
         try:
             if filename.endswith(".pt"):
-                return torch.load(path, map_location=device, weights_only=True)
-            return tensorfile.decode(path.read_bytes(), device)
+                return torch.load(self.path / filename, map_location=device, weights_only=True)
+            return tensorfile.decode(self.path / filename, device)
         except Exception as exc:  # any failure to read the file is the same problem for the user
             raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {filename} is unreadable "
                                   f"({type(exc).__name__}).") from exc
@@ -246,13 +256,19 @@ class Checkpoint:
     def load_weights(self, model) -> None:
         """Load ``model.safetensors`` into ``model`` on its device (tied weights may be stored once).
 
-        Raises CheckpointError when tensors are missing or have other shapes (the model is unchanged then).
+        Raises CheckpointError when tensors are missing, unexpected or have other shapes (the model is unchanged
+        then).
         """
         try:
-            load_model(model, self.path / WEIGHTS_FILE, strict=True, device=str(next(model.parameters()).device))
-        except RuntimeError as exc:
-            problem = str(exc).replace("\n", " ")[:300]
-            raise CheckpointError(f"Checkpoint weights do not fit the model: {problem}") from exc
+            tensors = load_file(self.path / WEIGHTS_FILE, device=str(next(model.parameters()).device))
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {WEIGHTS_FILE} is unreadable "
+                                  f"({type(exc).__name__}).") from exc
+        problems = tensorfile.misfits(tensors, model.state_dict())
+        if problems:
+            raise CheckpointError(f"Checkpoint weights do not fit the model: {'; '.join(problems)[:300]}")
+        with torch.no_grad():
+            model.load_state_dict(tensors, strict=False)
 
     def info(self, valid: bool = True, reason: str | None = None) -> CheckpointInfo:
         """Describe this checkpoint for listings."""
@@ -264,20 +280,9 @@ class Checkpoint:
             size_bytes=_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
 
 
-_chunk_digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> sha256
-
-
-def _chunk_sha256(path: Path) -> str:
-    """Return a history chunk's sha256, hashing each unchanged file once per process: the chunks of a run are
-    shared by all its checkpoints, so a listing would otherwise hash the same chunks once per checkpoint."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _chunk_digests:
-        _chunk_digests[key] = storage.sha256_file(path)
-    return _chunk_digests[key]
-
-
-def _read_state(path: Path) -> dict[str, Any]:
+def read_state(path: str | Path) -> dict[str, Any]:
+    """Return a checkpoint's ``trainer_state.json`` without verifying its files; raises CheckpointError."""
+    path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"Checkpoint {str(path)!r} is not a checkpoint directory.")
     state_file = path / STATE_FILE
@@ -307,29 +312,28 @@ def _size(path: Path) -> int:
 # ---------------------------------------------------------------------------- writing
 
 
-def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, bytes], state: dict[str, Any],
+def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
                     history: History) -> Path:
     """Write a complete checkpoint atomically and return its path.
 
-    ``files`` are the sidecars and tokenizer files as bytes (hashed as they are written); the model is saved
-    with ``save_pretrained``; the history's new full chunks go to ``<run_dir>/history/``. A crash at any
-    moment leaves either no new checkpoint or a complete one.
+    ``files`` are the sidecars and tokenizer files as bytes or consecutive parts (written and hashed from memory
+    in threads while the model is saved with ``save_pretrained``; every file is fsynced); the history's new full
+    chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     for directory in (run_dir, run_dir / CHUNK_DIR):
         if directory.is_dir():
             storage.remove_stale_temporaries(directory)
     digests = history.chunk_digests()
-    for number, digest in enumerate(digests):
-        storage.write_file_atomically(chunk_path(run_dir / CHUNK_DIR, digest), lambda n=number: history.chunk(n))
+    _store_chunks(run_dir / CHUNK_DIR, digests, lambda number, digest: history.chunk(number))
     temp = storage.hidden_sibling(run_dir, storage.TEMP_PREFIX, name)
     temp.mkdir()
     try:
-        model.save_pretrained(temp, safe_serialization=True)
-        written = storage.in_parallel(storage.fsync_and_hash, [p for p in temp.iterdir() if p.is_file()])
         blobs = {**files, HISTORY_FILE: history.tail()}
-        written.update(storage.in_parallel(lambda p: storage.write_bytes(p, blobs[p.name]),
-                                           [temp / filename for filename in blobs]))
+        with storage.ParallelWrites(temp) as writes:
+            writes.write_all(blobs)
+            model.save_pretrained(temp, safe_serialization=True)  # meanwhile the threads write the blobs
+            written = writes.adopt_others().digests()
         full_state = {**state, "format_version": FORMAT_VERSION, "name": name,
                       "history": {"length": len(history), "chunks": digests, "tail": HISTORY_FILE},
                       "files": dict(sorted(written.items()))}
@@ -339,6 +343,14 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, bytes],
         storage.discard(temp) if temp.exists() else None
         raise
     return run_dir / name
+
+
+def _store_chunks(chunk_dir: Path, digests: list[str], content: Callable[[int, str], bytes]) -> None:
+    """Write each history chunk (number, digest) that ``chunk_dir`` lacks, atomically, from ``content``."""
+    stored = {p.name for p in chunk_dir.iterdir()} if chunk_dir.is_dir() else set()  # one listing, not a stat each
+    for number, digest in enumerate(digests):
+        if chunk_path(chunk_dir, digest).name not in stored:
+            storage.write_file_atomically(chunk_path(chunk_dir, digest), lambda: content(number, digest))
 
 
 # ---------------------------------------------------------------------------- listing
@@ -367,7 +379,8 @@ def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[Checkpoin
     root = Path(run_dir)
     if not root.is_dir():
         raise CheckpointError(f"Checkpoint directory {str(root)!r} does not exist.")
-    infos = [checkpoint_info(p, verify) for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]
+    infos = list(storage.in_parallel(lambda path: checkpoint_info(path, verify), [
+        p for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]).values())
     infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
     return infos
 
@@ -392,18 +405,9 @@ def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:
     """Copy a checkpoint and its history chunks into ``run_dir`` atomically; return the copy's path."""
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    for digest in checkpoint.history_chunks:
-        source = chunk_path(checkpoint.chunk_dir, digest)
-        storage.write_file_atomically(chunk_path(root / CHUNK_DIR, digest), source.read_bytes)
-    temp = storage.hidden_sibling(root, storage.TEMP_PREFIX, checkpoint.path.name)
-    temp.mkdir()
-    try:
-        storage.in_parallel(lambda p: storage.write_bytes(temp / p.name, p.read_bytes()),
-                            [p for p in checkpoint.path.iterdir() if p.is_file()])
-        storage.publish(temp, root / checkpoint.path.name)
-    except BaseException:
-        storage.discard(temp)
-        raise
+    _store_chunks(root / CHUNK_DIR, checkpoint.history_chunks,
+                  lambda number, digest: chunk_path(checkpoint.chunk_dir, digest).read_bytes())
+    storage.copy_directory(checkpoint.path, root / checkpoint.path.name)
     return root / checkpoint.path.name
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import threading
 from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -22,6 +25,7 @@ from safetensors.numpy import save as save_columns
 COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time")
 CHUNK_RECORDS = 4096
 CHUNK_DIR = "history"
+CHUNK_SUFFIX = ".safetensors"
 
 
 class History(Sequence):
@@ -130,9 +134,58 @@ class History(Sequence):
         return history
 
 
+_chunk_digests: dict[tuple[int, int, int, int], Future] = {}  # (device, inode, size, mtime) -> its sha256
+_chunk_lock = threading.Lock()
+WORKERS = 8
+
+
+def chunk_problem(chunk_dir: Path, digests: list[str]) -> str | None:
+    """Return what is wrong with the stored chunks ``digests`` (one missing, or not matching its sha256), or None.
+
+    Each unchanged chunk file is hashed once per process, even when several threads ask at the same time: the
+    chunks of a run are shared by all its checkpoints, so a listing would otherwise hash them once per checkpoint.
+    """
+    if not digests:
+        return None
+    present = set(os.listdir(chunk_dir)) if chunk_dir.is_dir() else set()
+    for digest in digests:
+        if digest + CHUNK_SUFFIX not in present:
+            return f"history chunk {digest} is missing"
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:  # only the chunks not hashed yet are submitted
+        actual = [_chunk_sha256(os.path.join(chunk_dir, digest + CHUNK_SUFFIX), pool) for digest in digests]
+        for digest, future in zip(digests, actual):
+            if future.result() != digest:
+                return f"checksum mismatch in history chunk {digest[:12]}"
+    return None
+
+
+def _chunk_sha256(path: str, pool: ThreadPoolExecutor) -> Future:
+    stat = os.stat(path)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _chunk_lock:
+        if key not in _chunk_digests:
+            _chunk_digests[key] = pool.submit(_file_sha256, path, key)
+        return _chunk_digests[key]
+
+
+def _file_sha256(path: str, key: tuple[int, int, int, int]) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:  # not remembered: the next verification tries again
+        with _chunk_lock:
+            _chunk_digests.pop(key, None)
+        return None
+
+
+def forget_chunk_digests() -> None:
+    """Forget the chunks hashed so far in this process (the next verification hashes them again)."""
+    _chunk_digests.clear()
+
+
 def chunk_path(chunk_dir: Path, digest: str) -> Path:
     """Return where the chunk with this sha256 is stored."""
-    return chunk_dir / f"{digest}.safetensors"
+    return chunk_dir / f"{digest}{CHUNK_SUFFIX}"
 
 
 def _value(number: float) -> float | None:

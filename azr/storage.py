@@ -7,16 +7,25 @@ Deleted directories are renamed to ``.trash-…`` first, so they vanish from lis
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar, Union
 
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 STAGING_PREFIX = ".push-"
+WORKERS = 8
+MAP_THRESHOLD = 1 << 20  # files at least this large are mapped, not read
+SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread of its own while it is written
+
+T = TypeVar("T")
+Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
+Blob = Union[Buffer, Sequence[Buffer]]  # a file's bytes, whole or as consecutive parts
 
 
 def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
@@ -24,13 +33,92 @@ def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
     return root / f"{prefix}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def write_bytes(path: Path, data: bytes) -> str:
+def write_bytes(path: Path, data: Blob) -> str:
     """Write ``data`` to a new file, fsync it and return its sha256 (computed from memory, not re-read)."""
+    write_fsync(path, data)
+    return sha256_parts(data)
+
+
+def write_fsync(path: Path, data: Blob) -> None:
+    """Write ``data`` (bytes, or a sequence of consecutive parts) to a new file and fsync it."""
     with open(path, "xb") as handle:
-        handle.write(data)
+        for part in _parts(data):
+            handle.write(part)
         handle.flush()
         os.fsync(handle.fileno())
-    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_parts(data: Blob) -> str:
+    """Return the sha256 of ``data`` (bytes, or a sequence of consecutive parts)."""
+    digest = hashlib.sha256()
+    for part in _parts(data):
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def blob_size(data: Blob) -> int:
+    """Return the number of bytes of ``data``."""
+    return sum(memoryview(part).nbytes for part in _parts(data))
+
+
+def _parts(data: Blob) -> Sequence[Buffer]:
+    return [data] if isinstance(data, (bytes, bytearray, memoryview, mmap.mmap)) else data
+
+
+class ParallelWrites:
+    """Files written, fsynced and hashed in threads (writing, fsync and sha256 release the GIL).
+
+    ``write`` and ``adopt`` return at once; ``digests`` waits for all and returns ``{name: sha256}``. A large
+    blob is hashed from memory in its own thread while another writes it, so its hash hides behind the fsync.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS)
+        self._done: list[Future] = []
+        self._digests: dict[str, Future] = {}
+
+    def __enter__(self) -> ParallelWrites:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._pool.shutdown(wait=True)
+
+    def write(self, name: str, data: Blob) -> None:
+        """Create ``name`` with ``data``."""
+        path = self.directory / name
+        if blob_size(data) < SPLIT_HASH_BYTES:
+            self._digests[name] = self._pool.submit(write_bytes, path, data)
+            return
+        self._done.append(self._pool.submit(write_fsync, path, data))
+        self._digests[name] = self._pool.submit(sha256_parts, data)
+
+    def write_all(self, blobs: dict[str, Blob]) -> None:
+        """Create a file for each blob, the largest first (its fsync takes longest)."""
+        for name, data in sorted(blobs.items(), key=lambda item: -blob_size(item[1])):
+            self.write(name, data)
+
+    def adopt_others(self) -> ParallelWrites:
+        """Fsync and hash every file of the directory written by someone else; return self."""
+        for path in self.directory.iterdir():
+            if path.name not in self._digests:
+                self._digests[path.name] = self._pool.submit(fsync_and_hash, path)
+        return self
+
+    def digests(self) -> dict[str, str]:
+        """Wait for every write; return the sha256 of every file (raises what a write raised)."""
+        for future in self._done:
+            future.result()
+        return {name: future.result() for name, future in self._digests.items()}
+
+
+def read_buffer(path: Path) -> Buffer:
+    """Return a file's bytes: small files read, large ones mapped read-only (no copy; nothing is read twice)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < MAP_THRESHOLD:
+            return handle.read()
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def sha256_file(path: Path) -> str:
@@ -45,9 +133,9 @@ def fsync_and_hash(path: Path) -> str:
     return sha256_file(path)
 
 
-def in_parallel(function: Callable[[Path], str], paths: list[Path]) -> dict[str, str]:
+def in_parallel(function: Callable[[Path], T], paths: list[Path]) -> dict[str, T]:
     """Return ``{path.name: function(path)}``, computed in threads (hashing, writing and fsync release the GIL)."""
-    with ThreadPoolExecutor(max_workers=min(8, len(paths) or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(paths) or 1)) as pool:
         return dict(zip((p.name for p in paths), pool.map(function, paths)))
 
 
@@ -73,6 +161,18 @@ def publish(temp: Path, final: Path) -> None:
         discard(final)
     os.rename(temp, final)
     fsync_dir(final.parent)
+
+
+def copy_directory(source: Path, final: Path) -> None:
+    """Copy the files of ``source`` into a new directory ``final`` atomically (each file fsynced)."""
+    temp = hidden_sibling(final.parent, TEMP_PREFIX, final.name)
+    temp.mkdir()
+    try:
+        in_parallel(lambda p: write_bytes(temp / p.name, p.read_bytes()), [p for p in source.iterdir() if p.is_file()])
+        publish(temp, final)
+    except BaseException:
+        discard(temp)
+        raise
 
 
 def fsync_file(path: Path) -> None:

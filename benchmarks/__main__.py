@@ -13,18 +13,19 @@ from transformers.utils import logging as transformers_logging
 
 from azr.trainer import resolve_device
 
-from . import METRICS, checkpoints, generation, processes, training
+from . import METRICS, checkpoints, generation, history, processes, training
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-UNIT_FORMATS = {"tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}"}
+UNIT_FORMATS = {"tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
 
 
 def run_all(bench: Bench) -> list[Entry]:
     """Run every benchmark group; return the entries in the order of METRICS."""
     trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
-    entries = checkpoints.run(bench, trainer, checkpoint) + training.run(bench) + generation.run(bench) \
-        + processes.run(bench, checkpoint)
+    subject = checkpoints.subject(bench, trainer.model, checkpoint)
+    entries = checkpoints.run(bench, subject) + history.run(bench, subject) + training.run(bench) \
+        + generation.run(bench) + processes.run(bench, checkpoint)
     order = list(METRICS)
     return sorted(entries, key=lambda entry: order.index(entry.name))
 

@@ -1,8 +1,14 @@
-"""Checkpoints: saving and loading against writing and reading the same bytes, their size against the parameters,
-and how long Stop takes to leave a paused checkpoint on disk."""
+"""Checkpoints: saving and loading against writing and reading the same bytes and against transformers.Trainer's
+checkpoints of the same model and optimizer, their size against the parameters, and how long Stop takes to leave a
+paused checkpoint on disk.
+
+"Our save" is the trainer's own save path (``CheckpointSaver.save`` of a real run state into a run directory);
+"our load" is what a resume reads (``Checkpoint.open`` with sha256 verification, the weights, the optimizer state,
+the RNG states, the LR plan and the history).
+"""
 from __future__ import annotations
 
-import copy
+import dataclasses
 import os
 import random
 import shutil
@@ -10,19 +16,57 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from azr import AZRTrainer, build_model
-from azr import checkpoint as ckpt
+from azr import AZRTrainer, build_model, rng
+from azr.checkpoint import Checkpoint
+from azr.saving import CheckpointSaver, StepSnapshot
+from azr.session import Run, prepare_run
 
 from .common import Bench, Entry, alternate, paired_ratio, progress, timed
-from .loops import adamw
+from .hf_checkpoints import HFCheckpoints
 
 BLOB = "checkpoint.bin"
 STOP_MARGIN_S = 0.1
 STOP_EARLIEST_S = 0.2  # Stop comes at least this long after the first status
+LOADED = "Checkpoint.open (sha256 of every file) + load_weights + optimizer.load_state_dict + RNG + plan + history"
+
+
+@dataclass
+class Subject:
+    """A model being checkpointed: the run state a resume of ``source`` prepares, and the saver of that run."""
+
+    model: torch.nn.Module
+    run: Run
+    saver: CheckpointSaver
+    source: Path
+    device: torch.device
+
+    def save(self, run_dir: Path, run: Run | None = None) -> Path:
+        """Save the run (or ``run``, a variant of it) as the trainer does, into ``run_dir``; return the checkpoint."""
+        return self.saver.save(dataclasses.replace(run or self.run, run_dir=run_dir), "iter", StepSnapshot())
+
+    def load(self, path: Path) -> None:
+        """Read ``path`` as a resume does, into this subject's model and optimizer."""
+        checkpoint = Checkpoint.open(path, verify=True)
+        checkpoint.load_weights(self.model)
+        self.run.optimizer.load_state_dict(checkpoint.optimizer_state(self.device))
+        rng.restore(checkpoint.rng_state(), self.device)
+        checkpoint.plan()
+        checkpoint.history()
+
+    def describe(self) -> str:
+        return f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.1f}M parameters"
+
+
+def subject(bench: Bench, model: torch.nn.Module, source: Path) -> Subject:
+    """Return the subject resuming checkpoint ``source`` of ``model``'s run (prepared as ``train()`` would)."""
+    checkpoint = Checkpoint.open(source)
+    run = prepare_run(model, bench.tokenizer, bench.device, bench.texts, None, source.parent, checkpoint, True, {})
+    return Subject(model, run, CheckpointSaver(model, bench.tokenizer, bench.device), source, bench.device)
 
 
 def realistic_checkpoint(bench: Bench) -> tuple[AZRTrainer, Path]:
@@ -34,44 +78,6 @@ def realistic_checkpoint(bench: Bench) -> tuple[AZRTrainer, Path]:
     return trainer, Path(trainer.last_status.checkpoint)
 
 
-def run(bench: Bench, trainer: AZRTrainer, source: Path) -> list[Entry]:
-    """Alternate save / raw writes / load / raw read of the checkpoint, and of a larger one; then measure Stop.
-
-    The raw baseline is one file holding all the checkpoint's bytes, written and fsynced (or read back): the floor
-    for persisting that many bytes. Writing the checkpoint's files one by one, each fsynced, is reported too.
-    """
-    progress("checkpoints: save, write + fsync the bytes (one file, the same files), load, read the bytes")
-    samples = _save_and_load(bench, trainer, source, bench.sizes.saves_per_sample)
-    larger, larger_source = larger_checkpoint(bench)
-    progress(f"the same for a checkpoint of {_describe(larger)}")
-    larger_samples = _save_and_load(bench, larger, larger_source, 1)
-    sizes = {p.name: p.stat().st_size for p in sorted(source.iterdir()) if p.is_file()}
-    parameters = list(trainer.model.parameters())
-    parameter_mb = sum(p.numel() * p.element_size() for p in parameters) / 2**20
-    size_samples = {"checkpoint": [sum(sizes.values()) / 2**20], "weights_and_adam_moments": [3 * parameter_mb]}
-    common = dict(model=_describe(trainer), bytes=sum(sizes.values()), files=len(sizes),
-                  operations_per_sample=bench.sizes.saves_per_sample, page_cache="warm")
-    larger_bytes = sum(p.stat().st_size for p in larger_source.iterdir() if p.is_file())
-
-    def at_larger(contender: str, baseline: str) -> dict[str, object]:
-        medians = {name: statistics.median(larger_samples[name]) for name in (contender, baseline)}
-        return {"model": _describe(larger), "bytes": larger_bytes, **medians,
-                "ratio": paired_ratio(larger_samples[contender], larger_samples[baseline])}
-
-    return [
-        bench.entry("checkpoint_save_s", samples, "s", "save_checkpoint", "write_fsync_one_file", ("<=", 1.3),
-                    **common, write_fsync_same_files_s=statistics.median(samples["write_fsync_same_files"]),
-                    ratio_to_same_files=paired_ratio(samples["save_checkpoint"], samples["write_fsync_same_files"]),
-                    larger_checkpoint=at_larger("save_checkpoint", "write_fsync_one_file")),
-        bench.entry("checkpoint_load_s", samples, "s", "load_checkpoint", "read_one_file", ("<=", 1.3), **common,
-                    load="AZRTrainer.load_checkpoint (sha256 check + weights) + optimizer, rng, scheduler, self-play",
-                    larger_checkpoint=at_larger("load_checkpoint", "read_one_file")),
-        bench.entry("checkpoint_size_mb", size_samples, "MB", "checkpoint", "weights_and_adam_moments",
-                    file_bytes=sizes, parameters=sum(p.numel() for p in parameters)),
-        stop_latency(bench, statistics.median(samples["save_checkpoint"])),
-    ]
-
-
 def larger_checkpoint(bench: Bench) -> tuple[AZRTrainer, Path]:
     """Train a model of ``sizes.larger_model`` two small steps (AdamW state exists); return it and its checkpoint."""
     trainer = AZRTrainer(build_model(bench.sizes.larger_model, seed=0), bench.tokenizer, device=bench.device)
@@ -81,42 +87,104 @@ def larger_checkpoint(bench: Bench) -> tuple[AZRTrainer, Path]:
     return trainer, Path(trainer.last_status.checkpoint)
 
 
-def _describe(trainer: AZRTrainer) -> str:
-    return f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.1f}M parameters"
+def run(bench: Bench, small: Subject) -> list[Entry]:
+    """Alternate our save and load, transformers.Trainer's, and raw writes and reads of the same bytes, at the
+    benchmark's model and at a larger one; then measure Stop.
+
+    The raw baseline is one file holding all the checkpoint's bytes, written and fsynced (or read back): the floor
+    for persisting that many bytes. Writing the checkpoint's files one by one, each fsynced, is reported too.
+    """
+    progress(f"checkpoints of {small.describe()}: save, transformers.Trainer's save (as is, + fsync), write + fsync "
+             "the bytes (one file, the same files), load, Trainer's load, read the bytes")
+    samples, hf_bytes = _save_and_load(bench, small, bench.sizes.saves_per_sample)
+    larger_trainer, larger_source = larger_checkpoint(bench)
+    larger = subject(bench, larger_trainer.model, larger_source)
+    progress(f"the same for a checkpoint of {larger.describe()}")
+    larger_samples, larger_hf_bytes = _save_and_load(bench, larger, 1)
+    sizes = _file_sizes(small.source)
+    parameters = list(small.model.parameters())
+    parameter_mb = sum(p.numel() * p.element_size() for p in parameters) / 2**20
+    size_samples = {"checkpoint": [sum(sizes.values()) / 2**20], "weights_and_adam_moments": [3 * parameter_mb]}
+    common = dict(model=small.describe(), bytes=sum(sizes.values()), files=len(sizes),
+                  operations_per_sample=bench.sizes.saves_per_sample, page_cache="warm")
+    larger_common = dict(model=larger.describe(), bytes=sum(_file_sizes(larger_source).values()),
+                         operations_per_sample=1, page_cache="warm")
+
+    def at_larger(contender: str, baseline: str) -> dict[str, object]:
+        medians = {name: statistics.median(larger_samples[name]) for name in (contender, baseline)}
+        return {**larger_common, **medians, "ratio": paired_ratio(larger_samples[contender], larger_samples[baseline])}
+
+    def versus_trainer(values: dict[str, list[float]], model: dict[str, object], trainer_bytes: dict[str, int],
+                       suffix: str) -> list[Entry]:
+        return [
+            bench.entry(f"save_vs_hf_trainer{suffix}", values, "s", "azr_save", "hf_trainer_save_fsync", ("<=", 1.0),
+                        **model, hf_trainer_save_as_is_s=statistics.median(values["hf_trainer_save"]),
+                        ratio_to_hf_trainer_save_as_is=paired_ratio(values["azr_save"], values["hf_trainer_save"]),
+                        hf_trainer_bytes=trainer_bytes, hf_trainer_fsync="every file it wrote, its folder and the "
+                        "run folder", hf_trainer="Trainer._save_checkpoint, tokenizer as processing_class"),
+            bench.entry(f"load_vs_hf_trainer{suffix}", values, "s", "azr_load", "hf_trainer_load", ("<=", 1.0),
+                        **model, load=LOADED, hf_trainer="TrainerState.load_from_json + _load_from_checkpoint + "
+                        "_load_optimizer_and_scheduler + _load_rng_state"),
+        ]
+
+    return [
+        bench.entry("checkpoint_save_s", samples, "s", "azr_save", "write_fsync_one_file", ("<=", 1.3),
+                    **common, write_fsync_same_files_s=statistics.median(samples["write_fsync_same_files"]),
+                    ratio_to_same_files=paired_ratio(samples["azr_save"], samples["write_fsync_same_files"]),
+                    larger_checkpoint=at_larger("azr_save", "write_fsync_one_file")),
+        bench.entry("checkpoint_load_s", samples, "s", "azr_load", "read_one_file", ("<=", 1.3), **common, load=LOADED,
+                    larger_checkpoint=at_larger("azr_load", "read_one_file")),
+        bench.entry("checkpoint_size_mb", size_samples, "MB", "checkpoint", "weights_and_adam_moments",
+                    file_bytes=sizes, parameters=sum(p.numel() for p in parameters)),
+        *versus_trainer(samples, common, hf_bytes, ""),
+        *versus_trainer(larger_samples, larger_common, larger_hf_bytes, "_larger"),
+        stop_latency(bench, statistics.median(samples["azr_save"])),
+    ]
 
 
-def _save_and_load(bench: Bench, trainer: AZRTrainer, source: Path, count: int) -> dict[str, list[float]]:
-    """Alternate saving the trainer's state like ``source``, writing its bytes, loading it and reading its bytes;
-    each sample is the mean of ``count`` operations."""
-    state = {k: v for k, v in ckpt.read_state(source).items() if k not in ("files", "format_version", "name")}
-    contents = dict(model=trainer.model, tokenizer=trainer.tokenizer, state=state,
-                    optimizer_state=trainer.optimizer.state_dict(), scheduler=ckpt.load_scheduler(source),
-                    rng=ckpt.load_tensor_file(source, ckpt.RNG_FILE), self_play=ckpt.load_self_play(source))
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def repeated(bench: Bench, operation: Callable[[Path, int], object], prefix: str,
+             count: int) -> Callable[[], float]:
+    """Return a contender timing ``operation(fresh directory, i)`` ``count`` times (the directory is removed)."""
+    def contender() -> float:
+        root = bench.directory(prefix)
+        seconds = statistics.mean(timed(lambda i=i: operation(root, i)) for i in range(count))
+        shutil.rmtree(root)
+        return seconds
+    return contender
+
+
+def _save_and_load(bench: Bench, subject: Subject, count: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Alternate our save, the Trainer's save (as is and fsynced), writing the bytes, our load, the Trainer's load
+    and reading the bytes; each sample is the mean of ``count`` operations. Returns the samples and the sizes of
+    the Trainer's files."""
+    source = subject.save(bench.directory("azr"))
     files = {p.name: p.read_bytes() for p in sorted(source.iterdir()) if p.is_file()}
-    one_file = {BLOB: b"".join(files.values())}
-    blob = _write_and_fsync(bench.directory("blob") / "raw", one_file)
-    loader = AZRTrainer(copy.deepcopy(trainer.model), trainer.tokenizer, device=bench.device)
-    optimizer = adamw(loader.model)
-
-    def repeated(operation: Callable[[Path, int], object], prefix: str) -> Callable[[], float]:
-        """Return a contender timing ``operation(fresh directory, i)`` ``count`` times (the directory is removed)."""
-        def contender() -> float:
-            root = bench.directory(prefix)
-            seconds = statistics.mean(timed(lambda i=i: operation(root, i)) for i in range(count))
-            shutil.rmtree(root)
-            return seconds
-        return contender
-
+    blob_bytes = b"".join(files.values())
+    blob = _write_and_fsync(bench.directory("blob") / "raw", {BLOB: blob_bytes})
+    hf_root = bench.directory("hf")
+    hf = HFCheckpoints(subject.model, bench.tokenizer, subject.run.optimizer, bench.device,
+                       subject.run.state.iteration, hf_root)
+    hf_source = hf.save(hf_root, fsync=True)
     samples = alternate({
-        "save_checkpoint": repeated(lambda root, i: ckpt.save_checkpoint(
-            root, ckpt.checkpoint_name("iter", i), **contents), "save"),
-        "write_fsync_one_file": repeated(lambda root, i: _write_and_fsync(root / str(i), one_file), "write"),
-        "write_fsync_same_files": repeated(lambda root, i: _write_and_fsync(root / str(i), files), "write"),
-        "load_checkpoint": repeated(lambda root, i: _load(loader, optimizer, source), "load"),
-        "read_one_file": repeated(lambda root, i: blob.read_bytes(), "read"),
+        "azr_save": repeated(bench, lambda root, i: subject.save(root / str(i)), "save", count),
+        "hf_trainer_save": repeated(bench, lambda root, i: hf.save(root / str(i)), "hf-save", count),
+        "hf_trainer_save_fsync": repeated(bench, lambda root, i: hf.save(root / str(i), fsync=True), "hf-save", count),
+        "write_fsync_one_file": repeated(bench, lambda root, i: _write_and_fsync(root / str(i), {BLOB: blob_bytes}),
+                                         "write", count),
+        "write_fsync_same_files": repeated(bench, lambda root, i: _write_and_fsync(root / str(i), files), "write",
+                                           count),
+        "azr_load": repeated(bench, lambda root, i: subject.load(source), "load", count),
+        "hf_trainer_load": repeated(bench, lambda root, i: hf.load(hf_source), "hf-load", count),
+        "read_one_file": repeated(bench, lambda root, i: blob.read_bytes(), "read", count),
     }, bench.sizes.repeats)
-    shutil.rmtree(blob.parent.parent)
-    return samples
+    hf_bytes = {str(p.relative_to(hf_source)): p.stat().st_size for p in sorted(hf_source.rglob("*")) if p.is_file()}
+    for directory in (blob.parent.parent, source.parent, hf_source.parent):
+        shutil.rmtree(directory)
+    return samples, hf_bytes
 
 
 def _write_and_fsync(directory: Path, payloads: dict[str, bytes]) -> Path:
@@ -129,15 +197,6 @@ def _write_and_fsync(directory: Path, payloads: dict[str, bytes]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
     return path
-
-
-def _load(trainer: AZRTrainer, optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Everything a resume reads from a checkpoint: verified state and weights, then the sidecars."""
-    trainer.load_checkpoint(path)
-    optimizer.load_state_dict(ckpt.load_tensor_file(path, ckpt.OPTIMIZER_FILE, trainer.device))
-    ckpt.load_tensor_file(path, ckpt.RNG_FILE)
-    ckpt.load_scheduler(path)
-    ckpt.load_self_play(path)
 
 
 def stop_latency(bench: Bench, save_s: float) -> Entry:

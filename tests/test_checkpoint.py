@@ -13,9 +13,11 @@ import time
 import pytest
 import torch
 from conftest import FAST
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from azr import AZRTrainer, CheckpointError, list_checkpoints
+from azr import AZRTrainer, CheckpointError, list_checkpoints, tensorfile
 from azr.checkpoint import (FORMAT_VERSION, HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE, WEIGHTS_FILE,
                             Checkpoint, rotate_checkpoints, verify_checkpoint)
 
@@ -57,6 +59,22 @@ def test_sidecars_are_safetensors_and_round_trip(trained):
             assert torch.equal(saved["state"][index][key], value), (index, key)
     assert set(checkpoint.rng_state()) >= {"torch_cpu", "python", "numpy"}
     assert [r["loss"] for r in checkpoint.history()] == [r["loss"] for r in trainer.history]
+    assert load_file(checkpoint.path / OPTIMIZER_FILE) and load_file(checkpoint.path / RNG_FILE)  # plain safetensors
+
+
+def test_state_files_keep_every_dtype_and_refuse_truncation(tmp_path):
+    state = {"a": torch.randn(3, 2), "b": [torch.ones(3, dtype=torch.bool), torch.empty(0)], "c": (torch.tensor(5),),
+             "d": {1: torch.arange(4, dtype=torch.int16).half(), "lr": 0.1, "none": None}}
+    data = tensorfile.encode(state)
+    assert set(safetensors_load(data)) == {"0", "1", "2", "3", "4"}
+    (tmp_path / "state.safetensors").write_bytes(data)
+    back = tensorfile.decode(tmp_path / "state.safetensors")
+    assert torch.equal(back["a"], state["a"]) and back["b"][0].dtype == torch.bool and back["b"][1].numel() == 0
+    assert isinstance(back["c"], tuple) and torch.equal(back["c"][0], torch.tensor(5)) and back["d"]["lr"] == 0.1 and back["d"]["none"] is None
+    assert torch.equal(back["d"][1], state["d"][1]) and back["d"][1].dtype == torch.float16
+    (tmp_path / "cut.safetensors").write_bytes(data[:-2])
+    with pytest.raises(ValueError):
+        tensorfile.decode(tmp_path / "cut.safetensors")
 
 
 
