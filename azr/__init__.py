@@ -3,7 +3,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checkpoint import CheckpointInfo, list_checkpoints, verify_checkpoint  # noqa: E402
+from .checkpoint import CheckpointInfo, verify_checkpoint  # noqa: E402
+from .runs import list_checkpoints  # noqa: E402
 from .config import PRESETS, ModelConfig, TrainConfig, preset  # noqa: E402
 from .data import default_corpus, load_texts  # noqa: E402
 from .errors import AZRError, CheckpointError, ConfigError, DataError, HubError  # noqa: E402

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .checkpoint import rotate_checkpoints
+from .runs import rotate_checkpoints
 from .uploader import HubUploader
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import hub, runs
-from .checkpoint import NAME_PATTERN, Checkpoint, CheckpointInfo, list_checkpoints
+from .checkpoint import NAME_PATTERN, Checkpoint, CheckpointInfo
+from .runs import list_checkpoints
 from .errors import CheckpointError, HubError
 
 LOCAL_NAME = re.compile(r"^(?P<run>[^/]+)/(?P<checkpoint>[^/]+)$")

@@ -277,7 +277,7 @@ class Checkpoint:
             name=self.path.name, path=str(self.path), kind=kind, iteration=self.state.get("iteration"),
             max_iterations=self.state.get("max_iterations"), loss=self.state.get("loss"),
             val_loss=self.state.get("val_loss"), timestamp=self.state.get("timestamp"),
-            size_bytes=_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
+            size_bytes=checkpoint_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -305,7 +305,8 @@ def read_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _size(path: Path) -> int:
+def checkpoint_size(path: Path) -> int:
+    """Return the bytes of a checkpoint directory's files (0 when it is not a directory)."""
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else 0
 
 
@@ -351,54 +352,6 @@ def _store_chunks(chunk_dir: Path, digests: list[str], content: Callable[[int, s
     for number, digest in enumerate(digests):
         if chunk_path(chunk_dir, digest).name not in stored:
             storage.write_file_atomically(chunk_path(chunk_dir, digest), lambda: content(number, digest))
-
-
-# ---------------------------------------------------------------------------- listing
-
-
-def checkpoint_info(path: str | Path, verify: bool = True) -> CheckpointInfo:
-    """Describe one checkpoint directory; an invalid one is described with the reason."""
-    path = Path(path)
-    try:
-        checkpoint = Checkpoint.open(path, verify=verify)
-    except CheckpointError as exc:
-        match = NAME_PATTERN.match(path.name)
-        reason = str(exc).split(" is invalid: ", 1)[-1].rstrip(".")
-        return CheckpointInfo(path.name, str(path), match.group(1) if match else "unknown",
-                              int(match.group(2)) if match else None, None, None, None, None, _size(path),
-                              (path / OPTIMIZER_FILE).is_file() or (path / V1_OPTIMIZER_FILE).is_file(), False,
-                              reason)
-    return checkpoint.info()
-
-
-def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[CheckpointInfo]:
-    """Return the checkpoints of a run directory, newest first, each marked valid or invalid with the reason.
-
-    Raises CheckpointError when ``run_dir`` is not a directory.
-    """
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise CheckpointError(f"Checkpoint directory {str(root)!r} does not exist.")
-    infos = list(storage.in_parallel(lambda path: checkpoint_info(path, verify), [
-        p for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]).values())
-    infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
-    return infos
-
-
-def rotate_checkpoints(run_dir: str | Path, keep_last: int) -> list[str]:
-    """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run; return the deleted names.
-
-    Paused, interrupted and error checkpoints, and the newest checkpoint of any kind, are never deleted.
-    """
-    infos = list_checkpoints(run_dir, verify=False)
-    newest = infos[0].name if infos else None
-    iters = sorted((i for i in infos if i.kind == "iter"), key=lambda i: i.iteration or 0, reverse=True)
-    deleted = []
-    for info in iters[keep_last:]:
-        if info.name != newest:
-            storage.discard(Path(info.path))
-            deleted.append(info.name)
-    return deleted
 
 
 def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:

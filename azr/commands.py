@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from . import hub, runs, services
-from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, hub_hint, list_checkpoints
+from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, hub_hint
 from .config import TrainConfig, preset
 from .data import load_texts
 from .demo import run_demo
 from .errors import ConfigError, HubError
 from .model import ARCHITECTURE_FIELDS, model_config_of
+from .runs import list_checkpoints
 from .selftest import run_selftest
 from .signals import EXIT_CODES, graceful_stop
 from .space import deploy_space

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEnt
                                     OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
 
 from . import checkpoint as ckpt
-from . import storage
+from . import runs, storage
 from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
 from .history import CHUNK_DIR, chunk_path
@@ -215,7 +215,7 @@ def download_checkpoint(ref: str, token: str | None = None) -> ckpt.Checkpoint:
 def _newest_name(reference: HubReference, token: str | None) -> str:
     if _offline():
         cached = _download(reference, [f"{CHECKPOINTS}/*/{ckpt.STATE_FILE}"], token) / CHECKPOINTS
-        infos = ckpt.list_checkpoints(cached, verify=False) if cached.is_dir() else []
+        infos = runs.list_checkpoints(cached, verify=False) if cached.is_dir() else []
     else:
         infos = list_checkpoints(str(reference), token)
     if not infos:

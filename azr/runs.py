@@ -4,7 +4,8 @@ A run directory holds the run's checkpoints (``model_<kind>_<N>/``), its history
 corpus (``corpus/``) and ``run.json``: the run id, when it was created, its seed, corpus and base model. Every
 checkpoint records the run id, so nothing of one run is ever rotated away or overwritten by another. A directory
 of run directories (``checkpoints/`` by default) is a *runs root*; the CLI and the app create a new run directory
-there for each new training, named by the user or with a readable generated name.
+there for each new training, named by the user or with a readable generated name. Listing a run's checkpoints and
+rotating them happen here, within one run.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from . import storage
+from .checkpoint import (NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, Checkpoint, CheckpointInfo,
+                         checkpoint_size)
+from .errors import CheckpointError, ConfigError
 
 RUN_FILE = "run.json"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-CHECKPOINT_NAME = re.compile(r"^model_(iter|paused|interrupted|error)_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def new_run_name(root: str | Path) -> str:
 
 def check_run_name(name: str) -> str:
     """Return ``name`` when it can name a run directory; raises ConfigError otherwise."""
-    if not RUN_NAME.match(name or "") or CHECKPOINT_NAME.match(name):
+    if not RUN_NAME.match(name or "") or NAME_PATTERN.match(name):
         raise ConfigError(f"{name!r} cannot name a run: use letters, digits, '.', '_' and '-' (at most 96), "
                           "not starting with a dot and not like a checkpoint name.")
     return name
@@ -62,7 +65,7 @@ def checkpoint_names(directory: str | Path) -> list[str]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted(p.name for p in directory.iterdir() if CHECKPOINT_NAME.match(p.name) and p.is_dir())
+    return sorted(p.name for p in directory.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir())
 
 
 def read_run(directory: str | Path) -> RunInfo | None:
@@ -138,3 +141,48 @@ def _write_json(path: Path, values: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
+
+
+def checkpoint_info(path: str | Path, verify: bool = True) -> CheckpointInfo:
+    """Describe one checkpoint directory; an invalid one is described with the reason."""
+    path = Path(path)
+    try:
+        checkpoint = Checkpoint.open(path, verify=verify)
+    except CheckpointError as exc:
+        match = NAME_PATTERN.match(path.name)
+        reason = str(exc).split(" is invalid: ", 1)[-1].rstrip(".")
+        return CheckpointInfo(path.name, str(path), match.group(1) if match else "unknown",
+                              int(match.group(2)) if match else None, None, None, None, None, checkpoint_size(path),
+                              (path / OPTIMIZER_FILE).is_file() or (path / V1_OPTIMIZER_FILE).is_file(), False,
+                              reason)
+    return checkpoint.info()
+
+
+def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[CheckpointInfo]:
+    """Return the checkpoints of a run directory, newest first, each marked valid or invalid with the reason.
+
+    Raises CheckpointError when ``run_dir`` is not a directory.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"Checkpoint directory {str(root)!r} does not exist.")
+    infos = list(storage.in_parallel(lambda path: checkpoint_info(path, verify), [
+        p for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]).values())
+    infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
+    return infos
+
+
+def rotate_checkpoints(run_dir: str | Path, keep_last: int) -> list[str]:
+    """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run; return the deleted names.
+
+    Paused, interrupted and error checkpoints, and the newest checkpoint of any kind, are never deleted.
+    """
+    infos = list_checkpoints(run_dir, verify=False)
+    newest = infos[0].name if infos else None
+    iters = sorted((i for i in infos if i.kind == "iter"), key=lambda i: i.iteration or 0, reverse=True)
+    deleted = []
+    for info in iters[keep_last:]:
+        if info.name != newest:
+            storage.discard(Path(info.path))
+            deleted.append(info.name)
+    return deleted

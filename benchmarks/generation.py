@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from azr.model import max_length_of
-from azr.selfplay import generate
-from azr.trainer import PROMPT_FRACTION
+from azr.selfplay import PROMPT_FRACTION, generate
 
 from .common import Bench, Entry, alternate, progress, synchronize
 from .loops import CONFIG

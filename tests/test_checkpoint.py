@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints, tensorfile
 from azr.checkpoint import (FORMAT_VERSION, HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE, WEIGHTS_FILE,
-                            Checkpoint, rotate_checkpoints, verify_checkpoint)
+                            Checkpoint, verify_checkpoint)
+from azr.runs import rotate_checkpoints
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from conftest import FAST
 from azr import AZRTrainer, list_checkpoints, runs, storage
 from azr import checkpoint as ckpt
 from azr.checkpoint import STATE_FILE, Checkpoint
-from azr.history import CHUNK_DIR, CHUNK_RECORDS, History
+from azr.history import CHUNK_DIR, CHUNK_RECORDS, History, forget_chunk_digests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -115,7 +115,7 @@ def test_a_damaged_history_chunk_makes_the_checkpoint_invalid(saving, tmp_path):
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    ckpt._chunk_digests.clear()  # a new process would hash it afresh
+    forget_chunk_digests()  # a new process would hash it afresh
     info = list_checkpoints(run_dir)[0]
     assert not info.valid and "history chunk" in info.reason
 
