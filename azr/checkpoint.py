@@ -10,6 +10,7 @@ Nothing here unpickles: tensors load with safetensors or ``torch.load(weights_on
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -19,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from . import storage, tensorfile
-from .config import TrainConfig
-from .errors import CheckpointError
+from .config import LR_SCHEDULES, TrainConfig
+from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR, History, chunk_path, chunk_problem
 from .schedule import LRPlan
+from .statefile import FORMAT_VERSION, STATE_FILE, read_state, seal
 
-FORMAT_VERSION = 2
-STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -158,12 +158,25 @@ class Checkpoint:
     @cached_property
     def train_config(self) -> TrainConfig:
         """The run's settings as saved."""
-        return TrainConfig.from_dict(self.state["train_config"])
+        try:
+            return TrainConfig.from_dict(self.state["train_config"])
+        except (ConfigError, TypeError) as exc:
+            self._invalid(f"its train_config does not hold valid settings ({str(exc).rstrip('.')})")
 
     @cached_property
     def model_config(self) -> dict[str, Any]:
         """The transformers ``config.json`` as a dict."""
-        return json.loads((self.path / CONFIG_FILE).read_text())
+        return self._json(CONFIG_FILE)
+
+    def _json(self, filename: str) -> dict[str, Any]:
+        """A JSON file of the checkpoint holding an object; raises CheckpointError naming the file."""
+        try:
+            value = json.loads(bytes(self._read(filename)))
+        except (OSError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            self._invalid(f"{filename} is not a readable JSON object")
+        return value
 
     @property
     def history_length(self) -> int:
@@ -201,6 +214,19 @@ class Checkpoint:
         problem = chunk_problem(self.chunk_dir, self.history_chunks)
         if problem:
             self._invalid(problem)
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        """Check that every part decodes (files with matching checksums can still be damaged or hand-made)."""
+        self.plan(), self.train_config, self.model_config  # noqa: B018 - each raises CheckpointError if unusable
+        for name in self.files:
+            if name.endswith(".safetensors"):
+                try:
+                    with safe_open(self.path / name, framework="pt") as reader:
+                        reader.keys()
+                except (OSError, SafetensorError) as exc:
+                    raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {name} is not a complete "
+                                          f"safetensors file.") from exc
 
     def _invalid(self, reason: str) -> None:
         raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {reason}.")
@@ -213,7 +239,14 @@ class Checkpoint:
 
     def plan(self) -> LRPlan:
         """The LR plan the run followed."""
-        return LRPlan.from_dict(json.loads(bytes(self._read(SCHEDULER_FILE))))
+        try:
+            plan = LRPlan.from_dict(self._json(SCHEDULER_FILE))
+            usable = plan.kind in LR_SCHEDULES and math.isfinite(plan.lr_at(self.iteration))
+        except (TypeError, ValueError, ArithmeticError):
+            usable = False
+        if not usable:
+            self._invalid(f"{SCHEDULER_FILE} does not hold a learning-rate plan")
+        return plan
 
     def history(self) -> History:
         """The run's history up to this checkpoint."""
@@ -270,6 +303,21 @@ class Checkpoint:
         with torch.no_grad():
             model.load_state_dict(tensors, strict=False)
 
+    def load_model(self, device: torch.device | str = "cpu"):
+        """Return ``(model, tokenizer)`` built from this checkpoint's files, in float32 on ``device``.
+
+        Raises CheckpointError when the files do not make a model (e.g. weights that do not fit config.json).
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - only when a model is built
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        except Exception as exc:  # any failure to build from verified files is the files' problem for the user
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} cannot be loaded as a model: its config, weights "
+                                  f"or tokenizer files do not fit together ({type(exc).__name__}).") from exc
+        return model.to(device), tokenizer
+
     def info(self, valid: bool = True, reason: str | None = None) -> CheckpointInfo:
         """Describe this checkpoint for listings."""
         kind = self.kind if NAME_PATTERN.match(self.path.name) else "unknown"
@@ -278,31 +326,6 @@ class Checkpoint:
             max_iterations=self.state.get("max_iterations"), loss=self.state.get("loss"),
             val_loss=self.state.get("val_loss"), timestamp=self.state.get("timestamp"),
             size_bytes=checkpoint_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
-
-
-def read_state(path: str | Path) -> dict[str, Any]:
-    """Return a checkpoint's ``trainer_state.json`` without verifying its files; raises CheckpointError."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint {str(path)!r} is not a checkpoint directory.")
-    state_file = path / STATE_FILE
-    if not state_file.is_file():
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {STATE_FILE} is missing.")
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {STATE_FILE} is unreadable.") from exc
-    if not isinstance(state, dict) or not isinstance(state.get("format_version"), int):
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: {STATE_FILE} has no format_version.")
-    if state["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(
-            f"Checkpoint {str(path)!r} has format version {state['format_version']}, newer than this azr "
-            f"supports ({FORMAT_VERSION}); upgrade azr to load it.")
-    if not isinstance(state.get("iteration"), int) or state["iteration"] < 0:
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: its iteration is not a count.")
-    if not isinstance(state.get("train_config"), dict):
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: its train_config is missing.")
-    return state
 
 
 def checkpoint_size(path: Path) -> int:
@@ -338,7 +361,7 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
         full_state = {**state, "format_version": FORMAT_VERSION, "name": name,
                       "history": {"length": len(history), "chunks": digests, "tail": HISTORY_FILE},
                       "files": dict(sorted(written.items()))}
-        storage.write_bytes(temp / STATE_FILE, json.dumps(full_state, indent=1).encode())
+        storage.write_bytes(temp / STATE_FILE, seal(full_state))
         storage.publish(temp, run_dir / name)
     except BaseException:
         storage.discard(temp) if temp.exists() else None

@@ -189,6 +189,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif not path.exists():
         print(f"No checkpoints yet in {where}; train a run with `azr train`{hub_hint(where)}.")
         return 0
+    elif not path.is_dir():
+        raise ConfigError(f"{where!r} is a file, not a run or runs directory; give the directory of a run.")
     elif runs.is_run_directory(path):
         infos = list_checkpoints(path)
     else:  # a runs directory: every run's checkpoints, the newest run first

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -99,6 +100,10 @@ class TrainConfig:
     top_k: int = _setting(50, "sample self-play tokens from the k most likely (0: no limit)")
 
     def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{field.name} must be a finite number, got {value!r}.")
         positive = ("max_iterations", "batch_size", "save_every", "status_every", "keep_last",
                     "self_play_batch", "gen_max_new_tokens", "val_windows")
         for name in positive:

@@ -20,3 +20,7 @@ class CheckpointError(AZRError):
 
 class HubError(AZRError):
     """A Hugging Face Hub operation failed; the message never contains the token."""
+
+
+class TrainingError(AZRError):
+    """Training cannot go on (e.g. the loss stopped being a finite number); a checkpoint holds the last good state."""

@@ -10,8 +10,11 @@ rotating them happen here, within one run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -121,6 +124,29 @@ def open_run(directory: str | Path, *, run_id: str | None, seed: int | None, cor
     return info
 
 
+def check_room(directory: str | Path, needed_bytes: int) -> None:
+    """Check that files can be written in the run directory and that ``needed_bytes`` are free there.
+
+    Raises ConfigError naming the directory, so that a run never fails at its first save.
+    """
+    directory = Path(directory)
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=storage.TEMP_PREFIX):
+            free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        raise ConfigError(f"Cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc}); choose a "
+                          "directory you can write to.") from exc
+    if free < needed_bytes:
+        raise ConfigError(f"{str(directory)!r} has {_size(free)} free but the run's checkpoints need about "
+                          f"{_size(needed_bytes)}; free some space or choose another directory.")
+
+
+def _size(count: int) -> str:
+    from tqdm import tqdm  # noqa: PLC0415 - only for this message
+
+    return tqdm.format_sizeof(count, "B", 1024)
+
+
 def _adoptable(directory: Path, run_id: str) -> bool:
     """True when a directory without run.json holds only checkpoints of ``run_id`` (or of no recorded run)."""
     for name in checkpoint_names(directory):
@@ -175,14 +201,16 @@ def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[Checkpoin
 def rotate_checkpoints(run_dir: str | Path, keep_last: int) -> list[str]:
     """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run; return the deleted names.
 
-    Paused, interrupted and error checkpoints, and the newest checkpoint of any kind, are never deleted.
+    Paused, interrupted and error checkpoints, the newest checkpoint of any kind and the newest one whose loss is
+    a finite number (should newer ones hold NaN) are never deleted.
     """
     infos = list_checkpoints(run_dir, verify=False)
-    newest = infos[0].name if infos else None
     iters = sorted((i for i in infos if i.kind == "iter"), key=lambda i: i.iteration or 0, reverse=True)
+    finite = next((i.name for i in iters if i.loss is not None and math.isfinite(i.loss)), None)
+    kept = {infos[0].name if infos else None, finite}
     deleted = []
     for info in iters[keep_last:]:
-        if info.name != newest:
+        if info.name not in kept:
             storage.discard(Path(info.path))
             deleted.append(info.name)
     return deleted

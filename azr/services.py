@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .data import default_corpus
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .model import build_model, load_pretrained, max_length_of
 from .selfplay import generate
 from .tokenizer import train_tokenizer
@@ -64,12 +63,7 @@ def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0
     """
     check_sampling(temperature, top_k, max_new_tokens)
     checkpoint.verify()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint.path)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32).to(device)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"Checkpoint {str(checkpoint.path)!r} cannot be loaded as a model: "
-                              f"{type(exc).__name__}.") from exc
+    model, tokenizer = checkpoint.load_model(device)
     limit = max_length_of(model)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
     ids = ids[-max(limit // 2, limit - max_new_tokens, 1):]

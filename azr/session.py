@@ -104,6 +104,11 @@ def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
 
 
+def checkpoint_bytes(model) -> int:
+    """Room a run needs for its checkpoints: weights and two AdamW moments, twice (one being written) plus 1 MiB."""
+    return 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + 2**20
+
+
 def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: int | None, run_dir: Path,
                 checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any], *,
                 weights_loaded: bool = False) -> Run:
@@ -125,6 +130,7 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         run_id = existing.id if existing else uuid.uuid4().hex
     info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
                          base_model=getattr(model.config, "_name_or_path", None) or None)
+    runs.check_room(run_dir, checkpoint_bytes(model))
     if corpus["source"] != "default":
         corpus["file"] = save_corpus(texts, run_dir)
     optimizer = new_optimizer(model, config)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
 from .checkpoint import Checkpoint
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
+from .guard import check_step, grad_norm
 from .history import History
 from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
@@ -89,8 +89,8 @@ class AZRTrainer:
         CheckpointError when the checkpoint is missing or invalid, HubError when it cannot be fetched.
         """
         checkpoint = Checkpoint.open(ref, token=hub_token)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)
-        trainer = cls(model, AutoTokenizer.from_pretrained(checkpoint.path), device=device, **kwargs)
+        model, tokenizer = checkpoint.load_model()
+        trainer = cls(model, tokenizer, device=device, **kwargs)
         trainer.history = checkpoint.history()
         trainer._loaded = checkpoint
         return trainer
@@ -216,7 +216,9 @@ class AZRTrainer:
             path = self._save(run, "error", callbacks, snapshot)
             saved = f"; saved {path.name}" if path else "; the step was cut mid-update, so nothing was saved"
             yield self._final(run, clock, callbacks, "error",
-                              f"Training failed at iteration {state.iteration}: {exc}{saved}.")
+                              f"Training failed at iteration {state.iteration}: {str(exc).rstrip('.')}{saved}.")
+            if isinstance(exc, TrainingError):  # the user's error names the checkpoint that holds the last good state
+                raise TrainingError(self.last_status.message) from exc
             raise
         finally:
             for callback in callbacks:
@@ -240,8 +242,7 @@ class AZRTrainer:
             loss = lm_loss + config.rl_weight * reinforce_loss(self.model, rollout, rewards)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        check_step(loss, grad_norm(self.model.parameters(), config.grad_clip), state.iteration + 1, config, lr)
         snapshot.updating()  # from here until the bookkeeping is done, no consistent checkpoint exists
         run.optimizer.step()
         state.iteration += 1

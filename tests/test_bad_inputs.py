@@ -1,0 +1,347 @@
+"""The bad-input corpus: every bad setting, path and damaged checkpoint, through the Python API, the CLI and the
+app's endpoints, gets one clear sentence (an AZRError, ``azr: error: …`` with exit status 2, a ``gr.Error``) and
+changes nothing. The summary is written to tests/artifacts/bad_inputs.txt."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from conftest import FAST
+
+from azr import AZRError, AZRTrainer, TrainConfig
+from azr.appapi import AppAPI, as_endpoint
+from azr.checkpoint import Checkpoint
+from azr.cli import main
+from azr.jobs import TrainingJob
+from azr.services import sample_text
+from azr.statefile import STATE_FILE, seal
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHECKPOINT = "model_iter_4"
+
+
+@dataclass
+class Outcome:
+    """What one bad input produced: whether it was clean, and the text the user saw."""
+
+    clean: bool
+    text: str
+
+
+def one_sentence(text: str) -> bool:
+    """A user-facing message: one line, no traceback, ends like a sentence."""
+    return bool(text) and "\n" not in text.strip() and "Traceback" not in text and text.strip().endswith((".", ")"))
+
+
+def api_outcome(call: Callable[[], object]) -> Outcome:
+    try:
+        call()
+    except AZRError as exc:
+        return Outcome(one_sentence(str(exc)), str(exc))
+    except Exception as exc:  # a bug: the corpus reports it instead of stopping at the first one
+        return Outcome(False, f"{type(exc).__name__}: {exc}")
+    return Outcome(False, "accepted")
+
+
+def cli_outcome(argv: list[str]) -> Outcome:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    except Exception as exc:
+        return Outcome(False, f"{type(exc).__name__}: {exc}")
+    last = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else ""
+    clean = code == 2 and "Traceback" not in err.getvalue() and ": error: " in last and one_sentence(last)
+    return Outcome(clean, f"exit {code}: {last}")
+
+
+def app_outcome(call: Callable[[], object]) -> Outcome:
+    try:
+        call()
+    except gr.Error as exc:
+        return Outcome(one_sentence(exc.message), exc.message)
+    except Exception as exc:
+        return Outcome(False, f"{type(exc).__name__}: {exc}")
+    return Outcome(False, "accepted")
+
+
+def tree_digest(path: Path) -> str:
+    """sha256 over the names and bytes of every file under ``path``: proves an attempt changed nothing."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------- damaged checkpoints
+
+
+def resign(directory: Path, state_change: Callable[[dict], None] | None = None, sealed: bool = True) -> None:
+    """Make the checksums match the damaged files again (as a careless tool would), optionally editing the state."""
+    state = json.loads((directory / STATE_FILE).read_text())
+    state.pop("state_sha256", None)
+    for name in state.get("files", {}) if isinstance(state.get("files"), dict) else []:
+        if (directory / name).is_file():
+            state["files"][name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    if state_change:
+        state_change(state)
+    (directory / STATE_FILE).write_bytes(seal(state) if sealed else json.dumps(state).encode())
+
+
+def write(name: str, data: bytes) -> Callable[[Path], None]:
+    return lambda d: ((d / name).write_bytes(data), resign(d))
+
+
+def truncate(name: str, keep: int) -> Callable[[Path], None]:
+    return lambda d: ((d / name).write_bytes((d / name).read_bytes()[:keep]), resign(d))
+
+
+def edit_state(change: Callable[[dict], None], sealed: bool) -> Callable[[Path], None]:
+    return lambda d: resign(d, change, sealed)
+
+
+def edit_json(name: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(d: Path) -> None:
+        value = json.loads((d / name).read_text())
+        change(value)
+        (d / name).write_text(json.dumps(value))
+        resign(d)
+    return apply
+
+
+class Pickled:
+    def __reduce__(self):
+        return (shutil.rmtree, ("/",))
+
+
+# name -> (damage, a word the message must contain; '|' separates alternatives). Two damages show only when a model is built from the files:
+# opening the checkpoint (and loading its weights into a given model, for the tokenizer) rightly accepts them.
+BUILD_ONLY = {"config.json that does not fit the weights": {"api Checkpoint.open"},
+              "garbage tokenizer.json": {"api Checkpoint.open", "api load_checkpoint", "api train(resume_from)"}}
+DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated weights": (truncate("model.safetensors", 500), "model.safetensors"),
+    "weights cut mid-data": (truncate("model.safetensors", -100), "model.safetensors"),
+    "empty weights": (write("model.safetensors", b""), "model.safetensors"),
+    "empty optimizer": (write("optimizer.safetensors", b""), "optimizer.safetensors"),
+    "pickle in the optimizer": (write("optimizer.safetensors", __import__("pickle").dumps(Pickled())),
+                                "optimizer.safetensors"),
+    "garbage rng state": (write("rng_state.safetensors", b"\x00" * 64), "rng_state.safetensors"),
+    "garbage history tail": (write("history_tail.safetensors", b"xx"), "history_tail.safetensors"),
+    "garbage scheduler.json": (write("scheduler.json", b"{nope"), "scheduler.json"),
+    "scheduler.json of another shape": (write("scheduler.json", b'{"kind": 5}'), "scheduler.json"),
+    "scheduler.json with an unknown kind": (edit_json("scheduler.json", lambda v: v.update(kind="zigzag")),
+                                            "scheduler.json"),
+    "garbage config.json": (write("config.json", b"[1, 2"), "config.json"),
+    "config.json that does not fit the weights": (edit_json("config.json", lambda v: v.update(hidden_size=48)),
+                                                 "config|architecture"),
+    "garbage tokenizer.json": (write("tokenizer.json", b"{}"), "tokenizer"),
+    "state edited after sealing": (lambda d: (d / STATE_FILE).write_text(
+        (d / STATE_FILE).read_text().replace('"iteration": 4', '"iteration": 3')), STATE_FILE),
+    "state file not JSON": (lambda d: (d / STATE_FILE).write_text("{"), STATE_FILE),
+    "state file a list": (lambda d: (d / STATE_FILE).write_text("[]"), STATE_FILE),
+    "newer format": (edit_state(lambda s: s.update(format_version=99), sealed=True), "upgrade"),
+    "history a string": (edit_state(lambda s: s.update(history="abc"), sealed=False), "history"),
+    "history length not a count": (edit_state(lambda s: s["history"].update(length="x"), sealed=False), "history"),
+    "train_config missing": (edit_state(lambda s: s.pop("train_config"), sealed=False), "train_config"),
+    "train_config with a bad lr": (edit_state(lambda s: s["train_config"].update(lr="fast"), sealed=True),
+                                   "train_config"),
+    "negative iteration": (edit_state(lambda s: s.update(iteration=-5), sealed=False), "iteration"),
+    "files not a mapping": (edit_state(lambda s: s.update(files=[1, 2]), sealed=False), "files"),
+    "a file outside the checkpoint": (edit_state(lambda s: s["files"].update({"../run.json": "0" * 64}),
+                                                 sealed=False), "outside"),
+    "data position not counts": (edit_state(lambda s: s.update(data_position={"epoch": "x"}), sealed=False),
+                                 "data position"),
+    "missing weights": (lambda d: (d / "model.safetensors").unlink(), "model.safetensors"),
+    "state file missing": (lambda d: (d / STATE_FILE).unlink(), STATE_FILE),
+}
+
+
+@pytest.fixture(scope="module")
+def original(texts, tokenizer, model_config, tmp_path_factory):
+    """A run with a 4-iteration checkpoint, its texts, and a tiny model of its shape."""
+    from azr import build_model
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    trainer = AZRTrainer(build_model(model_config, seed=0), tokenizer, device="cpu")
+    for _ in trainer.train(texts, 4, root / "run", **{**FAST, "save_every": 4}):
+        pass
+    return root / "run"
+
+
+def damaged_copy(original: Path, tmp_path: Path, damage: Callable[[Path], None]) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    damage(run / CHECKPOINT)
+    return run / CHECKPOINT
+
+
+def load_paths(path: Path, make_model, tokenizer, runs_root: Path) -> dict[str, Callable[[], Outcome]]:
+    """Every way a user loads a checkpoint, as (label -> attempt)."""
+    api = AppAPI(TrainingJob(runs_root=runs_root))
+    listed = f"{path.parent.name}/{path.name}"
+    return {
+        "api Checkpoint.open": lambda: api_outcome(lambda: Checkpoint.open(path)),
+        "api from_checkpoint": lambda: api_outcome(
+            lambda: list(AZRTrainer.from_checkpoint(path, device="cpu").train(max_iterations=5))),
+        "api load_checkpoint": lambda: api_outcome(
+            lambda: AZRTrainer(make_model(), tokenizer, device="cpu").load_checkpoint(path)),
+        "api train(resume_from)": lambda: api_outcome(lambda: list(AZRTrainer(make_model(), tokenizer, device="cpu")
+                                                                   .train(max_iterations=5, resume_from=path))),
+        "api sample_text": lambda: api_outcome(lambda: sample_text(Checkpoint.open(path, verify=False), "a")),
+        "cli resume": lambda: cli_outcome(["resume", str(path), "--max-iterations", "5"]),
+        "cli generate": lambda: cli_outcome(["generate", str(path), "--prompt", "a", "--max-new-tokens", "2"]),
+        "app generate": lambda: app_outcome(lambda: as_endpoint(api.generate)(listed, "a")),
+        "app resume_training": lambda: app_outcome(lambda: as_endpoint(api.resume_training)(listed, 5)),
+    }
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_checkpoint_gets_one_sentence_everywhere(damage, original, make_model, tokenizer, tmp_path,
+                                                          corpus_report):
+    harm, named = DAMAGES[damage]
+    path = damaged_copy(original, tmp_path, harm)
+    before = tree_digest(path.parent)
+    for label, attempt in load_paths(path, make_model, tokenizer, tmp_path).items():
+        if label in BUILD_ONLY.get(damage, ()):
+            continue
+        outcome = attempt()
+        if outcome.clean and not any(word.lower() in outcome.text.lower() for word in named.split("|")):
+            outcome = Outcome(False, f"does not name {named!r}: {outcome.text}")
+        corpus_report.append((f"{damage} / {label}", outcome))
+        assert outcome.clean, f"{damage} / {label}: {outcome.text}"
+        assert tree_digest(path.parent) == before, f"{damage} / {label} changed the run directory"
+    assert not [p for p in path.parent.iterdir() if p.name.startswith("model_") and p.name != CHECKPOINT]
+
+
+# ---------------------------------------------------------------------------- settings and paths
+
+BAD_SETTINGS = {
+    "lr": [float("nan"), float("inf"), -1.0, 0.0, "fast"],
+    "grad_clip": [float("nan"), float("inf"), -1.0],
+    "weight_decay": [float("inf"), float("nan"), -0.5],
+    "min_lr_ratio": [1.5, float("nan")],
+    "rl_weight": [float("nan"), 2.0],
+    "temperature": [0.0, float("inf")],
+    "batch_size": [0, -3, 2.5, True],
+    "max_iterations": [0, -10],
+    "warmup": [-1],
+    "save_every": [0],
+    "keep_last": [0],
+    "self_play_every": [-1],
+    "lr_schedule": ["zigzag"],
+    "top_k": [-5],
+    "seq_len": [1],
+}
+CLI_VALUES = {"nan", "inf", "-1", "0", "fast", "1.5", "-3", "2.5", "-10", "zigzag", "-5", "1", "-0.5", "2"}
+
+
+def setting_cases() -> list[tuple[str, object]]:
+    return [(name, value) for name, values in BAD_SETTINGS.items() for value in values]
+
+
+@pytest.mark.parametrize("name,value", setting_cases(), ids=lambda v: str(v))
+def test_a_bad_setting_gets_one_sentence_everywhere(name, value, texts, make_model, tokenizer, tmp_path,
+                                                    corpus_report):
+    run_dir = tmp_path / "run"
+    attempts = {
+        "api TrainConfig": lambda: api_outcome(lambda: TrainConfig(**{name: value})),
+        "api train": lambda: api_outcome(lambda: AZRTrainer(make_model(), tokenizer, device="cpu").train(
+            texts, checkpoint_dir=run_dir, **{"max_iterations": 5, name: value})),
+    }
+    text = str(value).lower() if not isinstance(value, bool) else "true"
+    if text in CLI_VALUES or text.rstrip("0").rstrip(".") in CLI_VALUES:
+        option = f"--{name.replace('_', '-')}"
+        attempts["cli train"] = lambda: cli_outcome(["train", option, text, "--runs-dir", str(tmp_path)])
+    for label, attempt in attempts.items():
+        outcome = attempt()
+        if outcome.clean and name not in outcome.text and name.replace("_", "-") not in outcome.text:
+            outcome = Outcome(False, f"does not name {name}: {outcome.text}")
+        corpus_report.append((f"{name}={value!r} / {label}", outcome))
+        assert outcome.clean, f"{name}={value!r} / {label}: {outcome.text}"
+    assert not run_dir.exists()
+
+
+APP_FIELDS = {"lr": [float("inf"), "x", -1.0], "batch_size": [0, 2.5, "many"], "max_iterations": [0, None, -4],
+              "rl_weight": [3.0], "warmup": [-2], "seed": [-1], "save_every": [0], "self_play_every": [-1],
+              "d_model": [33], "num_heads": [0], "vocab_size": [-1], "preset": ["huge"], "lr_schedule": ["zigzag"],
+              "time_budget_min": [-5], "run_name": ["../escape", "a/b"]}
+
+
+@pytest.mark.parametrize("field,value", [(f, v) for f, vs in APP_FIELDS.items() for v in vs], ids=lambda v: str(v))
+def test_a_bad_app_form_gets_one_sentence(field, value, tmp_path, corpus_report):
+    api = AppAPI(TrainingJob(runs_root=tmp_path))
+    outcome = app_outcome(lambda: as_endpoint(api.train)("", **{"max_iterations": 5, field: value}))
+    corpus_report.append((f"app train {field}={value!r}", outcome))
+    assert outcome.clean, outcome.text
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("run")] or field == "run_name"
+
+
+PATH_CASES = {
+    "cli resume of a missing path": ["resume", "/nonexistent/model_iter_3"],
+    "cli resume of a file": ["resume", "/etc/hostname"],
+    "cli resume of a directory that is not a checkpoint": ["resume", "/tmp"],
+    "cli generate of a missing path": ["generate", "/nonexistent/ck", "--prompt", "a"],
+    "cli inspect of a missing path": ["inspect", "/nonexistent/ck"],
+    "cli train into a file": ["train", "--runs-dir", "/etc/hostname", "--max-iterations", "2"],
+    "cli train into /proc": ["train", "--runs-dir", "/proc/azr", "--max-iterations", "2"],
+    "cli train with a missing text file": ["train", "--texts", "/nonexistent.txt", "--max-iterations", "2"],
+    "cli train with an unknown preset": ["train", "--preset", "huge", "--max-iterations", "2"],
+    "cli train with a bad run name": ["train", "--run", "../x", "--max-iterations", "2"],
+    "cli unknown command": ["fly"],
+    "cli unknown option": ["train", "--learning-rate", "3"],
+    "cli generate with zero tokens": ["generate", "x", "--prompt", "a", "--max-new-tokens", "0"],
+    "cli list of a file": ["list", "/etc/hostname"],
+}
+
+
+@pytest.mark.parametrize("case", list(PATH_CASES))
+def test_a_bad_path_or_command_gets_one_sentence(case, corpus_report):
+    outcome = cli_outcome(PATH_CASES[case])
+    corpus_report.append((case, outcome))
+    assert outcome.clean, outcome.text
+
+
+def test_a_full_disk_is_refused_before_training(texts, make_model, tokenizer, tmp_path, corpus_report):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        outcome = api_outcome(lambda: AZRTrainer(make_model(), tokenizer, device="cpu").train(
+            texts, 5, mount / "run", **FAST))
+        corpus_report.append(("api train on a full disk", outcome))
+        assert "free" in outcome.text, outcome.text
+        assert not list((mount / "run").glob("model_*"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+@pytest.fixture(scope="module")
+def corpus_report():
+    """Collects every case of the module; at the end writes the summary and fails listing every unclean case."""
+    cases: list[tuple[str, Outcome]] = []
+    yield cases
+    clean = [c for c in cases if c[1].clean]
+    lines = [f"{len(clean)}/{len(cases)} clean"] + [f"{'ok ' if o.clean else 'BAD'} {n}: {o.text}" for n, o in cases]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "bad_inputs.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_the_corpus_has_200_cases_and_all_are_clean(corpus_report):
+    """Runs last in this module (pytest keeps a file's order): every case above reported here."""
+    unclean = [f"{name}: {outcome.text}" for name, outcome in corpus_report if not outcome.clean]
+    assert len(corpus_report) >= 200, len(corpus_report)
+    assert not unclean, "\n".join(unclean)
