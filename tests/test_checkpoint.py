@@ -21,6 +21,7 @@ from azr import AZRTrainer, CheckpointError, list_checkpoints, tensorfile
 from azr.checkpoint import (FORMAT_VERSION, HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE, WEIGHTS_FILE,
                             Checkpoint, verify_checkpoint)
 from azr.runs import rotate_checkpoints
+from azr.statefile import seal
 
 
 @pytest.fixture
@@ -160,7 +161,8 @@ def test_rotation_never_deletes_the_newest_checkpoint(trained):
     state_file = directory / "model_iter_10" / STATE_FILE
     state = json.loads(state_file.read_text())
     state["timestamp"] = "2999-01-01T00:00:00+00:00"  # model_iter_10 is now the newest by time
-    state_file.write_text(json.dumps(state))
+    state.pop("state_sha256")
+    state_file.write_bytes(seal(state))
     assert rotate_checkpoints(directory, keep_last=1) == []
 
 

@@ -21,6 +21,7 @@ from safetensors.numpy import save as save_columns
 
 from azr import default_corpus, list_checkpoints
 from azr.checkpoint import HISTORY_FILE, Checkpoint, verify_checkpoint
+from azr.statefile import seal
 from azr.cli import SETTING_CHOICES, build_parser, main
 from azr.commands import _settings
 from azr.config import FIXED_ON_RESUME, TrainConfig
@@ -296,7 +297,8 @@ def test_selftest_names_the_first_difference(reference, tmp_path):
     (altered / HISTORY_FILE).write_bytes(save_columns(tail))
     state = json.loads((altered / "trainer_state.json").read_text())
     state["files"][HISTORY_FILE] = hashlib.sha256((altered / HISTORY_FILE).read_bytes()).hexdigest()
-    (altered / "trainer_state.json").write_text(json.dumps(state))
+    state.pop("state_sha256")
+    (altered / "trainer_state.json").write_bytes(seal(state))
     assert first_difference(expected, expected) is None
     assert first_difference(expected, altered).startswith("iteration 42, loss ")
 
