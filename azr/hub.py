@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from . import runs, storage
 from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
-from .history import CHUNK_DIR, chunk_path
+from .history import CHUNK_DIR
 
 SCHEME = "hf://"
 CHECKPOINTS = "checkpoints"
@@ -250,6 +250,7 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
     opened = ckpt.Checkpoint.open(Path(checkpoint))
     checkpoint, state = opened.path, opened.state
     name = checkpoint.name if ckpt.NAME_PATTERN.match(checkpoint.name) else state["name"]
+    corpus_file = opened.corpus_file(Path(corpus_root)) if push_corpus and corpus_root else None
     hf = api(token)
     try:
         hf.create_repo(repo_id, private=private, exist_ok=True)
@@ -259,8 +260,7 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
         operations = [CommitOperationAdd(f"{CHECKPOINTS}/{name}/{f.name}", str(f))
                       for f in sorted(checkpoint.iterdir()) if f.is_file()]
         operations += [CommitOperationAdd(f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}", str(chunk))
-                       for chunk in (chunk_path(opened.chunk_dir, d) for d in opened.history_chunks)
-                       if f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}" not in files]
+                       for chunk in opened.history_files() if f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}" not in files]
         newest = max(index, key=lambda n: (index[n].get("timestamp") or "", index[n].get("iteration") or 0))
         if newest == name:
             operations += [CommitOperationAdd(f.name, str(f)) for f in sorted(checkpoint.iterdir())
@@ -268,8 +268,8 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
             operations.append(CommitOperationAdd(CHART, chart_svg(opened.history()).encode()))
             operations.append(CommitOperationAdd("README.md", str(model_card(repo_id, name, state, CHART)).encode()))
         corpus = state.get("corpus", {}).get("file")
-        if push_corpus and corpus and corpus_root and corpus not in files and (Path(corpus_root) / corpus).is_file():
-            operations.append(CommitOperationAdd(corpus, str(Path(corpus_root) / corpus)))
+        if corpus_file is not None and corpus not in files:
+            operations.append(CommitOperationAdd(corpus, str(corpus_file)))
         operations.append(CommitOperationAdd(INDEX, json.dumps(index, indent=1, sort_keys=True).encode()))
         info = hf.create_commit(repo_id, operations, commit_message=f"Add checkpoint {name}")
     except HUB_EXCEPTIONS as exc:
@@ -304,16 +304,17 @@ def _index_entry(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 def staging_copy(checkpoint: Path) -> Path:
     """Hard-link a checkpoint and its history chunks into a hidden sibling, so that local rotation cannot delete
-    them mid-upload; return the staged checkpoint (``<staging>/<name>``, chunks in ``<staging>/history``)."""
+    them mid-upload; return the staged checkpoint (``<staging>/<name>``, chunks in ``<staging>/history``).
+
+    A symbolic link is staged as the link itself (never what it points to), so the push refuses it."""
     opened = ckpt.Checkpoint.open(checkpoint, verify=False)
     staging = storage.hidden_sibling(checkpoint.parent, storage.STAGING_PREFIX, checkpoint.name)
-    sources = [*(p for p in checkpoint.iterdir() if p.is_file()),
-               *(chunk_path(opened.chunk_dir, d) for d in opened.history_chunks)]
+    sources = [*(p for p in checkpoint.iterdir() if p.is_file()), *opened.history_files()]
     for source in sources:
         target = staging / (checkpoint.name if source.parent == checkpoint else CHUNK_DIR) / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(source, target)
+            os.link(source, target, follow_symlinks=False)
         except OSError:
-            shutil.copy2(source, target)
+            shutil.copy2(source, target, follow_symlinks=False)
     return staging / checkpoint.name

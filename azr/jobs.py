@@ -27,10 +27,10 @@ from typing import Any
 
 from . import hub, runs, services, storage
 from .catalog import Catalog, HubSettings
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, check_contained
 from .config import ModelConfig, TrainConfig
 from .errors import AZRError, CheckpointError, ConfigError, HubError
-from .history import CHUNK_DIR, History, chunk_path
+from .history import CHUNK_DIR, History
 from .runs import RUN_FILE
 from .status import TrainingStatus
 from .trainer import AZRTrainer
@@ -62,6 +62,7 @@ class TrainingJob:
 
     def __init__(self, runs_root: str | Path | None = None, hub_repo: str | None = None) -> None:
         self.runs_root = Path(runs_root) if runs_root else default_runs_root()
+        runs.remove_leftovers(self.runs_root)
         repo = hub_repo if hub_repo is not None else os.environ.get(HUB_REPO_ENV, "").strip()
         self.catalog = Catalog(self.runs_root, repo)
         self._lock = threading.Lock()
@@ -260,7 +261,9 @@ class TrainingJob:
         """Delete a local checkpoint. Raises CheckpointError for a Hub or unknown name or one the run uses."""
         if (name or "").strip().startswith(hub.SCHEME):
             raise CheckpointError(f"{name!r} is on the Hub; only local checkpoints can be deleted here.")
-        path = self.catalog.local_path(name).resolve()
+        path = self.catalog.local_path(name)
+        check_contained(path)  # a link is refused, never followed to what it points to
+        path = path.resolve()
         with self._lock:
             in_use = [self._source[0] if self._source else None,
                       self._status.checkpoint if self._status else None]
@@ -278,12 +281,11 @@ class TrainingJob:
             self._archive_dir = Path(tempfile.mkdtemp(prefix="azr-zip-"))
         target = self._archive_dir / f"{run}-{checkpoint.path.name}.zip"  # replaced when made again
         files = {f"{checkpoint.path.name}/{p.name}": p for p in checkpoint.path.iterdir() if p.is_file()}
-        files.update({f"{CHUNK_DIR}/{p.name}": p
-                      for p in (chunk_path(checkpoint.chunk_dir, d) for d in checkpoint.history_chunks)})
-        corpus, run_file = checkpoint.corpus.get("file"), checkpoint.path.parent / RUN_FILE
-        if corpus:
-            files[corpus] = _corpus_root(checkpoint) / corpus
-        if run_file.is_file():
+        files.update({f"{CHUNK_DIR}/{p.name}": p for p in checkpoint.history_files()})
+        corpus, run_file = checkpoint.corpus_file(_corpus_root(checkpoint)), checkpoint.path.parent / RUN_FILE
+        if corpus is not None:
+            files[checkpoint.corpus["file"]] = corpus
+        if run_file.is_file() and not run_file.is_symlink():
             files[RUN_FILE] = run_file
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             for arcname, path in sorted(files.items()):

@@ -25,6 +25,7 @@ from . import storage
 from .checkpoint import (NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, Checkpoint, CheckpointInfo,
                          checkpoint_size)
 from .errors import CheckpointError, ConfigError
+from .history import CHUNK_DIR
 
 RUN_FILE = "run.json"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -92,6 +93,19 @@ def list_runs(root: str | Path) -> list[Path]:
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run_directory(p)]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def remove_leftovers(root: str | Path) -> None:
+    """Delete what interrupted writes, deletions and uploads left in a runs root and in each of its runs (see
+    :func:`storage.remove_stale_temporaries`; symbolic links are removed themselves, never followed)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    storage.remove_stale_temporaries(root)
+    for directory in (d for d in root.iterdir() if d.is_dir() and not d.is_symlink()):
+        for folder in (directory, directory / CHUNK_DIR):
+            if folder.is_dir() and not folder.is_symlink():
+                storage.remove_stale_temporaries(folder)
 
 
 def open_run(directory: str | Path, *, run_id: str | None, seed: int | None, corpus: dict[str, Any] | None,

@@ -2,7 +2,8 @@
 
 A directory is built under a hidden temporary name (``.tmp-<name>-<pid>-<random>``) and renamed into place
 only when every file in it is on disk, so a crash at any moment leaves either nothing or the whole directory.
-Deleted directories are renamed to ``.trash-…`` first, so they vanish from listings at once.
+Deleted directories are renamed to ``.trash-…`` first, so they vanish from listings at once. Nothing here follows a
+symbolic link out of a directory: :func:`link_out` finds one, deleting removes the link itself, never its target.
 """
 from __future__ import annotations
 
@@ -191,10 +192,67 @@ def fsync_dir(path: Path) -> None:
 
 
 def discard(path: Path) -> None:
-    """Remove a directory so that it vanishes from listings at once (rename, then delete)."""
+    """Remove a directory so that it vanishes from listings at once (rename, then delete); a symbolic link is
+    removed itself, never what it points to."""
     trash = hidden_sibling(path.parent, TRASH_PREFIX, path.name)
     os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    _remove(trash)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def link_out(directory: Path) -> Path | None:
+    """Return ``directory`` when it is a symbolic link, else its first entry that is one, else None.
+
+    In a Hugging Face cache snapshot, a link to a blob of the same cached repo (how ``huggingface_hub`` stores a
+    download) does not count: what it leads to is a plain file of that repo's ``blobs/`` folder.
+    """
+    if directory.is_symlink():
+        return directory
+    blobs = _cache_blobs(directory)
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_symlink() and not (blobs and _is_blob(Path(entry.path), blobs)):
+                return Path(entry.path)
+    return None
+
+
+def is_link_out(path: Path) -> bool:
+    """True when ``path`` is a symbolic link that is not a Hugging Face cache snapshot's link to its own blob."""
+    if not path.is_symlink():
+        return False
+    blobs = _cache_blobs(path.parent)
+    return not (blobs and _is_blob(path, blobs))
+
+
+def contained_file(root: Path, relative: str) -> Path | None:
+    """Return ``root / relative`` when it is a file reached without a symbolic link out (None: no such file);
+    raises ValueError when ``relative`` leads out of ``root`` (absolute, ``..``, or through a link)."""
+    parts = Path(relative).parts
+    if not parts or Path(relative).is_absolute() or ".." in parts or \
+            any(is_link_out(root.joinpath(*parts[:i + 1])) for i in range(len(parts))):
+        raise ValueError(f"{relative!r} is not a file inside {str(root)!r}")
+    path = root.joinpath(*parts)
+    return path if path.is_file() else None
+
+
+def _cache_blobs(directory: Path) -> Path | None:
+    """Return ``<repo>/blobs`` when ``directory`` lies in ``<repo>/snapshots/<revision>/`` of a Hugging Face cache."""
+    for parent in directory.parents:
+        if parent.name == "snapshots":
+            blobs = parent.parent / "blobs"
+            return blobs if blobs.is_dir() and not blobs.is_symlink() else None
+    return None
+
+
+def _is_blob(link: Path, blobs: Path) -> bool:
+    target = link.resolve()
+    return target.parent == blobs.resolve() and target.is_file()
 
 
 def remove_stale_temporaries(root: Path) -> None:
@@ -206,10 +264,7 @@ def remove_stale_temporaries(root: Path) -> None:
         owner_alive = pid.isdigit() and _process_alive(int(pid))
         if entry.name.startswith(TRASH_PREFIX) or not owner_alive or (
                 entry.name.startswith(TEMP_PREFIX) and int(pid) == os.getpid() and entry.is_dir()):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            _remove(entry)
 
 
 def _process_alive(pid: int) -> bool:
