@@ -1,6 +1,7 @@
 """AZR Trainer web app: ``python app.py`` (locally on 127.0.0.1:7860; on 0.0.0.0 in a Hugging Face Space).
 
-Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, AZR_CHECKPOINT_DIR, AZR_HUB_REPO, AZR_MAX_UPLOAD_MB and HF_TOKEN.
+Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, AZR_CHECKPOINT_DIR, AZR_HUB_REPO, AZR_MAX_UPLOAD_MB and HF_TOKEN,
+and the owner settings of :mod:`azr.owners` (AZR_OWNER_PASSWORD, AZR_OWNERS, AZR_PRIVATE, AZR_VISITORS_GENERATE).
 SIGTERM or Ctrl+C saves the running job as ``model_interrupted_<N>`` (and pushes it when pushing is on) and exits.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from transformers.utils import logging as transformers_logging
 
 from azr.appapi import max_upload_bytes
 from azr.jobs import TrainingJob
+from azr.owners import Access
 from azr.signals import graceful_stop
 from azr.ui import build_ui
 
@@ -21,10 +23,11 @@ def main() -> int:
     """Serve the app until SIGTERM/SIGINT; return the shell's exit status for the signal."""
     transformers_logging.disable_progress_bar()
     job = TrainingJob()
-    demo = build_ui(job)
+    host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    access = Access.from_environment(host)
+    demo = build_ui(job, access)
     demo.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), auth=access.gradio_auth(),
         max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True,
     )
     signalled = threading.Event()

@@ -4,12 +4,19 @@
 ``gradio_client`` users and the page get the same checks and the same one-sentence errors.
 
 Uploads: ``.txt``, ``.md``, ``.jsonl`` and ``.csv`` files of at most ``AZR_MAX_UPLOAD_MB`` megabytes in total
-(default 20); larger uploads are refused with a message.
+(default 20); larger uploads are refused with a message. Every text that comes in obeys a cap, checked before
+any work: ``corpus_text`` the same limit as an upload, a prompt :data:`MAX_PROMPT_CHARS` characters, any other
+field :data:`MAX_FIELD_CHARS`; ``max_new_tokens`` is at most :data:`MAX_NEW_TOKENS`.
+
+Control actions (train, stop, resume, delete, push) need an owner (see :mod:`azr.owners`): API clients give
+``owner_password=``, or sign in with Hugging Face on a Space; a visitor's call is refused with one sentence.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from .config import preset as model_preset
 from .data import load_texts
 from .errors import AZRError, ConfigError, DataError
 from .jobs import HubSettings, TrainingJob
+from .owners import Access, Caller
 
 MAX_UPLOAD_ENV = "AZR_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 20
@@ -28,12 +36,45 @@ MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "vo
 WHOLE_SETTINGS = ("batch_size", "warmup", "save_every", "self_play_every", "seed")
 REAL_SETTINGS = ("lr", "rl_weight")
 DEFAULTS = TrainConfig()
-
+MAX_PROMPT_CHARS = 100_000
+MAX_FIELD_CHARS = 1_000
+MAX_NEW_TOKENS = 4_096
 
 
 def max_upload_bytes() -> int:
     """Return the upload limit in bytes (``$AZR_MAX_UPLOAD_MB`` megabytes, default 20)."""
     return int(float(os.environ.get(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB)) * 2**20)
+
+
+def _check_upload_size(what: str, size: int) -> None:
+    if size > max_upload_bytes():
+        raise DataError(f"{what} {size / 2**20:.1f} MB, more than the limit of "
+                        f"{max_upload_bytes() / 2**20:.0f} MB ({MAX_UPLOAD_ENV}); send less text.")
+
+
+def check_sizes(values: dict[str, Any]) -> None:
+    """Raise DataError / ConfigError when a text in ``values`` is over its cap (see the module's doc)."""
+    for name, value in values.items():
+        if isinstance(value, dict):
+            check_sizes(value)
+        elif name == "corpus_text" and isinstance(value, str):
+            if len(value) > max_upload_bytes():  # at least one byte a character: refused without encoding it
+                _check_upload_size("corpus_text holds at least", len(value))
+            _check_upload_size("corpus_text holds", len(value.encode("utf-8", "surrogatepass")))
+        elif isinstance(value, str) and len(value) > (cap := MAX_PROMPT_CHARS if name == "prompt" else MAX_FIELD_CHARS):
+            raise ConfigError(f"{name} holds {len(value):,} characters, more than the limit of {cap:,}; "
+                              "send a shorter text.")
+
+
+def capped(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Check the sizes of a method's text arguments (:func:`check_sizes`) before it runs."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_sizes(signature.bind(*args, **kwargs).arguments)
+        return method(*args, **kwargs)
+    return checked
 
 
 def read_uploads(paths: list[str] | None) -> list[str] | None:
@@ -43,10 +84,7 @@ def read_uploads(paths: list[str] | None) -> list[str] | None:
     """
     if not paths:
         return None
-    total = sum(Path(p).stat().st_size for p in paths)
-    if total > max_upload_bytes():
-        raise DataError(f"The uploaded files hold {total / 2**20:.1f} MB, more than the limit of "
-                        f"{max_upload_bytes() / 2**20:.0f} MB ({MAX_UPLOAD_ENV}); upload less text.")
+    _check_upload_size("The uploaded files hold", sum(Path(p).stat().st_size for p in paths))
     return load_texts(paths)
 
 
@@ -80,18 +118,24 @@ class AppAPI:
     """The app's actions on its :class:`TrainingJob`; each public method is also an API endpoint.
 
     The methods raise AZRError (or ValueError) for bad input; the API turns that into a ``gr.Error`` and the
-    page shows it next to the form.
+    page shows it next to the form. ``caller`` says who asks (None: this process); control actions refuse a
+    caller that is not an owner (see :mod:`azr.owners`), and a visitor's Hub settings are ignored.
     """
 
-    def __init__(self, job: TrainingJob) -> None:
+    def __init__(self, job: TrainingJob, access: Access | None = None) -> None:
         self.job = job
+        self.access = access or Access()
 
     def hub_settings(self, hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
-                     push_checkpoints: bool = False) -> HubSettings:
-        """Return the Hub settings of a request: an empty repo means ``AZR_HUB_REPO``, an empty token ``HF_TOKEN``."""
+                     push_checkpoints: bool = False, caller: Caller | None = None) -> HubSettings:
+        """Return the Hub settings of a request: an empty repo means ``AZR_HUB_REPO``, an empty token ``HF_TOKEN``;
+        a visitor gets ``AZR_HUB_REPO`` whatever it asks."""
+        if not self.access.is_owner(caller):
+            return HubSettings(self.job.hub_repo)
         return HubSettings((hub_repo_id or "").strip() or self.job.hub_repo, (hub_token or "").strip() or None,
                            bool(hub_private), bool(push_checkpoints))
 
+    @capped
     def train(self, corpus_text: str = "", preset: str = "tiny", d_model: int | None = None,
               num_layers: int | None = None, num_heads: int | None = None, d_ff: int | None = None,
               max_seq_len: int | None = None, vocab_size: int | None = None,
@@ -100,7 +144,7 @@ class AppAPI:
               save_every: int = DEFAULTS.save_every, self_play_every: int = DEFAULTS.self_play_every,
               rl_weight: float = DEFAULTS.rl_weight, seed: int = DEFAULTS.seed, time_budget_min: float = 0,
               hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
-              push_checkpoints: bool = False, run_name: str = "") -> dict[str, Any]:
+              push_checkpoints: bool = False, run_name: str = "", *, caller: Caller | None = None) -> dict[str, Any]:
         """Start training a new model on ``corpus_text`` (empty: the default corpus) in a new run; return the status.
 
         Model size: a preset (tiny/small/base) with optional overrides. ``time_budget_min`` > 0 pauses the run
@@ -108,13 +152,15 @@ class AppAPI:
         ``run_name`` names the run's directory (empty: ``run-<date>-<time>``); a name in use is refused.
         """
         form = dict(locals())
-        del form["self"], form["corpus_text"]
-        return self.start([corpus_text] if (corpus_text or "").strip() else None, **form)
+        del form["self"], form["corpus_text"], form["caller"]
+        return self.start([corpus_text] if (corpus_text or "").strip() else None, caller, **form)
 
-    def start(self, texts: list[str] | None, **form: Any) -> dict[str, Any]:
+    @capped
+    def start(self, texts: list[str] | None, caller: Caller | None = None, **form: Any) -> dict[str, Any]:
         """Start a run on ``texts`` with the fields of :meth:`train` (after ``corpus_text``); return the status."""
+        self.access.check(caller, "start training")
         hub_settings = self.hub_settings(form.pop("hub_repo_id"), form.pop("hub_token"), form.pop("hub_private"),
-                                         form.pop("push_checkpoints"))
+                                         form.pop("push_checkpoints"), caller)
         budget, run_name = _budget_s(form.pop("time_budget_min")), form.pop("run_name")
         model = model_preset(form.pop("preset") or "tiny", **{k: whole(k, form.pop(k)) for k in MODEL_FIELDS})
         max_iterations = whole("max_iterations", form.pop("max_iterations"))
@@ -127,65 +173,113 @@ class AppAPI:
         return self.job.start(texts, model, max_iterations, run_name=run_name, time_budget_s=budget,
                               hub_settings=hub_settings, **settings)
 
-    def stop_training(self) -> dict[str, Any]:
+    def stop_training(self, *, caller: Caller | None = None) -> dict[str, Any]:
         """Ask the running job to pause after the current batch; ``status`` is "stopping" or "not training"."""
+        self.access.check(caller, "stop training")
         stopping = self.job.stop()
         return {"status": "stopping" if stopping else "not training",
                 "message": "Stopping after the current batch; a model_paused checkpoint will be saved."
                 if stopping else "No training run is active."}
 
+    @capped
     def resume_training(self, checkpoint: str, max_iterations: int | None = None, batch_size: int | None = None,
                         lr: float | None = None, load_optimizer: bool = True, time_budget_min: float = 0,
                         hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
-                        push_checkpoints: bool = False) -> dict[str, Any]:
+                        push_checkpoints: bool = False, *, caller: Caller | None = None) -> dict[str, Any]:
         """Resume a listed checkpoint (a name from /list_checkpoints) to ``max_iterations``; return the status.
 
         Empty (or 0) ``max_iterations``, ``batch_size`` and ``lr`` keep the checkpoint's target and settings.
         """
+        self.access.check(caller, "resume training")
         return self.job.resume(
             checkpoint, whole("max_iterations", max_iterations) or None, whole("batch_size", batch_size) or None,
             real("lr", lr) or None, bool(load_optimizer), _budget_s(time_budget_min),
-            self.hub_settings(hub_repo_id, hub_token, hub_private, push_checkpoints))
+            self.hub_settings(hub_repo_id, hub_token, hub_private, push_checkpoints, caller))
 
     def status(self, history_since: int = 0) -> dict[str, Any]:
         """Return the job's status with the history records after iteration ``history_since`` (-1: none)."""
         since = whole("history_since", history_since)
         return self.job.status(history_since=None if since is not None and since < 0 else since or 0)
 
-    def list_checkpoints(self, hub_repo_id: str = "", hub_token: str = "", verify: bool = False) -> dict[str, Any]:
+    @capped
+    def list_checkpoints(self, hub_repo_id: str = "", hub_token: str = "", verify: bool = False, *,
+                         caller: Caller | None = None) -> dict[str, Any]:
         """Return ``{"checkpoints": [...], "warning": ...}``: local and Hub checkpoints, newest first.
 
         With ``verify`` every local file is checked against its checksum.
         """
-        entries, warning = self.job.list_checkpoints(self.hub_settings(hub_repo_id, hub_token), bool(verify))
+        entries, warning = self.job.list_checkpoints(self.hub_settings(hub_repo_id, hub_token, caller=caller),
+                                                     bool(verify))
         return {"checkpoints": entries, "warning": warning}
 
     def list_runs(self) -> dict[str, Any]:
         """Return ``{"runs": [...]}``: the run directories, newest first, with their checkpoint counts."""
         return {"runs": self.job.list_runs()}
 
+    @capped
     def generate(self, checkpoint: str, prompt: str = "", temperature: float = 1.0, top_k: int = 50,
                  max_new_tokens: int = 50, hub_repo_id: str = "", hub_token: str = "",
-                 seed: int | None = None) -> dict[str, Any]:
+                 seed: int | None = None, *, caller: Caller | None = None) -> dict[str, Any]:
         """Sample a continuation of ``prompt`` from a listed checkpoint; return ``{"checkpoint", "text"}``.
 
         With ``seed`` the same request gives the same text.
         """
-        text = self.job.generate(checkpoint, prompt or "", real("temperature", temperature),
-                                 whole("top_k", top_k), whole("max_new_tokens", max_new_tokens),
-                                 self.hub_settings(hub_repo_id, hub_token), whole("seed", seed))
+        self.access.check_generate(caller)
+        new_tokens = whole("max_new_tokens", max_new_tokens)
+        if new_tokens is not None and new_tokens > MAX_NEW_TOKENS:
+            raise ConfigError(f"max_new_tokens must be at most {MAX_NEW_TOKENS:,}, got {new_tokens:,}.")
+        text = self.job.generate(checkpoint, prompt or "", real("temperature", temperature), whole("top_k", top_k),
+                                 new_tokens, self.hub_settings(hub_repo_id, hub_token, caller=caller),
+                                 whole("seed", seed))
         return {"checkpoint": checkpoint, "text": text}
 
+    @capped
+    def delete_checkpoint(self, checkpoint: str, *, caller: Caller | None = None) -> dict[str, Any]:
+        """Delete a listed local checkpoint; return ``{"deleted": name}``."""
+        self.access.check(caller, "delete checkpoints")
+        self.job.delete(checkpoint)
+        return {"deleted": checkpoint.strip()}
 
-API_NAMES = ("train", "stop_training", "resume_training", "status", "list_checkpoints", "list_runs", "generate")
+    @capped
+    def push_checkpoint(self, checkpoint: str, hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
+                        *, caller: Caller | None = None) -> dict[str, Any]:
+        """Push a listed checkpoint to ``hub_repo_id`` (empty: ``AZR_HUB_REPO``); return ``{"checkpoint",
+        "commit"}``."""
+        self.access.check(caller, "push checkpoints")
+        commit = self.job.push(checkpoint, self.hub_settings(hub_repo_id, hub_token, hub_private, caller=caller))
+        return {"checkpoint": checkpoint.strip(), "commit": commit}
+
+
+API_NAMES = ("train", "stop_training", "resume_training", "status", "list_checkpoints", "list_runs", "generate",
+             "delete_checkpoint", "push_checkpoint")
 
 
 def as_endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an AppAPI method so that bad input reaches the client as a one-sentence ``gr.Error``."""
+    """Wrap an AppAPI method as an API endpoint: bad input reaches the client as a one-sentence ``gr.Error``.
+
+    A method that takes a ``caller`` gets it from the request: Gradio injects the signed-in Hugging Face profile
+    (on a Space) into ``profile``, and the client may give ``owner_password``.
+    """
+    signature = inspect.signature(method)
+    takes_caller = "caller" in signature.parameters
+
     @functools.wraps(method)
     def endpoint(*args: Any, **kwargs: Any) -> Any:
         try:
-            return method(*args, **kwargs)
+            if not takes_caller:
+                return method(*args, **kwargs)
+            values = endpoint.__signature__.bind(*args, **kwargs).arguments
+            caller = Caller(values.pop("profile", None), values.pop("owner_password", "") or "")
+            return method(**values, caller=caller)
         except (AZRError, ValueError) as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
+
+    if takes_caller:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        parameters = [p for p in signature.parameters.values() if p.name != "caller"]
+        endpoint.__signature__ = signature.replace(parameters=[
+            inspect.Parameter("profile", kind, annotation=gr.OAuthProfile | None), *parameters,
+            inspect.Parameter("owner_password", kind, default="", annotation=str)])
+        hints = {k: v for k, v in typing.get_type_hints(method).items() if k != "caller"}
+        endpoint.__annotations__ = {**hints, "profile": gr.OAuthProfile | None, "owner_password": str}
     return endpoint

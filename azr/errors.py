@@ -24,3 +24,7 @@ class HubError(AZRError):
 
 class TrainingError(AZRError):
     """Training cannot go on (e.g. the loss stopped being a finite number); a checkpoint holds the last good state."""
+
+
+class AccessError(AZRError):
+    """A visitor asked for what only the app's owner may do; the message says how to become the owner."""

@@ -2,7 +2,9 @@
 
 :func:`build_ui` builds the whole page in one function, with each event wired next to its components. The
 same actions are API endpoints for ``gradio_client`` (see :class:`azr.appapi.AppAPI`): ``/train``,
-``/stop_training``, ``/resume_training``, ``/status``, ``/list_checkpoints``, ``/list_runs`` and ``/generate``.
+``/stop_training``, ``/resume_training``, ``/status``, ``/list_checkpoints``, ``/list_runs``, ``/generate``,
+``/delete_checkpoint`` and ``/push_checkpoint``. Control actions need an owner (see :mod:`azr.owners`): every
+handler gets the caller (the signed-in Hugging Face profile, injected by Gradio, and the *Owner password* field).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .data import TEXT_SUFFIXES
 from .errors import AZRError
 from .feed import Feed, charts_stale, follow, status_key
 from .jobs import TrainingJob
+from .owners import Access, Caller
 from .render import LOSS_SERIES, LR_PARTS, REWARD_SERIES, chart_frame, checkpoint_label, checkpoint_table, \
     history_frame, line_chart, render_progress, render_status, runs_table
 from .status import FINAL_STATES
@@ -40,14 +43,24 @@ def _attempt(action: Callable[[], str]) -> str:
 # ---------------------------------------------------------------------------- the page
 
 
-def build_ui(job: TrainingJob) -> gr.Blocks:
-    """Return the app's Blocks for ``job`` (one job per process; every session sees it)."""
-    api = AppAPI(job)
+def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
+    """Return the app's Blocks for ``job`` (one job per process; every session sees it) with ``access``'s owners
+    (default: everyone is an owner)."""
+    access = access or Access()
+    api = AppAPI(job, access)
     tiny = PRESETS["tiny"]
     idle = api.status(-1)
     with gr.Blocks(title="AZR Trainer", analytics_enabled=False) as demo:
         gr.Markdown("# AZR Trainer\nTrain a small language model, watch it learn, stop it any time and "
                     "resume it later with a bigger target.")
+        if access.oauth:
+            gr.LoginButton()
+        with_password = bool(access.password) and not access.private
+        owner_password = gr.Textbox(label="Owner password", type="password", elem_id="owner-password",
+                                    info="Needed to train, stop, resume, delete and push; visitors watch.") \
+            if with_password else gr.State("")
+        if not access.open:
+            gr.Markdown(f"Visitors can watch; to control the training, {access.how()}.", elem_id="owner-note")
         feed = gr.State(Feed())
         timer = gr.Timer(POLL_S)
         with gr.Tab("Train"):
@@ -152,11 +165,15 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
         # ------------------------------------------------------------------ events
         choosers = [resume_choice, generate_choice, manage_choice]
 
-        def listing(hub_repo_id: str, hub_token: str, *current: str | None, verify: bool = False,
+        def settings(profile: gr.OAuthProfile | None, password: str, repo: str, token: str, private: bool = True,
+                     push: bool = False) -> Any:
+            return api.hub_settings(repo, token, private, push, Caller(profile, password or ""))
+
+        def listing(hub_settings: Any, *current: str | None, verify: bool = False,
                     refresh_hub: bool = True, select_newest: bool = False) -> tuple[Any, ...]:
             """Updates of the three checkpoint dropdowns (keeping ``current`` choices), the checkpoint and run
             tables and the note."""
-            entries, warning = job.list_checkpoints(api.hub_settings(hub_repo_id, hub_token), verify, refresh_hub)
+            entries, warning = job.list_checkpoints(hub_settings, verify, refresh_hub)
             names = [e["name"] for e in entries]
             choices = [(checkpoint_label(e), e["name"]) for e in entries]
             newest = names[0] if names else None
@@ -169,10 +186,11 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
             return (*(gr.update(choices=choices, value=v) for v in values), checkpoint_table(entries),
                     runs_table(job.list_runs()), note)
 
-        listing_inputs = [hub_repo, hub_token, *choosers]
+        listing_inputs = [owner_password, hub_repo, hub_token, *choosers]
         listing_outputs = [*choosers, table, runs_view, listing_note]
 
-        def poll(page: Feed, hub_repo_id: str, hub_token: str, *current: str | None) -> tuple[Any, ...]:
+        def poll(profile: gr.OAuthProfile | None, page: Feed, password: str, hub_repo_id: str, hub_token: str,
+                 *current: str | None) -> tuple[Any, ...]:
             """Fetch the records the page lacks, redraw what changed, list checkpoints again when the launch,
             state or checkpoint changed."""
             previous = page.drawn
@@ -188,8 +206,8 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
             if previous is not None and previous[:3] == key[:3]:
                 return (*panels, *unchanged)
             finished = previous is not None and key[1] in FINAL_STATES and previous[1] not in FINAL_STATES
-            return (*panels, *listing(hub_repo_id, hub_token, *current, refresh_hub=previous is None or finished,
-                                      select_newest=finished))
+            return (*panels, *listing(settings(profile, password, hub_repo_id, hub_token), *current,
+                                      refresh_hub=previous is None or finished, select_newest=finished))
 
         gr.on([demo.load, timer.tick], poll, inputs=[feed, *listing_inputs],
               outputs=[status_panel, progress, loss_plot, reward_plot, *listing_outputs], show_progress="hidden",
@@ -198,9 +216,11 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
         preset_choice.change(lambda name: [getattr(PRESETS[name], f) for f in MODEL_FIELDS], inputs=preset_choice,
                              outputs=list(model_fields.values()), api_visibility="private")
 
-        def on_start(files: list[str] | None, **form: Any) -> str:
+        def on_start(profile: gr.OAuthProfile | None, password: str, files: list[str] | None, **form: Any) -> str:
             def start() -> str:
-                status = api.start(read_uploads(files), **form)
+                caller = Caller(profile, password or "")
+                access.check(caller, "start training")  # before reading the uploads
+                status = api.start(read_uploads(files), caller, **form)
                 return f"Started run {status['run']}: training to {status['max_iterations']} iterations."
             return _attempt(start)
 
@@ -208,46 +228,56 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
                       "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "warmup": warmup,
                       "save_every": save_every, "self_play_every": self_play_every, "rl_weight": rl_weight,
                       "seed": seed, "time_budget_min": budget, "run_name": run_name, **hub_all}
-        start_button.click(on_start, inputs_kwargs={"files": corpus, **train_form}, outputs=train_message,
-                           api_visibility="private")
-        stop_button.click(lambda: api.stop_training()["message"], outputs=train_message, api_visibility="private")
+        start_button.click(on_start, inputs_kwargs={"password": owner_password, "files": corpus, **train_form},
+                           outputs=train_message, api_visibility="private")
 
-        def prefill(name: str | None, hub_repo_id: str, hub_token: str) -> Any:
-            entries, _ = job.list_checkpoints(api.hub_settings(hub_repo_id, hub_token), refresh_hub=False)
+        def on_stop(profile: gr.OAuthProfile | None, password: str) -> str:
+            return _attempt(lambda: api.stop_training(caller=Caller(profile, password or ""))["message"])
+
+        stop_button.click(on_stop, inputs=owner_password, outputs=train_message, api_visibility="private")
+
+        def prefill(profile: gr.OAuthProfile | None, name: str | None, password: str, hub_repo_id: str,
+                    hub_token: str) -> Any:
+            entries, _ = job.list_checkpoints(settings(profile, password, hub_repo_id, hub_token), refresh_hub=False)
             targets = {e["name"]: e["max_iterations"] for e in entries}
             return targets.get(name, gr.skip())
 
-        def preview(name: str | None, target: int | None, new_lr: float | None, hub_repo_id: str,
-                    hub_token: str) -> tuple[Any, str]:
+        def preview(profile: gr.OAuthProfile | None, name: str | None, target: int | None, new_lr: float | None,
+                    password: str, hub_repo_id: str, hub_token: str) -> tuple[Any, str]:
             if not name:
                 return chart_frame([], LR_PARTS), ""
             try:
                 records = job.lr_preview(name, whole("max_iterations", target) or None,
-                                         real("lr", new_lr) or None, api.hub_settings(hub_repo_id, hub_token))
+                                         real("lr", new_lr) or None,
+                                         settings(profile, password, hub_repo_id, hub_token))
             except (AZRError, ValueError) as exc:
                 return gr.skip(), _warning(exc)
             return chart_frame([(r["iteration"], r["lr"], r["part"]) for r in records], LR_PARTS), ""
 
-        preview_inputs = [resume_choice, resume_max, resume_lr, hub_repo, hub_token]
-        resume_choice.change(prefill, inputs=[resume_choice, hub_repo, hub_token], outputs=resume_max,
+        preview_inputs = [resume_choice, resume_max, resume_lr, owner_password, hub_repo, hub_token]
+        resume_choice.change(prefill, inputs=[resume_choice, owner_password, hub_repo, hub_token], outputs=resume_max,
                              api_visibility="private")
         for trigger in (resume_choice, resume_max, resume_lr):
             trigger.change(preview, inputs=preview_inputs, outputs=[lr_preview, preview_note],
                            api_visibility="private", show_progress="hidden")
 
-        def on_resume(**form: Any) -> str:
+        def on_resume(profile: gr.OAuthProfile | None, password: str, **form: Any) -> str:
             def resume() -> str:
-                status = api.resume_training(**form)
+                status = api.resume_training(**form, caller=Caller(profile, password or ""))
                 return f"Resuming {form['checkpoint']}: training to {status['max_iterations'] or 'its target'}."
             return _attempt(resume)
 
         resume_button.click(on_resume, inputs_kwargs={
-            "checkpoint": resume_choice, "max_iterations": resume_max, "batch_size": resume_batch,
+            "password": owner_password, "checkpoint": resume_choice, "max_iterations": resume_max,
+            "batch_size": resume_batch,
             "lr": resume_lr, "load_optimizer": load_optimizer, "time_budget_min": budget, **hub_all},
             outputs=resume_message, api_visibility="private")
 
-        refresh_button.click(lambda *values: listing(*values, verify=True), inputs=listing_inputs,
-                             outputs=listing_outputs, api_visibility="private")
+        def refresh(profile: gr.OAuthProfile | None, password: str, repo: str, token: str, *current: str | None
+                    ) -> tuple[Any, ...]:
+            return listing(settings(profile, password, repo, token), *current, verify=True)
+
+        refresh_button.click(refresh, inputs=listing_inputs, outputs=listing_outputs, api_visibility="private")
 
         def ask_delete(name: str | None) -> tuple[Any, str]:
             if not name:
@@ -258,35 +288,43 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
                             api_visibility="private")
         cancel_button.click(lambda: gr.update(visible=False), outputs=confirm_row, api_visibility="private")
 
-        def delete(name: str, *values: Any) -> tuple[Any, ...]:
+        def delete(profile: gr.OAuthProfile | None, name: str, password: str, repo: str, token: str,
+                   *current: str | None) -> tuple[Any, ...]:
             try:
-                job.delete(name)
+                api.delete_checkpoint(name or "", caller=Caller(profile, password or ""))
             except (AZRError, ValueError) as exc:
                 return (gr.update(visible=False), *(gr.skip(),) * len(listing_outputs), _warning(exc))
-            return (gr.update(visible=False), *listing(*values), f"Deleted {name}.")
+            return (gr.update(visible=False), *listing(settings(profile, password, repo, token), *current),
+                    f"Deleted {name}.")
 
         confirm_button.click(delete, inputs=[manage_choice, *listing_inputs],
                              outputs=[confirm_row, *listing_outputs, manage_message], api_visibility="private")
 
-        def download(name: str | None, repo: str, token: str) -> tuple[Any, str]:
+        def download(profile: gr.OAuthProfile | None, name: str | None, password: str, repo: str, token: str
+                     ) -> tuple[Any, str]:
             try:
-                path = job.archive(name or "", api.hub_settings(repo, token))
+                path = job.archive(name or "", settings(profile, password, repo, token))
             except (AZRError, ValueError) as exc:
                 return gr.update(visible=False), _warning(exc)
             return gr.update(value=str(path), visible=True), f"{path.name} is ready."
 
-        download_button.click(download, inputs=[manage_choice, hub_repo, hub_token],
+        download_button.click(download, inputs=[manage_choice, owner_password, hub_repo, hub_token],
                               outputs=[archive, manage_message], api_visibility="private")
-        push_button.click(
-            lambda name, repo, token, private: _attempt(
-                lambda: f"Pushed {name}: commit {job.push(name or '', api.hub_settings(repo, token, private))}."),
-            inputs=[manage_choice, hub_repo, hub_token, hub_private], outputs=manage_message,
-            api_visibility="private")
+
+        def on_push(profile: gr.OAuthProfile | None, name: str | None, password: str, repo: str, token: str,
+                 private: bool) -> str:
+            return _attempt(lambda: "Pushed {checkpoint}: commit {commit}.".format(**api.push_checkpoint(
+                name or "", repo, token, private, caller=Caller(profile, password or ""))))
+
+        push_button.click(on_push, inputs=[manage_choice, owner_password, hub_repo, hub_token, hub_private],
+                          outputs=manage_message, api_visibility="private")
+
+        def on_generate(profile: gr.OAuthProfile | None, password: str, *values: Any) -> str:
+            return _attempt(lambda: api.generate(*values, caller=Caller(profile, password or ""))["text"])
 
         generate_button.click(
-            lambda *values: _attempt(lambda: api.generate(*values)["text"]),
-            inputs=[generate_choice, prompt, temperature, top_k, max_new_tokens, hub_repo, hub_token, sample_seed],
-            outputs=generated, api_visibility="private")
+            on_generate, inputs=[owner_password, generate_choice, prompt, temperature, top_k, max_new_tokens, hub_repo,
+                              hub_token, sample_seed], outputs=generated, api_visibility="private")
 
         for name in API_NAMES:
             gr.api(as_endpoint(getattr(api, name)), api_name=name,
