@@ -129,17 +129,17 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
             runs_view = gr.Dataframe(runs_table([]), label="Runs, newest first", interactive=False,
                                      elem_id="runs-table")
             with gr.Row():
-                manage_choice = gr.Dropdown([], label="Checkpoint", scale=2)
+                manage_choice = gr.Dropdown([], label="Checkpoint", scale=2, elem_id="manage-choice")
                 refresh_button = gr.Button("🔄 Refresh (verify files)")
-                delete_button = gr.Button("🗑️ Delete", variant="stop")
+                delete_button = gr.Button("🗑️ Delete", variant="stop", elem_id="delete")
                 download_button = gr.Button("⬇️ Download as zip")
                 push_button = gr.Button("☁️ Push to Hub")
             with gr.Row(visible=False) as confirm_row:
                 confirm_text = gr.Markdown()
-                confirm_button = gr.Button("Yes, delete it", variant="stop")
+                confirm_button = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete")
                 cancel_button = gr.Button("Cancel")
             archive = gr.File(label="Zip", visible=False)
-            manage_message = gr.Markdown()
+            manage_message = gr.Markdown(elem_id="manage-message")
 
         with gr.Tab("Generate"):
             with gr.Row():

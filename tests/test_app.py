@@ -157,6 +157,28 @@ def test_bad_numbers_get_one_sentence(client, fields, message):
     assert not client.predict(history_since=-1, api_name="/status")["is_training"]
 
 
+def resident_mb(pid: int) -> float:
+    """The resident memory of a process, in MB."""
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_an_oversized_corpus_text_is_refused_before_any_work(app, client):
+    """The upload limit (20 MB) holds for text sent through the API too: refused at once, nothing started."""
+    before, memory = client.predict(history_since=-1, api_name="/status"), resident_mb(app.process.pid)
+    runs = sorted(app.checkpoint_dir.glob("*"))
+    with pytest.raises(AppError, match=r"corpus_text holds at least 21.0 MB, more than the limit of 20 MB "
+                                       r"\(AZR_MAX_UPLOAD_MB\); send less text"):
+        client.predict(corpus_text="x" * 21 * 2**20, max_iterations=20, api_name="/train", **SMALL_MODEL)
+    after = client.predict(history_since=-1, api_name="/status")
+    assert (after["launch"], after["is_training"], after["state"]) == (before["launch"], False, before["state"])
+    assert sorted(app.checkpoint_dir.glob("*")) == runs
+    assert resident_mb(app.process.pid) - memory < 300  # the request itself; training on it took gigabytes
+    with pytest.raises(AppError, match="prompt holds 100,001 characters, more than the limit of 100,000"):
+        client.predict(checkpoint="none/model_iter_1", prompt="x" * 100_001, api_name="/generate")
+    with pytest.raises(AppError, match="run_name holds 1,001 characters"):
+        client.predict(max_iterations=20, run_name="x" * 1001, api_name="/train", **SMALL_MODEL)
+
+
 def test_generate_continues_the_prompt(client):
     name = newest_checkpoint(client)
     result = client.predict(checkpoint=name, prompt="ROMEO:", max_new_tokens=10, api_name="/generate")

@@ -1,5 +1,5 @@
 """The page in a real browser (Debian's chromium, headless, driven by Playwright): train, stop, resume, and the
-run's checkpoints on the Checkpoints tab.
+run's checkpoints on the Checkpoints tab; with an owner password, a visitor watches and only the owner controls.
 
 Saves screenshots of the Train tab (resumed run, charts, Resume form with its LR preview) to
 tests/artifacts/train_tab.png (the README's and the Space card's space_config/screenshot.png is a copy of it) and of
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_process import SMALL_MODEL, app, small_corpus  # noqa: F401
+from app_process import SMALL_MODEL, AppProcess, app, small_corpus  # noqa: F401
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,6 +22,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 TARGET = 2000  # long enough to press Stop before the end
 RUN = "browser-run"
 WAIT_MS = 120_000
+PASSWORD = "owner's secret"
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,54 @@ def test_bad_numbers_get_a_message_next_to_the_form(page):
     fill_number(page, "train-batch-size", 0)
     page.locator("#start").click()
     expect(page.locator("#train-message")).to_contain_text("batch_size must be a positive integer")
+
+
+@pytest.fixture(scope="module")
+def owned(tmp_path_factory) -> Iterator[AppProcess]:
+    """The app with an owner password."""
+    process = AppProcess.start(tmp_path_factory.mktemp("owned"), AZR_OWNER_PASSWORD=PASSWORD)
+    yield process
+    process.stop()
+
+
+def test_a_visitor_watches_and_only_the_owner_controls(browser, owned, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(owned.url)
+    expect(page.locator("#owner-note")).to_contain_text("Visitors can watch")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(small_corpus())
+    page.locator("#corpus input[type=file]").set_input_files(corpus)
+    expect(page.locator("#corpus")).to_contain_text("corpus.txt")
+    page.get_by_text("Model size (advanced)").click()
+    for name, value in SMALL_MODEL.items():
+        fill_number(page, f"train-{name}", value)
+    fill_number(page, "train-max-iterations", 100_000)
+    fill_number(page, "train-batch-size", 4)
+    password = page.locator("#owner-password input")
+
+    def as_visitor_then_owner(button: str, message: str, refused: str) -> None:
+        password.fill("")
+        page.locator(f"#{button}").click()
+        expect(page.locator(f"#{message}")).to_contain_text(f"Only the app's owner can {refused}")
+        password.fill(PASSWORD)
+        page.locator(f"#{button}").click()
+
+    as_visitor_then_owner("start", "train-message", "start training")
+    expect(page.locator("#train-message")).to_contain_text("Started run")
+    wait_for_iteration(page, 5)
+    as_visitor_then_owner("stop", "train-message", "stop training")
+    expect(page.locator("#status")).to_contain_text("paused")
+    paused = re.search(r"run-[\w-]+/model_paused_\d+", page.locator("#status").inner_text()).group(0)
+
+    page.get_by_role("tab", name="Checkpoints").click()
+    expect(page.locator("#manage-choice input")).to_have_value(re.compile("model_paused_"))
+    password.fill("")
+    page.locator("#delete").click()
+    page.locator("#confirm-delete").click()
+    expect(page.locator("#manage-message")).to_contain_text("Only the app's owner can delete checkpoints")
+    password.fill(PASSWORD)
+    page.locator("#delete").click()
+    page.locator("#confirm-delete").click()
+    expect(page.locator("#manage-message")).to_contain_text(f"Deleted {paused}")
+    page.close()

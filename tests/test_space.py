@@ -35,6 +35,7 @@ def test_the_space_card_header_matches_the_project():
     assert (PROJECT_ROOT / header["app_file"]).is_file()
     assert header["python_version"] == "3.11"
     assert header["title"]
+    assert header["hf_oauth"] is True  # the owners sign in with Hugging Face (azr.owners)
 
 
 def test_deploy_creates_the_space_with_the_app(hub_server, hub_env):
