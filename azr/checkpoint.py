@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from . import storage, tensorfile
+from . import containment, storage, tensorfile
 from .config import LR_SCHEDULES, TrainConfig
 from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR, History, chunk_path, chunk_problem
@@ -112,7 +112,7 @@ class Checkpoint:
         if not path.exists() and not path.is_symlink():
             hint = hub_hint(text) or "; check the path or run `azr list`"
             raise CheckpointError(f"Checkpoint {text!r} does not exist{hint}.")
-        check_contained(path)
+        containment.check_contained(path)
         checkpoint = cls(path, read_state(path))
         if verify:
             checkpoint.verify()
@@ -203,9 +203,7 @@ class Checkpoint:
             if required not in files:
                 self._invalid(f"{required} is not recorded")
         paths = [self.path / name for name in files]
-        for name, path in zip(files, paths):
-            if Path(name).name != name or name in ("", ".", ".."):
-                self._invalid(f"it records {name!r}, which is not a file name")
+        for path in paths:
             if not path.is_file():
                 self._invalid(f"{path.name} is missing")
         buffers = {path.name: storage.read_buffer(path) for path in paths}
@@ -214,9 +212,7 @@ class Checkpoint:
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")
         self._verified = buffers
-        links = [path for path in (self.chunk_dir, *self.history_files()) if storage.is_link_out(path)]
-        if links:
-            check_contained(self.path, links[0])
+        containment.check_history(self)
         problem = chunk_problem(self.chunk_dir, self.history_chunks)
         if problem:
             self._invalid(problem)
@@ -233,18 +229,6 @@ class Checkpoint:
                 except (OSError, SafetensorError) as exc:
                     raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {name} is not a complete "
                                           f"safetensors file.") from exc
-
-    def history_files(self) -> list[Path]:
-        """The files of the run's history chunks this checkpoint uses."""
-        return [chunk_path(self.chunk_dir, digest) for digest in self.history_chunks]
-
-    def corpus_file(self, root: Path) -> Path | None:
-        """Return the run's stored corpus file under ``root`` (None: none recorded or not there); raises
-        CheckpointError when the recorded name leads out of ``root`` or through a symbolic link."""
-        try:
-            return storage.contained_file(root, self.corpus["file"]) if self.corpus.get("file") else None
-        except ValueError:
-            self._invalid(f"its corpus {self.corpus['file']!r} is not a file of its run")
 
     def _invalid(self, reason: str) -> None:
         raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {reason}.")
@@ -351,17 +335,6 @@ def checkpoint_size(path: Path) -> int:
     if path.is_symlink() or not path.is_dir():
         return 0
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and not p.is_symlink())
-
-
-def check_contained(path: Path, link: Path | None = None) -> None:
-    """Raise CheckpointError when a checkpoint directory is or holds a symbolic link (see :func:`storage.link_out`),
-    or ``link`` is given: nothing outside a checkpoint is ever read, zipped, pushed or deleted as its."""
-    link = link or (storage.link_out(path) if path.is_dir() or path.is_symlink() else None)
-    if link is not None:
-        what = "is a symbolic link" if link == path else f"holds a symbolic link ({link.name})"
-        raise CheckpointError(f"Checkpoint {str(path)!r} is invalid: it {what}, and nothing outside a checkpoint "
-                              "is read or sent; replace the link by a copy of the files.")
-
 
 
 # ---------------------------------------------------------------------------- writing

@@ -25,7 +25,7 @@ from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEnt
                                     OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
 
 from . import checkpoint as ckpt
-from . import runs, storage
+from . import containment, runs, storage
 from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
 from .history import CHUNK_DIR
@@ -250,7 +250,7 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
     opened = ckpt.Checkpoint.open(Path(checkpoint))
     checkpoint, state = opened.path, opened.state
     name = checkpoint.name if ckpt.NAME_PATTERN.match(checkpoint.name) else state["name"]
-    corpus_file = opened.corpus_file(Path(corpus_root)) if push_corpus and corpus_root else None
+    corpus_file = containment.corpus_file(opened, Path(corpus_root)) if push_corpus and corpus_root else None
     hf = api(token)
     try:
         hf.create_repo(repo_id, private=private, exist_ok=True)
@@ -260,7 +260,8 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
         operations = [CommitOperationAdd(f"{CHECKPOINTS}/{name}/{f.name}", str(f))
                       for f in sorted(checkpoint.iterdir()) if f.is_file()]
         operations += [CommitOperationAdd(f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}", str(chunk))
-                       for chunk in opened.history_files() if f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}" not in files]
+                       for chunk in containment.history_files(opened)
+                       if f"{CHECKPOINTS}/{CHUNK_DIR}/{chunk.name}" not in files]
         newest = max(index, key=lambda n: (index[n].get("timestamp") or "", index[n].get("iteration") or 0))
         if newest == name:
             operations += [CommitOperationAdd(f.name, str(f)) for f in sorted(checkpoint.iterdir())
@@ -309,7 +310,7 @@ def staging_copy(checkpoint: Path) -> Path:
     A symbolic link is staged as the link itself (never what it points to), so the push refuses it."""
     opened = ckpt.Checkpoint.open(checkpoint, verify=False)
     staging = storage.hidden_sibling(checkpoint.parent, storage.STAGING_PREFIX, checkpoint.name)
-    sources = [*(p for p in checkpoint.iterdir() if p.is_file()), *opened.history_files()]
+    sources = [*(p for p in checkpoint.iterdir() if p.is_file()), *containment.history_files(opened)]
     for source in sources:
         target = staging / (checkpoint.name if source.parent == checkpoint else CHUNK_DIR) / source.name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import hub, runs, services, storage
+from . import containment, hub, runs, services, storage
 from .catalog import Catalog, HubSettings
-from .checkpoint import Checkpoint, check_contained
+from .checkpoint import Checkpoint
 from .config import ModelConfig, TrainConfig
 from .errors import AZRError, CheckpointError, ConfigError, HubError
 from .history import CHUNK_DIR, History
@@ -262,7 +262,7 @@ class TrainingJob:
         if (name or "").strip().startswith(hub.SCHEME):
             raise CheckpointError(f"{name!r} is on the Hub; only local checkpoints can be deleted here.")
         path = self.catalog.local_path(name)
-        check_contained(path)  # a link is refused, never followed to what it points to
+        containment.check_contained(path)  # a link is refused, never followed to what it points to
         path = path.resolve()
         with self._lock:
             in_use = [self._source[0] if self._source else None,
@@ -281,8 +281,9 @@ class TrainingJob:
             self._archive_dir = Path(tempfile.mkdtemp(prefix="azr-zip-"))
         target = self._archive_dir / f"{run}-{checkpoint.path.name}.zip"  # replaced when made again
         files = {f"{checkpoint.path.name}/{p.name}": p for p in checkpoint.path.iterdir() if p.is_file()}
-        files.update({f"{CHUNK_DIR}/{p.name}": p for p in checkpoint.history_files()})
-        corpus, run_file = checkpoint.corpus_file(_corpus_root(checkpoint)), checkpoint.path.parent / RUN_FILE
+        files.update({f"{CHUNK_DIR}/{p.name}": p for p in containment.history_files(checkpoint)})
+        corpus = containment.corpus_file(checkpoint, _corpus_root(checkpoint))
+        run_file = checkpoint.path.parent / RUN_FILE
         if corpus is not None:
             files[checkpoint.corpus["file"]] = corpus
         if run_file.is_file() and not run_file.is_symlink():

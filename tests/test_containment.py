@@ -20,6 +20,7 @@ from azr import AZRTrainer, build_model, hub, storage
 from azr.checkpoint import Checkpoint
 from azr.errors import CheckpointError
 from azr.jobs import HubSettings, TrainingJob
+from azr.statefile import SEAL, STATE_FILE, seal
 
 RUN, NAME = "linked", "model_iter_10"
 REPO = "user/leak"
@@ -126,11 +127,11 @@ def test_links_in_the_history_or_a_corpus_out_of_the_run_are_refused(root, outsi
     assert outside == []
     history.unlink()
 
-    state_file = root / RUN / NAME / "trainer_state.json"  # not covered by a checksum
+    state_file = root / RUN / NAME / STATE_FILE
     state = json.loads(state_file.read_text())
-    state["corpus"]["file"] = "../outside/secret.txt"
+    state["corpus"]["file"] = "../outside/secret.txt"  # a state file sealed anew: only the name is wrong
     shutil.copytree(tmp_path / "outside", root / "outside")  # the name would lead there from the runs root
-    state_file.write_text(json.dumps(state))
+    state_file.write_bytes(seal({k: v for k, v in state.items() if k != SEAL}))
     outside.clear()
     with pytest.raises(CheckpointError, match="corpus '../outside/secret.txt' is not a file of its run"):
         TrainingJob(root, hub_repo="").archive(f"{RUN}/{NAME}")
