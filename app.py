@@ -2,6 +2,7 @@
 
 Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, AZR_CHECKPOINT_DIR, AZR_HUB_REPO, AZR_MAX_UPLOAD_MB and HF_TOKEN.
 SIGTERM or Ctrl+C saves the running job as ``model_interrupted_<N>`` (and pushes it when pushing is on) and exits.
+At start, what earlier runs could not push (the Hub was down, or the app stopped) is pushed in the background.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from azr.appapi import max_upload_bytes
 from azr.jobs import TrainingJob
 from azr.signals import graceful_stop
 from azr.ui import build_ui
+from azr.uploader import start_pending
 
 
 def main() -> int:
@@ -27,6 +29,7 @@ def main() -> int:
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True,
     )
+    start_pending(job.runs_root)  # pushes earlier runs left pending, in the background
     signalled = threading.Event()
     with graceful_stop(lambda: (job.interrupt(), signalled.set())) as signals:
         while not signalled.wait(1.0):
