@@ -14,7 +14,6 @@ from .runs import rotate_checkpoints
 from .signals import stop_deadline
 from .uploader import LATER, HubUploader
 
-EXIT_MARGIN_S = 1.0  # of the grace period after a signal, kept for what follows the pushes (messages, exit)
 
 
 class TrainerCallback:
@@ -58,8 +57,8 @@ class TimeBudget(TrainerCallback):
 
 class HubPush(TrainerCallback):
     """Pushes every checkpoint to ``target`` in the background, and first what the run has pending from before;
-    at the end, waits a bounded time for them: ``flush_timeout_s``, and after a signal no longer than the grace
-    period allows. What is not pushed by then stays pending in the run (see :mod:`azr.uploader`)."""
+    at the end, waits a bounded time for them: ``flush_timeout_s``, and after a signal no longer than
+    :func:`~azr.signals.stop_deadline`. What is not pushed by then stays pending in the run (see :mod:`azr.uploader`)."""
 
     def __init__(self, uploader: HubUploader, target: PushTarget | None, flush_timeout_s: float) -> None:
         self.uploader, self.target, self.flush_timeout_s = uploader, target, flush_timeout_s
@@ -81,7 +80,7 @@ class HubPush(TrainerCallback):
     def on_end(self) -> str:
         timeout, deadline = self.flush_timeout_s, stop_deadline()
         if deadline is not None:
-            timeout = min(timeout, deadline - EXIT_MARGIN_S - time.monotonic())
+            timeout = min(timeout, deadline - time.monotonic())
         states = self.uploader.finish(timeout)
         repos = ", ".join(sorted(self.uploader.repos))
         missing = [f"{name} ({state})" for name, state in states.items() if not state.startswith("pushed")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import math
 import re
 import sys
@@ -241,3 +242,5 @@ def main(argv: list[str] | None = None) -> int:
         let_signals_end_the_process()
         print("azr: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        gc.freeze()  # the interpreter's final collections skip what is left: seconds saved at every exit

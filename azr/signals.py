@@ -3,8 +3,9 @@
 Nothing is installed on import; entry points wrap their training in :func:`graceful_stop`.
 
 The *grace period* (``AZR_GRACE_PERIOD_S``, default 10 s: Docker's, and under Kubernetes' 30 s) is the time the
-process gives itself after the first signal: waits that do not need to finish (pushes to a Hub that does not
-answer) end by :func:`stop_deadline`, so the process exits within it whatever the network does.
+process gives itself after the first signal: waits that need not finish (pushes to a Hub that does not answer)
+end by :func:`stop_deadline`, half-way through it, which leaves the other half for saving, messages and the
+interpreter's exit, so the process ends within the grace period whatever the network does.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ GRACE_ENV = "AZR_GRACE_PERIOD_S"
 DEFAULT_GRACE_S = 10.0
 
 log = logging.getLogger(__name__)
-_deadline: list[float] = []  # when a signal asked the process to stop: the time by which it must have exited
+_deadline: list[float] = []  # after a signal: the time by which waits that can be cut should end
 
 
 def grace_period_s() -> float:
@@ -37,7 +38,8 @@ def grace_period_s() -> float:
 
 
 def stop_deadline() -> float | None:
-    """Return the ``time.monotonic()`` by which the process must have exited after a signal, or None (no signal)."""
+    """Return the ``time.monotonic()`` by which waits that can be cut should end after a signal (half-way through
+    the grace period), or None (no signal)."""
     return _deadline[0] if _deadline else None
 
 
@@ -67,7 +69,7 @@ class graceful_stop:  # noqa: N801 - used as a context manager, like contextlib'
         if self.received is not None:
             raise ForcedExit
         self.received = signum
-        _deadline[:] = [time.monotonic() + self._grace_s]
+        _deadline[:] = [time.monotonic() + self._grace_s / 2]
         self._stop()
 
     def __enter__(self) -> graceful_stop:

@@ -86,7 +86,7 @@ def test_ctrl_c_during_a_hanging_push_exits_within_the_grace_period(hub_env, hub
     corpus = tmp_path / "small.txt"
     corpus.write_text("".join(texts), encoding="utf-8")
     hub_server.outage()  # every request hangs for longer than the grace period (the timeout is the default 60 s)
-    grace = 6.0
+    grace = 8.0
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "AZR_GRACE_PERIOD_S": str(grace), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "azr", "train", *TINY, "--texts", corpus, "--batch-size", "4", "--save-every", "10", "--self-play-every",
