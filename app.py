@@ -3,6 +3,7 @@
 Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, AZR_CHECKPOINT_DIR, AZR_HUB_REPO, AZR_MAX_UPLOAD_MB and HF_TOKEN,
 and the owner settings of :mod:`azr.owners` (AZR_OWNER_PASSWORD, AZR_OWNERS, AZR_PRIVATE, AZR_VISITORS_GENERATE).
 SIGTERM or Ctrl+C saves the running job as ``model_interrupted_<N>`` (and pushes it when pushing is on) and exits.
+At start, what earlier runs could not push (the Hub was down, or the app stopped) is pushed in the background.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from azr.jobs import TrainingJob
 from azr.owners import Access
 from azr.signals import graceful_stop
 from azr.ui import build_ui
+from azr.uploader import start_pending
 
 
 def main() -> int:
@@ -30,6 +32,7 @@ def main() -> int:
         server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), auth=access.gradio_auth(),
         max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True,
     )
+    start_pending(job.runs_root)  # pushes earlier runs left pending, in the background
     signalled = threading.Event()
     with graceful_stop(lambda: (job.interrupt(), signalled.set())) as signals:
         while not signalled.wait(1.0):

@@ -8,8 +8,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import pending
+from .pending import PushTarget
 from .runs import rotate_checkpoints
-from .uploader import HubUploader
+from .signals import stop_deadline
+from .uploader import LATER, HubUploader
+
 
 
 class TrainerCallback:
@@ -52,20 +56,38 @@ class TimeBudget(TrainerCallback):
 
 
 class HubPush(TrainerCallback):
-    """Pushes every checkpoint to a Hub repo in the background; at the end, waits a bounded time for them."""
+    """Pushes every checkpoint to ``target`` in the background, and first what the run has pending from before;
+    at the end, waits a bounded time for them: ``flush_timeout_s``, and after a signal no longer than
+    :func:`~azr.signals.stop_deadline`. What is not pushed by then stays pending in the run (see :mod:`azr.uploader`)."""
 
-    def __init__(self, uploader: HubUploader, run_dir: Path, flush_timeout_s: float) -> None:
-        self.uploader, self.run_dir, self.flush_timeout_s = uploader, run_dir, flush_timeout_s
+    def __init__(self, uploader: HubUploader, target: PushTarget | None, flush_timeout_s: float) -> None:
+        self.uploader, self.target, self.flush_timeout_s = uploader, target, flush_timeout_s
+
+    @classmethod
+    def for_run(cls, run_dir: Path, target: PushTarget | None, token: str | None,
+                flush_timeout_s: float) -> HubPush | None:
+        """Return the hook for a run pushing to ``target`` or with pending pushes; None when it has neither."""
+        if target is None and not pending.pending(run_dir):
+            return None
+        uploader = HubUploader(token)
+        uploader.submit_pending(run_dir)
+        return cls(uploader, target, flush_timeout_s)
 
     def on_save(self, path: Path, kind: str) -> None:
-        self.uploader.submit(path, self.run_dir)
+        if self.target is not None:
+            self.uploader.submit(path, self.target)
 
     def on_end(self) -> str:
-        states = self.uploader.flush(self.flush_timeout_s)
+        timeout, deadline = self.flush_timeout_s, stop_deadline()
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        states = self.uploader.finish(timeout)
+        repos = ", ".join(sorted(self.uploader.repos))
         missing = [f"{name} ({state})" for name, state in states.items() if not state.startswith("pushed")]
         if not missing:
-            return f"All {len(states)} checkpoints pushed to {self.uploader.repo_id}."
-        return f"Not pushed to {self.uploader.repo_id}: {'; '.join(missing)}."
+            return f"All {len(states)} checkpoints pushed to {repos}." if states else ""
+        later = f" The pending ones {LATER}." if any(s.startswith("pending") for s in states.values()) else ""
+        return f"Not pushed to {repos}: {'; '.join(missing)}.{later}"
 
     def close(self) -> None:
         self.uploader.close()

@@ -19,6 +19,7 @@ from .config import TrainConfig, preset
 from .data import load_texts
 from .demo import run_demo
 from .errors import ConfigError, HubError
+from .hubhttp import check_repo_id
 from .model import ARCHITECTURE_FIELDS, model_config_of
 from .runs import list_checkpoints
 from .selftest import run_selftest
@@ -27,6 +28,7 @@ from .space import deploy_space
 from .status import TrainingStatus
 from .terminal import Progress, format_checkpoints, format_report, say, say_resume
 from .trainer import AZRTrainer, resolve_device
+from .uploader import push_pending
 
 EXIT_INTERRUPTED = 130
 DEFAULT_RUNS_DIR = "checkpoints"
@@ -48,7 +50,7 @@ def _device(name: str) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
     device = _device(args.device)
-    settings = _settings(args)
+    settings, hub_options = _settings(args), _hub(args)
     texts = load_texts(args.texts) if args.texts else None
     model, tokenizer = _new_model(args, texts, settings.get("seed", TrainConfig.seed))
     trainer = AZRTrainer(model, tokenizer, device=device)
@@ -56,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         say(f"Run directory: {directory}")
         return _drive(trainer, directory,
-                      lambda: trainer.train(texts, checkpoint_dir=directory, **settings, **_hub(args)))
+                      lambda: trainer.train(texts, checkpoint_dir=directory, **settings, **hub_options))
     finally:
         for path in created:  # nothing saved (an error, a second Ctrl+C): leave no empty directories behind
             if path.is_dir() and not any(path.iterdir()):
@@ -104,6 +106,7 @@ def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
+    hub_options = _hub(args)
     checkpoint = Checkpoint.open(args.checkpoint)  # verified once; the trainer reuses it
     directory = _resume_directory(args, checkpoint.path)
     texts = load_texts(args.texts) if args.texts else None
@@ -111,7 +114,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     say(f"Run directory: {directory}")
     return _drive(trainer, directory, lambda: trainer.train(
         texts, checkpoint_dir=directory, resume_from=checkpoint.path, load_optimizer=not args.no_load_optimizer,
-        **_settings(args), **_hub(args)))
+        **_settings(args), **hub_options))
 
 
 def _resume_directory(args: argparse.Namespace, path: Path) -> Path:
@@ -138,10 +141,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _hub(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the trainer's Hub push options given on the command line."""
+    """Return the trainer's Hub push options given on the command line; raises HubError for an invalid repo id."""
     if not args.push_to_hub:
         return {}
-    return {"hub_repo_id": args.push_to_hub, "hub_private": not args.hub_public,
+    return {"hub_repo_id": check_repo_id(args.push_to_hub), "hub_private": not args.hub_public,
             "hub_push_corpus": not args.no_push_corpus}
 
 
@@ -262,11 +265,33 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """``azr push``: one local checkpoint to a Hub repo."""
+    """``azr push``: one local checkpoint to a Hub repo, or (``--pending``) what runs have pending."""
+    if args.pending:
+        return _push_pending(args)
+    if args.checkpoint is None or args.repo_id is None:
+        raise ConfigError("azr push needs a CHECKPOINT and a REPO (or --pending [DIR]); see `azr push --help`.")
+    check_repo_id(args.repo_id)
     path = Checkpoint.open(args.checkpoint, verify=False).path  # push verifies it
     commit = hub.push(path, args.repo_id, private=not args.public, corpus_root=path.parent)
     print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
     return 0
+
+
+def _push_pending(args: argparse.Namespace) -> int:
+    """Push what a run (or every run of a runs directory) has pending, newest first; exit 1 when some stay."""
+    if args.repo_id is not None:
+        raise ConfigError("azr push --pending takes one DIR (a run or a runs directory), not a repo.")
+    where = Path(args.checkpoint or DEFAULT_RUNS_DIR).expanduser()
+    if not where.is_dir():
+        raise ConfigError(f"{str(where)!r} is not a directory; give a run or a runs directory.")
+    left = done = 0
+    for push, state in push_pending(where):
+        print(f"{push.run_dir.name}/{push.checkpoint} -> {push.target.repo_id}: {state}")
+        left, done = left + state.startswith("pending"), done + 1
+    print(f"Nothing pending in {where}." if not done else
+          f"{left} pushes still pending; run `azr push --pending` again when the Hub answers." if left else
+          "Every pending push is done.")
+    return 1 if left else 0
 
 
 def cmd_space_deploy(args: argparse.Namespace) -> int:

@@ -5,12 +5,17 @@ entry per checkpoint; the run's corpus once under ``corpus/``; and at the root t
 tokenizer and a model card, so that ``from_pretrained("user/run")`` gives the newest model.
 
 Settings come from the environment at call time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` /
-``HF_HUB_CACHE``) and the token from the argument, ``HF_TOKEN`` or ``huggingface-cli login``. The token
-is never written, logged or put in a message: errors only say whether one was used.
+``HF_HUB_CACHE``, ``AZR_HUB_TIMEOUT_S``) and the token from the argument, ``HF_TOKEN`` or ``huggingface-cli
+login``. The token is never written, logged or put in a message: errors only say whether one was used.
+
+Every request has a timeout (see :mod:`azr.hubhttp`). The index is changed with
+``create_commit(parent_commit=…)``: when another pusher committed in between, the Hub refuses (HTTP 412) and
+the change is made again on the new head, so two pushers to one repo never lose an index entry.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +34,7 @@ from . import containment, runs, storage
 from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
 from .history import CHUNK_DIR
+from .hubhttp import check_repo_id, request_timeout, use_timeout
 
 SCHEME = "hf://"
 CHECKPOINTS = "checkpoints"
@@ -37,6 +43,10 @@ CHART = "training_curves.svg"
 ROOT_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
               "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 REFERENCE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[^/]+))?(?:/(?P<name>[^/]+))?/?$")
+CONFLICT_ATTEMPTS = 10  # each refused commit means another pusher's commit went in: progress is certain
+HEAD_CHANGED = 412  # the Hub's answer to a commit whose parent_commit is no longer the branch head
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,8 @@ def _cache_dir() -> str:
 
 
 def api(token: str | None = None) -> HfApi:
-    """Return an HfApi for the current endpoint and token."""
+    """Return an HfApi for the current endpoint and token (its requests time out, see :func:`request_timeout`)."""
+    use_timeout()
     return HfApi(endpoint=_endpoint(), token=token)
 
 
@@ -128,7 +139,8 @@ def _checkpoint_names(files: list[str]) -> list[str]:
 def _read_index(hf: HfApi, repo_id: str, revision: str | None) -> dict[str, Any]:
     """Return the repo's checkpoint index (empty when there is none)."""
     try:
-        path = hf.hf_hub_download(repo_id, INDEX, revision=revision, cache_dir=_cache_dir())
+        path = hf.hf_hub_download(repo_id, INDEX, revision=revision, cache_dir=_cache_dir(),
+                                  etag_timeout=request_timeout())
     except EntryNotFoundError:
         return {}
     return json.loads(Path(path).read_text())
@@ -170,7 +182,7 @@ def list_checkpoints(ref: str, token: str | None = None) -> list[ckpt.Checkpoint
 def _download(reference: HubReference, patterns: list[str], token: str | None) -> Path:
     return Path(snapshot_download(reference.repo_id, revision=reference.revision, allow_patterns=patterns,
                                   cache_dir=_cache_dir(), token=token, endpoint=_endpoint(),
-                                  local_files_only=_offline()))
+                                  local_files_only=_offline(), etag_timeout=use_timeout()))
 
 
 def resolve_checkpoint(ref: str | os.PathLike, token: str | None = None) -> Path:
@@ -247,15 +259,13 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
 
     The repo is created (private by default) when missing. Raises HubError or CheckpointError.
     """
+    check_repo_id(repo_id)
     opened = ckpt.Checkpoint.open(Path(checkpoint))
     checkpoint, state = opened.path, opened.state
     name = checkpoint.name if ckpt.NAME_PATTERN.match(checkpoint.name) else state["name"]
     corpus_file = containment.corpus_file(opened, Path(corpus_root)) if push_corpus and corpus_root else None
-    hf = api(token)
-    try:
-        hf.create_repo(repo_id, private=private, exist_ok=True)
-        files = hf.list_repo_files(repo_id)
-        index = _read_index(hf, repo_id, None)
+
+    def add(files: set[str], index: dict[str, Any]) -> list:
         index[name] = _index_entry(checkpoint, state)
         operations = [CommitOperationAdd(f"{CHECKPOINTS}/{name}/{f.name}", str(f))
                       for f in sorted(checkpoint.iterdir()) if f.is_file()]
@@ -271,27 +281,48 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
         corpus = state.get("corpus", {}).get("file")
         if corpus_file is not None and corpus not in files:
             operations.append(CommitOperationAdd(corpus, str(corpus_file)))
-        operations.append(CommitOperationAdd(INDEX, json.dumps(index, indent=1, sort_keys=True).encode()))
-        info = hf.create_commit(repo_id, operations, commit_message=f"Add checkpoint {name}")
+        return operations
+
+    hf = api(token)
+    try:
+        hf.create_repo(repo_id, private=private, exist_ok=True)
     except HUB_EXCEPTIONS as exc:
         raise hub_error(exc, repo_id, token) from exc
-    return info.oid
+    return _change_index(hf, repo_id, token, add, f"Add checkpoint {name}")
 
 
 def delete_remote(repo_id: str, names: list[str], token: str | None = None) -> str | None:
     """Delete checkpoints from a Hub repo (and from its index) in one commit; return the commit id."""
     if not names:
         return None
-    hf = api(token)
-    try:
-        index = _read_index(hf, repo_id, None)
+
+    def delete(files: set[str], index: dict[str, Any]) -> list:
         for name in names:
             index.pop(name, None)
-        operations: list = [CommitOperationDelete(f"{CHECKPOINTS}/{name}/") for name in names]
-        operations.append(CommitOperationAdd(INDEX, json.dumps(index, indent=1, sort_keys=True).encode()))
-        return hf.create_commit(repo_id, operations, commit_message=f"Delete {', '.join(names)}").oid
+        return [CommitOperationDelete(f"{CHECKPOINTS}/{name}/") for name in names]
+
+    return _change_index(api(token), check_repo_id(repo_id), token, delete, f"Delete {', '.join(names)}")
+
+
+def _change_index(hf: HfApi, repo_id: str, token: str | None, change, message: str) -> str:
+    """Commit ``change(files, index)``'s operations and the index it changed on top of the repo's head; return the
+    commit id. When another pusher committed in between (HTTP 412), the change is made again on the new head."""
+    try:
+        for _ in range(CONFLICT_ATTEMPTS):
+            head = hf.repo_info(repo_id, timeout=request_timeout()).sha
+            files = set(hf.list_repo_files(repo_id, revision=head))
+            index = _read_index(hf, repo_id, head) if INDEX in files else {}
+            operations = change(files, index)
+            operations.append(CommitOperationAdd(INDEX, json.dumps(index, indent=1, sort_keys=True).encode()))
+            try:
+                return hf.create_commit(repo_id, operations, commit_message=message, parent_commit=head).oid
+            except HfHubHTTPError as exc:
+                if exc.response is None or exc.response.status_code != HEAD_CHANGED:
+                    raise
+                log.info("%s changed while committing %r; committing again on its new head", repo_id, message)
     except HUB_EXCEPTIONS as exc:
         raise hub_error(exc, repo_id, token) from exc
+    raise HubError(f"{repo_id!r} changed {CONFLICT_ATTEMPTS} times while pushing to it; try again.")
 
 
 def _index_entry(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:

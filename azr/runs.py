@@ -132,7 +132,7 @@ def open_run(directory: str | Path, *, run_id: str | None, seed: int | None, cor
                    created=datetime.now(timezone.utc).isoformat(), seed=seed, corpus=corpus, base_model=base_model)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _write_json(directory / RUN_FILE, info.as_dict())
+        write_json(directory / RUN_FILE, info.as_dict())
     except OSError as exc:
         raise ConfigError(f"Cannot create the run directory {str(directory)!r}: {exc.strerror or exc}.") from exc
     return info
@@ -173,7 +173,7 @@ def _adoptable(directory: Path, run_id: str) -> bool:
     return True
 
 
-def _write_json(path: Path, values: dict[str, Any]) -> None:
+def write_json(path: Path, values: dict[str, Any]) -> None:
     """Write a small JSON file atomically (temporary file, fsync, rename)."""
     temp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     with open(temp, "w", encoding="utf-8") as handle:

@@ -44,7 +44,7 @@ class Progress:
                 self.warned.add(warning)
                 say(f"warning: {warning}", self.stream)
         for name, push in status.pushes.items():
-            if push != self.pushes.get(name) and push.startswith(("pushed", "failed")):
+            if push != self.pushes.get(name) and push.startswith(("pushed", "failed", "pending")):
                 say(f"Push of {name}: {push}")
         self.pushes = dict(status.pushes)
         if status.state == "checkpoint":

@@ -21,14 +21,15 @@ from .checkpoint import Checkpoint
 from .errors import ConfigError, TrainingError
 from .guard import check_step, grad_norm
 from .history import History
+from .hubhttp import check_repo_id
 from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
+from .pending import PushTarget
 from .selfplay import reinforce_loss, self_play_round
 from .session import Run, check_architecture, prepare_run
 from .signals import ForcedExit, graceful_stop
 from .status import StatusClock, TrainingStatus
-from .uploader import HubUploader
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,13 @@ class AZRTrainer:
         ``settings`` are :class:`TrainConfig` fields; on resume, settings not given are the checkpoint's.
         ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. The generator yields
         every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every checkpoint is
-        pushed to that repo in the background (``status.pushes``); at the end pending pushes get up to
-        ``hub_flush_timeout_s``. Raises ConfigError, DataError or CheckpointError before anything is changed.
+        pushed to that repo in the background (``status.pushes``), after what the run has pending from before;
+        at the end pushes get up to ``hub_flush_timeout_s``, and what is left stays pending in the run. Raises
+        ConfigError, DataError, CheckpointError or HubError (an invalid repo id) before anything is changed.
         """
         if time_budget_s is not None and not time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}.")
+        target = PushTarget(check_repo_id(hub_repo_id), hub_private, hub_push_corpus) if hub_repo_id else None
         self._stop.clear()
         self._stop_kind = "paused"
         checkpoint, loaded = self._loaded, self._loaded is not None
@@ -151,9 +154,8 @@ class AZRTrainer:
         callbacks = [*self.callbacks, Rotation(run.run_dir, run.config.keep_last)]
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
-        if hub_repo_id:
-            uploader = HubUploader(hub_repo_id, hub_token, hub_private, hub_push_corpus)
-            callbacks.append(HubPush(uploader, run.run_dir, hub_flush_timeout_s))
+        push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s)
+        callbacks += [push] if push else []
         self._loaded, self._load_optimizer = None, True
         self.optimizer, self.history = run.optimizer, run.state.history
         return self._loop(run, callbacks)

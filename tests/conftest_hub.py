@@ -27,7 +27,7 @@ def hub_server(tmp_path: Path) -> Iterator[HubServer]:
 
 @pytest.fixture
 def hub_env(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Point `os.environ` at `hub_server` with a fresh HF_HOME.
+    """Point `os.environ` at `hub_server` with a fresh HF_HOME (and azr's push retries at short intervals).
 
     Subprocesses (and anything reading the variables at call time, like ``HF_TOKEN``) see the
     server; an already imported ``huggingface_hub`` keeps its import-time endpoint, so in-process
@@ -40,6 +40,8 @@ def hub_env(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "HF_TOKEN": hub_server.token,
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_XET": "1",
+        "AZR_HUB_BACKOFF_S": "0.1",  # azr's retries of failed pushes: a local server comes back fast
+        "AZR_HUB_BACKOFF_MAX_S": "1",
     }
     for name in _CLEARED_VARS:
         monkeypatch.delenv(name, raising=False)

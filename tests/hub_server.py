@@ -31,8 +31,14 @@ Behaviour worth knowing
   ``X-Error-Code: RepoNotFound`` to anonymous readers; public repos are readable anonymously.
   A wrong token gets 401 "Invalid credentials in Authorization header" on any request.
 * `requests` logs ``(method, unquoted path without query)`` for every request, including
-  injected failures. `fail_next`/`hang_next` act after the request body has been read; a hung
+  injected failures; `answers` logs ``(method, path, status)`` for every answer. `fail_next`/`hang_next`
+  act after the request body has been read (optionally only on paths containing `path`); a hung
   request is processed normally once the delay is over (or the server stops).
+* `outage()` makes the Hub go down until `recover()`: every request hangs (the client sees its own
+  timeout; the request is processed normally once the Hub recovers, as a late answer from a slow
+  Hub would be) or, with `status`, fails at once (e.g. 503, as a load balancer answers).
+* A commit whose header names a `parentCommit` that is no longer the branch head is refused with
+  412 "A commit has happened since" (the Hub's compare-and-swap for `create_commit(parent_commit=...)`).
 * `page_size` (default 1000, like the Hub) caps tree and commit listings per page.
 
 What the client (huggingface_hub 2.4.0) does with injected faults
@@ -126,6 +132,10 @@ class _Fault:
     methods: tuple[str, ...] | None
     status: int | None = None  # answer this status (fail_next)
     seconds: float = 0.0  # or wait this long first (hang_next)
+    path: str | None = None  # only requests whose path contains this
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.methods is None or method in self.methods) and (self.path is None or self.path in path)
 
 
 def _now() -> str:
@@ -220,6 +230,9 @@ class HubServer:
         self.url = ""
         self.page_size = 1000
         self.requests: list[tuple[str, str]] = []
+        self.answers: list[tuple[str, str, int]] = []
+        self._outage: _Fault | None = None
+        self._recovered = threading.Event()
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -246,6 +259,7 @@ class HubServer:
         if self._httpd is None:
             return
         self._stopping.set()
+        self._recovered.set()
         self._httpd.shutdown()
         self._httpd.close_connections()
         self._httpd.server_close()
@@ -263,17 +277,31 @@ class HubServer:
 
     # ------------------------------------------------------------------ test helpers
 
-    def fail_next(self, n: int, status: int = 503, methods: tuple[str, ...] | None = None) -> None:
-        """Answer the next `n` requests (with one of `methods`, default any) with `status`."""
+    def fail_next(
+        self, n: int, status: int = 503, methods: tuple[str, ...] | None = None, path: str | None = None
+    ) -> None:
+        """Answer the next `n` requests (with one of `methods`, default any; a path containing `path`) with `status`."""
         if n > 0:
             with self._lock:
-                self._faults.append(_Fault(n, methods, status=status))
+                self._faults.append(_Fault(n, methods, status=status, path=path))
 
-    def hang_next(self, n: int, seconds: float, methods: tuple[str, ...] | None = None) -> None:
+    def hang_next(self, n: int, seconds: float, methods: tuple[str, ...] | None = None, path: str | None = None) -> None:
         """Delay the answer to the next `n` matching requests by `seconds`."""
         if n > 0:
             with self._lock:
-                self._faults.append(_Fault(n, methods, seconds=seconds))
+                self._faults.append(_Fault(n, methods, seconds=seconds, path=path))
+
+    def outage(self, status: int | None = None, methods: tuple[str, ...] | None = None) -> None:
+        """Go down until `recover()`: matching requests hang (then are processed), or fail with `status`."""
+        with self._lock:
+            self._recovered.clear()
+            self._outage = _Fault(0, methods, status=status)
+
+    def recover(self) -> None:
+        """End an outage: hung requests are processed now, new ones are answered normally."""
+        with self._lock:
+            self._outage = None
+            self._recovered.set()
 
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """Content of every file of a repo at `revision` (branch, tag or commit sha)."""
@@ -291,13 +319,22 @@ class HubServer:
 
     def _handle(self, method: str, raw_path: str, headers: Message, body: bytes) -> _Response:
         raw, _, query = raw_path.partition("?")
+        response = self._answer(method, raw, query, headers, body)
+        with self._lock:
+            self.answers.append((method, unquote(raw), response.status))
+        return response
+
+    def _answer(self, method: str, raw: str, query: str, headers: Message, body: bytes) -> _Response:
         with self._lock:
             self.requests.append((method, unquote(raw)))
-            fault = self._take_fault(method)
+            outage = self._outage if self._outage is not None and self._outage.matches(method, raw) else None
+            fault = self._take_fault(method, unquote(raw)) if outage is None else outage
         if fault is not None and fault.status is not None:
             return _json({"error": "Injected failure"}, fault.status, {"X-Error-Message": "Injected failure"})
-        if fault is not None and self._stopping.wait(fault.seconds):
-            return _json({"error": "Server stopped"}, 503)
+        if fault is not None:  # a hang: until the Hub recovers, or for the fault's seconds
+            self._recovered.wait() if outage is not None else self._stopping.wait(fault.seconds)
+            if self._stopping.is_set():
+                return _json({"error": "Server stopped"}, 503)
         try:
             authed = self._check_token(headers.get("Authorization"))
             segments = [unquote(s) for s in raw.strip("/").split("/")]
@@ -311,9 +348,9 @@ class HubServer:
         except (ValueError, KeyError, TypeError) as err:  # malformed payload
             return _json({"error": f"Bad request: {err!r}"}, 400, {"X-Error-Message": f"Bad request: {err!r}"})
 
-    def _take_fault(self, method: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
-            if fault.methods is None or method in fault.methods:
+            if fault.matches(method, path):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)

@@ -1,0 +1,157 @@
+"""A Hub outage loses no push: pending pushes are recorded in the run and pushed later (``azr push --pending``, the
+app's next start); Ctrl+C during a hanging push exits within the grace period; invalid repo ids are refused before
+training; two pushers to one repo keep every index entry. All against the local Hub server with the real client."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from app_process import AppProcess
+from conftest import FAST
+from test_cli import TINY
+
+from azr import AZRTrainer, HubError, hub
+from azr.pending import PENDING_FILE, pending
+
+REPO = "user/run"
+EVERY = {"model_iter_10", "model_iter_20", "model_iter_30"}
+
+
+def azr(*args: object, **env: str) -> subprocess.CompletedProcess:
+    """Run ``azr ARGS`` in a fresh process with the current environment (the local Hub server) and ``env``."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run([sys.executable, "-m", "azr", *map(str, args)], capture_output=True, text=True,
+                          env=environment, timeout=300)
+
+
+def index_of(hub_server, repo: str = REPO) -> dict:
+    files = hub_server.files(repo)
+    return json.loads(files["checkpoints/index.json"]) if "checkpoints/index.json" in files else {}
+
+
+def train_while_the_hub_hangs(hub_server, make_model, tokenizer, texts, run_dir, monkeypatch):
+    """Train 30 iterations pushing to REPO while every Hub request hangs; return the final status."""
+    monkeypatch.setenv("AZR_HUB_TIMEOUT_S", "0.5")
+    hub_server.outage()
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    *_, final = trainer.train(texts, 30, run_dir, hub_repo_id=REPO, hub_flush_timeout_s=0.5, **FAST)
+    return final
+
+
+def test_a_hub_that_hangs_through_the_run_gets_every_checkpoint_after_push_pending(
+        hub_env, hub_server, make_model, tokenizer, texts, tmp_path, monkeypatch):
+    final = train_while_the_hub_hangs(hub_server, make_model, tokenizer, texts, tmp_path / "runs" / "a", monkeypatch)
+    assert final.state == "completed"
+    assert set(final.pushes) == EVERY and all(s.startswith("pending: ") for s in final.pushes.values()), final.pushes
+    assert "Not pushed to user/run" in final.message and "azr push --pending" in final.message
+    assert {p.checkpoint for p in pending(tmp_path / "runs" / "a")} == EVERY
+    assert not [p for p in (tmp_path / "runs" / "a").iterdir() if p.name.startswith(".push-")]
+
+    hub_server.recover()  # the Hub comes back after the run ended
+    result = azr("push", "--pending", tmp_path / "runs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Every pending push is done." in result.stdout
+    lines = [line for line in result.stdout.splitlines() if " -> user/run: " in line]
+    assert [line.split(" ")[0] for line in lines] == ["a/model_iter_30", "a/model_iter_20", "a/model_iter_10"]
+    assert set(index_of(hub_server)) == EVERY
+    assert not (tmp_path / "runs" / "a" / PENDING_FILE).exists()
+    again = azr("push", "--pending", tmp_path / "runs")
+    assert again.returncode == 0 and "Nothing pending" in again.stdout
+
+
+def test_the_app_pushes_pending_checkpoints_when_it_starts(hub_env, hub_server, make_model, tokenizer, texts,
+                                                           tmp_path, monkeypatch):
+    runs = tmp_path / "checkpoints"
+    train_while_the_hub_hangs(hub_server, make_model, tokenizer, texts, runs / "a", monkeypatch)
+    assert {p.checkpoint for p in pending(runs / "a")} == EVERY
+    hub_server.recover()
+    app = AppProcess.start(tmp_path, HF_HUB_OFFLINE="0")  # a restart of the app on the same runs root
+    try:
+        deadline = time.monotonic() + 120
+        while set(index_of(hub_server)) != EVERY and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(index_of(hub_server)) == EVERY, app.output()
+    finally:
+        app.stop()
+    assert not (runs / "a" / PENDING_FILE).exists()
+
+
+def test_ctrl_c_during_a_hanging_push_exits_within_the_grace_period(hub_env, hub_server, texts, tmp_path):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("".join(texts), encoding="utf-8")
+    hub_server.outage()  # every request hangs for longer than the grace period (the timeout is the default 60 s)
+    grace = 8.0
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "AZR_GRACE_PERIOD_S": str(grace), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "azr", "train", *TINY, "--texts", corpus, "--batch-size", "4", "--save-every", "10", "--self-play-every",
+         "0", "--max-iterations", "100000", "--runs-dir", tmp_path, "--run", "a", "--push-to-hub", REPO],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    try:
+        for line in process.stdout:
+            if line.startswith("Saved "):  # its push is hanging now
+                break
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        output = process.communicate(timeout=60)[0]
+        elapsed = time.monotonic() - sent
+    finally:
+        process.kill()
+    assert process.returncode == 130, output
+    assert elapsed <= grace, (elapsed, output)
+    assert "Interrupted at iteration" in output and "pending" in output
+    left = {p.checkpoint for p in pending(tmp_path / "a")}
+    assert "model_iter_10" in left and any(name.startswith("model_interrupted_") for name in left), left
+    hub_server.recover()
+    assert azr("push", "--pending", tmp_path / "a").returncode == 0
+    assert left <= set(index_of(hub_server))
+
+
+@pytest.mark.parametrize("repo", ["not a/valid repo", "../../x", "user/run/extra", "user/r..n"])
+def test_an_invalid_repo_id_is_refused_before_training(repo, make_model, tokenizer, texts, tmp_path):
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    with pytest.raises(HubError, match="is not a Hub repo id; write user/run"):
+        trainer.train(texts, 30, tmp_path / "run", hub_repo_id=repo, **FAST)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_refuses_an_invalid_repo_id_in_one_line(tmp_path):
+    results = [azr("train", *TINY, "--max-iterations", 5, "--runs-dir", tmp_path, "--push-to-hub", "not a/valid repo"),
+               azr("push", tmp_path / "ck", "../../x")]
+    for result in results:
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("azr: error: ") and "is not a Hub repo id" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing was trained, no run directory was left
+
+
+def test_concurrent_pushes_to_one_repo_keep_every_index_entry(hub_env, hub_server, make_model, tokenizer, texts,
+                                                              tmp_path):
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for _ in trainer.train(texts, 20, tmp_path, **FAST):
+        pass
+    hub.api().create_repo(REPO, exist_ok=True)
+    hub_server.hang_next(1, 1.0, methods=("POST",), path="/commit/")  # the first commit waits: the other goes first
+    results: dict[str, str | Exception] = {}
+
+    def push(name: str) -> None:
+        try:
+            results[name] = hub.push(tmp_path / name, REPO)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            results[name] = exc
+
+    pushers = [threading.Thread(target=push, args=(name,)) for name in ("model_iter_10", "model_iter_20")]
+    for pusher in pushers:
+        pusher.start()
+    for pusher in pushers:
+        pusher.join(60)
+    assert all(isinstance(commit, str) for commit in results.values()), results
+    assert set(index_of(hub_server)) == {"model_iter_10", "model_iter_20"}
+    commits = [status for method, path, status in hub_server.answers if method == "POST" and "/commit/" in path]
+    assert sorted(commits) == [200, 200, 412]  # one pusher's commit was refused and made again on the new head
