@@ -258,7 +258,7 @@ def as_endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap an AppAPI method as an API endpoint: bad input reaches the client as a one-sentence ``gr.Error``.
 
     A method that takes a ``caller`` gets it from the request: Gradio injects the signed-in Hugging Face profile
-    (on a Space) into ``profile``, and the client may give ``owner_password``.
+    (on a Space) into the last parameter, ``profile``, and the client may give ``owner_password``.
     """
     signature = inspect.signature(method)
     takes_caller = "caller" in signature.parameters
@@ -277,9 +277,9 @@ def as_endpoint(method: Callable[..., Any]) -> Callable[..., Any]:
     if takes_caller:
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         parameters = [p for p in signature.parameters.values() if p.name != "caller"]
-        endpoint.__signature__ = signature.replace(parameters=[
-            inspect.Parameter("profile", kind, annotation=gr.OAuthProfile | None), *parameters,
-            inspect.Parameter("owner_password", kind, default="", annotation=str)])
+        endpoint.__signature__ = signature.replace(parameters=[  # profile last: positional callers are unchanged
+            *parameters, inspect.Parameter("owner_password", kind, default="", annotation=str),
+            inspect.Parameter("profile", kind, default=None, annotation=gr.OAuthProfile | None)])
         hints = {k: v for k, v in typing.get_type_hints(method).items() if k != "caller"}
         endpoint.__annotations__ = {**hints, "profile": gr.OAuthProfile | None, "owner_password": str}
     return endpoint
