@@ -30,7 +30,7 @@ from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
 from .history import CHUNK_DIR, chunk_path
 
-SCHEME = "hf://"
+SCHEME = ckpt.HUB_SCHEME
 CHECKPOINTS = "checkpoints"
 INDEX = f"{CHECKPOINTS}/index.json"
 CHART = "training_curves.svg"
@@ -52,9 +52,7 @@ class HubReference:
         return f"{SCHEME}{self.repo_id}{revision}" + (f"/{self.name}" if self.name else "")
 
 
-def is_hub_reference(ref: str | os.PathLike) -> bool:
-    """True for ``hf://…``, the only way to name the Hub; anything else (a bare ``user/run`` too) is a local path."""
-    return isinstance(ref, str) and ref.startswith(SCHEME)
+is_hub_reference = ckpt.is_hub_reference  # defined with the checkpoint references, which stay light to import
 
 
 def parse_reference(ref: str) -> HubReference:

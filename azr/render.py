@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from tqdm import tqdm
 
 CHART_POINTS = 1000  # points per chart series; longer histories are thinned evenly
 CHART_TYPES = {"iteration": "int64", "value": "float64", "series": "string"}
@@ -25,25 +26,18 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
 def render_status(status: dict[str, Any]) -> str:
     """Return the status panel as Markdown."""
     total = status["max_iterations"]
     percent = f" ({100 * status['iteration'] / total:.1f}%)" if total else ""
+    eta = "—" if status["eta_s"] is None else tqdm.format_interval(status["eta_s"])
     lines = [
         f"**State:** `{status['state']}` · **Iteration:** {status['iteration']} / {total}{percent}",
         "",
         "| loss | val loss | reward | LR | tokens/s | ETA | memory |",
         "|---|---|---|---|---|---|---|",
         f"| {_fmt(status['loss'])} | {_fmt(status['val_loss'])} | {_fmt(status['reward'])} | "
-        f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {_duration(status['eta_s'])} | "
+        f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {eta} | "
         f"{_fmt(status['memory_mb'], ',.0f')} MB |",
     ]
     if status["reward_components"]:

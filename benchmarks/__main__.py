@@ -13,7 +13,7 @@ from transformers.utils import logging as transformers_logging
 
 from azr.trainer import resolve_device
 
-from . import METRICS, checkpoints, generation, history, processes, training
+from . import METRICS, checkpoints, cli, generation, history, processes, training
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
@@ -25,7 +25,7 @@ def run_all(bench: Bench) -> list[Entry]:
     trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
     subject = checkpoints.subject(bench, trainer.model, checkpoint)
     entries = checkpoints.run(bench, subject) + history.run(bench, subject) + training.run(bench) \
-        + generation.run(bench) + processes.run(bench, checkpoint)
+        + generation.run(bench) + processes.run(bench, checkpoint) + cli.run(bench, checkpoint)
     order = list(METRICS)
     return sorted(entries, key=lambda entry: order.index(entry.name))
 
