@@ -55,3 +55,12 @@ def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
         if entry["goal"] is not None or name in JUDGED:
             assert isinstance(entry["goal"], str) and isinstance(entry["met"], bool), name
     assert not list(tmp_path.glob("azr-bench-*")), "the scratch directory was not removed"
+
+
+def test_a_missing_bench_extra_is_named_in_one_line() -> None:
+    hidden = ("import sys, runpy; sys.modules['accelerate'] = None; sys.argv = ['benchmarks']; "  # not installed
+              "runpy.run_module('benchmarks', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", hidden], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "needs the bench extra" in line and "'.[bench]'" in line
