@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT_S = 500
+STARTUP_TIMEOUT_S = 120
 # The small model of the tests (a few thousand parameters), as /train and the Train tab's advanced fields take it.
 SMALL_MODEL = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, max_seq_len=32, vocab_size=300)
 
