@@ -1,4 +1,4 @@
-"""How fast the ``azr`` command answers: help, a usage error and ``azr list`` in fresh processes, against the 0.5 s goal.
+"""How fast the ``azr`` command answers: help, a usage error and ``azr list`` in fresh processes, against 0.5 s.
 
 Each command runs as ``python -m azr ...`` (what the ``azr`` script runs) from process start to exit, alternated with
 ``python -c pass`` (the interpreter's own start-up, the floor no command can go under). ``imports`` records which

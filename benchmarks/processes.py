@@ -30,7 +30,7 @@ IMPORT_AZR = "import json, time; from azr import AZRTrainer; print(json.dumps({'
 
 
 def run(bench: Bench, checkpoint: Path) -> list[Entry]:
-    """Alternate ``from azr import AZRTrainer``, resume-to-first-step and the two peak-memory runs in fresh processes."""
+    """Alternate importing the trainer, resume-to-first-step and the two peak-memory runs in fresh processes."""
     sizes = bench.sizes
     device = ["--device", bench.device.type, "--threads", str(bench.threads)]
     run_args = ["--tokenizer", str(bench.scratch / TOKENIZER_DIR), "--model", json.dumps(bench.model_config.to_dict()),
@@ -59,8 +59,8 @@ def run(bench: Bench, checkpoint: Path) -> list[Entry]:
                         sizes.process_repeats, sizes.process_warmup)
     timeline = {name: statistics.median(p[name] for p in phases[sizes.process_warmup:]) for name in phases[0]}
     return [
-        bench.entry("import_s", samples, "s", "python_c_import_azr", measured="python started until `from azr import AZRTrainer` done "
-                                                                      "(`import azr` alone is lazy)"),
+        bench.entry("import_s", samples, "s", "python_c_import_azr",
+                    measured="python started until `from azr import AZRTrainer` done (`import azr` alone is lazy)"),
         bench.entry("resume_to_first_step_s", samples, "s", "resume_process", timeline_s=timeline,
                     path="AZRTrainer.from_checkpoint(path) then train(max_iterations=saved + 1)"),
         bench.entry("peak_rss_mb", samples, "MB", "azr_run", "bare_loop", iterations=sizes.rss_steps,
