@@ -32,4 +32,4 @@ def test_the_lr_preview_starts_at_zero_with_room_above_the_highest_lr():
     records += [{"iteration": i, "lr": 3e-4 * (1 - i / 2000), "part": "planned"} for i in range(31, 2000, 50)]
     chart = lr_chart(records)
     assert chart.y_lim == [0, 1.2 * 3e-4]
-    assert set(chart.value["data"] and [row[2] for row in chart.value["data"]]) == {"trained", "planned"}
+    assert {row[2] for row in chart.value["data"]} == {"trained", "planned"}
