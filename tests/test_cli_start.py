@@ -21,7 +21,6 @@ from azr.services import sample_text
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 HEAVY = ("torch", "transformers", "gradio", "huggingface_hub", "safetensors", "numpy", "pandas")
-NEVER = {"torch", "transformers", "gradio", "huggingface_hub", "pandas"}  # not even for reading checkpoints
 # Run commands in one process, printing after each the heavy modules it has imported so far.
 PROBE = """
 import json, sys
@@ -54,14 +53,13 @@ def probe(*commands: list[str]) -> tuple[list[tuple[int, list[str]]], str]:
     return [tuple(line) for line in lines], done.stdout
 
 
-def test_help_and_usage_errors_import_no_heavy_library_and_list_no_torch(run):
+def test_help_usage_errors_and_list_import_no_heavy_library(run):
     results, stdout = probe(["--help"], ["train", "--help"], ["resume", "--help"], ["list", "--help"],
                             ["train", "--lr-schedule", "linear"], ["train", "--batch-sise", "4"],
                             ["resume", "x", "--batch-size", "-1"], ["train", "--run", "a b"],
                             ["list", str(run)])
     assert [status for status, _ in results] == [0, 0, 0, 0, 2, 2, 2, 2, 0]
-    assert all(imported == [] for _, imported in results[:7]), results  # the parser alone
-    assert not NEVER & set(results[-1][1]), results  # the run name check and the listing read files: numpy at most
+    assert all(imported == [] for _, imported in results), results
     assert "model_iter_10" in stdout and stdout.rstrip().endswith("valid")
 
 
