@@ -1,23 +1,34 @@
-"""AZR Trainer: train small causal language models with supervised loss plus self-play, and pause/resume exactly."""
+"""AZR Trainer: train small causal language models with supervised loss plus self-play, and pause/resume exactly.
+
+The public names below are imported on first use (PEP 562), so ``import azr.cli`` stays light: torch and
+transformers load only when a command needs them.
+"""
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .checkpoint import CheckpointInfo, verify_checkpoint  # noqa: E402
-from .runs import list_checkpoints  # noqa: E402
-from .config import PRESETS, ModelConfig, TrainConfig, preset  # noqa: E402
-from .data import default_corpus, load_texts  # noqa: E402
-from .errors import AZRError, CheckpointError, ConfigError, DataError, HubError, TrainingError  # noqa: E402
-from .model import build_model, load_pretrained  # noqa: E402
-from .reward import ReferenceStats, score_tokens  # noqa: E402
-from .status import TrainingStatus  # noqa: E402
-from .tokenizer import train_tokenizer  # noqa: E402
-from .trainer import AZRTrainer  # noqa: E402
+_PUBLIC = {  # name -> the module that defines it
+    "AZRError": "errors", "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors",
+    "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "trainer", "CheckpointInfo": "checkpoint",
+    "verify_checkpoint": "checkpoint", "list_checkpoints": "runs", "PRESETS": "config", "ModelConfig": "config",
+    "TrainConfig": "config", "preset": "config", "default_corpus": "data", "load_texts": "data",
+    "build_model": "model", "load_pretrained": "model", "ReferenceStats": "reward", "score_tokens": "reward",
+    "TrainingStatus": "status", "train_tokenizer": "tokenizer",
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "AZRError", "AZRTrainer", "CheckpointError", "CheckpointInfo", "ConfigError", "DataError", "HubError",
-    "TrainingError",
-    "ModelConfig", "PRESETS", "ReferenceStats", "TrainConfig", "TrainingStatus", "build_model", "default_corpus",
-    "list_checkpoints", "load_pretrained", "load_texts", "preset", "score_tokens", "train_tokenizer",
-    "verify_checkpoint",
-]
+
+def __getattr__(name: str) -> Any:
+    """Return a public name, importing its module on first use; raises AttributeError for any other name."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

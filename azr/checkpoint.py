@@ -5,7 +5,8 @@ A checkpoint ``<run>/model_<kind>_<N>/`` (format 2) holds the transformers files
 ``scheduler.json`` and ``history_tail.safetensors``, and ``trainer_state.json``: the run's O(1) state and the
 sha256 of every other file. The history's full chunks live once per run in ``<run>/history/`` (see
 :mod:`azr.history`). Format 1 (``optimizer.pt``, ``rng_state.pt``, the history inside the JSON) still loads.
-Nothing here unpickles: tensors load with safetensors or ``torch.load(weights_only=True)``.
+Nothing here unpickles: tensors load with safetensors or ``torch.load(weights_only=True)``. torch is imported only
+by the methods that read tensors, so listing and verifying checkpoints (``azr list``) stay light.
 """
 from __future__ import annotations
 
@@ -17,18 +18,17 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-
-from . import containment, storage, tensorfile
+from . import containment, storage
 from .config import LR_SCHEDULES, TrainConfig
 from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR, History, chunk_path, chunk_problem
 from .schedule import LRPlan
 from .statefile import FORMAT_VERSION, STATE_FILE, read_state, seal
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -41,7 +41,13 @@ REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
                   2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
 KINDS = ("iter", "paused", "interrupted", "error")
 NAME_PATTERN = re.compile(r"^model_(iter|paused|interrupted|error)_(\d+)$")
+HUB_SCHEME = "hf://"
 HUB_LIKE = re.compile(r"^([\w.-]+)/([\w.-]+)(@[^/]+)?(/[\w.-]+)?/?$")
+
+
+def is_hub_reference(ref: str | os.PathLike) -> bool:
+    """True for ``hf://…``, the only way to name the Hub; anything else (a bare ``user/run`` too) is a local path."""
+    return isinstance(ref, str) and ref.startswith(HUB_SCHEME)
 
 
 def hub_hint(text: str) -> str:
@@ -104,7 +110,7 @@ class Checkpoint:
         if isinstance(ref, Checkpoint):
             return ref
         text = str(ref)
-        if text.startswith("hf://"):
+        if is_hub_reference(text):
             from .hub import download_checkpoint  # noqa: PLC0415 - the Hub only when a reference names it
 
             return download_checkpoint(text, token)
@@ -220,6 +226,7 @@ class Checkpoint:
 
     def _check_parts(self) -> None:
         """Check that every part decodes (files with matching checksums can still be damaged or hand-made)."""
+        from safetensors import SafetensorError, safe_open  # noqa: PLC0415 - reads headers only
         self.plan(), self.train_config, self.model_config  # noqa: B018 - each raises CheckpointError if unusable
         for name in self.files:
             if name.endswith(".safetensors"):
@@ -280,6 +287,10 @@ class Checkpoint:
         return storage.read_buffer(self.path / filename)
 
     def _tensors(self, filename: str, device: torch.device | str) -> Any:
+        import torch  # noqa: PLC0415 - heavy, and only reading tensors needs it
+
+        from . import tensorfile  # noqa: PLC0415
+
         try:
             if filename.endswith(".pt"):
                 return torch.load(self.path / filename, map_location=device, weights_only=True)
@@ -289,28 +300,32 @@ class Checkpoint:
                                   f"({type(exc).__name__}).") from exc
 
     def load_weights(self, model) -> None:
-        """Load ``model.safetensors`` into ``model`` on its device (tied weights may be stored once).
+        """Load ``model.safetensors`` into ``model`` on its device with ``safetensors.torch.load_model`` (tied weights
+        may be stored once).
 
-        Raises CheckpointError when tensors are missing, unexpected or have other shapes (the model is unchanged
-        then).
+        Raises CheckpointError when the file is unreadable or its tensors are missing, unexpected or have other
+        shapes (callers check the architecture first, so this means a damaged or foreign file).
         """
+        from safetensors import SafetensorError  # noqa: PLC0415 - torch only when weights are loaded
+        from safetensors.torch import load_model  # noqa: PLC0415
+
+        device = str(next(model.parameters()).device)
         try:
-            tensors = load_file(self.path / WEIGHTS_FILE, device=str(next(model.parameters()).device))
+            load_model(model, self.path / WEIGHTS_FILE, device=device)
         except (OSError, SafetensorError) as exc:
             raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {WEIGHTS_FILE} is unreadable "
                                   f"({type(exc).__name__}).") from exc
-        problems = tensorfile.misfits(tensors, model.state_dict())
-        if problems:
-            raise CheckpointError(f"Checkpoint weights do not fit the model: {'; '.join(problems)[:300]}")
-        with torch.no_grad():
-            model.load_state_dict(tensors, strict=False)
+        except RuntimeError as exc:  # missing, unexpected or misshapen tensors
+            problems = "; ".join(line.strip().rstrip(".") for line in str(exc).splitlines()[1:])
+            raise CheckpointError(f"Checkpoint weights do not fit the model: {problems[:300]}.") from exc
 
     def load_model(self, device: torch.device | str = "cpu"):
         """Return ``(model, tokenizer)`` built from this checkpoint's files, in float32 on ``device``.
 
         Raises CheckpointError when the files do not make a model (e.g. weights that do not fit config.json).
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - only when a model is built
+        import torch  # noqa: PLC0415 - heavy: only when a model is built
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path)

@@ -2,6 +2,7 @@
 
 The commands themselves are in :mod:`azr.commands`. User errors (any :class:`AZRError`, a bad argument) become one
 line on stderr and exit status 2; Ctrl+C and SIGTERM leave a resumable checkpoint and exit with 130 and 143.
+This module and :mod:`azr.commands` import only light modules, so help and usage errors answer at once.
 """
 from __future__ import annotations
 
@@ -10,22 +11,21 @@ import atexit
 import dataclasses
 import gc
 import math
+import os
 import re
 import sys
 import typing
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from transformers.utils import logging as transformers_logging
-
-from . import __version__, runs
-from .commands import (DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, cmd_demo, cmd_generate, cmd_inspect,
-                       cmd_list, cmd_pull, cmd_push, cmd_resume, cmd_selftest, cmd_space_deploy, cmd_train,
-                       let_signals_end_the_process)
+from . import __version__
 from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig
 from .errors import AZRError, ConfigError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_RUNS_DIR = "checkpoints"
+DEFAULT_PRESET = "tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES}
 SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
@@ -60,7 +60,8 @@ POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of the ``azr`` command; each subcommand's handler is in ``args.handler``."""
+    """Return the parser of the ``azr`` command; ``args.handler`` names the subcommand's function in
+    :mod:`azr.commands` (imported only once the arguments are valid)."""
     parser = _Parser(prog="azr", description="Train small causal LMs with the AZR method; pause and resume exactly.")
     parser.add_argument("--version", action="version", version=f"azr {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,10 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
                             f"{DEFAULT_RUNS_DIR})")
-    train.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME",
+    train.add_argument("--run", type=_checked(_run_name), metavar="NAME",
                        help="name of the new run directory (default: run-<date>-<time>)")
     _add_run_options(train, resume=False)
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler="cmd_train")
 
     resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
         "Continue a run from a checkpoint, in its own run directory, to the same or a new --max-iterations target. "
@@ -90,25 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--runs-dir", metavar="DIR", help=(
         f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
         f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
-    resume.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME", help=(
+    resume.add_argument("--run", type=_checked(_run_name), metavar="NAME", help=(
         "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
     _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",
                         help="start a fresh optimizer instead of the saved one (training then differs slightly)")
-    resume.set_defaults(handler=cmd_resume)
+    resume.set_defaults(handler="cmd_resume")
 
     listing = commands.add_parser("list", help="list the checkpoints in a directory or Hub repo",
                                   description="List checkpoints, newest first, each checked against its checksums.")
     listing.add_argument("dir", nargs="?", default=DEFAULT_RUNS_DIR, metavar="DIR",
                          help=f"runs directory, run directory or hf://user/run (default: {DEFAULT_RUNS_DIR})")
     listing.add_argument("--json", action="store_true", help="print a JSON list")
-    listing.set_defaults(handler=cmd_list)
+    listing.set_defaults(handler="cmd_list")
 
     inspect = commands.add_parser("inspect", help="show what a checkpoint holds",
                                   description="Show a checkpoint's state, settings and checksum status.")
     inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
     inspect.add_argument("--json", action="store_true", help="print JSON")
-    inspect.set_defaults(handler=cmd_inspect)
+    inspect.set_defaults(handler="cmd_inspect")
 
     sample = commands.add_parser("generate", help="sample text from a checkpoint",
                                  description="Sample a continuation of a prompt with a checkpoint's model and tokenizer.")
@@ -119,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=COUNT, default=50, metavar="N", help="0 for no limit (default: 50)")
     sample.add_argument("--seed", type=COUNT, help="makes the sample reproducible")
     sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
-    sample.set_defaults(handler=cmd_generate)
+    sample.set_defaults(handler="cmd_generate")
 
     demo = commands.add_parser("demo", help="the pause/resume demonstration (about a minute)", description=(
         "Train 100 iterations, resume to 250, stop from another thread after 3 seconds, resume with a new target; "
         "a tiny model on the embedded corpus."))
     demo.add_argument("--dir", help="an empty or new directory for its checkpoints (default: a new temporary one)")
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler="cmd_demo")
 
     selftest = commands.add_parser("selftest", help="prove that stop and resume are exact on this machine",
                                    description=(
@@ -133,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         "process; compare every loss and the final weights. Exit status 0 only when they are bit-identical."))
     selftest.add_argument("--iterations", type=POSITIVE_INT, default=30, metavar="N", help="(default: 30)")
     selftest.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
-    selftest.set_defaults(handler=cmd_selftest)
+    selftest.set_defaults(handler="cmd_selftest")
 
     pull = commands.add_parser("pull", help="download a checkpoint from the Hub", description=(
         "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "
         "verified against its checksums."))
     pull.add_argument("reference", metavar="REFERENCE", help="hf://user/run[@revision][/checkpoint-name]")
     pull.add_argument("--to", metavar="DIR", help=f"run directory (default: {DEFAULT_RUNS_DIR}/<the repo's name>)")
-    pull.set_defaults(handler=cmd_pull)
+    pull.set_defaults(handler="cmd_pull")
 
     push = commands.add_parser("push", help="upload a checkpoint to a Hub repo", usage=(
         "azr push [-h] [--public] CHECKPOINT REPO\n       azr push --pending [DIR]"), description=(
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.add_argument("--pending", action="store_true",
                       help="push the pending pushes of DIR (kept when the Hub was down, hanging or the run stopped)")
-    push.set_defaults(handler=cmd_push)
+    push.set_defaults(handler="cmd_push")
 
     space = commands.add_parser("space", help="deploy the app as a Hugging Face Space",
                                 description="Work with the Hugging Face Space that runs the app.")
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--set-token-secret", action="store_true",
                         help="store your token (HF_TOKEN or the saved login) as the Space's HF_TOKEN secret, so "
                              "the app can push checkpoints")
-    deploy.set_defaults(handler=cmd_space_deploy)
+    deploy.set_defaults(handler="cmd_space_deploy")
     return parser
 
 
@@ -217,6 +218,13 @@ def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
     return _checked(parse, name)
 
 
+def _run_name(text: str) -> str:
+    """Return a run name after :func:`azr.runs.check_run_name` has accepted it."""
+    from .runs import check_run_name  # noqa: PLC0415 - only when --run is given
+
+    return check_run_name(text)
+
+
 def _checked(parse: Callable[[str], Any], name: str = "") -> Callable[[str], Any]:
     """Return an argparse ``type`` that turns the ConfigError of ``parse`` into a usage error (field name cut)."""
     def checked(text: str) -> Any:
@@ -232,15 +240,17 @@ def _checked(parse: Callable[[str], Any], name: str = "") -> Callable[[str], Any
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``azr`` command and return its exit status."""
-    transformers_logging.disable_progress_bar()
     atexit.register(gc.freeze)  # at exit, the interpreter's final collections skip what is left: seconds saved
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers on import
     args = build_parser().parse_args(argv)
+    from . import commands  # noqa: PLC0415 - after parsing: help and usage errors need none of it
+
     try:
-        return args.handler(args)
+        return getattr(commands, args.handler)(args)
     except AZRError as exc:
         print(f"azr: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        let_signals_end_the_process()
+        commands.let_signals_end_the_process()
         print("azr: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED

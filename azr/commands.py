@@ -1,5 +1,9 @@
 """What each ``azr`` command does (the parser is in :mod:`azr.cli`): each drives the library and renders what it
-reports through :mod:`azr.terminal`; user errors are AZRError exceptions, turned into one line by ``cli.main``."""
+reports through :mod:`azr.terminal`; user errors are AZRError exceptions, turned into one line by ``cli.main``.
+
+torch, transformers and huggingface_hub are imported inside the commands that use them, so ``azr --help``, a
+usage error and ``azr list`` of local checkpoints start at once.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,30 +13,21 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import hub, runs, services
-from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, hub_hint
+from . import runs
+from .cli import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED
+from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, hub_hint, is_hub_reference
 from .config import TrainConfig, preset
-from .data import load_texts
-from .demo import run_demo
 from .errors import ConfigError, HubError
-from .hubhttp import check_repo_id
-from .model import ARCHITECTURE_FIELDS, model_config_of
 from .runs import list_checkpoints
-from .selftest import run_selftest
 from .signals import EXIT_CODES, graceful_stop
-from .space import deploy_space
-from .status import TrainingStatus
 from .terminal import Progress, format_checkpoints, format_report, say, say_resume
-from .trainer import AZRTrainer, resolve_device
-from .uploader import push_pending
 
-EXIT_INTERRUPTED = 130
-DEFAULT_RUNS_DIR = "checkpoints"
-DEFAULT_PRESET = "tiny"
+if TYPE_CHECKING:
+    from .status import TrainingStatus
+    from .trainer import AZRTrainer
+
 SHAPE_OPTIONS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
 INSPECT_FIELDS = ("kind", "iteration", "max_iterations", "loss", "val_loss", "reward", "timestamp", "lr",
                   "train_config", "data_position", "corpus", "device_type", "versions", "format_version")
@@ -40,6 +35,8 @@ INSPECT_FIELDS = ("kind", "iteration", "max_iterations", "loss", "val_loss", "re
 
 def _device(name: str) -> str:
     """Return ``name`` after checking that the device exists; raises ConfigError otherwise."""
+    import torch  # noqa: PLC0415 - see the module docstring for why the heavy imports are local
+
     missing = (name == "cuda" and not torch.cuda.is_available()) or \
         (name == "mps" and not torch.backends.mps.is_available())
     if missing:
@@ -49,6 +46,9 @@ def _device(name: str) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
+    from .data import load_texts  # noqa: PLC0415
+    from .trainer import AZRTrainer  # noqa: PLC0415
+
     device = _device(args.device)
     settings, hub_options = _settings(args), _hub(args)
     texts = load_texts(args.texts) if args.texts else None
@@ -87,6 +87,9 @@ def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
 
 def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
     """Return ``(model, tokenizer)``: the base model, or a new model of the preset with the size options applied."""
+    from . import services  # noqa: PLC0415
+    from .model import model_config_of  # noqa: PLC0415
+
     shape = {name: getattr(args, name) for name in SHAPE_OPTIONS if getattr(args, name) is not None}
     if args.base_model is None:
         return services.new_model(texts, preset(args.preset or DEFAULT_PRESET, **shape), seed=seed)
@@ -106,6 +109,9 @@ def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
+    from .data import load_texts  # noqa: PLC0415
+    from .trainer import AZRTrainer  # noqa: PLC0415
+
     hub_options = _hub(args)
     checkpoint = Checkpoint.open(args.checkpoint)  # verified once; the trainer reuses it
     directory = _resume_directory(args, checkpoint.path)
@@ -120,7 +126,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _resume_directory(args: argparse.Namespace, path: Path) -> Path:
     """Return the run directory a resume continues in: a local checkpoint's own (its parent) unless --runs-dir or
     --run is given, else ``<runs-dir>/<run>`` with the checkpoint's run or the Hub repo's name as the default run."""
-    if hub.is_hub_reference(args.checkpoint):
+    if is_hub_reference(args.checkpoint):
         own_run = _repo_run(args.checkpoint)
     elif args.runs_dir is None and args.run is None:
         return path.parent
@@ -131,6 +137,8 @@ def _resume_directory(args: argparse.Namespace, path: Path) -> Path:
 
 def _repo_run(reference: str) -> str:
     """Return the run name a Hub reference gives by default: the repo's name (``run`` of ``hf://user/run``)."""
+    from . import hub  # noqa: PLC0415
+
     return runs.check_run_name(hub.parse_reference(reference).repo_id.split("/")[1])
 
 
@@ -144,6 +152,8 @@ def _hub(args: argparse.Namespace) -> dict[str, Any]:
     """Return the trainer's Hub push options given on the command line; raises HubError for an invalid repo id."""
     if not args.push_to_hub:
         return {}
+    from .hubhttp import check_repo_id  # noqa: PLC0415
+
     return {"hub_repo_id": check_repo_id(args.push_to_hub), "hub_private": not args.hub_public,
             "hub_push_corpus": not args.no_push_corpus}
 
@@ -187,7 +197,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     """``azr list``: the checkpoints of a run directory, of every run in a runs directory, or of a Hub repo, as a
     table or JSON."""
     where, path, run_names = args.dir, Path(args.dir).expanduser(), None
-    if hub.is_hub_reference(where):
+    if is_hub_reference(where):
+        from . import hub  # noqa: PLC0415
+
         infos = hub.list_checkpoints(where)
     elif not path.exists():
         print(f"No checkpoints yet in {where}; train a run with `azr train`{hub_hint(where)}.")
@@ -219,6 +231,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def inspect_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
     """Return what a checkpoint holds, read from its state, plus whether its files match their checksums."""
+    from .model import ARCHITECTURE_FIELDS  # noqa: PLC0415
+
     try:
         checkpoint.verify()
         valid, reason = True, None
@@ -238,6 +252,9 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``azr generate``: print the prompt and a sampled continuation."""
+    from . import services  # noqa: PLC0415
+    from .trainer import resolve_device  # noqa: PLC0415
+
     checkpoint = Checkpoint.open(args.checkpoint, verify=False)  # sample_text verifies it
     print(services.sample_text(checkpoint, args.prompt, temperature=args.temperature, top_k=args.top_k,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
@@ -247,6 +264,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``azr demo``: the seed guide's pause/resume demonstration, narrated, ending with the checkpoint list."""
+    from .demo import run_demo  # noqa: PLC0415
+
     directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="azr-demo-"))
     if runs.is_run_directory(directory):
         raise ConfigError(f"{str(directory)!r} already holds a run; give the demo an empty or new --dir.")
@@ -257,7 +276,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """``azr pull``: a Hub checkpoint into a local run directory."""
-    if not hub.is_hub_reference(args.reference):
+    from . import hub  # noqa: PLC0415
+
+    if not is_hub_reference(args.reference):
         raise HubError(f"{args.reference!r} is not a Hub reference; write hf://user/run[@revision][/checkpoint-name].")
     path = hub.pull(args.reference, to=args.to or Path(DEFAULT_RUNS_DIR) / _repo_run(args.reference))
     print(f"Pulled {args.reference} to {path}")
@@ -266,6 +287,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     """``azr push``: one local checkpoint to a Hub repo, or (``--pending``) what runs have pending."""
+    from . import hub  # noqa: PLC0415
+    from .hubhttp import check_repo_id  # noqa: PLC0415
+
     if args.pending:
         return _push_pending(args)
     if args.checkpoint is None or args.repo_id is None:
@@ -279,6 +303,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def _push_pending(args: argparse.Namespace) -> int:
     """Push what a run (or every run of a runs directory) has pending, newest first; exit 1 when some stay."""
+    from .uploader import push_pending  # noqa: PLC0415
+
     if args.repo_id is not None:
         raise ConfigError("azr push --pending takes one DIR (a run or a runs directory), not a repo.")
     where = Path(args.checkpoint or DEFAULT_RUNS_DIR).expanduser()
@@ -296,6 +322,8 @@ def _push_pending(args: argparse.Namespace) -> int:
 
 def cmd_space_deploy(args: argparse.Namespace) -> int:
     """``azr space deploy``: the app as a Hugging Face Space."""
+    from .space import deploy_space  # noqa: PLC0415
+
     url = deploy_space(args.space_id, private=args.private, set_token_secret=args.set_token_secret)
     print(f"Deployed {args.space_id}: {url}")
     return 0
@@ -303,4 +331,6 @@ def cmd_space_deploy(args: argparse.Namespace) -> int:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     """``azr selftest``: exit 0 only when a stopped and resumed run is bit-identical to an uninterrupted one."""
+    from .selftest import run_selftest  # noqa: PLC0415
+
     return 0 if run_selftest(args.iterations, device=_device(args.device), say=say) else 1

@@ -4,7 +4,8 @@ The history grows by one record per iteration. A checkpoint must not rewrite it 
 make every save slower than the last), so it is stored as full chunks of :data:`CHUNK_RECORDS` records, each a
 safetensors file named by its sha256 under the run's ``history/`` folder and shared by every checkpoint of the
 run, plus the records after the last full chunk (the *tail*) in the checkpoint itself. A save writes the tail and
-at most the one chunk that filled up since the previous save.
+at most the one chunk that filled up since the previous save. numpy and safetensors are imported by the two methods
+that encode and decode chunks, so that listing and verifying checkpoints (``azr list``) does without them.
 """
 from __future__ import annotations
 
@@ -17,10 +18,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
-
-import numpy as np
-from safetensors.numpy import load as load_columns
-from safetensors.numpy import save as save_columns
 
 COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time")
 CHUNK_RECORDS = 4096
@@ -97,11 +94,17 @@ class History(Sequence):
 
     def encode(self, start: int, stop: int) -> bytes:
         """Return records ``start:stop`` as a safetensors file (one float64 column per field)."""
+        import numpy as np  # noqa: PLC0415 - see the module docstring
+        from safetensors.numpy import save as save_columns  # noqa: PLC0415
+
         return save_columns({name: np.frombuffer(column, dtype=np.float64)[start:stop].copy()
                              for name, column in self._columns.items()})
 
     def extend_encoded(self, data: bytes) -> None:
         """Append the records of a file made by :meth:`encode`; raises ValueError when it is not one."""
+        import numpy as np  # noqa: PLC0415 - see the module docstring
+        from safetensors.numpy import load as load_columns  # noqa: PLC0415
+
         columns = load_columns(data)
         if set(columns) != set(COLUMNS) or len({len(c) for c in columns.values()}) != 1:
             raise ValueError("not a history file")

@@ -36,7 +36,7 @@ from .errors import CheckpointError, HubError
 from .history import CHUNK_DIR
 from .hubhttp import check_repo_id, request_timeout, use_timeout
 
-SCHEME = "hf://"
+SCHEME = ckpt.HUB_SCHEME
 CHECKPOINTS = "checkpoints"
 INDEX = f"{CHECKPOINTS}/index.json"
 CHART = "training_curves.svg"
@@ -62,9 +62,7 @@ class HubReference:
         return f"{SCHEME}{self.repo_id}{revision}" + (f"/{self.name}" if self.name else "")
 
 
-def is_hub_reference(ref: str | os.PathLike) -> bool:
-    """True for ``hf://…``, the only way to name the Hub; anything else (a bare ``user/run`` too) is a local path."""
-    return isinstance(ref, str) and ref.startswith(SCHEME)
+is_hub_reference = ckpt.is_hub_reference  # defined with the checkpoint references, which stay light to import
 
 
 def parse_reference(ref: str) -> HubReference:

@@ -2,16 +2,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 import pandas as pd
+from tqdm import tqdm
 
 CHART_POINTS = 1000  # points per chart series; longer histories are thinned evenly
 CHART_TYPES = {"iteration": "int64", "value": "float64", "series": "string"}
 LOSS_SERIES = {"loss": "loss", "val_loss": "val loss"}  # history key -> chart label
 REWARD_SERIES = {"reward": "reward"}
 LR_PARTS = ("trained", "planned")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A chart's y axis: its title (with the unit), a d3 format for its tick labels, optional fixed limits."""
+
+    title: str
+    format: str
+    limits: tuple[float, float | None] | None = None
+
+
+LOSS_AXIS = Axis("loss (nats per token)", ".2f")
+REWARD_AXIS = Axis("reward (0 to 1)", ".1f", (0.0, 1.0))
+LR_AXIS = Axis("learning rate", ".0e", (0.0, None))
 TABLE_COLUMNS = ["name", "run", "source", "kind", "iteration", "max_iterations", "loss", "val_loss", "timestamp",
                  "size_mb", "has_optimizer", "valid", "reason"]
 RUN_COLUMNS = ["run", "checkpoints", "created", "seed", "base_model", "id"]
@@ -25,25 +41,18 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
 def render_status(status: dict[str, Any]) -> str:
     """Return the status panel as Markdown."""
     total = status["max_iterations"]
     percent = f" ({100 * status['iteration'] / total:.1f}%)" if total else ""
+    eta = "—" if status["eta_s"] is None else tqdm.format_interval(status["eta_s"])
     lines = [
         f"**State:** `{status['state']}` · **Iteration:** {status['iteration']} / {total}{percent}",
         "",
         "| loss | val loss | reward | LR | tokens/s | ETA | memory |",
         "|---|---|---|---|---|---|---|",
         f"| {_fmt(status['loss'])} | {_fmt(status['val_loss'])} | {_fmt(status['reward'])} | "
-        f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {_duration(status['eta_s'])} | "
+        f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {eta} | "
         f"{_fmt(status['memory_mb'], ',.0f')} MB |",
     ]
     if status["reward_components"]:
@@ -65,11 +74,19 @@ def render_progress(status: dict[str, Any]) -> str:
 
 
 def history_frame(history: list[dict[str, Any]], series: dict[str, str]) -> pd.DataFrame:
-    """Return a long DataFrame (iteration, value, series) of the history keys in ``series`` (key -> label)."""
+    """Return a long DataFrame (iteration, value, series) of the history keys in ``series`` (key -> label).
+
+    A key measured now and then (reward at self-play, val loss at validation) keeps its latest value up to the
+    newest iteration, so its line is drawn from its first measurement on instead of a lone point.
+    """
+    newest = history[-1]["iteration"] if history else 0
     rows = []
     for key, label in series.items():
         points = [(r["iteration"], r[key]) for r in history if r.get(key) is not None]
-        rows += [(i, v, label) for i, v in points[:: max(1, len(points) // CHART_POINTS)]]
+        points = points[:: max(1, len(points) // CHART_POINTS)]
+        if points and points[-1][0] < newest:
+            points.append((newest, points[-1][1]))
+        rows += [(i, v, label) for i, v in points]
     return chart_frame(rows, series.values())
 
 
@@ -83,9 +100,23 @@ def chart_frame(rows: list[tuple[int, float, str]], labels: Iterable[str]) -> pd
     return pd.DataFrame(placeholders + rows, columns=["iteration", "value", "series"]).astype(CHART_TYPES)
 
 
-def line_chart(frame: pd.DataFrame, title: str, elem_id: str, height: int = 260) -> gr.LinePlot:
-    """Return a line chart of a :func:`chart_frame`, one coloured line per series."""
-    return gr.LinePlot(frame, x="iteration", y="value", color="series", title=title, height=height, elem_id=elem_id)
+def line_chart(frame: pd.DataFrame, title: str, elem_id: str, axis: Axis, height: int = 260) -> gr.LinePlot:
+    """Return a line chart of a :func:`chart_frame`, one coloured line per series, its y axis as ``axis`` says.
+
+    Tick labels have one width whatever the values (a d3 format), so the page never clips them, and the x labels
+    are short (``1.5k``), so they never run into each other.
+    """
+    return gr.LinePlot(frame, x="iteration", y="value", color="series", title=title, height=height,
+                       elem_id=elem_id, x_title="iteration", x_axis_format="~s", y_title=axis.title,
+                       y_axis_format=axis.format, y_lim=list(axis.limits) if axis.limits else None)
+
+
+def lr_chart(records: list[dict[str, Any]]) -> gr.LinePlot:
+    """Return the LR preview's update for :func:`azr.services.lr_preview` records: from zero to a fifth above the
+    highest LR, so the trained part (flat at the top after a short run) stands clear of the frame."""
+    frame = chart_frame([(r["iteration"], r["lr"], r["part"]) for r in records], LR_PARTS)
+    top = max((r["lr"] for r in records), default=0.0)
+    return gr.LinePlot(frame, y_lim=[0, 1.2 * top] if top > 0 else None)
 
 
 def checkpoint_label(entry: dict[str, Any]) -> str:

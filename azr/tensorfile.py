@@ -67,19 +67,3 @@ def _rebuild(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if kind == "v":
         return body
     raise ValueError("malformed state skeleton")
-
-
-def misfits(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
-    """Return what keeps ``tensors`` from loading into a model whose ``state_dict()`` is ``expected``: unexpected
-    names, other shapes, and missing names (a name tied to a loaded one, sharing its memory, may be missing)."""
-    problems = [f"unexpected {name}" for name in tensors if name not in expected]
-    problems += [f"{name} has shape {list(tensor.shape)}, the model {list(expected[name].shape)}"
-                 for name, tensor in tensors.items() if name in expected and tensor.shape != expected[name].shape]
-    loaded = {_memory(expected[name]) for name in tensors if name in expected}
-    problems += [f"missing {name}" for name, tensor in expected.items()
-                 if name not in tensors and _memory(tensor) not in loaded]
-    return problems
-
-
-def _memory(tensor: torch.Tensor) -> tuple[str, int]:
-    return str(tensor.device), tensor.untyped_storage().data_ptr()

@@ -1,16 +1,16 @@
 """How the CLI shows things: progress of a run, checkpoint tables, checkpoint reports, and the small formatters."""
 from __future__ import annotations
 
-import math
 import shlex
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from .checkpoint import CheckpointInfo
-from .status import TrainingStatus
+if TYPE_CHECKING:  # annotations only: rendering a listing must not import torch
+    from .checkpoint import CheckpointInfo
+    from .status import TrainingStatus
 
 
 def say(line: str, stream: TextIO | None = None) -> None:
@@ -82,7 +82,7 @@ def format_checkpoints(infos: list[CheckpointInfo], run_names: list[str] | None 
     header = ("NAME", "KIND", "ITER", "LOSS", "VAL LOSS", "SAVED", "SIZE", "OPTIMIZER", "STATUS")
     rows = [header] + [
         (i.name, i.kind, number_text(i.iteration), number_text(i.loss), number_text(i.val_loss),
-         local_time(i.timestamp), size_text(i.size_bytes), "yes" if i.has_optimizer else "no",
+         local_time(i.timestamp), tqdm.format_sizeof(i.size_bytes, "B"), "yes" if i.has_optimizer else "no",
          "valid" if i.valid else f"invalid: {i.reason}")
         for i in infos
     ]
@@ -132,13 +132,6 @@ def number_text(value: float | int | None) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.3e}" if abs(value) < 1e-3 and value else f"{value:.4f}"
-
-
-def size_text(size: int) -> str:
-    if size < 1000:
-        return f"{size} B"
-    exponent = min(int(math.log10(size)) // 3, 3)
-    return f"{size / 1000 ** exponent:.1f} {('kB', 'MB', 'GB')[exponent - 1]}"
 
 
 def local_time(timestamp: str | None) -> str:

@@ -21,8 +21,8 @@ from .errors import AZRError
 from .feed import Feed, charts_stale, follow, status_key
 from .jobs import TrainingJob
 from .owners import Access, Caller
-from .render import LOSS_SERIES, LR_PARTS, REWARD_SERIES, chart_frame, checkpoint_label, checkpoint_table, \
-    history_frame, line_chart, render_progress, render_status, runs_table
+from .render import LOSS_AXIS, LOSS_SERIES, LR_AXIS, LR_PARTS, REWARD_AXIS, REWARD_SERIES, chart_frame, \
+    checkpoint_label, checkpoint_table, history_frame, line_chart, lr_chart, render_progress, render_status, runs_table
 from .status import FINAL_STATES
 
 POLL_S = 1.0
@@ -105,8 +105,9 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                     status_panel = gr.Markdown(render_status(idle), elem_id="status")
                     progress = gr.HTML(render_progress(idle), elem_id="progress")
                     with gr.Row():
-                        loss_plot = line_chart(history_frame([], LOSS_SERIES), "Loss", elem_id="loss-plot")
-                        reward_plot = line_chart(history_frame([], REWARD_SERIES), "Reward", elem_id="reward-plot")
+                        loss_plot = line_chart(history_frame([], LOSS_SERIES), "Loss", "loss-plot", LOSS_AXIS)
+                        reward_plot = line_chart(history_frame([], REWARD_SERIES), "Reward", "reward-plot",
+                                                 REWARD_AXIS)
                     with gr.Accordion("Resume a checkpoint", open=True):
                         with gr.Row():
                             resume_choice = gr.Dropdown([], label="Checkpoint", scale=2, elem_id="resume-choice")
@@ -118,7 +119,7 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                             resume_lr = gr.Number(0, label="Learning rate (0: keep)")
                             load_optimizer = gr.Checkbox(True, label="Load optimizer state")
                         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned",
-                                                elem_id="lr-preview", height=200)
+                                                "lr-preview", LR_AXIS, height=200)
                         preview_note = gr.Markdown()
                         resume_button = gr.Button("⏯️ Resume", variant="primary", elem_id="resume")
                         resume_message = gr.Markdown(elem_id="resume-message")
@@ -252,7 +253,7 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                                          settings(profile, password, hub_repo_id, hub_token))
             except (AZRError, ValueError) as exc:
                 return gr.skip(), _warning(exc)
-            return chart_frame([(r["iteration"], r["lr"], r["part"]) for r in records], LR_PARTS), ""
+            return lr_chart(records), ""
 
         preview_inputs = [resume_choice, resume_max, resume_lr, owner_password, hub_repo, hub_token]
         resume_choice.change(prefill, inputs=[resume_choice, owner_password, hub_repo, hub_token], outputs=resume_max,

@@ -25,6 +25,10 @@ METRICS: dict[str, bool] = {
     "stop_latency_s": True,
     "push_overhead": True,
     "import_s": False,
+    "cli_help_s": True,
+    "cli_subcommand_help_s": True,
+    "cli_usage_error_s": True,
+    "cli_list_s": True,
     "resume_to_first_step_s": False,
     "peak_rss_mb": True,
 }

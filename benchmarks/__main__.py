@@ -3,18 +3,25 @@ results JSON and print the table (progress goes to stderr)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from transformers.utils import logging as transformers_logging
+if importlib.util.find_spec("accelerate") is None:  # transformers.Trainer, a baseline, needs it: check before importing
+    print("python -m benchmarks needs the bench extra: pip install -e '.[bench]' (in the README's .venv: "
+          ".venv/bin/pip install -e '.[bench]').", file=sys.stderr)
+    sys.exit(2)
 
-from azr.trainer import resolve_device
+import torch  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
-from . import METRICS, checkpoints, generation, history, processes, training
-from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator
+from azr.trainer import resolve_device  # noqa: E402
+
+from . import METRICS, checkpoints, cli, generation, history, processes, training  # noqa: E402
+from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
 UNIT_FORMATS = {"tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
@@ -25,7 +32,7 @@ def run_all(bench: Bench) -> list[Entry]:
     trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
     subject = checkpoints.subject(bench, trainer.model, checkpoint)
     entries = checkpoints.run(bench, subject) + history.run(bench, subject) + training.run(bench) \
-        + generation.run(bench) + processes.run(bench, checkpoint)
+        + generation.run(bench) + processes.run(bench, checkpoint) + cli.run(bench, checkpoint)
     order = list(METRICS)
     return sorted(entries, key=lambda entry: order.index(entry.name))
 

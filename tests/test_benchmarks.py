@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRS = {"train_tokens_per_s", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
          "checkpoint_load_s", "checkpoint_size_mb", "stop_latency_s", "push_overhead", "peak_rss_mb",
          "save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
-         "history_save_ratio", "list_process_s"}
+         "history_save_ratio", "list_process_s", "cli_help_s", "cli_subcommand_help_s", "cli_usage_error_s",
+         "cli_list_s"}
 SINGLES = {"import_s", "resume_to_first_step_s", "history_state_kb", "list_checkpoints_s"}
 # Goals that must be judged (met or missed) in every run.
 JUDGED = {"save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
-          "history_state_kb", "history_save_ratio", "list_checkpoints_s"}
+          "history_state_kb", "history_save_ratio", "list_checkpoints_s", "cli_help_s", "cli_subcommand_help_s",
+          "cli_usage_error_s", "cli_list_s"}
 MACHINE_FIELDS = {"cpu", "cores", "torch", "torch_threads", "device"}
 
 
@@ -53,3 +55,12 @@ def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
         if entry["goal"] is not None or name in JUDGED:
             assert isinstance(entry["goal"], str) and isinstance(entry["met"], bool), name
     assert not list(tmp_path.glob("azr-bench-*")), "the scratch directory was not removed"
+
+
+def test_a_missing_bench_extra_is_named_in_one_line() -> None:
+    hidden = ("import sys, runpy; sys.modules['accelerate'] = None; sys.argv = ['benchmarks']; "  # not installed
+              "runpy.run_module('benchmarks', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", hidden], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "needs the bench extra" in line and "'.[bench]'" in line
