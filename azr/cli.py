@@ -20,12 +20,12 @@ from . import __version__, runs
 from .commands import (DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, cmd_demo, cmd_generate, cmd_inspect,
                        cmd_list, cmd_pull, cmd_push, cmd_resume, cmd_selftest, cmd_space_deploy, cmd_train,
                        let_signals_end_the_process)
-from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig
+from .config import FIXED_ON_RESUME, LR_SCHEDULES, PRECISIONS, TrainConfig
 from .errors import AZRError, ConfigError
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "mps")
-SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES}
+SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS}
 SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 
@@ -193,6 +193,10 @@ def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
         own = re.search(r" \(default: (.*)\)$", text)  # a help text may describe its own default
         default = "the checkpoint's" if resume else own.group(1) if own else field.default
         choices = SETTING_CHOICES.get(field.name)
+        if kind is bool:  # --name / --no-name; neither given: not passed on
+            group.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                               help=f"{text} (default: {'off' if default is False else default})")
+            continue
         group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
                            choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
                            help=f"{text[:own.start()] if own else text} (default: {default})".replace("%", "%%"))
