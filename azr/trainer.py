@@ -151,7 +151,9 @@ class AZRTrainer:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
                           checkpoint, load_optimizer, settings, weights_loaded=loaded)
-        callbacks = [*self.callbacks, *([Rotation(run.run_dir, run.config.keep_last)] if distributed.is_main() else [])]
+        callbacks = list(self.callbacks)
+        if distributed.is_main():  # in a process group, rank 0 alone rotates and pushes
+            callbacks.append(Rotation(run.run_dir, run.config.keep_last))
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
         if hub_repo_id and distributed.is_main():

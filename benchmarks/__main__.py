@@ -19,7 +19,8 @@ from . import METRICS, checkpoints, generation, history, processes, training
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-UNIT_FORMATS = {"% of peak": "{:.2f}", "tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
+UNIT_FORMATS = {"% of peak": "{:.2f}",
+                "tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
 
 
 def run_all(bench: Bench) -> list[Entry]:
