@@ -65,8 +65,8 @@ def test_two_processes_with_half_the_batch_each_match_one_process(two_processes,
 def test_a_stop_asked_by_one_process_is_made_by_all_and_resumes_in_one_process(two_processes, texts):
     full, stopped = (json.loads((two_processes / f"{name}.json").read_text()) for name in ("full", "stopped"))
     assert stopped["final"] == "paused"
-    assert [info.name for info in list_checkpoints(two_processes / "stopped")] == \
-        [f"model_paused_{STOP_AT}", f"model_iter_{STOP_AT}"]
+    assert {info.name for info in list_checkpoints(two_processes / "stopped") if info.valid} == \
+        {f"model_paused_{STOP_AT}", f"model_iter_{STOP_AT}"}
     trainer = AZRTrainer.from_checkpoint(stopped["checkpoint"], device="cpu")
     for _ in trainer.train(texts, TARGET, two_processes / "stopped", resume_from=stopped["checkpoint"]):
         pass
