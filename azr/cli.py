@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
                             f"{DEFAULT_RUNS_DIR})")
-    train.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME",
-                       help="name of the new run directory (default: run-<date>-<time>)")
+    train.add_argument("--run", "--run-name", type=_checked(runs.check_run_name), metavar="NAME",
+                       help="name of the new run directory (default: run-<date>-<time>); under torchrun write "
+                            "--run-name (torchrun takes --run for its own --run-path)")
     _add_run_options(train, resume=False)
     train.set_defaults(handler=cmd_train)
 
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--runs-dir", metavar="DIR", help=(
         f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
         f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
-    resume.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME", help=(
+    resume.add_argument("--run", "--run-name", type=_checked(runs.check_run_name), metavar="NAME", help=(
         "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
     _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",

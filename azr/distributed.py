@@ -49,13 +49,17 @@ def join(device: str) -> str | torch.device:
     """Join torchrun's process group when launched with more than one process, and return this process's device.
 
     ``device`` is a device name (``auto``, ``cpu``, ``cuda``, ...). CUDA processes use the NCCL backend and the GPU
-    of their local rank; the others use gloo. Without torchrun (or with ``--nproc_per_node 1``) nothing changes.
+    of their local rank (ConfigError when there are fewer GPUs than processes); the others use gloo. Without
+    torchrun (or with ``--nproc_per_node 1``) nothing changes.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or active():
         return device
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if local.index >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started more processes on this machine than it has GPUs "
+                              f"({torch.cuda.device_count()}); use --nproc_per_node {torch.cuda.device_count()}.")
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if use_cuda else "gloo")
     atexit.register(dist.destroy_process_group)

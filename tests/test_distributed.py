@@ -86,7 +86,7 @@ def test_sigterm_to_torchrun_leaves_exactly_one_consistent_interrupted_checkpoin
     corpus.write_text("\n".join(texts))
     shape = [f"--{name.replace('_', '-')}={value}" for name, value in dataclasses.asdict(model_config).items()
              if name not in ("dropout",)]
-    command = [*TORCHRUN, "-m", "azr", "train", "--texts", str(corpus), "--runs-dir", str(tmp_path), "--run", "ddp",
+    command = [*TORCHRUN, "-m", "azr", "train", "--texts", str(corpus), "--runs-dir", str(tmp_path), "--run-name", "ddp",
                *shape, "--max-iterations", "100000", "--batch-size", "8", "--save-every", "5", "--val-every", "0",
                "--self-play-every", "0", "--device", "cpu"]
     process = subprocess.Popen(command, env=torchrun_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
