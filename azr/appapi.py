@@ -33,7 +33,7 @@ from .owners import Access, Caller
 MAX_UPLOAD_ENV = "AZR_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 20
 MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "vocab_size")
-WHOLE_SETTINGS = ("batch_size", "warmup", "save_every", "self_play_every", "seed")
+WHOLE_SETTINGS = ("batch_size", "warmup", "save_every", "self_play_every", "seed", "grad_accum_steps")
 REAL_SETTINGS = ("lr", "rl_weight")
 DEFAULTS = TrainConfig()
 MAX_PROMPT_CHARS = 100_000
@@ -143,12 +143,14 @@ class AppAPI:
               lr: float = DEFAULTS.lr, lr_schedule: str = DEFAULTS.lr_schedule, warmup: int = DEFAULTS.warmup,
               save_every: int = DEFAULTS.save_every, self_play_every: int = DEFAULTS.self_play_every,
               rl_weight: float = DEFAULTS.rl_weight, seed: int = DEFAULTS.seed, time_budget_min: float = 0,
-              hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
+              precision: str = DEFAULTS.precision, grad_accum_steps: int = DEFAULTS.grad_accum_steps,
+              compile: bool = DEFAULTS.compile, hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
               push_checkpoints: bool = False, run_name: str = "", *, caller: Caller | None = None) -> dict[str, Any]:
         """Start training a new model on ``corpus_text`` (empty: the default corpus) in a new run; return the status.
 
         Model size: a preset (tiny/small/base) with optional overrides. ``time_budget_min`` > 0 pauses the run
-        after that many minutes. With ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
+        after that many minutes. ``precision``, ``grad_accum_steps`` and ``compile`` are the TrainConfig
+        fields. With ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
         ``run_name`` names the run's directory (empty: ``run-<date>-<time>``); a name in use is refused.
         """
         form = dict(locals())
@@ -165,7 +167,8 @@ class AppAPI:
         model = model_preset(form.pop("preset") or "tiny", **{k: whole(k, form.pop(k)) for k in MODEL_FIELDS})
         max_iterations = whole("max_iterations", form.pop("max_iterations"))
         settings = {k: whole(k, form.pop(k)) for k in WHOLE_SETTINGS}
-        settings.update({k: real(k, form.pop(k)) for k in REAL_SETTINGS}, lr_schedule=form.pop("lr_schedule"))
+        settings.update({k: real(k, form.pop(k)) for k in REAL_SETTINGS}, lr_schedule=form.pop("lr_schedule"),
+                        precision=form.pop("precision"), compile=bool(form.pop("compile")))
         if max_iterations is None:
             raise ConfigError("max_iterations is required: give the number of iterations to train.")
         if form:

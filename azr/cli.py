@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig
+from .config import FIXED_ON_RESUME, LR_SCHEDULES, PRECISIONS, TrainConfig
 from .errors import AZRError, ConfigError
 
 EXIT_USAGE = 2
@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 DEFAULT_RUNS_DIR = "checkpoints"
 DEFAULT_PRESET = "tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES}
+SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS}
 SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 
@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
                             f"{DEFAULT_RUNS_DIR})")
-    train.add_argument("--run", type=_checked(_run_name), metavar="NAME",
-                       help="name of the new run directory (default: run-<date>-<time>)")
+    train.add_argument("--run", "--run-name", type=_checked(_run_name), metavar="NAME",
+                       help="name of the new run directory (default: run-<date>-<time>); under torchrun write "
+                            "--run-name (torchrun takes --run for its own --run-path)")
     _add_run_options(train, resume=False)
     train.set_defaults(handler="cmd_train")
 
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--runs-dir", metavar="DIR", help=(
         f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
         f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
-    resume.add_argument("--run", type=_checked(_run_name), metavar="NAME", help=(
+    resume.add_argument("--run", "--run-name", type=_checked(_run_name), metavar="NAME", help=(
         "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
     _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",
@@ -200,6 +201,10 @@ def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
         own = re.search(r" \(default: (.*)\)$", text)  # a help text may describe its own default
         default = "the checkpoint's" if resume else own.group(1) if own else field.default
         choices = SETTING_CHOICES.get(field.name)
+        if kind is bool:  # --name / --no-name; neither given: not passed on
+            group.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                               help=f"{text} (default: {'off' if default is False else default})")
+            continue
         group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
                            choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
                            help=f"{text[:own.start()] if own else text} (default: {default})".replace("%", "%%"))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,17 +46,28 @@ def _device(name: str) -> str:
     return name
 
 
+def _process_device(name: str) -> str | torch.device:
+    """Return the device of this process after checking it, joining torchrun's process group when launched by
+    torchrun; there only rank 0 reports progress (every process still reports its errors)."""
+    from . import distributed  # noqa: PLC0415
+    device = distributed.join(_device(name))
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the rest of the process
+    return device
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
     from .data import load_texts  # noqa: PLC0415
     from .trainer import AZRTrainer  # noqa: PLC0415
 
-    device = _device(args.device)
+    device = _process_device(args.device)
     settings, hub_options = _settings(args), _hub(args)
     texts = load_texts(args.texts) if args.texts else None
     model, tokenizer = _new_model(args, texts, settings.get("seed", TrainConfig.seed))
     trainer = AZRTrainer(model, tokenizer, device=device)
-    directory, created = _new_run_directory(Path(args.runs_dir).expanduser(), args.run)
+    directory, created = distributed.from_main(lambda: _new_run_directory(Path(args.runs_dir).expanduser(), args.run))
+    created = created if distributed.is_main() else []
     try:
         say(f"Run directory: {directory}")
         return _drive(trainer, directory,
@@ -116,7 +129,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     checkpoint = Checkpoint.open(args.checkpoint)  # verified once; the trainer reuses it
     directory = _resume_directory(args, checkpoint.path)
     texts = load_texts(args.texts) if args.texts else None
-    trainer = AZRTrainer.from_checkpoint(checkpoint, device=_device(args.device))
+    trainer = AZRTrainer.from_checkpoint(checkpoint, device=_process_device(args.device))
     say(f"Run directory: {directory}")
     return _drive(trainer, directory, lambda: trainer.train(
         texts, checkpoint_dir=directory, resume_from=checkpoint.path, load_optimizer=not args.no_load_optimizer,
@@ -160,7 +173,7 @@ def _hub(args: argparse.Namespace) -> dict[str, Any]:
 
 def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[TrainingStatus]]) -> int:
     """Run ``start()``'s statuses to the end under graceful_stop, render them, and return the exit status."""
-    progress = Progress()
+    progress = Progress(None if distributed.is_main() else sys.stdout)  # the other ranks: sys.stdout is os.devnull
     guard = graceful_stop(trainer)
     try:
         with guard:

@@ -9,6 +9,7 @@ from typing import Any
 from .errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
+PRECISIONS = ("fp32", "bf16", "fp16")
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 
 
@@ -78,7 +79,12 @@ class TrainConfig:
     """
 
     max_iterations: int = _setting(1000, "iteration target of the run (optimizer steps)")
-    batch_size: int = _setting(16, "token windows per optimizer step")
+    batch_size: int = _setting(16, "token windows per optimizer step, over all processes (the global batch)")
+    grad_accum_steps: int = _setting(1, "micro-batches per optimizer step and process: the same step in N "
+                                        "smaller pieces (less memory)")
+    precision: str = _setting("fp32", "precision of the forward passes: fp32, bf16 or fp16 (autocast; fp16 with "
+                                      "a gradient scaler)")
+    compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
     lr: float = _setting(3e-4, "peak learning rate")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
     warmup: int = _setting(0, "iterations of linear warmup at the start of the run")
@@ -104,7 +110,7 @@ class TrainConfig:
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{field.name} must be a finite number, got {value!r}.")
-        positive = ("max_iterations", "batch_size", "save_every", "status_every", "keep_last",
+        positive = ("max_iterations", "batch_size", "grad_accum_steps", "save_every", "status_every", "keep_last",
                     "self_play_batch", "gen_max_new_tokens", "val_windows")
         for name in positive:
             _require_int(name, getattr(self, name), minimum=1)
@@ -124,6 +130,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be zero or positive, got {value!r}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."

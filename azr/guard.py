@@ -19,8 +19,10 @@ def grad_norm(parameters, max_norm: float) -> torch.Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in parameters])
 
 
-def check_step(loss: torch.Tensor, norm: torch.Tensor, step: int, config: TrainConfig, lr: float) -> None:
-    """Raise TrainingError when the step's loss or gradient norm is not finite (one host sync for both)."""
+def check_step(loss: torch.Tensor, norm: torch.Tensor | None, step: int, config: TrainConfig, lr: float) -> None:
+    """Raise TrainingError when the step's loss or gradient norm (None: not checked) is not finite (one host
+    sync for both)."""
+    norm = torch.zeros(()) if norm is None else norm
     values = torch.stack([loss.detach().float().reshape(()), norm.detach().float().reshape(()).to(loss.device)])
     if bool(torch.isfinite(values).all()):
         return

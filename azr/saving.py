@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import transformers
 
-from . import __version__, rng, tensorfile
+from . import __version__, distributed, precision, rng, tensorfile
 from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
 from .model import model_config_of
 from .state import TrainState
@@ -55,8 +55,12 @@ class CheckpointSaver:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
 
-    def save(self, run, kind: str, snapshot: StepSnapshot) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` in the run directory; None when a step was cut mid-update."""
+    def save(self, run, kind: str, snapshot: StepSnapshot, collective: bool = True) -> Path | None:
+        """Save ``model_<kind>_<iteration>`` in the run directory; None when a step was cut mid-update.
+
+        In a process group only rank 0 writes; a ``collective`` save (every process calls it) also stores every
+        process's random state.
+        """
         if snapshot.phase == "updating":
             log.warning("not saving %s: the step was interrupted while the weights were being updated", kind)
             return None
@@ -67,11 +71,16 @@ class CheckpointSaver:
             values["data_position"], rng_state = snapshot.position, snapshot.rng_state
         else:
             rng_state = rng.capture(self.device)
+        if collective:
+            rng_state = distributed.gather_rng(rng_state)
+        if not distributed.is_main():
+            return run.run_dir / checkpoint_name(kind, state.iteration)
         values.update(
             kind=kind, max_iterations=run.config.max_iterations, timestamp=datetime.now(timezone.utc).isoformat(),
             train_config=run.config.to_dict(),
             model_config=(mc.to_dict() if (mc := model_config_of(self.model)) else None),
-            lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
+            lr=state.plan.lr_at(state.iteration), device_type=self.device.type, processes=distributed.size(),
+            grad_scaler=precision.scaler_state(run.scaler),
             versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                       "python": platform.python_version()})
         files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import transformers
 
-from . import rng, runs
+from . import distributed, precision, rng, runs
 from .checkpoint import Checkpoint
 from .config import FIXED_ON_RESUME, TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
@@ -39,6 +39,7 @@ class Run:
     stats: ReferenceStats
     optimizer: torch.optim.Optimizer
     state: TrainState
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
     warnings: list[str] = field(default_factory=list)
     last_checkpoint: str | None = None
 
@@ -71,6 +72,7 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
     seq_len = config.seq_len or min(model_max, DEFAULT_MAX_WINDOW)
     if seq_len > model_max:
         raise ConfigError(f"seq_len ({seq_len}) exceeds the model's max_seq_len ({model_max}).")
+    distributed.micro_batch_size(config.batch_size, config.grad_accum_steps)  # the global batch must split evenly
     return config.updated(seq_len=seq_len)
 
 
@@ -97,11 +99,12 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path) -> tuple
 
 
 def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
-    """Return AdamW with weight decay on the matrices only."""
+    """Return AdamW with weight decay on the matrices only (fused where the model's device has the kernel)."""
+    device = next(model.parameters()).device
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=precision.fused_adamw(device) or None)
 
 
 def checkpoint_bytes(model) -> int:
@@ -117,6 +120,7 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
     On resume the checkpoint's weights are loaded into ``model`` unless ``weights_loaded`` says they already are.
     """
     config = resolve_config(checkpoint, max_iterations, settings, model)
+    precision.check(config.precision, device)
     texts, corpus = resolve_corpus(texts, checkpoint, run_dir)
     windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
     vocab = model.get_input_embeddings().num_embeddings
@@ -128,19 +132,25 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         adopt = checkpoint.path.parent.resolve() == run_dir.resolve()
         existing = runs.read_run(run_dir) if adopt else None
         run_id = existing.id if existing else uuid.uuid4().hex
-    info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
-                         base_model=getattr(model.config, "_name_or_path", None) or None)
+    base_model = getattr(model.config, "_name_or_path", None) or None
+
+    def open_run() -> tuple[runs.RunInfo, str | None]:  # rank 0 writes; every process gets its run id
+        info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
+                             base_model=base_model)
+        return info, (save_corpus(texts, run_dir) if corpus["source"] != "default" else None)
+    info, corpus_file = distributed.from_main(open_run)
     runs.check_room(run_dir, checkpoint_bytes(model))
-    if corpus["source"] != "default":
-        corpus["file"] = save_corpus(texts, run_dir)
+    if corpus_file:
+        corpus["file"] = corpus_file
     optimizer = new_optimizer(model, config)
     sampler = ResumableSampler(len(windows.train), config.seed)
     stats = ReferenceStats.from_windows(windows.train, vocab)
     run = Run(config, run_dir, windows, stats, optimizer, TrainState(
         info.id, 0, History(), sampler, LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio,
-                                                     config.warmup, config.max_iterations), corpus))
+                                                     config.warmup, config.max_iterations), corpus),
+              scaler=precision.new_scaler(config.precision, device))
     if checkpoint is None:
-        rng.seed_all(config.seed)
+        rng.seed_all(distributed.rank_seed(config.seed))
     else:
         if not weights_loaded:
             checkpoint.load_weights(model)
@@ -157,7 +167,14 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
         run.optimizer.load_state_dict(checkpoint.optimizer_state(device))
     elif load_optimizer:
         run.warnings.append("The checkpoint has no optimizer state; starting a fresh optimizer.")
-    run.warnings += rng.restore(checkpoint.rng_state(), device)
+    rng_state, notes = distributed.rank_rng(checkpoint.rng_state())
+    if rng_state is None:
+        rng.seed_all(distributed.rank_seed(config.seed) + checkpoint.iteration)
+    else:
+        notes += rng.restore(rng_state, device)
+    run.warnings += notes
+    if run.scaler is not None and checkpoint.state.get("grad_scaler"):
+        run.scaler.load_state_dict(checkpoint.state["grad_scaler"])
     position = checkpoint.data_position
     if checkpoint.corpus.get("fingerprint") == state.corpus["fingerprint"] and \
             position.get("num_samples") == len(run.windows.train):

@@ -7,6 +7,7 @@ in checkpoints, so that a stopped run resumed with the same settings continues b
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from . import distributed, precision
 from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
 from .checkpoint import Checkpoint
 from .errors import ConfigError, TrainingError
@@ -79,6 +81,7 @@ class AZRTrainer:
         self._loaded: Checkpoint | None = None  # opened by from_checkpoint/load_checkpoint, weights in place
         self._load_optimizer = True
         self._saver = CheckpointSaver(self.model, tokenizer, self.device)
+        self._forward = self.model  # what the training forward passes call: DDP-wrapped and compiled when asked
 
     @classmethod
     def from_checkpoint(cls, ref: str | Path | Checkpoint, device: str | torch.device = "auto",
@@ -151,13 +154,18 @@ class AZRTrainer:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
                           checkpoint, load_optimizer, settings, weights_loaded=loaded)
-        callbacks = [*self.callbacks, Rotation(run.run_dir, run.config.keep_last)]
+        callbacks = list(self.callbacks)
+        if distributed.is_main():  # in a process group, rank 0 alone rotates and pushes
+            callbacks.append(Rotation(run.run_dir, run.config.keep_last))
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
-        push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s)
+        push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s) if distributed.is_main() else None
         callbacks += [push] if push else []
         self._loaded, self._load_optimizer = None, True
         self.optimizer, self.history = run.optimizer, run.state.history
+        self._forward = distributed.wrap(self.model, self.device)
+        if run.config.compile:
+            self._forward = torch.compile(self._forward)
         return self._loop(run, callbacks)
 
     def train_continuous(self, texts: list[str] | None = None, max_iterations: int | None = None,
@@ -183,8 +191,9 @@ class AZRTrainer:
             opening = f"Resumed at iteration {state.iteration}" if state.iteration else "Started"
             yield self._emit(run, clock, callbacks, "running", f"{opening}; training to {config.max_iterations}.")
             while state.iteration < config.max_iterations:
-                if self._stop.is_set() or any(c.should_pause() for c in callbacks):
-                    kind = self._stop_kind if self._stop.is_set() else "paused"
+                kind = distributed.agree(self._stop_kind if self._stop.is_set() else
+                                         "paused" if any(c.should_pause() for c in callbacks) else None)
+                if kind is not None:
                     path = self._save(run, kind, callbacks, snapshot)
                     finished = True
                     yield self._final(run, clock, callbacks, kind,
@@ -193,7 +202,8 @@ class AZRTrainer:
                 self._step(run, snapshot)
                 clock.count()
                 if config.val_every and state.iteration % config.val_every == 0:
-                    state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
+                    with self._autocast(config):
+                        state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
                     state.history.set_last("val_loss", state.val_loss)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
                     path = self._save(run, "iter", callbacks, snapshot)
@@ -205,17 +215,17 @@ class AZRTrainer:
             yield self._final(run, clock, callbacks, "completed", f"{done} {config.max_iterations} iterations.")
         except GeneratorExit:
             if not finished:  # closed early: a requested interrupt keeps its name
-                self._save(run, self._stop_kind if self._stop.is_set() else "paused", callbacks, snapshot)
+                self._save(run, self._stop_kind if self._stop.is_set() else "paused", callbacks, snapshot, local=True)
                 self._end(callbacks)
             raise
         except ForcedExit:  # a second Ctrl+C: exit at once, write nothing
             raise
         except KeyboardInterrupt:
-            self._save(run, "interrupted", callbacks, snapshot)
+            self._save(run, "interrupted", callbacks, snapshot, local=True)
             raise
         except Exception as exc:
             finished = True
-            path = self._save(run, "error", callbacks, snapshot)
+            path = self._save(run, "error", callbacks, snapshot, local=True)
             saved = f"; saved {path.name}" if path else "; the step was cut mid-update, so nothing was saved"
             yield self._final(run, clock, callbacks, "error",
                               f"Training failed at iteration {state.iteration}: {str(exc).rstrip('.')}{saved}.")
@@ -227,28 +237,44 @@ class AZRTrainer:
                 callback.close()
 
     def _step(self, run: Run, snapshot: StepSnapshot) -> None:
-        """One optimizer step on one batch, with self-play on every ``self_play_every``-th iteration."""
+        """One optimizer step on one global batch (this process's share of it, in ``grad_accum_steps``
+        micro-batches), with self-play on every ``self_play_every``-th iteration."""
         state, config = run.state, run.config
         snapshot.begin(state, self.device)  # until the update starts, a save stores the state from before
         lr = state.plan.lr_at(state.iteration)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        batch = run.windows.train[state.sampler.next_indices(config.batch_size)].to(self.device)
+        pieces = distributed.micro_batches(state.sampler.next_indices(config.batch_size), config.grad_accum_steps)
         self.model.train()
-        lm_loss = self._lm_loss(batch)
-        loss, reward = lm_loss, None
+        rollout, reward = None, None
         if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
-            rollout, rewards, components = self_play_round(
-                self.model, self.tokenizer, run.windows.train, run.stats, config, state.iteration, self.reward_fn)
+            with self._autocast(config):  # every process plays the same round: see the README
+                rollout, rewards, components = self_play_round(
+                    self.model, self.tokenizer, run.windows.train, run.stats, config, state.iteration, self.reward_fn)
             reward = float(rewards.mean())
-            loss = lm_loss + config.rl_weight * reinforce_loss(self.model, rollout, rewards)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        check_step(loss, grad_norm(self.model.parameters(), config.grad_clip), state.iteration + 1, config, lr)
+        lm_total = torch.zeros((), device=self.device)
+        for number, piece in enumerate(pieces):
+            last = number == len(pieces) - 1
+            with self._synced(last), self._autocast(config):
+                lm_loss = self._lm_loss(run.windows.train[piece].to(self.device))
+                loss = lm_loss / len(pieces)
+                if last and rollout is not None:  # added once per step, in the micro-batch that syncs
+                    loss = loss + config.rl_weight * reinforce_loss(self.model, rollout, rewards)
+            (run.scaler.scale(loss) if run.scaler else loss).backward()
+            lm_total += lm_loss.detach()
+        if run.scaler:  # a GradScaler skips a step whose gradients overflow by itself: only the loss is guarded
+            run.scaler.unscale_(run.optimizer)
+        norm = grad_norm(self.model.parameters(), config.grad_clip)
+        check_step(lm_total, None if run.scaler else norm, state.iteration + 1, config, lr)
         snapshot.updating()  # from here until the bookkeeping is done, no consistent checkpoint exists
-        run.optimizer.step()
+        if run.scaler:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            run.optimizer.step()
         state.iteration += 1
-        state.loss = float(lm_loss.detach())
+        state.loss = distributed.mean(lm_total / len(pieces))
         if reward is not None:
             state.reward, state.reward_components = reward, components
         state.history.append({"iteration": state.iteration, "loss": state.loss, "reward": reward, "lr": lr,
@@ -257,13 +283,29 @@ class AZRTrainer:
 
     def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the mean next-token cross-entropy over the tokens of ``batch``."""
-        return next_token_loss(self.model, batch)
+        return next_token_loss(self._forward, batch)
+
+    def _autocast(self, config):
+        """The autocast context of the run's precision (nothing for fp32)."""
+        return precision.autocast(config.precision, self.device)
+
+    def _synced(self, last: bool):
+        """Inside a process group, gradients are averaged only on the last micro-batch of a step."""
+        ddp = getattr(self._forward, "_orig_mod", self._forward)  # the DDP module under torch.compile
+        return contextlib.nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
 
     # ------------------------------------------------------------------ saving and reporting
 
-    def _save(self, run: Run, kind: str, callbacks: list[TrainerCallback], snapshot: StepSnapshot) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` and run the hooks; None when a step was cut mid-update."""
-        path = self._saver.save(run, kind, snapshot)
+    def _save(self, run: Run, kind: str, callbacks: list[TrainerCallback], snapshot: StepSnapshot,
+              local: bool = False) -> Path | None:
+        """Save ``model_<kind>_<iteration>`` and run the hooks; None when a step was cut mid-update.
+
+        Every process takes part in a save (rank 0 writes), except a ``local`` one: after an error or an
+        interrupt seen by this process alone, where the others may never arrive.
+        """
+        path = self._saver.save(run, kind, snapshot, collective=not local)
+        if not local:
+            distributed.barrier()  # no process runs ahead (or exits) before rank 0 has written the checkpoint
         if path is not None:
             run.last_checkpoint = str(path)
             for callback in callbacks:

@@ -15,7 +15,7 @@ import gradio as gr
 
 from .appapi import API_NAMES, DEFAULTS, MODEL_FIELDS, AppAPI, as_endpoint, max_upload_bytes, read_uploads, real, \
     whole
-from .config import LR_SCHEDULES, PRESETS
+from .config import LR_SCHEDULES, PRECISIONS, PRESETS
 from .data import TEXT_SUFFIXES
 from .errors import AZRError
 from .feed import Feed, charts_stale, follow, status_key
@@ -95,6 +95,10 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                                                         precision=0)
                             rl_weight = gr.Number(DEFAULTS.rl_weight, label="RL weight")
                         seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
+                        with gr.Row():
+                            precision = gr.Dropdown(list(PRECISIONS), value=DEFAULTS.precision, label="Precision")
+                            grad_accum = gr.Number(DEFAULTS.grad_accum_steps, label="Accumulation steps", precision=0)
+                            compile_model = gr.Checkbox(DEFAULTS.compile, label="torch.compile")
                     budget = gr.Number(0, label="Train for at most N minutes, then pause (and push); 0: no limit",
                                        elem_id="train-budget")
                     with gr.Row():
@@ -228,7 +232,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
         train_form = {"preset": preset_choice, **model_fields, "max_iterations": max_iterations,
                       "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "warmup": warmup,
                       "save_every": save_every, "self_play_every": self_play_every, "rl_weight": rl_weight,
-                      "seed": seed, "time_budget_min": budget, "run_name": run_name, **hub_all}
+                      "seed": seed, "time_budget_min": budget, "run_name": run_name, "precision": precision,
+                      "grad_accum_steps": grad_accum, "compile": compile_model, **hub_all}
         start_button.click(on_start, inputs_kwargs={"password": owner_password, "files": corpus, **train_form},
                            outputs=train_message, api_visibility="private")
 

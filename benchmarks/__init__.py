@@ -8,6 +8,7 @@ from __future__ import annotations
 # Every metric the run reports, and whether it compares two contenders (its entry then carries a ratio).
 METRICS: dict[str, bool] = {
     "train_tokens_per_s": True,
+    "train_mfu": True,
     "train_vs_hf_trainer": True,
     "azr_step": True,
     "selfplay_generation": True,

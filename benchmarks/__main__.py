@@ -1,5 +1,5 @@
-"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--threads N]``: run every comparison, write the
-results JSON and print the table (progress goes to stderr)."""
+"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--precision fp32] [--threads N]``: run every
+comparison, write the results JSON and print the table (progress goes to stderr)."""
 from __future__ import annotations
 
 import argparse
@@ -18,13 +18,17 @@ if importlib.util.find_spec("accelerate") is None:  # transformers.Trainer, a ba
 import torch  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from azr.config import PRECISIONS  # noqa: E402
+from azr.precision import check  # noqa: E402
+
 from azr.trainer import resolve_device  # noqa: E402
 
 from . import METRICS, checkpoints, cli, generation, history, processes, training  # noqa: E402
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-UNIT_FORMATS = {"tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
+UNIT_FORMATS = {"% of peak": "{:.2f}",
+                "tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
 
 
 def run_all(bench: Bench) -> list[Entry]:
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (under 2 minutes), for the smoke test")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results JSON (default {DEFAULT_OUTPUT})")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, mps")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="precision of the training comparisons (tokens/s, MFU), the same for AZRTrainer and the "
+                             "bare loop (default fp32)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared machine, OpenMP threads waiting on each other "
                              "make step times swing tenfold, and ratios with them)")
@@ -66,9 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     transformers_logging.disable_progress_bar()  # a bar per checkpoint save would drown the progress lines
     transformers_logging.set_verbosity_error()
     device = resolve_device(args.device)
+    check(args.precision, device)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="azr-bench-", dir=args.workdir) as scratch:
-        bench = Bench(QUICK if args.quick else DEFAULT, device, args.threads, Path(scratch), allocator)
+        bench = Bench(QUICK if args.quick else DEFAULT, device, args.threads, Path(scratch), allocator, args.precision)
         entries = run_all(bench)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([entry.as_dict() for entry in entries], indent=1) + "\n")

@@ -90,9 +90,11 @@ class Entry:
 class Bench:
     """The shared setup of a run: sizes, device, scratch directory, corpus, tokenizer and token windows."""
 
-    def __init__(self, sizes: Sizes, device: torch.device, threads: int, scratch: Path, allocator: str) -> None:
+    def __init__(self, sizes: Sizes, device: torch.device, threads: int, scratch: Path, allocator: str,
+                 precision: str = "fp32") -> None:
         self.sizes = sizes
         self.device = device
+        self.precision = precision  # of the training comparisons (AZRTrainer and the bare loop alike)
         self.threads = threads
         self.scratch = scratch
         self.texts = corpus(sizes.corpus_chars)
@@ -101,7 +103,7 @@ class Bench:
         self.model_config = dataclasses.replace(sizes.model, vocab_size=len(self.tokenizer))
         self.seq_len = window_length(self.model_config)
         self.windows = TokenWindows.from_texts(self.texts, self.tokenizer, self.seq_len)
-        self.machine = describe_machine(device, threads, allocator)
+        self.machine = {**describe_machine(device, threads, allocator), "precision": precision}
 
     def model(self) -> torch.nn.Module:
         """Return a fresh model with the same initial weights every time, on the run's device."""

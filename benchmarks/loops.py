@@ -1,4 +1,5 @@
-"""The bare PyTorch baseline: AZRTrainer's supervised optimisation (same model, AdamW, batches) and nothing else.
+"""The bare PyTorch baseline: AZRTrainer's supervised optimisation (same model, AdamW, batches, precision) and
+nothing else.
 
 Kept apart from the other benchmark modules so that a peak-memory process of the bare loop imports nothing more
 than what the loop needs.
@@ -9,7 +10,7 @@ import time
 
 import torch
 
-from azr import TrainConfig
+from azr import TrainConfig, precision
 from azr.data import ResumableSampler
 
 from .common import synchronize
@@ -24,28 +25,34 @@ def batches(windows: torch.Tensor, batch_size: int, count: int, device: torch.de
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW as AZRTrainer sets it up: weight decay on matrices only, betas (0.9, 0.95)."""
+    """AdamW as AZRTrainer sets it up: weight decay on matrices only, betas (0.9, 0.95), fused on a GPU."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": CONFIG.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=CONFIG.lr, betas=(0.9, 0.95))
+    fused = precision.fused_adamw(next(model.parameters()).device) or None
+    return torch.optim.AdamW(groups, lr=CONFIG.lr, betas=(0.9, 0.95), fused=fused)
 
 
-def bare_loop(model: torch.nn.Module, data: list[torch.Tensor],
-              device: torch.device) -> tuple[list[float], list[torch.Tensor]]:
-    """Train one step per batch (forward, cross-entropy, backward, grad clip, AdamW step); return step-end times
-    (``time.time()``, exact for the first and last step on a GPU) and the losses."""
+def bare_loop(model: torch.nn.Module, data: list[torch.Tensor], device: torch.device,
+              precision_name: str = "fp32") -> tuple[list[float], list[torch.Tensor]]:
+    """Train one step per batch (forward under autocast, cross-entropy, backward, grad clip, AdamW step; fp16 with
+    a GradScaler); return step-end times (``time.time()``, exact for the first and last step on a GPU) and the
+    losses."""
     optimizer = adamw(model)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision_name == "fp16")
     model.train()
     ends: list[float] = []
     losses: list[torch.Tensor] = []
     for index, batch in enumerate(data):
-        logits = model(input_ids=batch[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        with precision.autocast(precision_name, device):
+            logits = model(input_ids=batch[:, :-1]).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(loss.detach().clone())  # a bare detach() keeps ~10 MB per step alive
         if index in (0, len(data) - 1):
             synchronize(device)

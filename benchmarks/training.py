@@ -20,6 +20,7 @@ from transformers.trainer_callback import PrinterCallback
 from azr import AZRTrainer
 
 from .common import Bench, Entry, alternate, progress, synchronize, tokens_per_s
+from .flops import mfu_samples, peak_flops
 from .loops import CONFIG, bare_loop, batches
 
 # AZRTrainer settings of the plain runs: self-play, validation and checkpoints off inside the timed window
@@ -42,7 +43,7 @@ def run(bench: Bench) -> list[Entry]:
     repos = itertools.count()
 
     def bare() -> float:
-        ends, values = bare_loop(bench.model(), data, bench.device)
+        ends, values = bare_loop(bench.model(), data, bench.device, bench.precision)
         losses["bare_loop"].append([float(loss) for loss in values])
         return tokens_per_s(ends, tokens)
 
@@ -69,12 +70,17 @@ def run(bench: Bench) -> list[Entry]:
         samples = alternate({"bare_loop": bare, "azr": azr, "hf_trainer": lambda: _hf_trainer(bench, data),
                              "azr_full_cycle": cycle, "azr_saving": saving, "azr_pushing": pushing}, sizes.repeats)
     samples["azr_plain_cycle"] = [tokens / value for value in samples["azr"]]
+    peak, peak_source = peak_flops(bench.device, bench.precision)
+    model = bench.model()
+    mfu = {f"{name}_mfu": mfu_samples(samples[name], model, bench.seq_len, peak) for name in ("azr", "bare_loop")}
     window = f"steps 2..{sizes.train_steps} of each run, batch {sizes.batch_size} x {bench.seq_len} tokens"
     pushed = [sum(state.startswith("pushed") for state in run.values()) for run in pushes]
     loss_gap = max(abs(a - b) for runs in zip(losses["azr"], losses["bare_loop"]) for a, b in zip(*runs))
     return [
         bench.entry("train_tokens_per_s", samples, "tokens/s", "azr", "bare_loop", (">=", 0.97), window=window,
-                    max_loss_difference=loss_gap),
+                    max_loss_difference=loss_gap, precision=bench.precision),
+        bench.entry("train_mfu", mfu, "% of peak", "azr_mfu", "bare_loop_mfu", window=window,
+                    precision=bench.precision, peak_tflops=peak / 1e12, peak_source=peak_source),
         bench.entry("train_vs_hf_trainer", samples, "tokens/s", "azr", "hf_trainer", (">=", 1.0), window=window,
                     hf_trainer="logging_steps=1, no eval, no saving; labels = inputs (127 predicted tokens of 128)"),
         bench.entry("azr_step", samples, "s/iteration", "azr_full_cycle", "azr_plain_cycle", window=window,
@@ -91,7 +97,7 @@ def _train(bench: Bench, **settings: Any) -> AZRTrainer:
     directory = bench.directory("azr")
     try:
         for _ in trainer.train(bench.texts, bench.sizes.train_steps, directory, batch_size=bench.sizes.batch_size,
-                               **settings):
+                               precision=bench.precision, **settings):
             pass
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -124,7 +130,7 @@ def _hf_trainer(bench: Bench, data: list[torch.Tensor]) -> float:
         learning_rate=CONFIG.lr, weight_decay=CONFIG.weight_decay, adam_beta2=0.95, max_grad_norm=CONFIG.grad_clip,
         lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", save_strategy="no", report_to="none",
         disable_tqdm=True, train_sampling_strategy="sequential", dataloader_drop_last=True, seed=CONFIG.seed,
-        use_cpu=bench.device.type == "cpu",
+        use_cpu=bench.device.type == "cpu", bf16=bench.precision == "bf16", fp16=bench.precision == "fp16",
     )
     stamps = _StepEnds(bench.device)
     trainer = Trainer(model=bench.model(), args=args, train_dataset=rows, data_collator=default_data_collator,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # The metrics the benchmark promises (issues 6 and 9), and whether each compares two contenders.
-PAIRS = {"train_tokens_per_s", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
+PAIRS = {"train_tokens_per_s", "train_mfu", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
          "checkpoint_load_s", "checkpoint_size_mb", "stop_latency_s", "push_overhead", "peak_rss_mb",
          "save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
          "history_save_ratio", "list_process_s", "cli_help_s", "cli_subcommand_help_s", "cli_usage_error_s",

@@ -303,16 +303,18 @@ def test_selftest_names_the_first_difference(reference, tmp_path):
     assert first_difference(expected, altered).startswith("iteration 42, loss ")
 
 
-def sample_value(field: dataclasses.Field) -> tuple[str, object]:
-    """Return a valid value of a TrainConfig field other than its default, as text and as the parsed value."""
-    default = field.default
+def sample_value(field: dataclasses.Field) -> tuple[list[str], object]:
+    """Return a valid value of a TrainConfig field other than its default, as arguments and as the parsed value."""
+    option, default = "--" + field.name.replace("_", "-"), field.default
+    if isinstance(default, bool):  # --name / --no-name
+        return [option if not default else "--no-" + option[2:]], not default
     if isinstance(default, str):
         value = next(choice for choice in SETTING_CHOICES[field.name] if choice != default)
     elif isinstance(default, float):
         value = default / 2
     else:  # int, or None for an optional int
         value = (default or 7) + 1
-    return str(value), value
+    return [option, str(value)], value
 
 
 def test_every_train_config_field_is_an_option_whose_value_reaches_the_trainer(capsys):
@@ -326,15 +328,15 @@ def test_every_train_config_field_is_an_option_whose_value_reaches_the_trainer(c
     train_settings, resume_settings = {}, {}
     for field in dataclasses.fields(TrainConfig):
         option = "--" + field.name.replace("_", "-")
-        text, value = sample_value(field)
+        arguments, value = sample_value(field)
         listed = re.compile(rf"(?<![\w-]){option}(?![\w-])")
         assert listed.search(helps["train"]), option
         assert bool(listed.search(helps["resume"])) is (field.name not in FIXED_ON_RESUME), option
-        assert _settings(parser.parse_args(["train", option, text])) == {field.name: value}
-        train += [option, text]
+        assert _settings(parser.parse_args(["train", *arguments])) == {field.name: value}
+        train += arguments
         train_settings[field.name] = value
         if field.name not in FIXED_ON_RESUME:
-            resume += [option, text]
+            resume += arguments
             resume_settings[field.name] = value
     assert "seed" in FIXED_ON_RESUME and "--seed" not in helps["resume"]
     assert _settings(parser.parse_args(train)) == train_settings and TrainConfig(**train_settings)

@@ -1,0 +1,52 @@
+"""A process of the data-parallel tests, launched by ``torchrun --nproc_per_node 2 tests/ddp_worker.py OUT``.
+
+In one process group it trains two runs of the tiny model from ``OUT/model.json`` and ``OUT/tokenizer``: ``OUT/full``
+uninterrupted to TARGET, and ``OUT/stopped``, which process 1 alone asks to pause at iteration STOP_AT (every
+process must agree to stop there). Rank 0 writes each run's losses to ``OUT/<run>.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+from transformers import AutoTokenizer
+
+from azr import AZRTrainer, ModelConfig, build_model, distributed
+from azr.callbacks import TrainerCallback
+
+TARGET, STOP_AT = 20, 10
+SETTINGS = dict(batch_size=16, save_every=10, status_every=5, self_play_every=5, val_every=10, keep_last=3,
+                lr_schedule="cosine")
+
+
+class PauseOnOneRank(TrainerCallback):
+    """Asks for a pause, on rank 1 only, once the trainer has reached ``iteration``."""
+
+    def __init__(self, trainer: AZRTrainer, iteration: int) -> None:
+        self.trainer, self.iteration = trainer, iteration
+
+    def should_pause(self) -> bool:
+        return distributed.rank() == 1 and len(self.trainer.history) >= self.iteration
+
+
+def main(out: Path) -> None:
+    dist.init_process_group("gloo")
+    tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+    config = ModelConfig.from_dict(json.loads((out / "model.json").read_text()))
+    texts = json.loads((out / "texts.json").read_text())
+    for name in ("full", "stopped"):
+        trainer = AZRTrainer(build_model(config, seed=0), tokenizer, device="cpu")
+        if name == "stopped":
+            trainer.callbacks.append(PauseOnOneRank(trainer, STOP_AT))
+        statuses = list(trainer.train(texts, TARGET, out / name, **SETTINGS))
+        if distributed.is_main():
+            (out / f"{name}.json").write_text(json.dumps({
+                "losses": [record["loss"] for record in trainer.history], "final": statuses[-1].state,
+                "checkpoint": statuses[-1].checkpoint}))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
