@@ -27,6 +27,8 @@ from .signals import EXIT_CODES, graceful_stop
 from .terminal import Progress, format_checkpoints, format_report, say, say_resume
 
 if TYPE_CHECKING:
+    import torch
+
     from .status import TrainingStatus
     from .trainer import AZRTrainer
 
@@ -49,7 +51,8 @@ def _device(name: str) -> str:
 def _process_device(name: str) -> str | torch.device:
     """Return the device of this process after checking it, joining torchrun's process group when launched by
     torchrun; there only rank 0 reports progress (every process still reports its errors)."""
-    from . import distributed  # noqa: PLC0415
+    from . import distributed  # noqa: PLC0415 - torch: see the module docstring
+
     device = distributed.join(_device(name))
     if not distributed.is_main():
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the rest of the process
@@ -58,6 +61,7 @@ def _process_device(name: str) -> str | torch.device:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
+    from . import distributed  # noqa: PLC0415
     from .data import load_texts  # noqa: PLC0415
     from .trainer import AZRTrainer  # noqa: PLC0415
 
@@ -173,6 +177,7 @@ def _hub(args: argparse.Namespace) -> dict[str, Any]:
 
 def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[TrainingStatus]]) -> int:
     """Run ``start()``'s statuses to the end under graceful_stop, render them, and return the exit status."""
+    from . import distributed  # noqa: PLC0415
     progress = Progress(None if distributed.is_main() else sys.stdout)  # the other ranks: sys.stdout is os.devnull
     guard = graceful_stop(trainer)
     try:
