@@ -26,7 +26,8 @@ from .errors import AZRError, ConfigError
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES}
-SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
+SETTING_METAVARS = {int: "N", float: "F", str: "TEXT", bool: "on|off"}
+BOOLEANS = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -202,10 +203,10 @@ def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
     """Return an argparse ``type`` that converts a value to ``kind`` and lets TrainConfig check it."""
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text}") from None
+            value = BOOLEANS[text.lower()] if kind is bool else kind(text)
+        except (KeyError, ValueError):
+            what = {int: "an integer", bool: "on or off"}.get(kind, "a number")
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}") from None
         TrainConfig(**{name: value})
         return value
     return _checked(parse, name)

@@ -97,8 +97,8 @@ class History(Sequence):
 
     def encode(self, start: int, stop: int) -> bytes:
         """Return records ``start:stop`` as a safetensors file (one float64 column per field)."""
-        return save_columns({name: np.frombuffer(column, dtype=np.float64)[start:stop].copy()
-                             for name, column in self._columns.items()})
+        return save_columns({name: np.frombuffer(column[start:stop], dtype=np.float64)  # a slice copies
+                             for name, column in self._columns.items()})  # (no view: appends stay possible)
 
     def extend_encoded(self, data: bytes) -> None:
         """Append the records of a file made by :meth:`encode`; raises ValueError when it is not one."""
@@ -124,6 +124,10 @@ class History(Sequence):
         """Return the records after the last full chunk, encoded."""
         return self.encode(len(self) // CHUNK_RECORDS * CHUNK_RECORDS, len(self))
 
+    def frozen(self) -> FrozenHistory:
+        """Return the history as it is now, for a save written while the run goes on (see :class:`FrozenHistory`)."""
+        return FrozenHistory(self, len(self), self.chunk_digests(), self.tail())
+
     @classmethod
     def from_chunks(cls, chunks: list[bytes], digests: list[str], tail: bytes) -> History:
         """Rebuild a history from its full chunks (whose sha256 are ``digests``) and its tail."""
@@ -132,6 +136,32 @@ class History(Sequence):
             history.extend_encoded(data)
         history._digests = list(digests)
         return history
+
+
+class FrozenHistory:
+    """What a checkpoint stores of a history at one moment: its length, chunk digests and tail, taken at once.
+
+    Full chunks are read from the live history when they are written: their records never change (only the
+    newest record does, and it is in the tail), and :meth:`History.encode` copies them without locking the columns.
+    """
+
+    def __init__(self, live: History, length: int, digests: list[str], tail: bytes) -> None:
+        self._live, self._length, self._digests, self._tail = live, length, digests, tail
+
+    def __len__(self) -> int:
+        return self._length
+
+    def chunk_digests(self) -> list[str]:
+        """Return the sha256 of every full chunk."""
+        return list(self._digests)
+
+    def chunk(self, number: int) -> bytes:
+        """Return full chunk ``number``, encoded."""
+        return self._live.chunk(number)
+
+    def tail(self) -> bytes:
+        """Return the records after the last full chunk, encoded."""
+        return self._tail
 
 
 _chunk_digests: dict[tuple[int, int, int, int], Future] = {}  # (device, inode, size, mtime) -> its sha256

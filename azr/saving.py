@@ -4,6 +4,10 @@ A step changes the data position and the RNG before the update and the weights a
 :class:`StepSnapshot` remembers the state from before the step while the update has not started, so an
 interrupt there saves the state from before the step; an interrupt during the update saves nothing (the step
 was cut half-way, and no consistent state exists until it ends).
+
+:class:`CheckpointSaver` writes a checkpoint now, or in the background (cf. PyTorch DCP's ``async_save``): the
+blocking part copies the state to CPU memory, and a thread writes, verifies and reports it while training goes
+on. At most one save is in flight; the next save, and the end of the run, wait for it.
 """
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import json
 import logging
 import platform
 import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,8 +26,11 @@ import torch
 import transformers
 
 from . import __version__, rng, tensorfile
-from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
+from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint, checkpoint_name, save_checkpoint
+from .errors import CheckpointError
+from .history import FrozenHistory, History
 from .model import model_config_of
+from .staging import Stager
 from .state import TrainState
 
 log = logging.getLogger(__name__)
@@ -48,15 +58,88 @@ class StepSnapshot:
         self.phase = "idle"
 
 
+@dataclass
+class CheckpointContents:
+    """Everything a checkpoint holds, taken at one moment: ``weights`` None means the model's own (a save now)."""
+
+    run_dir: Path
+    name: str
+    values: dict[str, Any]
+    plan: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng_state: dict[str, Any]
+    history: History | FrozenHistory
+    weights: dict[str, torch.Tensor] | None
+
+
+class BackgroundSave(threading.Thread):
+    """One checkpoint written in a daemon thread (a process killed meanwhile leaves only a temporary)."""
+
+    def __init__(self, name: str, write: Callable[[], Path]) -> None:
+        super().__init__(name="azr-checkpoint-save", daemon=True)
+        self.checkpoint, self.write = name, write
+        self.path: Path | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.path = self.write()
+        except BaseException as exc:  # handed to the training thread by CheckpointSaver.finished
+            self.error = exc
+
+
 class CheckpointSaver:
     """Writes a run's checkpoints for one model and tokenizer (whose files are serialised once)."""
 
     def __init__(self, model, tokenizer, device: torch.device) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
+        self._stager = Stager()
+        self._pending: BackgroundSave | None = None
 
     def save(self, run, kind: str, snapshot: StepSnapshot) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` in the run directory; None when a step was cut mid-update."""
+        """Save ``model_<kind>_<iteration>`` in the run directory now, after the save in flight (if any) ended;
+        return its path, or None when a step was cut mid-update."""
+        self.settle()
+        contents = self._contents(run, kind, snapshot, staged=False)
+        return None if contents is None else self._write(contents)
+
+    def save_in_background(self, run, kind: str, snapshot: StepSnapshot,
+                           on_saved: Callable[[Path], None]) -> None:
+        """Copy the state to CPU memory now; write, verify and pass the checkpoint to ``on_saved`` in a thread.
+
+        Call :meth:`finished` (``wait=True``) first: the copy reuses the buffers of the previous save.
+        """
+        if self._pending is not None:
+            raise RuntimeError("the previous background save was not collected with finished()")
+        contents = self._contents(run, kind, snapshot, staged=True)
+        if contents is not None:
+            self._pending = BackgroundSave(contents.name, lambda: self._write_verified(contents, on_saved))
+            self._pending.start()
+
+    def finished(self, wait: bool) -> Path | None:
+        """Return the path of the background save that ended since the last call (with ``wait``: waiting for the
+        one in flight), else None. Raises CheckpointError when it failed."""
+        pending = self._pending
+        if pending is None or (pending.is_alive() and not wait):
+            return None
+        pending.join()
+        self._pending = None
+        if pending.error is not None:
+            raise CheckpointError(f"Saving {pending.checkpoint} in the background failed "
+                                  f"({type(pending.error).__name__}: {pending.error}); the run stopped there, "
+                                  "resume it from its last checkpoint.") from pending.error
+        return pending.path
+
+    def settle(self) -> None:
+        """Wait for the save in flight, logging its failure (for the saves that end a run, which go on)."""
+        try:
+            self.finished(wait=True)
+        except CheckpointError:
+            log.exception("the background save failed")
+
+    def _contents(self, run, kind: str, snapshot: StepSnapshot, staged: bool) -> CheckpointContents | None:
+        """The checkpoint's contents now; with ``staged`` every tensor is a CPU copy later steps cannot change."""
         if snapshot.phase == "updating":
             log.warning("not saving %s: the step was interrupted while the weights were being updated", kind)
             return None
@@ -74,11 +157,28 @@ class CheckpointSaver:
             lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
             versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                       "python": platform.python_version()})
-        files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),
-                 RNG_FILE: tensorfile.encode(rng_state), SCHEDULER_FILE: json.dumps(plan, indent=1).encode()}
-        path = save_checkpoint(run.run_dir, checkpoint_name(kind, state.iteration), model=self.model, files=files,
-                               state=values, history=state.history)
+        tensors = {"optimizer": run.optimizer.state_dict(), "rng": rng_state}
+        if staged:
+            tensors = self._stager.stage({**tensors, "weights": self.model.state_dict()})
+        return CheckpointContents(run.run_dir, checkpoint_name(kind, state.iteration), values, plan,
+                                  tensors["optimizer"], tensors["rng"],
+                                  state.history.frozen() if staged else state.history, tensors.get("weights"))
+
+    def _write(self, contents: CheckpointContents) -> Path:
+        """Write the checkpoint atomically and return its path."""
+        files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(contents.optimizer),
+                 RNG_FILE: tensorfile.encode(contents.rng_state),
+                 SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
+        path = save_checkpoint(contents.run_dir, contents.name, model=self.model, files=files,
+                               state=contents.values, history=contents.history, weights=contents.weights)
         log.info("saved checkpoint %s", path)
+        return path
+
+    def _write_verified(self, contents: CheckpointContents, on_saved: Callable[[Path], None]) -> Path:
+        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``."""
+        path = self._write(contents)
+        Checkpoint.open(path)  # verifies every file; raises CheckpointError
+        on_saved(path)
         return path
 
     def _tokenizer_bytes(self) -> dict[str, bytes]:
