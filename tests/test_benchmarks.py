@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRS = {"train_tokens_per_s", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
          "checkpoint_load_s", "checkpoint_size_mb", "stop_latency_s", "push_overhead", "peak_rss_mb",
          "save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
-         "history_save_ratio", "list_process_s"}
+         "history_save_ratio", "list_process_s", "async_save_throughput", "async_save_throughput_larger",
+         "async_save_blocking", "async_save_blocking_larger"}
 SINGLES = {"import_s", "resume_to_first_step_s", "history_state_kb", "list_checkpoints_s"}
 # Goals that must be judged (met or missed) in every run.
 JUDGED = {"save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
-          "history_state_kb", "history_save_ratio", "list_checkpoints_s"}
+          "history_state_kb", "history_save_ratio", "list_checkpoints_s", "async_save_throughput",
+          "async_save_throughput_larger", "async_save_blocking", "async_save_blocking_larger"}
 MACHINE_FIELDS = {"cpu", "cores", "torch", "torch_threads", "device"}
 
 

@@ -304,6 +304,8 @@ def test_selftest_names_the_first_difference(reference, tmp_path):
 def sample_value(field: dataclasses.Field) -> tuple[str, object]:
     """Return a valid value of a TrainConfig field other than its default, as text and as the parsed value."""
     default = field.default
+    if isinstance(default, bool):
+        return ("off" if default else "on"), not default
     if isinstance(default, str):
         value = next(choice for choice in SETTING_CHOICES[field.name] if choice != default)
     elif isinstance(default, float):
