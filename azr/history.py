@@ -126,7 +126,7 @@ class History(Sequence):
 
     def frozen(self) -> FrozenHistory:
         """Return the history as it is now, for a save written while the run goes on (see :class:`FrozenHistory`)."""
-        return FrozenHistory(self, len(self), self.chunk_digests(), self.tail())
+        return FrozenHistory(self, len(self), self.chunk_digests())
 
     @classmethod
     def from_chunks(cls, chunks: list[bytes], digests: list[str], tail: bytes) -> History:
@@ -139,14 +139,15 @@ class History(Sequence):
 
 
 class FrozenHistory:
-    """What a checkpoint stores of a history at one moment: its length, chunk digests and tail, taken at once.
+    """A history as it is at one moment (its first ``length`` records), read later while the live one grows.
 
-    Full chunks are read from the live history when they are written: their records never change (only the
-    newest record does, and it is in the tail), and :meth:`History.encode` copies them without locking the columns.
+    Its records are read from the live history when they are written: records never change once a newer one is
+    appended (only the newest one does, and a save takes place between steps), and :meth:`History.encode` copies
+    them without locking the columns.
     """
 
-    def __init__(self, live: History, length: int, digests: list[str], tail: bytes) -> None:
-        self._live, self._length, self._digests, self._tail = live, length, digests, tail
+    def __init__(self, live: History, length: int, digests: list[str]) -> None:
+        self._live, self._length, self._digests = live, length, digests
 
     def __len__(self) -> int:
         return self._length
@@ -161,7 +162,7 @@ class FrozenHistory:
 
     def tail(self) -> bytes:
         """Return the records after the last full chunk, encoded."""
-        return self._tail
+        return self._live.encode(self._length // CHUNK_RECORDS * CHUNK_RECORDS, self._length)
 
 
 _chunk_digests: dict[tuple[int, int, int, int], Future] = {}  # (device, inode, size, mtime) -> its sha256

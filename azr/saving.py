@@ -15,8 +15,10 @@ import json
 import logging
 import platform
 import tempfile
+import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,20 +74,31 @@ class CheckpointContents:
     weights: dict[str, torch.Tensor] | None
 
 
-class BackgroundSave(threading.Thread):
-    """One checkpoint written in a daemon thread (a process killed meanwhile leaves only a temporary)."""
+class SaveWorker(threading.Thread):
+    """The daemon thread that writes a run's background saves, one at a time (a process killed meanwhile leaves
+    only a temporary). Started once per run, so that a save does not wait for a new thread to be scheduled."""
 
-    def __init__(self, name: str, write: Callable[[], Path]) -> None:
+    def __init__(self) -> None:
         super().__init__(name="azr-checkpoint-save", daemon=True)
-        self.checkpoint, self.write = name, write
-        self.path: Path | None = None
-        self.error: BaseException | None = None
+        self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Path]] | None] = queue.SimpleQueue()
+
+    def submit(self, write: Callable[[], Path]) -> Future:
+        """Queue ``write``; the future holds its path or its exception."""
+        future: Future = Future()
+        self._jobs.put((future, write))
+        return future
+
+    def stop(self) -> None:
+        """End the thread after the queued saves."""
+        self._jobs.put(None)
 
     def run(self) -> None:
-        try:
-            self.path = self.write()
-        except BaseException as exc:  # handed to the training thread by CheckpointSaver.finished
-            self.error = exc
+        while (job := self._jobs.get()) is not None:
+            future, write = job
+            try:
+                future.set_result(write())
+            except BaseException as exc:  # handed to the training thread by CheckpointSaver.finished
+                future.set_exception(exc)
 
 
 class CheckpointSaver:
@@ -95,7 +108,8 @@ class CheckpointSaver:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
         self._stager = Stager()
-        self._pending: BackgroundSave | None = None
+        self._worker: SaveWorker | None = None
+        self._pending: tuple[str, Future] | None = None  # the name of the save in flight, and its result
 
     def save(self, run, kind: str, snapshot: StepSnapshot) -> Path | None:
         """Save ``model_<kind>_<iteration>`` in the run directory now, after the save in flight (if any) ended;
@@ -113,23 +127,29 @@ class CheckpointSaver:
         if self._pending is not None:
             raise RuntimeError("the previous background save was not collected with finished()")
         contents = self._contents(run, kind, snapshot, staged=True)
-        if contents is not None:
-            self._pending = BackgroundSave(contents.name, lambda: self._write_verified(contents, on_saved))
-            self._pending.start()
+        if contents is None:
+            return
+        if self._worker is None:
+            self._worker = SaveWorker()
+            self._worker.start()
+        self._pending = contents.name, self._worker.submit(lambda: self._write_verified(contents, on_saved))
 
     def finished(self, wait: bool) -> Path | None:
         """Return the path of the background save that ended since the last call (with ``wait``: waiting for the
         one in flight), else None. Raises CheckpointError when it failed."""
-        pending = self._pending
-        if pending is None or (pending.is_alive() and not wait):
+        if self._pending is None or (not wait and not self._pending[1].done()):
             return None
-        pending.join()
-        self._pending = None
-        if pending.error is not None:
-            raise CheckpointError(f"Saving {pending.checkpoint} in the background failed "
-                                  f"({type(pending.error).__name__}: {pending.error}); the run stopped there, "
-                                  "resume it from its last checkpoint.") from pending.error
-        return pending.path
+        (name, future), self._pending = self._pending, None
+        if (error := future.exception()) is not None:
+            raise CheckpointError(f"Saving {name} in the background failed ({type(error).__name__}: {error}); "
+                                  "the run stopped there, resume it from its last checkpoint.") from error
+        return future.result()
+
+    def close(self) -> None:
+        """End the writing thread once the save in flight (if any) is written; a later save starts another."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
     def settle(self) -> None:
         """Wait for the save in flight, logging its failure (for the saves that end a run, which go on)."""

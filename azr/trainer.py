@@ -222,6 +222,7 @@ class AZRTrainer:
                               f"Training failed at iteration {state.iteration}: {exc}{saved}.")
             raise
         finally:
+            self._saver.close()
             for callback in callbacks:
                 callback.close()
 
