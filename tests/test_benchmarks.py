@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The metrics the benchmark promises (issues 6 and 9), and whether each compares two contenders.
+# The metrics the benchmark promises (issues 6, 9 and 11), and whether each compares two contenders.
 PAIRS = {"train_tokens_per_s", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
          "checkpoint_load_s", "checkpoint_size_mb", "stop_latency_s", "push_overhead", "peak_rss_mb",
          "save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
