@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import containment, storage
 from .config import LR_SCHEDULES, TrainConfig
 from .errors import CheckpointError, ConfigError
-from .history import CHUNK_DIR, History, chunk_path, chunk_problem
+from .history import CHUNK_DIR, FrozenHistory, History, chunk_path, chunk_problem
 from .schedule import LRPlan
 from .statefile import FORMAT_VERSION, STATE_FILE, read_state, seal
 
@@ -356,9 +356,10 @@ def checkpoint_size(path: Path) -> int:
 
 
 def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
-                    history: History) -> Path:
+                    history: History | FrozenHistory, weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a complete checkpoint atomically and return its path.
 
+    The model's weights are ``weights`` (a copy of its ``state_dict()``) when given, else its own.
     ``files`` are the sidecars and tokenizer files as bytes or consecutive parts (written and hashed from memory
     in threads while the model is saved with ``save_pretrained``; every file is fsynced); the history's new full
     chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
@@ -375,7 +376,8 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
         blobs = {**files, HISTORY_FILE: history.tail()}
         with storage.ParallelWrites(temp) as writes:
             writes.write_all(blobs)
-            model.save_pretrained(temp, safe_serialization=True)  # meanwhile the threads write the blobs
+            # meanwhile the threads write the blobs
+            model.save_pretrained(temp, safe_serialization=True, state_dict=weights)
             written = writes.adopt_others().digests()
         full_state = {**state, "format_version": FORMAT_VERSION, "name": name,
                       "history": {"length": len(history), "chunks": digests, "tail": HISTORY_FILE},

@@ -93,6 +93,8 @@ class TrainConfig:
     grad_clip: float = _setting(1.0, "clip the gradient norm to this value (0: no clipping)")
     seq_len: int | None = _setting(None, "tokens per training window (default: the model's length, at most 256)")
     save_every: int = _setting(100, "save a model_iter checkpoint every N iterations")
+    async_save: bool = _setting(True, "write model_iter checkpoints in the background: a save blocks training only "
+                                      "while the state is copied to CPU memory")
     status_every: int = _setting(10, "report progress every N iterations")
     keep_last: int = _setting(5, "keep the newest N model_iter checkpoints of the run")
     val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)")
@@ -134,6 +136,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}.")
+        if not isinstance(self.async_save, bool):
+            raise ConfigError(f"async_save must be true or false, got {self.async_save!r}.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."

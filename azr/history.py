@@ -97,8 +97,8 @@ class History(Sequence):
         import numpy as np  # noqa: PLC0415 - see the module docstring
         from safetensors.numpy import save as save_columns  # noqa: PLC0415
 
-        return save_columns({name: np.frombuffer(column, dtype=np.float64)[start:stop].copy()
-                             for name, column in self._columns.items()})
+        return save_columns({name: np.frombuffer(column[start:stop], dtype=np.float64)  # a slice copies
+                             for name, column in self._columns.items()})  # (no view: appends stay possible)
 
     def extend_encoded(self, data: bytes) -> None:
         """Append the records of a file made by :meth:`encode`; raises ValueError when it is not one."""
@@ -127,6 +127,10 @@ class History(Sequence):
         """Return the records after the last full chunk, encoded."""
         return self.encode(len(self) // CHUNK_RECORDS * CHUNK_RECORDS, len(self))
 
+    def frozen(self) -> FrozenHistory:
+        """Return the history as it is now, for a save written while the run goes on (see :class:`FrozenHistory`)."""
+        return FrozenHistory(self, len(self), self.chunk_digests())
+
     @classmethod
     def from_chunks(cls, chunks: list[bytes], digests: list[str], tail: bytes) -> History:
         """Rebuild a history from its full chunks (whose sha256 are ``digests``) and its tail."""
@@ -135,6 +139,33 @@ class History(Sequence):
             history.extend_encoded(data)
         history._digests = list(digests)
         return history
+
+
+class FrozenHistory:
+    """A history as it is at one moment (its first ``length`` records), read later while the live one grows.
+
+    Its records are read from the live history when they are written: records never change once a newer one is
+    appended (only the newest one does, and a save takes place between steps), and :meth:`History.encode` copies
+    them without locking the columns.
+    """
+
+    def __init__(self, live: History, length: int, digests: list[str]) -> None:
+        self._live, self._length, self._digests = live, length, digests
+
+    def __len__(self) -> int:
+        return self._length
+
+    def chunk_digests(self) -> list[str]:
+        """Return the sha256 of every full chunk."""
+        return list(self._digests)
+
+    def chunk(self, number: int) -> bytes:
+        """Return full chunk ``number``, encoded."""
+        return self._live.chunk(number)
+
+    def tail(self) -> bytes:
+        """Return the records after the last full chunk, encoded."""
+        return self._live.encode(self._length // CHUNK_RECORDS * CHUNK_RECORDS, self._length)
 
 
 _chunk_digests: dict[tuple[int, int, int, int], Future] = {}  # (device, inode, size, mtime) -> its sha256

@@ -15,6 +15,7 @@ Environment variables (read when the job is created):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import containment, hub, runs, services, storage
+from . import containment, hub, runs, services, storage, zerogpu
 from .catalog import Catalog, HubSettings
 from .checkpoint import Checkpoint
 from .config import ModelConfig, TrainConfig
@@ -45,7 +46,8 @@ SPACES_STORAGE = Path("/data")
 HISTORY_READS = 3  # attempts at reading new history records while the worker appends one
 BUSY = "A training run is already active; press Stop (or call /stop_training) and wait until it is paused."
 
-Prepare = Callable[[], tuple[AZRTrainer, Iterator[TrainingStatus]]]
+Prepare = Callable[[float | None], tuple[AZRTrainer, Iterator[TrainingStatus]]]  # time budget -> the run
+Start = Callable[[], tuple[Any, Iterator[TrainingStatus]]]  # a trainer (or a SlicedRun) and its statuses
 
 
 def default_runs_root() -> Path:
@@ -67,7 +69,7 @@ class TrainingJob:
         self.catalog = Catalog(self.runs_root, repo)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._trainer: AZRTrainer | None = None
+        self._trainer: AZRTrainer | zerogpu.SlicedRun | None = None
         self._status: TrainingStatus | None = None
         self._launch = 0  # counts the starts and resumes; the page resets its curves when it changes
         self._run_dir: Path | None = None
@@ -100,14 +102,14 @@ class TrainingJob:
         run_dir = self.runs_root / self._new_run_name(run_name)
         hub_settings = hub_settings or HubSettings()
 
-        def prepare() -> tuple[AZRTrainer, Iterator[TrainingStatus]]:
+        def prepare(budget: float | None) -> tuple[AZRTrainer, Iterator[TrainingStatus]]:
             network, tokenizer = services.new_model(texts, model, seed=config.seed)
             trainer = AZRTrainer(network, tokenizer)
-            statuses = trainer.train(texts, max_iterations, run_dir, time_budget_s=time_budget_s,
+            statuses = trainer.train(texts, max_iterations, run_dir, time_budget_s=budget,
                                      **hub_settings.train_kwargs(), **settings)
             return trainer, statuses
 
-        return self._start_worker(prepare, max_iterations, run_dir, None)
+        return self._start_worker(prepare, max_iterations, run_dir, None, time_budget_s, hub_settings)
 
     def _new_run_name(self, name: str | None) -> str:
         """Return the run name to use: ``name`` checked and not taken, or a generated one."""
@@ -132,19 +134,25 @@ class TrainingJob:
         checkpoint = self.catalog.open(name, hub_settings, verify=False)  # verified when the trainer loads it
         run_dir = self.catalog.run_directory(name.strip(), checkpoint)
 
-        def prepare() -> tuple[AZRTrainer, Iterator[TrainingStatus]]:
-            trainer = AZRTrainer.from_checkpoint(checkpoint.path)
-            statuses = trainer.train(None, max_iterations, run_dir, load_optimizer=load_optimizer,
-                                     time_budget_s=time_budget_s, batch_size=batch_size, lr=lr,
-                                     **hub_settings.train_kwargs())
-            return trainer, statuses
-
+        prepare = functools.partial(_resumed, checkpoint.path, run_dir=run_dir, hub_settings=hub_settings,
+                                    max_iterations=max_iterations, load_optimizer=load_optimizer,
+                                    batch_size=batch_size, lr=lr)
         target = max_iterations or checkpoint.state.get("max_iterations") or 0
-        return self._start_worker(prepare, target, run_dir, (checkpoint.path, name.strip()))
+        return self._start_worker(prepare, target, run_dir, (checkpoint.path, name.strip()), time_budget_s,
+                                  hub_settings)
 
-    def _start_worker(self, prepare: Prepare, target: int, run_dir: Path,
-                      source: tuple[Path, str] | None) -> dict[str, Any]:
-        """Run ``prepare`` and then the training loop in a worker thread; raise what ``prepare`` raised."""
+    def _start_worker(self, prepare: Prepare, target: int, run_dir: Path, source: tuple[Path, str] | None,
+                      budget: float | None, hub_settings: HubSettings) -> dict[str, Any]:
+        """Run ``prepare`` and then the training loop in a worker thread; raise what ``prepare`` raised.
+
+        On a ZeroGPU Space the run goes on in GPU slices (see :mod:`azr.zerogpu`), each prepared in its slice.
+        """
+        if zerogpu.detected():
+            run = zerogpu.SlicedRun(prepare, functools.partial(_resumed, run_dir=run_dir, hub_settings=hub_settings),
+                                    budget)
+            start: Start = lambda: (run, run.statuses())
+        else:
+            start = functools.partial(prepare, budget)
         ready: queue.Queue[BaseException | None] = queue.Queue(maxsize=1)
         with self._lock:
             if self._closing:
@@ -155,7 +163,7 @@ class TrainingJob:
             self._status = TrainingStatus("starting", 0, target, message="Preparing the run…", history=History())
             self._source, self._run_dir, self._launch = source, run_dir, self._launch + 1
             self._stop_requested = False
-            self._thread = threading.Thread(target=self._work, args=(prepare, ready), name="azr-training-job",
+            self._thread = threading.Thread(target=self._work, args=(start, ready), name="azr-training-job",
                                             daemon=True)
             self._thread.start()
         error = ready.get()
@@ -165,9 +173,9 @@ class TrainingJob:
             raise error
         return self.status(history_since=None)
 
-    def _work(self, prepare: Prepare, ready: queue.Queue[BaseException | None]) -> None:
+    def _work(self, start: Start, ready: queue.Queue[BaseException | None]) -> None:
         try:
-            trainer, statuses = prepare()
+            trainer, statuses = start()
         except Exception as exc:  # handed to the caller of start()/resume()
             ready.put(exc)
             return
@@ -320,6 +328,14 @@ class TrainingJob:
         checkpoint = self.catalog.open(name, hub_settings, verify=False)  # sample_text verifies it
         return services.sample_text(checkpoint, prompt, temperature=temperature, top_k=top_k,
                                     max_new_tokens=max_new_tokens, seed=seed)
+
+
+def _resumed(path: Path | str, budget: float | None, *, run_dir: Path, hub_settings: HubSettings,
+             max_iterations: int | None = None, **settings: Any) -> tuple[AZRTrainer, Iterator[TrainingStatus]]:
+    """Return a trainer resuming the checkpoint at ``path`` in ``run_dir`` for ``budget`` seconds, and its run."""
+    trainer = AZRTrainer.from_checkpoint(path)
+    return trainer, trainer.train(None, max_iterations, run_dir, time_budget_s=budget, **settings,
+                                  **hub_settings.train_kwargs())
 
 
 def _records(history: History, after: int, upto: int) -> list[dict[str, Any]]:

@@ -4,6 +4,10 @@ A step changes the data position and the RNG before the update and the weights a
 :class:`StepSnapshot` remembers the state from before the step while the update has not started, so an
 interrupt there saves the state from before the step; an interrupt during the update saves nothing (the step
 was cut half-way, and no consistent state exists until it ends).
+
+:class:`CheckpointSaver` writes a checkpoint now, or in the background (cf. PyTorch DCP's ``async_save``): the
+blocking part copies the state to CPU memory, and a thread writes, verifies and reports it while training goes
+on. At most one save is in flight; the next save, and the end of the run, wait for it.
 """
 from __future__ import annotations
 
@@ -11,6 +15,11 @@ import json
 import logging
 import platform
 import tempfile
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,8 +28,11 @@ import torch
 import transformers
 
 from . import __version__, distributed, precision, rng, tensorfile
-from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
+from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint, checkpoint_name, save_checkpoint
+from .errors import CheckpointError
+from .history import FrozenHistory, History
 from .model import model_config_of
+from .staging import Stager
 from .state import TrainState
 
 log = logging.getLogger(__name__)
@@ -48,19 +60,114 @@ class StepSnapshot:
         self.phase = "idle"
 
 
+@dataclass
+class CheckpointContents:
+    """Everything a checkpoint holds, taken at one moment: ``weights`` None means the model's own (a save now)."""
+
+    run_dir: Path
+    name: str
+    values: dict[str, Any]
+    plan: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng_state: dict[str, Any]
+    history: History | FrozenHistory
+    weights: dict[str, torch.Tensor] | None
+
+
+class SaveWorker(threading.Thread):
+    """The daemon thread that writes a run's background saves, one at a time (a process killed meanwhile leaves
+    only a temporary). Started once per run, so that a save does not wait for a new thread to be scheduled."""
+
+    def __init__(self) -> None:
+        super().__init__(name="azr-checkpoint-save", daemon=True)
+        self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Path]] | None] = queue.SimpleQueue()
+
+    def submit(self, write: Callable[[], Path]) -> Future:
+        """Queue ``write``; the future holds its path or its exception."""
+        future: Future = Future()
+        self._jobs.put((future, write))
+        return future
+
+    def stop(self) -> None:
+        """End the thread after the queued saves."""
+        self._jobs.put(None)
+
+    def run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, write = job
+            try:
+                future.set_result(write())
+            except BaseException as exc:  # handed to the training thread by CheckpointSaver.finished
+                future.set_exception(exc)
+
+
 class CheckpointSaver:
     """Writes a run's checkpoints for one model and tokenizer (whose files are serialised once)."""
 
     def __init__(self, model, tokenizer, device: torch.device) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
+        self._stager = Stager()
+        self._worker: SaveWorker | None = None
+        self._pending: tuple[str, Future] | None = None  # the name of the save in flight, and its result
 
     def save(self, run, kind: str, snapshot: StepSnapshot, collective: bool = True) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` in the run directory; None when a step was cut mid-update.
+        """Save ``model_<kind>_<iteration>`` in the run directory now, after the save in flight (if any) ended;
+        return its path, or None when a step was cut mid-update.
 
         In a process group only rank 0 writes; a ``collective`` save (every process calls it) also stores every
         process's random state.
         """
+        self.settle()
+        contents = self._contents(run, kind, snapshot, staged=False, collective=collective)
+        if contents is None or not distributed.is_main():
+            return None if contents is None else contents.run_dir / contents.name
+        return self._write(contents)
+
+    def save_in_background(self, run, kind: str, snapshot: StepSnapshot,
+                           on_saved: Callable[[Path], None]) -> None:
+        """Copy the state to CPU memory now; write, verify and pass the checkpoint to ``on_saved`` in a thread.
+
+        Call :meth:`finished` (``wait=True``) first: the copy reuses the buffers of the previous save.
+        """
+        if self._pending is not None:
+            raise RuntimeError("the previous background save was not collected with finished()")
+        contents = self._contents(run, kind, snapshot, staged=True, collective=True)
+        if contents is None or not distributed.is_main():  # every process gave its random state; rank 0 writes
+            return
+        if self._worker is None:
+            self._worker = SaveWorker()
+            self._worker.start()
+        self._pending = contents.name, self._worker.submit(lambda: self._write_verified(contents, on_saved))
+
+    def finished(self, wait: bool) -> Path | None:
+        """Return the path of the background save that ended since the last call (with ``wait``: waiting for the
+        one in flight), else None. Raises CheckpointError when it failed."""
+        if self._pending is None or (not wait and not self._pending[1].done()):
+            return None
+        (name, future), self._pending = self._pending, None
+        if (error := future.exception()) is not None:
+            raise CheckpointError(f"Saving {name} in the background failed ({type(error).__name__}: {error}); "
+                                  "the run stopped there, resume it from its last checkpoint.") from error
+        return future.result()
+
+    def close(self) -> None:
+        """End the writing thread once the save in flight (if any) is written; a later save starts another."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def settle(self) -> None:
+        """Wait for the save in flight, logging its failure (for the saves that end a run, which go on)."""
+        try:
+            self.finished(wait=True)
+        except CheckpointError:
+            log.exception("the background save failed")
+
+    def _contents(self, run, kind: str, snapshot: StepSnapshot, staged: bool,
+                  collective: bool) -> CheckpointContents | None:
+        """The checkpoint's contents now; with ``staged`` every tensor is a CPU copy later steps cannot change;
+        with ``collective`` (every process calls it) the random states of all processes."""
         if snapshot.phase == "updating":
             log.warning("not saving %s: the step was interrupted while the weights were being updated", kind)
             return None
@@ -73,8 +180,6 @@ class CheckpointSaver:
             rng_state = rng.capture(self.device)
         if collective:
             rng_state = distributed.gather_rng(rng_state)
-        if not distributed.is_main():
-            return run.run_dir / checkpoint_name(kind, state.iteration)
         values.update(
             kind=kind, max_iterations=run.config.max_iterations, timestamp=datetime.now(timezone.utc).isoformat(),
             train_config=run.config.to_dict(),
@@ -83,11 +188,28 @@ class CheckpointSaver:
             grad_scaler=precision.scaler_state(run.scaler),
             versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                       "python": platform.python_version()})
-        files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),
-                 RNG_FILE: tensorfile.encode(rng_state), SCHEDULER_FILE: json.dumps(plan, indent=1).encode()}
-        path = save_checkpoint(run.run_dir, checkpoint_name(kind, state.iteration), model=self.model, files=files,
-                               state=values, history=state.history)
+        tensors = {"optimizer": run.optimizer.state_dict(), "rng": rng_state}
+        if staged:
+            tensors = self._stager.stage({**tensors, "weights": self.model.state_dict()})
+        return CheckpointContents(run.run_dir, checkpoint_name(kind, state.iteration), values, plan,
+                                  tensors["optimizer"], tensors["rng"],
+                                  state.history.frozen() if staged else state.history, tensors.get("weights"))
+
+    def _write(self, contents: CheckpointContents) -> Path:
+        """Write the checkpoint atomically and return its path."""
+        files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(contents.optimizer),
+                 RNG_FILE: tensorfile.encode(contents.rng_state),
+                 SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
+        path = save_checkpoint(contents.run_dir, contents.name, model=self.model, files=files,
+                               state=contents.values, history=contents.history, weights=contents.weights)
         log.info("saved checkpoint %s", path)
+        return path
+
+    def _write_verified(self, contents: CheckpointContents, on_saved: Callable[[Path], None]) -> Path:
+        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``."""
+        path = self._write(contents)
+        Checkpoint.open(path)  # verifies every file; raises CheckpointError
+        on_saved(path)
         return path
 
     def _tokenizer_bytes(self) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ in checkpoints, so that a stopped run resumed with the same settings continues b
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -191,9 +192,11 @@ class AZRTrainer:
             opening = f"Resumed at iteration {state.iteration}" if state.iteration else "Started"
             yield self._emit(run, clock, callbacks, "running", f"{opening}; training to {config.max_iterations}.")
             while state.iteration < config.max_iterations:
+                yield from self._saved(run, clock, callbacks, wait=False)
                 kind = distributed.agree(self._stop_kind if self._stop.is_set() else
                                          "paused" if any(c.should_pause() for c in callbacks) else None)
                 if kind is not None:
+                    yield from self._saved(run, clock, callbacks, wait=True)
                     path = self._save(run, kind, callbacks, snapshot)
                     finished = True
                     yield self._final(run, clock, callbacks, kind,
@@ -206,10 +209,10 @@ class AZRTrainer:
                         state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
                     state.history.set_last("val_loss", state.val_loss)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
-                    path = self._save(run, "iter", callbacks, snapshot)
-                    yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
+                    yield from self._save_iter(run, clock, callbacks, snapshot)
                 if state.iteration % config.status_every == 0 and state.iteration < config.max_iterations:
                     yield self._emit(run, clock, callbacks, "running")
+            yield from self._saved(run, clock, callbacks, wait=True)
             finished = True
             done = "Completed" if clock.steps else "Already at the target of"
             yield self._final(run, clock, callbacks, "completed", f"{done} {config.max_iterations} iterations.")
@@ -233,6 +236,7 @@ class AZRTrainer:
                 raise TrainingError(self.last_status.message) from exc
             raise
         finally:
+            self._saver.close()
             for callback in callbacks:
                 callback.close()
 
@@ -298,7 +302,7 @@ class AZRTrainer:
 
     def _save(self, run: Run, kind: str, callbacks: list[TrainerCallback], snapshot: StepSnapshot,
               local: bool = False) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` and run the hooks; None when a step was cut mid-update.
+        """Save ``model_<kind>_<iteration>`` now and run the hooks; None when a step was cut mid-update.
 
         Every process takes part in a save (rank 0 writes), except a ``local`` one: after an error or an
         interrupt seen by this process alone, where the others may never arrive.
@@ -308,9 +312,30 @@ class AZRTrainer:
             distributed.barrier()  # no process runs ahead (or exits) before rank 0 has written the checkpoint
         if path is not None:
             run.last_checkpoint = str(path)
-            for callback in callbacks:
-                callback.on_save(path, kind)
+            self._on_save(callbacks, kind, path)
         return path
+
+    @staticmethod
+    def _on_save(callbacks: list[TrainerCallback], kind: str, path: Path) -> None:
+        for callback in callbacks:
+            callback.on_save(path, kind)
+
+    def _save_iter(self, run: Run, clock: StatusClock, callbacks, snapshot: StepSnapshot) -> Iterator[TrainingStatus]:
+        """The periodic save: with ``async_save`` written in the background (hooks run there), else now."""
+        if not run.config.async_save:
+            path = self._save(run, "iter", callbacks, snapshot)
+            yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
+            return
+        yield from self._saved(run, clock, callbacks, wait=True)  # at most one save in flight
+        self._saver.save_in_background(run, "iter", snapshot, functools.partial(self._on_save, callbacks, "iter"))
+
+    def _saved(self, run: Run, clock: StatusClock, callbacks, wait: bool) -> Iterator[TrainingStatus]:
+        """Report the background save that ended (with ``wait``: the one in flight, once it ends); a failed one
+        raises CheckpointError."""
+        path = self._saver.finished(wait)
+        if path is not None:
+            run.last_checkpoint = str(path)
+            yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
 
     def _final(self, run: Run, clock: StatusClock, callbacks, state: str, message: str) -> TrainingStatus:
         """The run's last status: its message ends with what the hooks report (e.g. pushes)."""

@@ -32,4 +32,8 @@ METRICS: dict[str, bool] = {
     "cli_list_s": True,
     "resume_to_first_step_s": False,
     "peak_rss_mb": True,
+    "async_save_throughput": True,
+    "async_save_throughput_larger": True,
+    "async_save_blocking": True,
+    "async_save_blocking_larger": True,
 }

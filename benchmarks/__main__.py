@@ -1,5 +1,6 @@
-"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--precision fp32] [--threads N]``: run every
-comparison, write the results JSON and print the table (progress goes to stderr)."""
+"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--precision fp32] [--threads N] [--only GROUP …]``:
+run every comparison (or those of the named groups), write the results JSON and print the table (progress goes to
+stderr)."""
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,9 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from azr.config import PRECISIONS  # noqa: E402
 from azr.precision import check  # noqa: E402
-
 from azr.trainer import resolve_device  # noqa: E402
 
-from . import METRICS, checkpoints, cli, generation, history, processes, training  # noqa: E402
+from . import METRICS, async_saves, checkpoints, cli, generation, history, processes, training  # noqa: E402
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
@@ -31,12 +31,18 @@ UNIT_FORMATS = {"% of peak": "{:.2f}",
                 "tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
 
 
-def run_all(bench: Bench) -> list[Entry]:
-    """Run every benchmark group; return the entries in the order of METRICS."""
+GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves")
+
+
+def run_all(bench: Bench, only: list[str] | None = None) -> list[Entry]:
+    """Run every benchmark group (or those in ``only``); return the entries in the order of METRICS."""
     trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
     subject = checkpoints.subject(bench, trainer.model, checkpoint)
-    entries = checkpoints.run(bench, subject) + history.run(bench, subject) + training.run(bench) \
-        + generation.run(bench) + processes.run(bench, checkpoint) + cli.run(bench, checkpoint)
+    groups = {"checkpoints": lambda: checkpoints.run(bench, subject), "history": lambda: history.run(bench, subject),
+              "training": lambda: training.run(bench), "generation": lambda: generation.run(bench),
+              "processes": lambda: processes.run(bench, checkpoint), "cli": lambda: cli.run(bench, checkpoint),
+              "async_saves": lambda: async_saves.run(bench, subject)}
+    entries = [entry for name in GROUPS if not only or name in only for entry in groups[name]()]
     order = list(METRICS)
     return sorted(entries, key=lambda entry: order.index(entry.name))
 
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch threads (default 1: on a shared machine, OpenMP threads waiting on each other "
                              "make step times swing tenfold, and ratios with them)")
     parser.add_argument("--workdir", type=Path, help="where checkpoints are written (default: the temp directory)")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (default: all)")
     args = parser.parse_args(argv)
     allocator = steady_allocator()
     torch.set_num_threads(args.threads)
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="azr-bench-", dir=args.workdir) as scratch:
         bench = Bench(QUICK if args.quick else DEFAULT, device, args.threads, Path(scratch), allocator, args.precision)
-        entries = run_all(bench)
+        entries = run_all(bench, args.only)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([entry.as_dict() for entry in entries], indent=1) + "\n")
     progress(f"{'quick' if args.quick else 'default'} run took {time.monotonic() - started:.0f} s; "

@@ -11,17 +11,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The metrics the benchmark promises (issues 6 and 9), and whether each compares two contenders.
+# The metrics the benchmark promises (issues 6, 9, 11 and 12), and whether each compares two contenders.
 PAIRS = {"train_tokens_per_s", "train_mfu", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
          "checkpoint_load_s", "checkpoint_size_mb", "stop_latency_s", "push_overhead", "peak_rss_mb",
          "save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
          "history_save_ratio", "list_process_s", "cli_help_s", "cli_subcommand_help_s", "cli_usage_error_s",
-         "cli_list_s"}
+         "cli_list_s", "async_save_throughput", "async_save_throughput_larger", "async_save_blocking",
+         "async_save_blocking_larger"}
 SINGLES = {"import_s", "resume_to_first_step_s", "history_state_kb", "list_checkpoints_s"}
 # Goals that must be judged (met or missed) in every run.
 JUDGED = {"save_vs_hf_trainer", "save_vs_hf_trainer_larger", "load_vs_hf_trainer", "load_vs_hf_trainer_larger",
           "history_state_kb", "history_save_ratio", "list_checkpoints_s", "cli_help_s", "cli_subcommand_help_s",
-          "cli_usage_error_s", "cli_list_s"}
+          "cli_usage_error_s", "cli_list_s", "async_save_throughput", "async_save_throughput_larger",
+          "async_save_blocking", "async_save_blocking_larger"}
 MACHINE_FIELDS = {"cpu", "cores", "torch", "torch_threads", "device"}
 
 

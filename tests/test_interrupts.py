@@ -84,8 +84,9 @@ def inject(phase: str, trainer: AZRTrainer, monkeypatch, error: type[BaseExcepti
 def interrupted_run(phase: str, error: type[BaseException], trainer: AZRTrainer, texts, directory, monkeypatch):
     """Train with ``error`` raised at ``phase``; return the checkpoints listed afterwards."""
     inject(phase, trainer, monkeypatch, error)
+    # a Ctrl+C lands in the training thread: "during the save" means a save written there (a synchronous one)
     with pytest.raises(error):
-        for _ in trainer.train(texts, TARGET, directory, **SETTINGS):
+        for _ in trainer.train(texts, TARGET, directory, **SETTINGS, async_save=phase != "during the save"):
             pass
     monkeypatch.undo()
     return list_checkpoints(directory)

@@ -1,0 +1,104 @@
+"""Asynchronous checkpoints: training throughput with a checkpoint every 10 iterations written in the background,
+against no checkpoints and against synchronous saves; and the part of a save that blocks training (the copy of the
+state to CPU memory) against a plain copy of the same state. Both at the benchmark's model and at a larger one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from azr import AZRTrainer, build_model
+from azr.saving import StepSnapshot
+
+from .checkpoints import Subject, larger_checkpoint, subject
+from .common import Bench, Entry, alternate, paired_ratio, progress, timed
+
+SAVE_EVERY = 10
+# Self-play and validation off: with them, steps are longer and a save weighs less (the conservative case).
+SETTINGS: dict[str, Any] = dict(self_play_every=0, val_every=0, keep_last=2, lr_schedule="constant")
+LARGER_BATCH = 1  # the larger model's batch: a step of about a second on one CPU thread
+COPIED = "model.state_dict() and optimizer.state_dict() tensors, each .to('cpu', copy=True)"
+
+
+def run(bench: Bench, small: Subject) -> list[Entry]:
+    """Alternate the three ways of training and the two copies, at the benchmark's model and a larger one."""
+    larger_trainer, larger_source = larger_checkpoint(bench)
+    larger = subject(bench, larger_trainer.model, larger_source)
+    entries = []
+    for suffix, current, make_model, batch, steps in (
+            ("", small, bench.model, bench.sizes.batch_size, bench.sizes.async_steps),
+            ("_larger", larger, lambda: build_model(bench.sizes.larger_model, seed=0).to(bench.device), LARGER_BATCH,
+             bench.sizes.larger_async_steps)):
+        progress(f"asynchronous saves, {current.describe()}: training with no saves, async saves and synchronous "
+                 f"saves every {SAVE_EVERY} iterations ({steps} iterations, batch {batch})")
+        training = alternate({name: _throughput(bench, make_model, batch, steps, save_every, asynchronous)
+                              for name, save_every, asynchronous in (("no_saves", 10**9, True),
+                                                                     ("async_saves", SAVE_EVERY, True),
+                                                                     ("sync_saves", SAVE_EVERY, False))},
+                             bench.sizes.repeats)
+        progress("  blocking part of an asynchronous save against a plain copy of the state")
+        copies = alternate({"async_blocking": _blocking(bench, current), "plain_copy": _plain_copy(bench, current)},
+                           bench.sizes.repeats)
+        model = dict(model=current.describe(), checkpoint_bytes=_size(current.source), batch_size=batch,
+                     iterations=steps, save_every=SAVE_EVERY, settings=SETTINGS)
+        entries += [
+            bench.entry(f"async_save_throughput{suffix}", training, "it/s", "async_saves", "no_saves", (">=", 0.98),
+                        **model, sync_saves_it_per_s=statistics.median(training["sync_saves"]),
+                        sync_ratio_to_no_saves=paired_ratio(training["sync_saves"], training["no_saves"]),
+                        window="iteration 1 to the last, as recorded in the history"),
+            bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
+                        **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
+        ]
+    return entries
+
+
+def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: int, steps: int, save_every: int,
+                asynchronous: bool) -> Callable[[], float]:
+    """Return a contender: train ``steps`` iterations of a fresh model and return iterations per second."""
+    def contender() -> float:
+        trainer = AZRTrainer(make_model(), bench.tokenizer, device=bench.device)
+        directory = bench.directory("async")
+        try:
+            for _ in trainer.train(bench.texts, steps, directory, batch_size=batch, save_every=save_every,
+                                   async_save=asynchronous, **SETTINGS):
+                pass
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        ends = [record["time"] for record in trainer.history]
+        return (len(ends) - 1) / (ends[-1] - ends[0])
+    return contender
+
+
+def _blocking(bench: Bench, current: Subject) -> Callable[[], float]:
+    """Return a contender timing what an asynchronous save blocks (the write is waited for outside the timing)."""
+    def contender() -> float:
+        root = bench.directory("blocking")
+        run = dataclasses.replace(current.run, run_dir=root)
+        seconds = []
+        for _ in range(bench.sizes.saves_per_sample):
+            seconds.append(timed(lambda: current.saver.save_in_background(run, "iter", StepSnapshot(),
+                                                                          lambda path: None)))
+            current.saver.finished(wait=True)
+        shutil.rmtree(root)
+        return statistics.mean(seconds)
+    return contender
+
+
+def _plain_copy(bench: Bench, current: Subject) -> Callable[[], float]:
+    """Return a contender timing a copy of the model's and the optimizer's tensors to CPU memory."""
+    def copy() -> list[torch.Tensor]:
+        tensors = list(current.model.state_dict().values())
+        tensors += [value for state in current.run.optimizer.state_dict()["state"].values()
+                    for value in state.values() if isinstance(value, torch.Tensor)]
+        return [tensor.detach().to("cpu", copy=True) for tensor in tensors]
+    return lambda: statistics.mean(timed(copy) for _ in range(bench.sizes.saves_per_sample))
+
+
+def _size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())

@@ -1,0 +1,102 @@
+"""Asynchronous checkpoints: the blocking part copies the state, a thread writes and verifies it; the written
+checkpoint is the one a synchronous save of the same step writes, and every final checkpoint is complete when
+its status is yielded (or its interrupt raised)."""
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+from conftest import FAST
+
+from azr import AZRTrainer, CheckpointError, list_checkpoints, saving
+
+COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "scheduler.json", "config.json")
+
+
+def digests(path) -> dict[str, str]:
+    return {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in COMPARED}
+
+
+def train(trainer, texts, target, directory, **settings):
+    return [(s.state, s.iteration, s.message) for s in trainer.train(texts, target, directory, **{**FAST, **settings})]
+
+
+def hold_background_saves(monkeypatch, release: threading.Event, failure: BaseException | None = None) -> None:
+    """Make each background save wait for ``release`` before it writes (and then raise ``failure``, if given)."""
+    write = saving.save_checkpoint
+
+    def held(*args, **kwargs):
+        if threading.current_thread().name == "azr-checkpoint-save":
+            assert release.wait(300)
+            if failure is not None:
+                raise failure
+        return write(*args, **kwargs)
+    monkeypatch.setattr(saving, "save_checkpoint", held)
+
+
+def test_a_background_save_writes_what_a_synchronous_save_of_the_same_step_writes(texts, tokenizer, make_model,
+                                                                                  tmp_path, monkeypatch):
+    """The save at 10 is held until training reached 15: the steps taken meanwhile must not leak into it."""
+    release = threading.Event()
+    hold_background_saves(monkeypatch, release)
+    later = AZRTrainer(make_model(), tokenizer, device="cpu",
+                       status_callback=lambda s: s.iteration == 15 and release.set())
+    statuses = train(later, texts, 20, tmp_path / "async")
+    now = AZRTrainer(make_model(), tokenizer, device="cpu")
+    train(now, texts, 20, tmp_path / "sync", async_save=False)
+    reported = [(state, iteration) for state, iteration, message in statuses if state == "checkpoint"]
+    assert reported[0][0] == "checkpoint" and reported[0][1] >= 15  # the save at 10 ended after 15
+    for name in ("model_iter_10", "model_iter_20"):
+        assert digests(tmp_path / "async" / name) == digests(tmp_path / "sync" / name), name
+    assert [i.name for i in list_checkpoints(tmp_path / "async") if i.valid] == ["model_iter_20", "model_iter_10"]
+
+
+def test_a_pause_waits_for_the_save_in_flight_and_both_are_complete_when_yielded(texts, tokenizer, make_model,
+                                                                                 tmp_path, monkeypatch):
+    release = threading.Event()
+    hold_background_saves(monkeypatch, release)
+
+    def on_status(status):
+        if status.iteration == 10 and status.state == "running":
+            trainer.stop_training()
+            threading.Timer(0.3, release.set).start()
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=on_status)
+    seen = []
+    for status in trainer.train(texts, 30, tmp_path, **FAST):
+        seen.append((status.state, status.message))
+        if status.state == "paused":
+            listed = {i.name: i.valid for i in list_checkpoints(tmp_path)}
+    assert seen[-2:] == [("checkpoint", "Saved model_iter_10."), ("paused", "Paused at iteration 10; saved "
+                                                                           "model_paused_10.")]
+    assert listed == {"model_paused_10": True, "model_iter_10": True}
+
+
+def test_ctrl_c_while_a_save_is_in_flight_leaves_it_and_the_interrupted_checkpoint_complete(
+        texts, tokenizer, make_model, tmp_path, monkeypatch):
+    release = threading.Event()
+    hold_background_saves(monkeypatch, release)
+
+    def on_status(status):
+        if status.iteration == 10 and status.state == "running":
+            threading.Timer(0.3, release.set).start()
+            raise KeyboardInterrupt
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=on_status)
+    with pytest.raises(KeyboardInterrupt):
+        train(trainer, texts, 30, tmp_path)
+    assert {i.name: i.valid for i in list_checkpoints(tmp_path)} == {"model_interrupted_10": True,
+                                                                     "model_iter_10": True}
+
+
+def test_a_failed_background_save_surfaces_as_an_error(texts, tokenizer, make_model, tmp_path, monkeypatch):
+    release = threading.Event()
+    release.set()
+    hold_background_saves(monkeypatch, release, failure=OSError(28, "No space left on device"))
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    statuses = []
+    with pytest.raises(CheckpointError, match="model_iter_10 in the background failed"):
+        for status in trainer.train(texts, 30, tmp_path, **FAST):
+            statuses.append(status)
+    final = statuses[-1]
+    assert final.state == "error" and "No space left on device" in final.message
+    assert [i.name for i in list_checkpoints(tmp_path)] == [f"model_error_{final.iteration}"]
