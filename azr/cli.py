@@ -22,6 +22,8 @@ from .commands import (DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, cmd_d
                        let_signals_end_the_process)
 from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig
 from .errors import AZRError, ConfigError
+from .hubdata import DEFAULT_MAX_MB
+from .reporting import REPORT_TO
 
 EXIT_USAGE = 2
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -79,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", type=_checked(runs.check_run_name), metavar="NAME",
                        help="name of the new run directory (default: run-<date>-<time>)")
     _add_run_options(train, resume=False)
+    data = train.add_argument_group("Hub dataset", "Train on one split of a Hub dataset instead of --texts; the "
+                                    "run records its commit, so a resume anywhere loads the same data.")
+    data.add_argument("--dataset", metavar="USER/NAME[:CONFIG]", help="the dataset (and its configuration)")
+    data.add_argument("--split", default="train", help="the split to train on (default: train)")
+    data.add_argument("--text-column", default="text", metavar="NAME", help="the column of texts (default: text)")
+    data.add_argument("--dataset-max-mb", type=POSITIVE_FLOAT, default=DEFAULT_MAX_MB, metavar="MB",
+                      help=f"refuse a dataset with more data than this (default: {DEFAULT_MAX_MB:g})")
     train.set_defaults(handler=cmd_train)
 
     resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
@@ -176,6 +185,9 @@ def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
                         help="do not upload the training corpus (another machine then needs --texts to resume)")
+    parser.add_argument("--report-to", nargs="+", choices=REPORT_TO, default=["none"], metavar="TARGET",
+                        help="report the metrics to tensorboard (event files in <run>/runs/, pushed with the run) "
+                             "and/or trackio (local) (default: none)")
     _add_settings(parser, resume)
 
 

@@ -19,6 +19,7 @@ from .config import TrainConfig, preset
 from .data import load_texts
 from .demo import run_demo
 from .errors import ConfigError, HubError
+from .hubdata import HubDataset
 from .model import ARCHITECTURE_FIELDS, model_config_of
 from .runs import list_checkpoints
 from .selftest import run_selftest
@@ -49,18 +50,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
     device = _device(args.device)
     settings = _settings(args)
+    dataset = _dataset(args)
     texts = load_texts(args.texts) if args.texts else None
-    model, tokenizer = _new_model(args, texts, settings.get("seed", TrainConfig.seed))
+    model, tokenizer = _new_model(args, dataset.texts() if dataset else texts, settings.get("seed", TrainConfig.seed))
     trainer = AZRTrainer(model, tokenizer, device=device)
     directory, created = _new_run_directory(Path(args.runs_dir).expanduser(), args.run)
     try:
         say(f"Run directory: {directory}")
         return _drive(trainer, directory,
-                      lambda: trainer.train(texts, checkpoint_dir=directory, **settings, **_hub(args)))
+                      lambda: trainer.train(texts, checkpoint_dir=directory, dataset=dataset, **settings,
+                                            **_hub(args)))
     finally:
         for path in created:  # nothing saved (an error, a second Ctrl+C): leave no empty directories behind
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+
+
+def _dataset(args: argparse.Namespace) -> HubDataset | None:
+    """Return the Hub dataset ``--dataset`` names (None without it); raises ConfigError with ``--texts`` too."""
+    if args.dataset is None:
+        return None
+    if args.texts:
+        raise ConfigError("--texts and --dataset exclude each other; train on files or on a Hub dataset.")
+    return HubDataset.parse(args.dataset, split=args.split, text_column=args.text_column, max_mb=args.dataset_max_mb)
 
 
 def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
@@ -138,11 +150,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _hub(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the trainer's Hub push options given on the command line."""
+    """Return the trainer's Hub push and reporting options given on the command line."""
     if not args.push_to_hub:
-        return {}
+        return {"report_to": args.report_to}
     return {"hub_repo_id": args.push_to_hub, "hub_private": not args.hub_public,
-            "hub_push_corpus": not args.no_push_corpus}
+            "hub_push_corpus": not args.no_push_corpus, "report_to": args.report_to}
 
 
 def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[TrainingStatus]]) -> int:

@@ -1,7 +1,7 @@
 """Hugging Face Hub: ``hf://`` references, and pushing, listing, pulling and resolving checkpoints.
 
 Repo layout: every checkpoint under ``checkpoints/<name>/``; an index ``checkpoints/index.json`` with one
-entry per checkpoint; the run's corpus once under ``corpus/``; and at the root the newest weights, config,
+entry per checkpoint; the run's corpus once under ``corpus/``; its TensorBoard event files under ``runs/``; and at the root the newest weights, config,
 tokenizer and a model card, so that ``from_pretrained("user/run")`` gives the newest model.
 
 Settings come from the environment at call time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` /
@@ -267,6 +267,7 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
                            if f.name in ROOT_FILES]
             operations.append(CommitOperationAdd(CHART, chart_svg(opened.history()).encode()))
             operations.append(CommitOperationAdd("README.md", str(model_card(repo_id, name, state, CHART)).encode()))
+        operations += [CommitOperationAdd(f"{runs.LOG_DIR}/{log.name}", str(log)) for log in _logs(checkpoint)]
         corpus = state.get("corpus", {}).get("file")
         if push_corpus and corpus and corpus_root and corpus not in files and (Path(corpus_root) / corpus).is_file():
             operations.append(CommitOperationAdd(corpus, str(Path(corpus_root) / corpus)))
@@ -302,6 +303,12 @@ def _index_entry(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _logs(checkpoint: Path) -> list[Path]:
+    """The run's TensorBoard event files beside a checkpoint (``<run>/runs/``), pushed with it."""
+    logs = checkpoint.parent / runs.LOG_DIR
+    return sorted(p for p in logs.iterdir() if p.is_file()) if logs.is_dir() else []
+
+
 def staging_copy(checkpoint: Path) -> Path:
     """Hard-link a checkpoint and its history chunks into a hidden sibling, so that local rotation cannot delete
     them mid-upload; return the staged checkpoint (``<staging>/<name>``, chunks in ``<staging>/history``)."""
@@ -316,4 +323,7 @@ def staging_copy(checkpoint: Path) -> Path:
             os.link(source, target)
         except OSError:
             shutil.copy2(source, target)
+    for log in _logs(checkpoint):  # copied as they are now: the writer keeps appending to them
+        (staging / runs.LOG_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, staging / runs.LOG_DIR / log.name)
     return staging / checkpoint.name

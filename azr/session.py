@@ -14,6 +14,7 @@ import torch
 import transformers
 
 from . import rng, runs
+from .hubdata import SOURCE as DATASET_SOURCE, HubDataset
 from .checkpoint import Checkpoint
 from .config import FIXED_ON_RESUME, TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
@@ -74,11 +75,16 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
     return config.updated(seq_len=seq_len)
 
 
-def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path) -> tuple[list[str], dict[str, Any]]:
+def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
+                   dataset: HubDataset | None = None) -> tuple[list[str], dict[str, Any]]:
     """Return the texts to train on and their description for the checkpoint (the run's own on resume)."""
-    if texts is None and checkpoint is not None:
+    if texts is not None and dataset is not None:
+        raise ConfigError("Give training texts or a Hub dataset, not both.")
+    if texts is None and dataset is None and checkpoint is not None:
         saved = checkpoint.corpus
-        if saved.get("source") == "default":
+        if saved.get("source") == DATASET_SOURCE:
+            dataset = HubDataset.from_record(saved)  # at the recorded revision
+        elif saved.get("source") == "default":
             texts = default_corpus()
         else:
             file = saved.get("file", "")  # in the run directory, or at a Hub snapshot's root
@@ -87,6 +93,8 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path) -> tuple
             if found is None:
                 raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
             texts = load_texts(found)
+    if dataset is not None:
+        return dataset.texts(), dataset.record()
     if texts is None:
         texts = default_corpus()
         return texts, {"source": "default", "fingerprint": fingerprint(texts), "num_texts": 1}
@@ -106,13 +114,13 @@ def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
 
 def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: int | None, run_dir: Path,
                 checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any], *,
-                weights_loaded: bool = False) -> Run:
+                weights_loaded: bool = False, dataset: HubDataset | None = None) -> Run:
     """Return a run ready for its first step; raises ConfigError, DataError or CheckpointError for bad input.
 
     On resume the checkpoint's weights are loaded into ``model`` unless ``weights_loaded`` says they already are.
     """
     config = resolve_config(checkpoint, max_iterations, settings, model)
-    texts, corpus = resolve_corpus(texts, checkpoint, run_dir)
+    texts, corpus = resolve_corpus(texts, checkpoint, run_dir, dataset)
     windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
     vocab = model.get_input_embeddings().num_embeddings
     if int(windows.train.max()) >= vocab:
@@ -125,7 +133,7 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         run_id = existing.id if existing else uuid.uuid4().hex
     info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
                          base_model=getattr(model.config, "_name_or_path", None) or None)
-    if corpus["source"] != "default":
+    if corpus["source"] == "custom":  # a dataset is not copied: its record names the revision to load
         corpus["file"] = save_corpus(texts, run_dir)
     optimizer = new_optimizer(model, config)
     sampler = ResumableSampler(len(windows.train), config.seed)

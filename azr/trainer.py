@@ -21,6 +21,8 @@ from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
 from .checkpoint import Checkpoint
 from .errors import ConfigError
 from .history import History
+from .hubdata import HubDataset
+from .reporting import report_targets, reporters
 from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
@@ -125,16 +127,21 @@ class AZRTrainer:
               checkpoint_dir: str | Path = "checkpoints", resume_from: str | Path | None = None, *,
               load_optimizer: bool = True, time_budget_s: float | None = None, hub_repo_id: str | None = None,
               hub_token: str | None = None, hub_private: bool = True, hub_push_corpus: bool = True,
-              hub_flush_timeout_s: float = 60.0, **settings: Any) -> Iterator[TrainingStatus]:
+              hub_flush_timeout_s: float = 60.0, dataset: str | HubDataset | None = None,
+              report_to: str | list[str] = "none", **settings: Any) -> Iterator[TrainingStatus]:
         """Prepare a run and return a generator of statuses that trains while it is iterated.
 
         ``checkpoint_dir`` is the run's directory: a new run refuses one that holds another run's checkpoints.
         ``settings`` are :class:`TrainConfig` fields; on resume, settings not given are the checkpoint's.
-        ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. The generator yields
+        ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. ``dataset`` (instead of
+        ``texts``) trains on a Hub dataset, ``"user/name[:config]"`` or a :class:`~azr.hubdata.HubDataset`; its
+        revision is pinned in the run, and a resume loads the run's dataset at that revision. ``report_to``
+        ("none", "tensorboard", "trackio" or a list) reports the scalars of every status and checkpoint. The generator yields
         every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every checkpoint is
         pushed to that repo in the background (``status.pushes``); at the end pending pushes get up to
         ``hub_flush_timeout_s``. Raises ConfigError, DataError or CheckpointError before anything is changed.
         """
+        targets = report_targets(report_to)
         if time_budget_s is not None and not time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}.")
         self._stop.clear()
@@ -147,8 +154,10 @@ class AZRTrainer:
         if checkpoint is not None and not loaded:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
-                          checkpoint, load_optimizer, settings, weights_loaded=loaded)
-        callbacks = [*self.callbacks, Rotation(run.run_dir, run.config.keep_last)]
+                          checkpoint, load_optimizer, settings, weights_loaded=loaded,
+                          dataset=HubDataset.parse(dataset) if isinstance(dataset, str) else dataset)
+        callbacks = [*self.callbacks, *reporters(targets, run.run_dir, run.state.iteration),  # before pushes
+                     Rotation(run.run_dir, run.config.keep_last)]
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
         if hub_repo_id:
@@ -279,6 +288,8 @@ class AZRTrainer:
         status = clock.status(run, state, message, self.device, pushes=next(
             (c.uploader.states() for c in callbacks if isinstance(c, HubPush)), {}))
         self.last_status = status
+        for callback in callbacks:
+            callback.on_status(status)
         if self.status_callback is not None:
             self.status_callback(status)
         return status
