@@ -26,6 +26,7 @@ from . import storage, tensorfile
 from .config import TrainConfig
 from .errors import CheckpointError
 from .history import CHUNK_DIR, History, chunk_path, chunk_problem
+from .lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_peft_model, set_adapter_weights
 from .schedule import LRPlan
 
 FORMAT_VERSION = 2
@@ -185,7 +186,9 @@ class Checkpoint:
     def verify(self) -> None:
         """Check every file and history chunk against its sha256; raises CheckpointError naming the problem."""
         files = self.files
+        adapter = ADAPTER_CONFIG in files  # a LoRA checkpoint: the adapter's weights instead of the model's
         for required in REQUIRED_FILES[min(self.format_version, FORMAT_VERSION)]:
+            required = ADAPTER_WEIGHTS if adapter and required == WEIGHTS_FILE else required
             if required not in files:
                 self._invalid(f"{required} is not recorded")
         paths = [self.path / name for name in files]
@@ -254,16 +257,25 @@ class Checkpoint:
                                   f"({type(exc).__name__}).") from exc
 
     def load_weights(self, model) -> None:
-        """Load ``model.safetensors`` into ``model`` on its device (tied weights may be stored once).
+        """Load ``model.safetensors`` (a LoRA checkpoint: the adapter) into ``model`` on its device (tied weights
+        may be stored once).
 
         Raises CheckpointError when tensors are missing, unexpected or have other shapes (the model is unchanged
         then).
         """
+        adapter = ADAPTER_CONFIG in self.files
+        filename = ADAPTER_WEIGHTS if adapter else WEIGHTS_FILE
+        if adapter != is_peft_model(model):
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} {'holds' if adapter else 'has no'} a LoRA adapter "
+                                  f"but the model {'has none' if adapter else 'does'}; use AZRTrainer.from_checkpoint.")
         try:
-            tensors = load_file(self.path / WEIGHTS_FILE, device=str(next(model.parameters()).device))
+            tensors = load_file(self.path / filename, device=str(next(model.parameters()).device))
         except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {WEIGHTS_FILE} is unreadable "
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {filename} is unreadable "
                                   f"({type(exc).__name__}).") from exc
+        if adapter:
+            set_adapter_weights(model, tensors)
+            return
         problems = tensorfile.misfits(tensors, model.state_dict())
         if problems:
             raise CheckpointError(f"Checkpoint weights do not fit the model: {'; '.join(problems)[:300]}")

@@ -18,11 +18,12 @@ from transformers.utils import logging as transformers_logging
 
 from . import __version__, runs
 from .commands import (DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, cmd_demo, cmd_generate, cmd_inspect,
-                       cmd_list, cmd_pull, cmd_push, cmd_resume, cmd_selftest, cmd_space_deploy, cmd_train,
+                       cmd_list, cmd_merge, cmd_pull, cmd_push, cmd_resume, cmd_selftest, cmd_space_deploy, cmd_train,
                        let_signals_end_the_process)
 from .config import FIXED_ON_RESUME, LR_SCHEDULES, TrainConfig
 from .errors import AZRError, ConfigError
 from .hubdata import DEFAULT_MAX_MB
+from .lora import DEFAULT_TARGET
 from .reporting import REPORT_TO
 
 EXIT_USAGE = 2
@@ -75,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(option, type=POSITIVE_INT, metavar="N", help=f"{what} (default: the preset's)")
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
+    lora = train.add_argument_group("LoRA", "With --base-model: train LoRA adapters (peft) instead of every weight.")
+    lora.add_argument("--lora-r", type=POSITIVE_INT, metavar="N", help="adapter rank; turns LoRA on")
+    lora.add_argument("--lora-alpha", type=POSITIVE_FLOAT, default=16.0, metavar="F",
+                      help="scaling: the update is scaled by alpha / r (default: 16)")
+    lora.add_argument("--lora-target", default=DEFAULT_TARGET, metavar="MODULES",
+                      help=f"comma-separated module names, e.g. q_proj,v_proj (default: {DEFAULT_TARGET})")
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
                             f"{DEFAULT_RUNS_DIR})")
@@ -141,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--iterations", type=POSITIVE_INT, default=30, metavar="N", help="(default: 30)")
     selftest.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     selftest.set_defaults(handler=cmd_selftest)
+
+    merge = commands.add_parser("merge", help="fold a LoRA checkpoint into a full model", description=(
+        "Merge a LoRA checkpoint's adapter into its base model and save the result with the tokenizer; the output "
+        "directory loads with AutoModelForCausalLM.from_pretrained and can be a new --base-model."))
+    merge.add_argument("checkpoint", metavar="CHECKPOINT", help="LoRA checkpoint directory or hf://user/run[/name]")
+    merge.add_argument("out_dir", metavar="OUT_DIR", help="where the merged model goes")
+    merge.set_defaults(handler=cmd_merge)
 
     pull = commands.add_parser("pull", help="download a checkpoint from the Hub", description=(
         "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "

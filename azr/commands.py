@@ -20,6 +20,7 @@ from .data import load_texts
 from .demo import run_demo
 from .errors import ConfigError, HubError
 from .hubdata import HubDataset
+from .lora import LoraSettings, merge
 from .model import ARCHITECTURE_FIELDS, model_config_of
 from .runs import list_checkpoints
 from .selftest import run_selftest
@@ -98,11 +99,12 @@ def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
 def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
     """Return ``(model, tokenizer)``: the base model, or a new model of the preset with the size options applied."""
     shape = {name: getattr(args, name) for name in SHAPE_OPTIONS if getattr(args, name) is not None}
+    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_target) if args.lora_r else None
     if args.base_model is None:
-        return services.new_model(texts, preset(args.preset or DEFAULT_PRESET, **shape), seed=seed)
+        return services.new_model(texts, preset(args.preset or DEFAULT_PRESET, **shape), seed=seed, lora=lora)
     if args.preset is not None:
         raise ConfigError("--preset and --base-model exclude each other: a base model brings its own size.")
-    model, tokenizer = services.new_model(texts, base_model=args.base_model)
+    model, tokenizer = services.new_model(texts, base_model=args.base_model, seed=seed, lora=lora)
     actual = model_config_of(model)
     differences = [f"--{name.replace('_', '-')} {value} but it has {getattr(actual, name, 'another shape')}"
                    for name, value in shape.items() if getattr(actual, name, None) != value]
@@ -259,6 +261,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"{str(directory)!r} already holds a run; give the demo an empty or new --dir.")
     infos = run_demo(directory, say=say, on_status=Progress())
     say(f"\nCheckpoints in {directory}:\n{format_checkpoints(infos)}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``azr merge``: a LoRA checkpoint's adapter folded into its base model, saved as a full model."""
+    out = merge(Checkpoint.open(args.checkpoint).path, Path(args.out_dir).expanduser())
+    print(f"Merged {args.checkpoint} into {out}")
     return 0
 
 

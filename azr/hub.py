@@ -35,7 +35,8 @@ CHECKPOINTS = "checkpoints"
 INDEX = f"{CHECKPOINTS}/index.json"
 CHART = "training_curves.svg"
 ROOT_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "adapter_model.safetensors",
+              "adapter_config.json")
 REFERENCE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[^/]+))?(?:/(?P<name>[^/]+))?/?$")
 
 

@@ -19,7 +19,8 @@ import torch
 import transformers
 
 from . import __version__, rng, tensorfile
-from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
+from .checkpoint import CONFIG_FILE, OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
+from .lora import is_peft_model
 from .model import model_config_of
 from .state import TrainState
 
@@ -74,12 +75,18 @@ class CheckpointSaver:
             lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
             versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                       "python": platform.python_version()})
-        files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),
+        files = {**self._tokenizer_bytes(), **self._base_config(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),
                  RNG_FILE: tensorfile.encode(rng_state), SCHEDULER_FILE: json.dumps(plan, indent=1).encode()}
         path = save_checkpoint(run.run_dir, checkpoint_name(kind, state.iteration), model=self.model, files=files,
                                state=values, history=state.history)
         log.info("saved checkpoint %s", path)
         return path
+
+    def _base_config(self) -> dict[str, bytes]:
+        """A LoRA run's base model config (peft saves only the adapter), for architecture checks and inspect."""
+        if not is_peft_model(self.model):
+            return {}
+        return {CONFIG_FILE: self.model.get_base_model().config.to_json_string().encode()}
 
     def _tokenizer_bytes(self) -> dict[str, bytes]:
         """The tokenizer's files, serialised on the first save (a run never changes its tokenizer)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
 from .checkpoint import Checkpoint
@@ -25,6 +25,7 @@ from .hubdata import HubDataset
 from .reporting import report_targets, reporters
 from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
+from .lora import load_model
 from .losses import next_token_loss, validation_loss
 from .selfplay import reinforce_loss, self_play_round
 from .session import Run, check_architecture, prepare_run
@@ -91,7 +92,7 @@ class AZRTrainer:
         CheckpointError when the checkpoint is missing or invalid, HubError when it cannot be fetched.
         """
         checkpoint = Checkpoint.open(ref, token=hub_token)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)
+        model = load_model(checkpoint.path, trainable=True)  # a LoRA checkpoint: its base model and adapter
         trainer = cls(model, AutoTokenizer.from_pretrained(checkpoint.path), device=device, **kwargs)
         trainer.history = checkpoint.history()
         trainer._loaded = checkpoint
