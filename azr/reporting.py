@@ -113,7 +113,11 @@ class TrackioReporter(ScalarReporter):
 
     def __init__(self, name: str, start_iteration: int) -> None:
         super().__init__(start_iteration)
-        import trackio  # noqa: PLC0415 - only when reporting to trackio
+        try:
+            import trackio  # noqa: PLC0415 - only when reporting to trackio
+        except ImportError as exc:
+            raise ConfigError("report_to trackio needs the trackio package: pip install 'azr-trainer[trackio]'."
+                              ) from exc
 
         self.trackio = trackio
         with contextlib.redirect_stdout(io.StringIO()) as said:  # trackio prints; the library never does

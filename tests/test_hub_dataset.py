@@ -14,9 +14,11 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 from test_cli import FAST, TINY, finish, losses
 
-from azr import AZRTrainer, default_corpus, preset, services
+from azr import AZRTrainer, ConfigError, default_corpus, preset, services
+from azr.appapi import AppAPI
 from azr.checkpoint import Checkpoint
 from azr.data import fingerprint
+from azr.jobs import TrainingJob
 
 CARD = """---
 configs:
@@ -143,3 +145,8 @@ def test_the_cli_trains_on_a_jsonl_dataset_and_bad_choices_are_one_clear_sentenc
     assert "over the cap of 0.001 MB" in messages["cap"]
     assert cli.returncode == 2 and cli.stderr.startswith("azr: error: Dataset 'user/corpus' split 'train' has no")
     assert cli.stderr.count("\n") == 1 and not any(tmp_path.glob("run-*"))
+
+
+def test_the_app_takes_a_corpus_or_a_dataset_not_both(tmp_path):
+    with pytest.raises(ConfigError, match="Give a corpus or a Hub dataset, not both"):
+        AppAPI(TrainingJob(tmp_path)).train(corpus_text="some text", dataset="user/corpus", max_iterations=5)
