@@ -1,7 +1,8 @@
 """Small hooks around the training loop (cf. transformers' ``TrainerCallback``): rotation, Hub pushes, time budget.
 
-The loop calls ``on_status`` with every status it yields, ``on_save`` after each checkpoint, ``should_pause`` before each step, ``on_end`` with the final
-state (its sentence is added to the final message) and ``close`` when the run is over, whatever happened.
+The loop calls ``on_status`` with every status it yields, ``on_save`` after each checkpoint, ``should_pause``
+before each step, ``on_end`` with the final state (its sentence is added to the final message) and ``close`` when
+the run is over, whatever happened.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Hugging Face Hub: ``hf://`` references, and pushing, listing, pulling and resolving checkpoints.
 
 Repo layout: every checkpoint under ``checkpoints/<name>/``; an index ``checkpoints/index.json`` with one
-entry per checkpoint; the run's corpus once under ``corpus/``; its TensorBoard event files under ``runs/``; and at the root the newest weights, config,
-tokenizer and a model card, so that ``from_pretrained("user/run")`` gives the newest model.
+entry per checkpoint; the run's corpus once under ``corpus/``; its TensorBoard event files under ``runs/``; and
+at the root the newest weights (or LoRA adapter), config, tokenizer and a model card, so that
+``from_pretrained("user/run")`` gives the newest model.
 
 Settings come from the environment at call time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` /
 ``HF_HUB_CACHE``) and the token from the argument, ``HF_TOKEN`` or ``huggingface-cli login``. The token

@@ -75,8 +75,9 @@ class CheckpointSaver:
             lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
             versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                       "python": platform.python_version()})
-        files = {**self._tokenizer_bytes(), **self._base_config(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),
-                 RNG_FILE: tensorfile.encode(rng_state), SCHEDULER_FILE: json.dumps(plan, indent=1).encode()}
+        files = {**self._tokenizer_bytes(), **self._base_config(),
+                 OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()), RNG_FILE: tensorfile.encode(rng_state),
+                 SCHEDULER_FILE: json.dumps(plan, indent=1).encode()}
         path = save_checkpoint(run.run_dir, checkpoint_name(kind, state.iteration), model=self.model, files=files,
                                state=values, history=state.history)
         log.info("saved checkpoint %s", path)

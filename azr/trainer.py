@@ -137,10 +137,10 @@ class AZRTrainer:
         ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. ``dataset`` (instead of
         ``texts``) trains on a Hub dataset, ``"user/name[:config]"`` or a :class:`~azr.hubdata.HubDataset`; its
         revision is pinned in the run, and a resume loads the run's dataset at that revision. ``report_to``
-        ("none", "tensorboard", "trackio" or a list) reports the scalars of every status and checkpoint. The generator yields
-        every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every checkpoint is
-        pushed to that repo in the background (``status.pushes``); at the end pending pushes get up to
-        ``hub_flush_timeout_s``. Raises ConfigError, DataError or CheckpointError before anything is changed.
+        ("none", "tensorboard", "trackio" or a list) reports the scalars of every status and checkpoint. The
+        generator yields every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every
+        checkpoint is pushed to that repo in the background (``status.pushes``); at the end pending pushes get up
+        to ``hub_flush_timeout_s``. Raises ConfigError, DataError or CheckpointError before anything is changed.
         """
         targets = report_targets(report_to)
         if time_budget_s is not None and not time_budget_s > 0:
