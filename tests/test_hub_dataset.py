@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
-from test_cli import FAST, TINY, finish, losses
+from test_cli import FAST, TINY, losses
 
 from azr import AZRTrainer, ConfigError, default_corpus, preset, services
 from azr.appapi import AppAPI
@@ -82,6 +82,12 @@ def start(*args: object, home, offline: bool = False, python: bool = False) -> s
 
 
 TEXTS = [default_corpus()[0][i : i + 2000] for i in range(0, 30_000, 2000)]
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    """Wait for a process started by :func:`start` (generously: these import torch and datasets)."""
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture
