@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .config import preset as model_preset
 from .data import load_texts
 from .errors import AZRError, ConfigError, DataError
+from .hubdata import HubDataset
 from .jobs import HubSettings, TrainingJob
 from .owners import Access, Caller
 
@@ -145,9 +146,12 @@ class AppAPI:
               rl_weight: float = DEFAULTS.rl_weight, seed: int = DEFAULTS.seed, time_budget_min: float = 0,
               precision: str = DEFAULTS.precision, grad_accum_steps: int = DEFAULTS.grad_accum_steps,
               compile: bool = DEFAULTS.compile, hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
-              push_checkpoints: bool = False, run_name: str = "", *, caller: Caller | None = None) -> dict[str, Any]:
+              push_checkpoints: bool = False, run_name: str = "", dataset: str = "", dataset_split: str = "train",
+              text_column: str = "text", *, caller: Caller | None = None) -> dict[str, Any]:
         """Start training a new model on ``corpus_text`` (empty: the default corpus) in a new run; return the status.
 
+        ``dataset`` (``user/name[:config]``, instead of a corpus) trains on that Hub dataset's ``dataset_split``
+        and ``text_column``, its revision pinned in the run.
         Model size: a preset (tiny/small/base) with optional overrides. ``time_budget_min`` > 0 pauses the run
         after that many minutes. ``precision``, ``grad_accum_steps`` and ``compile`` are the TrainConfig
         fields. With ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
@@ -164,6 +168,11 @@ class AppAPI:
         hub_settings = self.hub_settings(form.pop("hub_repo_id"), form.pop("hub_token"), form.pop("hub_private"),
                                          form.pop("push_checkpoints"), caller)
         budget, run_name = _budget_s(form.pop("time_budget_min")), form.pop("run_name")
+        name, split, column = form.pop("dataset", ""), form.pop("dataset_split", ""), form.pop("text_column", "")
+        dataset = HubDataset.parse(name, split=(split or "").strip() or "train",
+                                   text_column=(column or "").strip() or "text") if (name or "").strip() else None
+        if dataset is not None and texts is not None:
+            raise ConfigError("Give a corpus or a Hub dataset, not both: clear one of them.")
         model = model_preset(form.pop("preset") or "tiny", **{k: whole(k, form.pop(k)) for k in MODEL_FIELDS})
         max_iterations = whole("max_iterations", form.pop("max_iterations"))
         settings = {k: whole(k, form.pop(k)) for k in WHOLE_SETTINGS}
@@ -174,7 +183,7 @@ class AppAPI:
         if form:
             raise TypeError(f"unknown training fields: {', '.join(form)}")
         return self.job.start(texts, model, max_iterations, run_name=run_name, time_budget_s=budget,
-                              hub_settings=hub_settings, **settings)
+                              hub_settings=hub_settings, dataset=dataset, **settings)
 
     def stop_training(self, *, caller: Caller | None = None) -> dict[str, Any]:
         """Ask the running job to pause after the current batch; ``status`` is "stopping" or "not training"."""

@@ -1,7 +1,8 @@
 """Small hooks around the training loop (cf. transformers' ``TrainerCallback``): rotation, Hub pushes, time budget.
 
-The loop calls ``on_save`` after each checkpoint, ``should_pause`` before each step, ``on_end`` with the final
-state (its sentence is added to the final message) and ``close`` when the run is over, whatever happened.
+The loop calls ``on_status`` with every status it yields, ``on_save`` after each checkpoint, ``should_pause``
+before each step, ``on_end`` with the final state (its sentence is added to the final message) and ``close`` when
+the run is over, whatever happened.
 """
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from . import pending
 from .pending import PushTarget
 from .runs import rotate_checkpoints
 from .signals import stop_deadline
+from .status import TrainingStatus
 from .uploader import LATER, HubUploader
 
 
 
 class TrainerCallback:
     """The hooks, each doing nothing; subclasses override what they need."""
+
+    def on_status(self, status: TrainingStatus) -> None:
+        """The run reports ``status``."""
 
     def on_save(self, path: Path, kind: str) -> None:
         """A checkpoint of ``kind`` was saved at ``path``."""

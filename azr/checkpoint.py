@@ -36,6 +36,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng_state.safetensors"
 SCHEDULER_FILE = "scheduler.json"
 HISTORY_FILE = "history_tail.safetensors"
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # a LoRA checkpoint's model
 V1_OPTIMIZER_FILE, V1_RNG_FILE = "optimizer.pt", "rng_state.pt"
 REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
                   2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
@@ -205,7 +206,9 @@ class Checkpoint:
     def verify(self) -> None:
         """Check every file and history chunk against its sha256; raises CheckpointError naming the problem."""
         files = self.files
+        adapter = ADAPTER_CONFIG in files  # a LoRA checkpoint: the adapter's weights instead of the model's
         for required in REQUIRED_FILES[min(self.format_version, FORMAT_VERSION)]:
+            required = ADAPTER_WEIGHTS if adapter and required == WEIGHTS_FILE else required
             if required not in files:
                 self._invalid(f"{required} is not recorded")
         paths = [self.path / name for name in files]
@@ -300,36 +303,51 @@ class Checkpoint:
                                   f"({type(exc).__name__}).") from exc
 
     def load_weights(self, model) -> None:
-        """Load ``model.safetensors`` into ``model`` on its device with ``safetensors.torch.load_model`` (tied weights
+        """Load ``model.safetensors`` (a LoRA checkpoint: the adapter) into ``model`` on its device with
+        ``safetensors.torch.load_model`` (tied weights
         may be stored once).
 
         Raises CheckpointError when the file is unreadable or its tensors are missing, unexpected or have other
         shapes (callers check the architecture first, so this means a damaged or foreign file).
         """
         from safetensors import SafetensorError  # noqa: PLC0415 - torch only when weights are loaded
-        from safetensors.torch import load_model  # noqa: PLC0415
+        from safetensors.torch import load_file, load_model  # noqa: PLC0415
 
+        from .lora import is_peft_model, set_adapter_weights  # noqa: PLC0415
+
+        adapter = ADAPTER_CONFIG in self.files
+        filename = ADAPTER_WEIGHTS if adapter else WEIGHTS_FILE
+        if adapter != is_peft_model(model):
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} {'holds' if adapter else 'has no'} a LoRA adapter "
+                                  f"but the model {'has none' if adapter else 'does'}; use AZRTrainer.from_checkpoint.")
         device = str(next(model.parameters()).device)
         try:
-            load_model(model, self.path / WEIGHTS_FILE, device=device)
+            if adapter:
+                set_adapter_weights(model, load_file(self.path / filename, device=device))
+            else:
+                load_model(model, self.path / filename, device=device)
         except (OSError, SafetensorError) as exc:
-            raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {WEIGHTS_FILE} is unreadable "
+            raise CheckpointError(f"Checkpoint {str(self.path)!r} is invalid: {filename} is unreadable "
                                   f"({type(exc).__name__}).") from exc
         except RuntimeError as exc:  # missing, unexpected or misshapen tensors
             problems = "; ".join(line.strip().rstrip(".") for line in str(exc).splitlines()[1:])
             raise CheckpointError(f"Checkpoint weights do not fit the model: {problems[:300]}.") from exc
 
-    def load_model(self, device: torch.device | str = "cpu"):
-        """Return ``(model, tokenizer)`` built from this checkpoint's files, in float32 on ``device``.
+    def load_model(self, device: torch.device | str = "cpu", trainable: bool = False):
+        """Return ``(model, tokenizer)`` built from this checkpoint's files, in float32 on ``device`` (a LoRA
+        checkpoint: its base model with the adapter, trainable if asked).
 
         Raises CheckpointError when the files do not make a model (e.g. weights that do not fit config.json).
         """
-        import torch  # noqa: PLC0415 - heavy: only when a model is built
-        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+        from transformers import AutoTokenizer  # noqa: PLC0415 - heavy: only when a model is built
+
+        from .lora import load_model  # noqa: PLC0415
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path)
-            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+            model = load_model(self.path, trainable)
+        except CheckpointError:
+            raise
         except Exception as exc:  # any failure to build from verified files is the files' problem for the user
             raise CheckpointError(f"Checkpoint {str(self.path)!r} cannot be loaded as a model: its config, weights "
                                   f"or tokenizer files do not fit together ({type(exc).__name__}).") from exc

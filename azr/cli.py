@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import FIXED_ON_RESUME, LR_SCHEDULES, PRECISIONS, TrainConfig
+from .config import (DATASET_MAX_MB, FIXED_ON_RESUME, LORA_TARGET, LR_SCHEDULES, PRECISIONS, REPORT_TO,
+                     TrainConfig)
 from .errors import AZRError, ConfigError
 
 EXIT_USAGE = 2
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(option, type=POSITIVE_INT, metavar="N", help=f"{what} (default: the preset's)")
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
+    lora = train.add_argument_group("LoRA", "With --base-model: train LoRA adapters (peft) instead of every weight.")
+    lora.add_argument("--lora-r", type=POSITIVE_INT, metavar="N", help="adapter rank; turns LoRA on")
+    lora.add_argument("--lora-alpha", type=POSITIVE_FLOAT, default=16.0, metavar="F",
+                      help="scaling: the update is scaled by alpha / r (default: 16)")
+    lora.add_argument("--lora-target", default=LORA_TARGET, metavar="MODULES",
+                      help=f"comma-separated module names, e.g. q_proj,v_proj (default: {LORA_TARGET})")
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
                             f"{DEFAULT_RUNS_DIR})")
@@ -83,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="name of the new run directory (default: run-<date>-<time>); under torchrun write "
                             "--run-name (torchrun takes --run for its own --run-path)")
     _add_run_options(train, resume=False)
+    data = train.add_argument_group("Hub dataset", "Train on one split of a Hub dataset instead of --texts; the "
+                                    "run records its commit, so a resume anywhere loads the same data.")
+    data.add_argument("--dataset", metavar="USER/NAME[:CONFIG]", help="the dataset (and its configuration)")
+    data.add_argument("--split", default="train", help="the split to train on (default: train)")
+    data.add_argument("--text-column", default="text", metavar="NAME", help="the column of texts (default: text)")
+    data.add_argument("--dataset-max-mb", type=POSITIVE_FLOAT, default=DATASET_MAX_MB, metavar="MB",
+                      help=f"refuse a dataset with more data than this (default: {DATASET_MAX_MB:g})")
     train.set_defaults(handler="cmd_train")
 
     resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
@@ -137,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     selftest.set_defaults(handler="cmd_selftest")
 
+    merge = commands.add_parser("merge", help="fold a LoRA checkpoint into a full model", description=(
+        "Merge a LoRA checkpoint's adapter into its base model and save the result with the tokenizer; the output "
+        "directory loads with AutoModelForCausalLM.from_pretrained and can be a new --base-model."))
+    merge.add_argument("checkpoint", metavar="CHECKPOINT", help="LoRA checkpoint directory or hf://user/run[/name]")
+    merge.add_argument("out_dir", metavar="OUT_DIR", help="where the merged model goes")
+    merge.set_defaults(handler="cmd_merge")
+
     pull = commands.add_parser("pull", help="download a checkpoint from the Hub", description=(
         "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "
         "verified against its checksums."))
@@ -184,6 +205,9 @@ def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
                         help="do not upload the training corpus (another machine then needs --texts to resume)")
+    parser.add_argument("--report-to", nargs="+", choices=REPORT_TO, default=["none"], metavar="TARGET",
+                        help="report the metrics to tensorboard (event files in <run>/runs/, pushed with the run) "
+                             "and/or trackio (local) (default: none)")
     _add_settings(parser, resume)
 
 

@@ -29,6 +29,7 @@ from .terminal import Progress, format_checkpoints, format_report, say, say_resu
 if TYPE_CHECKING:
     import torch
 
+    from .hubdata import HubDataset
     from .status import TrainingStatus
     from .trainer import AZRTrainer
 
@@ -66,20 +67,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import AZRTrainer  # noqa: PLC0415
 
     device = _process_device(args.device)
-    settings, hub_options = _settings(args), _hub(args)
+    settings, hub_options, dataset = _settings(args), _hub(args), _dataset(args)
     texts = load_texts(args.texts) if args.texts else None
-    model, tokenizer = _new_model(args, texts, settings.get("seed", TrainConfig.seed))
+    model, tokenizer = _new_model(args, dataset.texts() if dataset else texts, settings.get("seed", TrainConfig.seed))
     trainer = AZRTrainer(model, tokenizer, device=device)
     directory, created = distributed.from_main(lambda: _new_run_directory(Path(args.runs_dir).expanduser(), args.run))
     created = created if distributed.is_main() else []
     try:
         say(f"Run directory: {directory}")
         return _drive(trainer, directory,
-                      lambda: trainer.train(texts, checkpoint_dir=directory, **settings, **hub_options))
+                      lambda: trainer.train(texts, checkpoint_dir=directory, dataset=dataset, **settings,
+                                            **hub_options))
     finally:
         for path in created:  # nothing saved (an error, a second Ctrl+C): leave no empty directories behind
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+
+
+def _dataset(args: argparse.Namespace) -> HubDataset | None:
+    """Return the Hub dataset ``--dataset`` names (None without it); raises ConfigError with ``--texts`` too."""
+    if args.dataset is None:
+        return None
+    from .hubdata import HubDataset  # noqa: PLC0415
+    if args.texts:
+        raise ConfigError("--texts and --dataset exclude each other; train on files or on a Hub dataset.")
+    return HubDataset.parse(args.dataset, split=args.split, text_column=args.text_column, max_mb=args.dataset_max_mb)
 
 
 def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
@@ -105,14 +117,16 @@ def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
 def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
     """Return ``(model, tokenizer)``: the base model, or a new model of the preset with the size options applied."""
     from . import services  # noqa: PLC0415
+    from .lora import LoraSettings  # noqa: PLC0415
     from .model import model_config_of  # noqa: PLC0415
 
     shape = {name: getattr(args, name) for name in SHAPE_OPTIONS if getattr(args, name) is not None}
+    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_target) if args.lora_r else None
     if args.base_model is None:
-        return services.new_model(texts, preset(args.preset or DEFAULT_PRESET, **shape), seed=seed)
+        return services.new_model(texts, preset(args.preset or DEFAULT_PRESET, **shape), seed=seed, lora=lora)
     if args.preset is not None:
         raise ConfigError("--preset and --base-model exclude each other: a base model brings its own size.")
-    model, tokenizer = services.new_model(texts, base_model=args.base_model)
+    model, tokenizer = services.new_model(texts, base_model=args.base_model, seed=seed, lora=lora)
     actual = model_config_of(model)
     differences = [f"--{name.replace('_', '-')} {value} but it has {getattr(actual, name, 'another shape')}"
                    for name, value in shape.items() if getattr(actual, name, None) != value]
@@ -166,13 +180,14 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _hub(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the trainer's Hub push options given on the command line; raises HubError for an invalid repo id."""
+    """Return the trainer's Hub push and reporting options given on the command line; raises HubError for an
+    invalid repo id."""
     if not args.push_to_hub:
-        return {}
+        return {"report_to": args.report_to}
     from .hubhttp import check_repo_id  # noqa: PLC0415
 
     return {"hub_repo_id": check_repo_id(args.push_to_hub), "hub_private": not args.hub_public,
-            "hub_push_corpus": not args.no_push_corpus}
+            "hub_push_corpus": not args.no_push_corpus, "report_to": args.report_to}
 
 
 def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[TrainingStatus]]) -> int:
@@ -289,6 +304,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"{str(directory)!r} already holds a run; give the demo an empty or new --dir.")
     infos = run_demo(directory, say=say, on_status=Progress())
     say(f"\nCheckpoints in {directory}:\n{format_checkpoints(infos)}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``azr merge``: a LoRA checkpoint's adapter folded into its base model, saved as a full model."""
+    from .lora import merge  # noqa: PLC0415
+
+    out = merge(Checkpoint.open(args.checkpoint).path, Path(args.out_dir).expanduser())
+    print(f"Merged {args.checkpoint} into {out}")
     return 0
 
 

@@ -10,6 +10,9 @@ from .errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 PRECISIONS = ("fp32", "bf16", "fp16")
+REPORT_TO = ("none", "tensorboard", "trackio")  # where a run reports its metrics (azr.reporting)
+DATASET_MAX_MB = 1024.0  # the default cap on a Hub dataset's data (azr.hubdata)
+LORA_TARGET = "all-linear"  # the default modules LoRA adapts (azr.lora)
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 
 

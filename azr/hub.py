@@ -1,8 +1,9 @@
 """Hugging Face Hub: ``hf://`` references, and pushing, listing, pulling and resolving checkpoints.
 
 Repo layout: every checkpoint under ``checkpoints/<name>/``; an index ``checkpoints/index.json`` with one
-entry per checkpoint; the run's corpus once under ``corpus/``; and at the root the newest weights, config,
-tokenizer and a model card, so that ``from_pretrained("user/run")`` gives the newest model.
+entry per checkpoint; the run's corpus once under ``corpus/``; its TensorBoard event files under ``runs/``; and
+at the root the newest weights (or LoRA adapter), config, tokenizer and a model card, so that
+``from_pretrained("user/run")`` gives the newest model.
 
 Settings come from the environment at call time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HOME`` /
 ``HF_HUB_CACHE``, ``AZR_HUB_TIMEOUT_S``) and the token from the argument, ``HF_TOKEN`` or ``huggingface-cli
@@ -41,7 +42,8 @@ CHECKPOINTS = "checkpoints"
 INDEX = f"{CHECKPOINTS}/index.json"
 CHART = "training_curves.svg"
 ROOT_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+              "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "adapter_model.safetensors",
+              "adapter_config.json")
 REFERENCE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[^/]+))?(?:/(?P<name>[^/]+))?/?$")
 CONFLICT_ATTEMPTS = 10  # each refused commit means another pusher's commit went in: progress is certain
 HEAD_CHANGED = 412  # the Hub's answer to a commit whose parent_commit is no longer the branch head
@@ -276,6 +278,7 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
                            if f.name in ROOT_FILES]
             operations.append(CommitOperationAdd(CHART, chart_svg(opened.history()).encode()))
             operations.append(CommitOperationAdd("README.md", str(model_card(repo_id, name, state, CHART)).encode()))
+        operations += [CommitOperationAdd(f"{runs.LOG_DIR}/{log.name}", str(log)) for log in _logs(checkpoint)]
         corpus = state.get("corpus", {}).get("file")
         if corpus_file is not None and corpus not in files:
             operations.append(CommitOperationAdd(corpus, str(corpus_file)))
@@ -332,6 +335,12 @@ def _index_entry(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _logs(checkpoint: Path) -> list[Path]:
+    """The run's TensorBoard event files beside a checkpoint (``<run>/runs/``), pushed with it."""
+    logs = checkpoint.parent / runs.LOG_DIR
+    return sorted(p for p in logs.iterdir() if p.is_file()) if logs.is_dir() else []
+
+
 def staging_copy(checkpoint: Path) -> Path:
     """Hard-link a checkpoint and its history chunks into a hidden sibling, so that local rotation cannot delete
     them mid-upload; return the staged checkpoint (``<staging>/<name>``, chunks in ``<staging>/history``).
@@ -347,4 +356,7 @@ def staging_copy(checkpoint: Path) -> Path:
             os.link(source, target, follow_symlinks=False)
         except OSError:
             shutil.copy2(source, target, follow_symlinks=False)
+    for log in _logs(checkpoint):  # copied as they are now: the writer keeps appending to them
+        (staging / runs.LOG_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, staging / runs.LOG_DIR / log.name, follow_symlinks=False)
     return staging / checkpoint.name

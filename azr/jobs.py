@@ -32,6 +32,7 @@ from .checkpoint import Checkpoint
 from .config import ModelConfig, TrainConfig
 from .errors import AZRError, CheckpointError, ConfigError, HubError
 from .history import CHUNK_DIR, History
+from .hubdata import HubDataset
 from .runs import RUN_FILE
 from .status import TrainingStatus
 from .trainer import AZRTrainer
@@ -92,8 +93,9 @@ class TrainingJob:
 
     def start(self, texts: list[str] | None, model: ModelConfig, max_iterations: int, *, run_name: str | None = None,
               time_budget_s: float | None = None, hub_settings: HubSettings | None = None,
-              **settings: Any) -> dict[str, Any]:
-        """Train a new model on ``texts`` (None: the default corpus) in a new run directory; return the status.
+              dataset: HubDataset | None = None, **settings: Any) -> dict[str, Any]:
+        """Train a new model on ``texts`` (None: the default corpus, or ``dataset``) in a new run directory; return
+        the status.
 
         ``run_name`` names the run directory (empty: a generated ``run-<date>-<time>``); ``settings`` are
         TrainConfig fields. Raises AZRError when a run is active, the name is taken or a setting is invalid.
@@ -103,9 +105,9 @@ class TrainingJob:
         hub_settings = hub_settings or HubSettings()
 
         def prepare(budget: float | None) -> tuple[AZRTrainer, Iterator[TrainingStatus]]:
-            network, tokenizer = services.new_model(texts, model, seed=config.seed)
+            network, tokenizer = services.new_model(dataset.texts() if dataset else texts, model, seed=config.seed)
             trainer = AZRTrainer(network, tokenizer)
-            statuses = trainer.train(texts, max_iterations, run_dir, time_budget_s=budget,
+            statuses = trainer.train(texts, max_iterations, run_dir, time_budget_s=budget, dataset=dataset,
                                      **hub_settings.train_kwargs(), **settings)
             return trainer, statuses
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -96,6 +97,8 @@ def load_pretrained(name_or_path: str, device: str | torch.device = "cpu"):
 
     Raises ConfigError when it cannot be loaded.
     """
+    if Path(name_or_path).expanduser().is_dir():  # recorded as an absolute path (run.json, a LoRA adapter's config)
+        name_or_path = str(Path(name_or_path).expanduser().resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)

@@ -1,11 +1,11 @@
 """Runs: one directory and one identity per training run.
 
 A run directory holds the run's checkpoints (``model_<kind>_<N>/``), its history chunks (``history/``), its stored
-corpus (``corpus/``) and ``run.json``: the run id, when it was created, its seed, corpus and base model. Every
-checkpoint records the run id, so nothing of one run is ever rotated away or overwritten by another. A directory
-of run directories (``checkpoints/`` by default) is a *runs root*; the CLI and the app create a new run directory
-there for each new training, named by the user or with a readable generated name. Listing a run's checkpoints and
-rotating them happen here, within one run.
+corpus (``corpus/``), its TensorBoard logs (``runs/``) and ``run.json``: the run id, when it was created, its seed,
+corpus and base model. Every checkpoint records the run id, so nothing of one run is ever rotated away or
+overwritten by another. A directory of run directories (``checkpoints/`` by default) is a *runs root*; the CLI and
+the app create a new run directory there for each new training, named by the user or with a readable generated
+name. Listing a run's checkpoints and rotating them happen here, within one run.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR
 
 RUN_FILE = "run.json"
+LOG_DIR = "runs"  # TensorBoard event files of the run (see azr.reporting), pushed to the Hub repo's runs/
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 

@@ -28,9 +28,11 @@ import torch
 import transformers
 
 from . import __version__, distributed, precision, rng, tensorfile
-from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint, checkpoint_name, save_checkpoint
+from .checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint, checkpoint_name,
+                         save_checkpoint)
 from .errors import CheckpointError
 from .history import FrozenHistory, History
+from .lora import is_peft_model
 from .model import model_config_of
 from .staging import Stager
 from .state import TrainState
@@ -197,7 +199,7 @@ class CheckpointSaver:
 
     def _write(self, contents: CheckpointContents) -> Path:
         """Write the checkpoint atomically and return its path."""
-        files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(contents.optimizer),
+        files = {**self._tokenizer_bytes(), **self._base_config(), OPTIMIZER_FILE: tensorfile.encode(contents.optimizer),
                  RNG_FILE: tensorfile.encode(contents.rng_state),
                  SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
         path = save_checkpoint(contents.run_dir, contents.name, model=self.model, files=files,
@@ -211,6 +213,12 @@ class CheckpointSaver:
         Checkpoint.open(path)  # verifies every file; raises CheckpointError
         on_saved(path)
         return path
+
+    def _base_config(self) -> dict[str, bytes]:
+        """A LoRA run's base model config (peft saves only the adapter), for architecture checks and inspect."""
+        if not is_peft_model(self.model):
+            return {}
+        return {CONFIG_FILE: self.model.get_base_model().config.to_json_string().encode()}
 
     def _tokenizer_bytes(self) -> dict[str, bytes]:
         """The tokenizer's files, serialised on the first save (a run never changes its tokenizer)."""

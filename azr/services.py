@@ -16,6 +16,7 @@ from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .data import default_corpus
 from .errors import ConfigError
+from .lora import LoraSettings, apply_lora
 from .model import build_model, load_pretrained, max_length_of
 from .selfplay import generate
 from .tokenizer import train_tokenizer
@@ -24,18 +25,22 @@ PREVIEW_POINTS = 200  # about this many points per part of the LR preview
 
 
 def new_model(texts: list[str] | None, model_config: ModelConfig | None = None, base_model: str | None = None,
-              seed: int = 0):
+              seed: int = 0, lora: LoraSettings | None = None):
     """Return ``(model, tokenizer)`` for a new run.
 
     Without ``base_model``: a byte-level BPE trained on ``texts`` (None: the default corpus) and a model of
     ``model_config`` (None: the default size) with the tokenizer's vocabulary and initial weights from ``seed``.
-    With it: that model directory or Hub id, loaded with :func:`azr.model.load_pretrained`. Raises ConfigError
-    for both at once, a bad size or an unloadable base model, DataError for no text.
+    With it: that model directory or Hub id, loaded with :func:`azr.model.load_pretrained`, and with ``lora``
+    wrapped with new LoRA adapters (from ``seed``) that are all the run trains. Raises ConfigError for both at
+    once, LoRA without a base model, a bad size or an unloadable base model, DataError for no text.
     """
     if base_model is not None:
         if model_config is not None:
             raise ConfigError("Give a model size or a base model, not both: a base model brings its own size.")
-        return load_pretrained(base_model)
+        model, tokenizer = load_pretrained(base_model)
+        return (apply_lora(model, lora, seed) if lora else model), tokenizer
+    if lora is not None:
+        raise ConfigError("LoRA adapts a base model; give --base-model with the LoRA options.")
     config = model_config or ModelConfig()
     tokenizer = train_tokenizer(texts if texts is not None else default_corpus(), config.vocab_size)
     return build_model(dataclasses.replace(config, vocab_size=len(tokenizer)), seed=seed), tokenizer

@@ -14,6 +14,7 @@ import torch
 import transformers
 
 from . import distributed, precision, rng, runs
+from .hubdata import SOURCE as DATASET_SOURCE, HubDataset
 from .checkpoint import Checkpoint
 from .config import FIXED_ON_RESUME, TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
@@ -76,11 +77,16 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
     return config.updated(seq_len=seq_len)
 
 
-def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path) -> tuple[list[str], dict[str, Any]]:
+def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
+                   dataset: HubDataset | None = None) -> tuple[list[str], dict[str, Any]]:
     """Return the texts to train on and their description for the checkpoint (the run's own on resume)."""
-    if texts is None and checkpoint is not None:
+    if texts is not None and dataset is not None:
+        raise ConfigError("Give training texts or a Hub dataset, not both.")
+    if texts is None and dataset is None and checkpoint is not None:
         saved = checkpoint.corpus
-        if saved.get("source") == "default":
+        if saved.get("source") == DATASET_SOURCE:
+            dataset = HubDataset.from_record(saved)  # at the recorded revision
+        elif saved.get("source") == "default":
             texts = default_corpus()
         else:
             file = saved.get("file", "")  # in the run directory, or at a Hub snapshot's root
@@ -89,6 +95,8 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path) -> tuple
             if found is None:
                 raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
             texts = load_texts(found)
+    if dataset is not None:
+        return dataset.texts(), dataset.record()
     if texts is None:
         texts = default_corpus()
         return texts, {"source": "default", "fingerprint": fingerprint(texts), "num_texts": 1}
@@ -114,14 +122,14 @@ def checkpoint_bytes(model) -> int:
 
 def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: int | None, run_dir: Path,
                 checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any], *,
-                weights_loaded: bool = False) -> Run:
+                weights_loaded: bool = False, dataset: HubDataset | None = None) -> Run:
     """Return a run ready for its first step; raises ConfigError, DataError or CheckpointError for bad input.
 
     On resume the checkpoint's weights are loaded into ``model`` unless ``weights_loaded`` says they already are.
     """
     config = resolve_config(checkpoint, max_iterations, settings, model)
     precision.check(config.precision, device)
-    texts, corpus = resolve_corpus(texts, checkpoint, run_dir)
+    texts, corpus = resolve_corpus(texts, checkpoint, run_dir, dataset)
     windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
     vocab = model.get_input_embeddings().num_embeddings
     if int(windows.train.max()) >= vocab:
@@ -136,8 +144,8 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
 
     def open_run() -> tuple[runs.RunInfo, str | None]:  # rank 0 writes; every process gets its run id
         info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
-                             base_model=base_model)
-        return info, (save_corpus(texts, run_dir) if corpus["source"] != "default" else None)
+                             base_model=base_model)  # a dataset is not copied: its record names the revision
+        return info, (save_corpus(texts, run_dir) if corpus["source"] == "custom" else None)
     info, corpus_file = distributed.from_main(open_run)
     runs.check_room(run_dir, checkpoint_bytes(model))
     if corpus_file:

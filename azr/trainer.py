@@ -24,7 +24,9 @@ from .checkpoint import Checkpoint
 from .errors import ConfigError, TrainingError
 from .guard import check_step, grad_norm
 from .history import History
+from .hubdata import HubDataset
 from .hubhttp import check_repo_id
+from .reporting import report_targets, reporters
 from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
@@ -94,7 +96,7 @@ class AZRTrainer:
         CheckpointError when the checkpoint is missing or invalid, HubError when it cannot be fetched.
         """
         checkpoint = Checkpoint.open(ref, token=hub_token)
-        model, tokenizer = checkpoint.load_model()
+        model, tokenizer = checkpoint.load_model(trainable=True)  # a LoRA checkpoint: its base model and adapter
         trainer = cls(model, tokenizer, device=device, **kwargs)
         trainer.history = checkpoint.history()
         trainer._loaded = checkpoint
@@ -130,17 +132,23 @@ class AZRTrainer:
               checkpoint_dir: str | Path = "checkpoints", resume_from: str | Path | None = None, *,
               load_optimizer: bool = True, time_budget_s: float | None = None, hub_repo_id: str | None = None,
               hub_token: str | None = None, hub_private: bool = True, hub_push_corpus: bool = True,
-              hub_flush_timeout_s: float = 60.0, **settings: Any) -> Iterator[TrainingStatus]:
+              hub_flush_timeout_s: float = 60.0, dataset: str | HubDataset | None = None,
+              report_to: str | list[str] = "none", **settings: Any) -> Iterator[TrainingStatus]:
         """Prepare a run and return a generator of statuses that trains while it is iterated.
 
         ``checkpoint_dir`` is the run's directory: a new run refuses one that holds another run's checkpoints.
         ``settings`` are :class:`TrainConfig` fields; on resume, settings not given are the checkpoint's.
-        ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. The generator yields
-        every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every checkpoint is
-        pushed to that repo in the background (``status.pushes``), after what the run has pending from before;
-        at the end pushes get up to ``hub_flush_timeout_s``, and what is left stays pending in the run. Raises
-        ConfigError, DataError, CheckpointError or HubError (an invalid repo id) before anything is changed.
+        ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. ``dataset`` (instead of
+        ``texts``) trains on a Hub dataset, ``"user/name[:config]"`` or a :class:`~azr.hubdata.HubDataset`; its
+        revision is pinned in the run, and a resume loads the run's dataset at that revision. ``report_to``
+        ("none", "tensorboard", "trackio" or a list) reports the scalars of every status and checkpoint. The
+        generator yields every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every
+        checkpoint is pushed to that repo in the background (``status.pushes``), after what the run has pending
+        from before; at the end pushes get up to ``hub_flush_timeout_s``, and what is left stays pending in the
+        run. Raises ConfigError, DataError, CheckpointError or HubError (an invalid repo id) before anything is
+        changed.
         """
+        targets = report_targets(report_to)
         if time_budget_s is not None and not time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}.")
         target = PushTarget(check_repo_id(hub_repo_id), hub_private, hub_push_corpus) if hub_repo_id else None
@@ -154,10 +162,12 @@ class AZRTrainer:
         if checkpoint is not None and not loaded:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
-                          checkpoint, load_optimizer, settings, weights_loaded=loaded)
+                          checkpoint, load_optimizer, settings, weights_loaded=loaded,
+                          dataset=HubDataset.parse(dataset) if isinstance(dataset, str) else dataset)
         callbacks = list(self.callbacks)
-        if distributed.is_main():  # in a process group, rank 0 alone rotates and pushes
-            callbacks.append(Rotation(run.run_dir, run.config.keep_last))
+        if distributed.is_main():  # in a process group, rank 0 alone reports, rotates and pushes
+            callbacks += [*reporters(targets, run.run_dir, run.state.iteration), Rotation(run.run_dir,
+                                                                                          run.config.keep_last)]
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
         push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s) if distributed.is_main() else None
@@ -349,6 +359,8 @@ class AZRTrainer:
         status = clock.status(run, state, message, self.device, pushes=next(
             (c.uploader.states() for c in callbacks if isinstance(c, HubPush)), {}))
         self.last_status = status
+        for callback in callbacks:
+            callback.on_status(status)
         if self.status_callback is not None:
             self.status_callback(status)
         return status

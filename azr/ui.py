@@ -69,6 +69,12 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                     corpus = gr.File(label=f"Corpus ({', '.join(TEXT_SUFFIXES)}; at most "
                                            f"{max_upload_bytes() // 2**20} MB; empty: tiny Shakespeare)",
                                      file_count="multiple", file_types=list(TEXT_SUFFIXES), elem_id="corpus")
+                    with gr.Accordion("Or a Hub dataset", open=False):
+                        dataset = gr.Textbox(label="Dataset", placeholder="user/name[:config]", elem_id="dataset",
+                                             info="Its revision is recorded, so a resume loads the same data.")
+                        with gr.Row():
+                            dataset_split = gr.Textbox("train", label="Split")
+                            text_column = gr.Textbox("text", label="Text column")
                     run_name = gr.Textbox(label="Run name (optional)", placeholder="empty: run-<date>-<time>",
                                           info="Each Start trains a new run in its own folder.",
                                           elem_id="train-run-name")
@@ -233,7 +239,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                       "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "warmup": warmup,
                       "save_every": save_every, "self_play_every": self_play_every, "rl_weight": rl_weight,
                       "seed": seed, "time_budget_min": budget, "run_name": run_name, "precision": precision,
-                      "grad_accum_steps": grad_accum, "compile": compile_model, **hub_all}
+                      "grad_accum_steps": grad_accum, "compile": compile_model, "dataset": dataset,
+                      "dataset_split": dataset_split, "text_column": text_column, **hub_all}
         start_button.click(on_start, inputs_kwargs={"password": owner_password, "files": corpus, **train_form},
                            outputs=train_message, api_visibility="private")
 
