@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import tempfile
 import queue
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
