@@ -67,6 +67,16 @@ def test_a_hub_that_hangs_through_the_run_gets_every_checkpoint_after_push_pendi
     assert again.returncode == 0 and "Nothing pending" in again.stdout
 
 
+def test_the_next_resume_pushes_what_is_pending(hub_env, hub_server, make_model, tokenizer, texts, tmp_path,
+                                                monkeypatch):
+    train_while_the_hub_hangs(hub_server, make_model, tokenizer, texts, tmp_path / "a", monkeypatch)
+    hub_server.recover()
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    *_, final = trainer.train(texts, 35, tmp_path / "a", resume_from=tmp_path / "a" / "model_iter_30", **FAST)
+    assert "All 3 checkpoints pushed to user/run." in final.message  # no --push-to-hub: only what was pending
+    assert set(index_of(hub_server)) == EVERY and not pending(tmp_path / "a")
+
+
 def test_the_app_pushes_pending_checkpoints_when_it_starts(hub_env, hub_server, make_model, tokenizer, texts,
                                                            tmp_path, monkeypatch):
     runs = tmp_path / "checkpoints"
