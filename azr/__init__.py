@@ -9,7 +9,7 @@ from .config import PRESETS, ModelConfig, TrainConfig, preset  # noqa: E402
 from .data import default_corpus, load_texts  # noqa: E402
 from .errors import AZRError, CheckpointError, ConfigError, DataError, HubError  # noqa: E402
 from .model import build_model, load_pretrained  # noqa: E402
-from .reward import ReferenceStats, score_tokens  # noqa: E402
+from .rewards import ReferenceStats, score_tokens  # noqa: E402
 from .status import TrainingStatus  # noqa: E402
 from .tokenizer import train_tokenizer  # noqa: E402
 from .trainer import AZRTrainer  # noqa: E402

@@ -100,12 +100,13 @@ class AppAPI:
               save_every: int = DEFAULTS.save_every, self_play_every: int = DEFAULTS.self_play_every,
               rl_weight: float = DEFAULTS.rl_weight, seed: int = DEFAULTS.seed, time_budget_min: float = 0,
               hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
-              push_checkpoints: bool = False, run_name: str = "") -> dict[str, Any]:
+              push_checkpoints: bool = False, run_name: str = "", rewards: str = DEFAULTS.rewards) -> dict[str, Any]:
         """Start training a new model on ``corpus_text`` (empty: the default corpus) in a new run; return the status.
 
         Model size: a preset (tiny/small/base) with optional overrides. ``time_budget_min`` > 0 pauses the run
         after that many minutes. With ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
         ``run_name`` names the run's directory (empty: ``run-<date>-<time>``); a name in use is refused.
+        ``rewards`` names the self-play reward functions with weights (see :mod:`azr.rewards.spec`).
         """
         form = dict(locals())
         del form["self"], form["corpus_text"]
@@ -119,7 +120,8 @@ class AppAPI:
         model = model_preset(form.pop("preset") or "tiny", **{k: whole(k, form.pop(k)) for k in MODEL_FIELDS})
         max_iterations = whole("max_iterations", form.pop("max_iterations"))
         settings = {k: whole(k, form.pop(k)) for k in WHOLE_SETTINGS}
-        settings.update({k: real(k, form.pop(k)) for k in REAL_SETTINGS}, lr_schedule=form.pop("lr_schedule"))
+        settings.update({k: real(k, form.pop(k)) for k in REAL_SETTINGS}, lr_schedule=form.pop("lr_schedule"),
+                        rewards=(form.pop("rewards") or "").strip() or DEFAULTS.rewards)
         if max_iterations is None:
             raise ConfigError("max_iterations is required: give the number of iterations to train.")
         if form:

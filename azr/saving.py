@@ -19,7 +19,7 @@ import torch
 import transformers
 
 from . import __version__, rng, tensorfile
-from .checkpoint import OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
+from .checkpoint import OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, checkpoint_name, save_checkpoint
 from .model import model_config_of
 from .state import TrainState
 
@@ -76,6 +76,8 @@ class CheckpointSaver:
                       "python": platform.python_version()})
         files = {**self._tokenizer_bytes(), OPTIMIZER_FILE: tensorfile.encode(run.optimizer.state_dict()),
                  RNG_FILE: tensorfile.encode(rng_state), SCHEDULER_FILE: json.dumps(plan, indent=1).encode()}
+        if state.reference.tensors is not None:
+            files[REFERENCE_FILE] = tensorfile.encode(state.reference.tensors)
         path = save_checkpoint(run.run_dir, checkpoint_name(kind, state.iteration), model=self.model, files=files,
                                state=values, history=state.history)
         log.info("saved checkpoint %s", path)

@@ -1,8 +1,8 @@
 """AZRTrainer: supervised next-token training with periodic self-play and REINFORCE, as a generator of statuses.
 
-One iteration is one optimizer step on one batch. Every ``self_play_every`` iterations the model samples
-continuations of prompts from the corpus, the reward scores them, and a REINFORCE loss on the generated tokens
-is added to that step's loss with weight ``rl_weight``. Everything the loop carries between iterations is saved
+One iteration is one optimizer step on one batch. Every ``self_play_every`` iterations the model samples groups
+of continuations of prompts from the corpus, the reward functions score them, and the GRPO gradient (see
+:mod:`azr.grpo`) is blended into that step's LM gradient at the share ``rl_weight``. Everything the loop carries between iterations is saved
 in checkpoints, so that a stopped run resumed with the same settings continues bit for bit.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
 from .checkpoint import Checkpoint
 from .errors import ConfigError
 from .history import History
-from .reward import RewardFn
+from .grpo import blended_backward, group_advantages, grpo_loss
+from .rewards import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
-from .selfplay import reinforce_loss, self_play_round
+from .selfplay import self_play_round
 from .session import Run, check_architecture, prepare_run
 from .signals import ForcedExit, graceful_stop
 from .status import StatusClock, TrainingStatus
@@ -58,7 +59,8 @@ class AZRTrainer:
         tokenizer: its tokenizer (e.g. from :func:`azr.train_tokenizer`).
         device: "auto", "cpu", "cuda", ...
         status_callback: called with every status the run yields.
-        reward_fn: optional ``reward_fn(texts) -> list[float]`` replacing the six-component reward.
+        reward_fn: optional reward function ``fn(prompts, completions, **kwargs) -> list[float]`` replacing the
+            ``rewards`` setting (not recorded in checkpoints: name it by import path there to have it recorded).
         callbacks: extra :class:`~azr.callbacks.TrainerCallback` hooks for every run.
     """
 
@@ -147,7 +149,7 @@ class AZRTrainer:
         if checkpoint is not None and not loaded:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
-                          checkpoint, load_optimizer, settings, weights_loaded=loaded)
+                          checkpoint, load_optimizer, settings, weights_loaded=loaded, reward_fn=self.reward_fn)
         callbacks = [*self.callbacks, Rotation(run.run_dir, run.config.keep_last)]
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
@@ -232,22 +234,28 @@ class AZRTrainer:
         batch = run.windows.train[state.sampler.next_indices(config.batch_size)].to(self.device)
         self.model.train()
         lm_loss = self._lm_loss(batch)
-        loss, reward = lm_loss, None
-        if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
-            rollout, rewards, components = self_play_round(
-                self.model, self.tokenizer, run.windows.train, run.stats, config, state.iteration, self.reward_fn)
-            reward = float(rewards.mean())
-            loss = lm_loss + config.rl_weight * reinforce_loss(self.model, rollout, rewards)
+        play = None
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
+            play = self_play_round(self.model, self.tokenizer, run.windows.train, run.rewards, config,
+                                   state.iteration)
+            if config.beta and state.reference.due(state.iteration, config.ref_sync_every):
+                state.reference.refresh(self.model, state.iteration)
+            rl_loss, kl = grpo_loss(self.model, play.rollout, group_advantages(play.rewards, config.num_generations),
+                                    config.beta, state.reference)
+            blended_backward(self.model, lm_loss, rl_loss, config.rl_weight)
+        else:
+            lm_loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         snapshot.updating()  # from here until the bookkeeping is done, no consistent checkpoint exists
         run.optimizer.step()
         state.iteration += 1
         state.loss = float(lm_loss.detach())
-        if reward is not None:
-            state.reward, state.reward_components = reward, components
+        reward = float(play.rewards.mean()) if play else None
+        if play:
+            state.reward, state.reward_components, state.samples = reward, play.by_function, play.samples
+            state.reward_std, state.kl = float(play.rewards.std()), kl
         state.history.append({"iteration": state.iteration, "loss": state.loss, "reward": reward, "lr": lr,
                               "time": time.time()})
         snapshot.end()

@@ -20,6 +20,7 @@ from .feed import Feed, charts_stale, follow, status_key
 from .jobs import TrainingJob
 from .render import LOSS_SERIES, LR_PARTS, REWARD_SERIES, chart_frame, checkpoint_label, checkpoint_table, \
     history_frame, line_chart, render_progress, render_status, runs_table
+from .rewards import BUILTINS
 from .status import FINAL_STATES
 
 POLL_S = 1.0
@@ -81,6 +82,9 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
                             self_play_every = gr.Number(DEFAULTS.self_play_every, label="Self-play every",
                                                         precision=0)
                             rl_weight = gr.Number(DEFAULTS.rl_weight, label="RL weight")
+                        rewards = gr.Textbox(DEFAULTS.rewards, label="Self-play rewards (name(options)*weight, ...)",
+                                             info="Built-ins: " + ", ".join(BUILTINS) + "; or package.module:function.",
+                                             elem_id="train-rewards")
                         seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
                     budget = gr.Number(0, label="Train for at most N minutes, then pause (and push); 0: no limit",
                                        elem_id="train-budget")
@@ -207,7 +211,7 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
         train_form = {"preset": preset_choice, **model_fields, "max_iterations": max_iterations,
                       "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "warmup": warmup,
                       "save_every": save_every, "self_play_every": self_play_every, "rl_weight": rl_weight,
-                      "seed": seed, "time_budget_min": budget, "run_name": run_name, **hub_all}
+                      "seed": seed, "time_budget_min": budget, "run_name": run_name, "rewards": rewards, **hub_all}
         start_button.click(on_start, inputs_kwargs={"files": corpus, **train_form}, outputs=train_message,
                            api_visibility="private")
         stop_button.click(lambda: api.stop_training()["message"], outputs=train_message, api_visibility="private")
