@@ -39,9 +39,11 @@ def test_functions_that_cannot_be_built_are_refused(tokenizer, text, words):
 def test_verifiable_builtins(tokenizer):
     completions = ["The sea was calm. Then", "the ship sailed on and on without end", "A ship!"]
     ids = [tokenizer.encode(text) for text in completions]
-    ends = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=6)
-    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, 1.0]
-    assert BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=1)([""] * 3, completions) == [0.0, 0.0, 0.0]
+    stop = next(n for n in range(1, len(ids[0]) + 1) if "." in tokenizer.decode(ids[0][:n]))  # tokens to the "."
+    ends = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=stop)
+    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, float(len(ids[2]) <= stop)]
+    early = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=stop - 1)
+    assert early([""] * 3, completions)[:2] == [0.0, 0.0]
     contains = BUILTINS["contains"](tokenizer, CORPUS_IDS, words=["sea", "ship"])
     assert contains([""] * 3, completions) == [0.5, 0.5, 0.5]
     avoids = BUILTINS["avoids"](tokenizer, CORPUS_IDS, words="ship")
@@ -79,8 +81,8 @@ def test_a_function_returning_the_wrong_count_is_a_config_error():
 
 
 RESUMED = dict(FAST, self_play_every=2, beta=0.1, ref_sync_every=4, save_every=5)
-KINDS = ["composite", "ends_sentence(within=4)", "contains(words=the|and)*0.5, avoids(words=sea)",
-         "reward_plugins:short_words", "reward_plugins:echoes_prompt*2, composite*0.5"]
+KINDS = ["composite", "ends_sentence(within=4), contains(words=the|and)*0.5, avoids(words=sea)*0.2",
+         "reward_plugins:short_words, reward_plugins:echoes_prompt*2", "ngram(order=3)"]
 
 
 def reference_tensors(path):
@@ -90,17 +92,18 @@ def reference_tensors(path):
 
 @pytest.mark.parametrize("rewards", KINDS)
 def test_exact_resume_with_every_reward_kind_and_the_reference(texts, tokenizer, make_model, tmp_path, rewards):
-    """Stopped at 5 and resumed without naming the rewards again: the same functions, reference and numbers."""
+    """Stopped at 5 and resumed without naming the rewards again: the same functions, reference and numbers.
+    Self-play at iterations 1, 3, 5, 7, 9; the reference is taken at 1 and refreshed at 5 (after the resume) and 9."""
     whole = AZRTrainer(make_model(), tokenizer, device="cpu")
-    statuses = list(whole.train(texts, 12, tmp_path / "whole", rewards=rewards, **RESUMED))
+    statuses = list(whole.train(texts, 10, tmp_path / "whole", rewards=rewards, **RESUMED))
     first = AZRTrainer(make_model(), tokenizer, device="cpu")
-    for status in first.train(texts, 12, tmp_path / "split", rewards=rewards, **RESUMED):
+    for status in first.train(texts, 10, tmp_path / "split", rewards=rewards, **RESUMED):
         if status.iteration == 5 and status.state == "running":
             first.stop_training()
     paused = Checkpoint.open(status.checkpoint)
-    assert paused.train_config.rewards == rewards and paused.state["reference_iteration"] == 3
+    assert paused.train_config.rewards == rewards and paused.state["reference_iteration"] == 1
     second = AZRTrainer.from_checkpoint(status.checkpoint, device="cpu")
-    resumed = list(second.train(max_iterations=12, checkpoint_dir=tmp_path / "split"))
+    resumed = list(second.train(max_iterations=10, checkpoint_dir=tmp_path / "split"))
 
     assert [r["loss"] for r in second.history] == [r["loss"] for r in whole.history]
     assert [r["reward"] for r in second.history] == [r["reward"] for r in whole.history]
@@ -110,7 +113,7 @@ def test_exact_resume_with_every_reward_kind_and_the_reference(texts, tokenizer,
     for name, value in whole.model.state_dict().items():
         assert torch.equal(second.model.state_dict()[name], value), name
     ends = [Checkpoint.open(s.checkpoint) for s in (statuses[-1], resumed[-1])]
-    assert ends[0].state["reference_iteration"] == ends[1].state["reference_iteration"] == 11
+    assert ends[0].state["reference_iteration"] == ends[1].state["reference_iteration"] == 9
     for name, value in reference_tensors(ends[0].path).items():
         assert torch.equal(reference_tensors(ends[1].path)[name], value), name
 

@@ -10,6 +10,7 @@ import torch
 
 from .combined import RewardFn, RewardSet
 from .composite import CompositeReward, ReferenceStats, score_tokens
+from .ngram import NgramReward
 from .spec import RewardSpec, build, parse
 from .verifiable import Avoids, Contains, EndsSentence
 
@@ -18,6 +19,7 @@ BUILTINS: dict[str, type] = {
     "ends_sentence": EndsSentence,
     "contains": Contains,
     "avoids": Avoids,
+    "ngram": NgramReward,
 }
 
 
@@ -36,5 +38,5 @@ def build_rewards(text: str, tokenizer, corpus_ids: torch.Tensor) -> RewardSet:
                       for label, spec in zip(labels, specs)])
 
 
-__all__ = ["BUILTINS", "Avoids", "CompositeReward", "Contains", "EndsSentence", "ReferenceStats", "RewardFn",
+__all__ = ["BUILTINS", "Avoids", "CompositeReward", "Contains", "EndsSentence", "NgramReward", "ReferenceStats", "RewardFn",
            "RewardSet", "RewardSpec", "build_rewards", "parse_rewards", "score_tokens"]
