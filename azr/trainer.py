@@ -1,4 +1,4 @@
-"""AZRTrainer: supervised next-token training with periodic self-play and REINFORCE, as a generator of statuses.
+"""AZRTrainer: supervised next-token training with periodic GRPO self-play, as a generator of statuses.
 
 One iteration is one optimizer step on one batch. Every ``self_play_every`` iterations the model samples groups
 of continuations of prompts from the corpus, the reward functions score them, and the GRPO gradient (see
