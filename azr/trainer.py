@@ -2,8 +2,9 @@
 
 One iteration is one optimizer step on one batch. Every ``self_play_every`` iterations the model samples groups
 of continuations of prompts from the corpus, the reward functions score them, and the GRPO gradient (see
-:mod:`azr.grpo`) is blended into that step's LM gradient at the share ``rl_weight``. Everything the loop carries between iterations is saved
-in checkpoints, so that a stopped run resumed with the same settings continues bit for bit.
+:mod:`azr.grpo`) is blended into that step's LM gradient at the share ``rl_weight``. Everything the loop
+carries between iterations is saved in checkpoints, so that a stopped run resumed with the same settings continues
+bit for bit.
 """
 from __future__ import annotations
 

@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the benchmark itself")
     parser.add_argument("--part", choices=("verifiable", "default", "both"), default="both")
     parser.add_argument("--seeds", type=int, nargs="+", help="run only these seeds (default: two)")
+    parser.add_argument("--warmup-iterations", type=int, help="supervised iterations before the arms (default 200)")
+    parser.add_argument("--arm-iterations", type=int, help="iterations of each arm (default 200)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     transformers_logging.disable_progress_bar()
     sizes = dict(SIZES["quick" if args.quick else "default"])
     sizes["seeds"] = tuple(args.seeds or sizes["seeds"])
+    sizes.update({k: v for k in ("warmup_iterations", "arm_iterations") if (v := getattr(args, k)) is not None})
     texts = default_corpus()
     tokenizer = train_tokenizer(texts, preset("tiny").vocab_size)
     results = {"sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()}, "base": BASE,

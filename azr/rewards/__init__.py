@@ -38,5 +38,5 @@ def build_rewards(text: str, tokenizer, corpus_ids: torch.Tensor) -> RewardSet:
                       for label, spec in zip(labels, specs)])
 
 
-__all__ = ["BUILTINS", "Avoids", "CompositeReward", "Contains", "EndsSentence", "NgramReward", "ReferenceStats", "RewardFn",
-           "RewardSet", "RewardSpec", "build_rewards", "parse_rewards", "score_tokens"]
+__all__ = ["BUILTINS", "Avoids", "CompositeReward", "Contains", "EndsSentence", "NgramReward", "ReferenceStats",
+           "RewardFn", "RewardSet", "RewardSpec", "build_rewards", "parse_rewards", "score_tokens"]
