@@ -124,3 +124,14 @@ def test_no_reference_file_without_a_kl_penalty(texts, tokenizer, make_model, tm
     checkpoint = Checkpoint.open(statuses[-1].checkpoint)
     assert checkpoint.reference_tensors() is None and statuses[-1].kl is None
     assert statuses[-1].reward_std is not None and len(statuses[-1].samples) == 3
+
+
+def test_the_cli_has_the_rewards_option_and_checks_it_alone(capsys):
+    from azr.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--rewards", "ends_sentence(within=8)*2, composite",
+                                      "--self-play-batch", "6", "--num-generations", "3"])
+    assert args.rewards == "ends_sentence(within=8)*2, composite" and args.self_play_batch == 6
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--rewards", "nope"])
+    assert exit_info.value.code == 2 and "Unknown reward 'nope'" in capsys.readouterr().err
