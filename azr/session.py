@@ -18,9 +18,9 @@ from .checkpoint import Checkpoint
 from .config import FIXED_ON_RESUME, TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
 from .errors import CheckpointError, ConfigError, DataError
+from .grpo import Reference
 from .history import History
 from .model import architecture_differences, max_length_of
-from .grpo import Reference
 from .rewards import RewardFn, RewardSet, build_rewards
 from .schedule import LRPlan
 from .state import TrainState
