@@ -15,7 +15,7 @@ _PUBLIC = {  # name -> the module that defines it
     "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "trainer", "CheckpointInfo": "checkpoint",
     "verify_checkpoint": "checkpoint", "list_checkpoints": "runs", "PRESETS": "config", "ModelConfig": "config",
     "TrainConfig": "config", "preset": "config", "default_corpus": "data", "load_texts": "data",
-    "build_model": "model", "load_pretrained": "model", "ReferenceStats": "reward", "score_tokens": "reward",
+    "build_model": "model", "load_pretrained": "model", "ReferenceStats": "rewards", "score_tokens": "rewards",
     "TrainingStatus": "status", "train_tokenizer": "tokenizer",
 }
 __all__ = sorted(_PUBLIC)

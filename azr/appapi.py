@@ -147,7 +147,8 @@ class AppAPI:
               precision: str = DEFAULTS.precision, grad_accum_steps: int = DEFAULTS.grad_accum_steps,
               compile: bool = DEFAULTS.compile, hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
               push_checkpoints: bool = False, run_name: str = "", dataset: str = "", dataset_split: str = "train",
-              text_column: str = "text", *, caller: Caller | None = None) -> dict[str, Any]:
+              text_column: str = "text", rewards: str = DEFAULTS.rewards, *,
+              caller: Caller | None = None) -> dict[str, Any]:
         """Start training a new model on ``corpus_text`` (empty: the default corpus) in a new run; return the status.
 
         ``dataset`` (``user/name[:config]``, instead of a corpus) trains on that Hub dataset's ``dataset_split``
@@ -156,6 +157,7 @@ class AppAPI:
         after that many minutes. ``precision``, ``grad_accum_steps`` and ``compile`` are the TrainConfig
         fields. With ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
         ``run_name`` names the run's directory (empty: ``run-<date>-<time>``); a name in use is refused.
+        ``rewards`` names the self-play reward functions with weights (see :mod:`azr.rewards.spec`).
         """
         form = dict(locals())
         del form["self"], form["corpus_text"], form["caller"]
@@ -177,7 +179,8 @@ class AppAPI:
         max_iterations = whole("max_iterations", form.pop("max_iterations"))
         settings = {k: whole(k, form.pop(k)) for k in WHOLE_SETTINGS}
         settings.update({k: real(k, form.pop(k)) for k in REAL_SETTINGS}, lr_schedule=form.pop("lr_schedule"),
-                        precision=form.pop("precision"), compile=bool(form.pop("compile")))
+                        precision=form.pop("precision"), compile=bool(form.pop("compile")),
+                        rewards=(form.pop("rewards") or "").strip() or DEFAULTS.rewards)
         if max_iterations is None:
             raise ConfigError("max_iterations is required: give the number of iterations to train.")
         if form:

@@ -50,7 +50,7 @@ def model_card(repo_id: str, checkpoint: str, state: dict[str, Any], chart_file:
 # {repo_id.split("/")[-1]}
 
 A small causal language model trained with AZR Trainer (supervised next-token loss plus
-self-play with a six-component reward and REINFORCE). The repo root holds the newest weights
+GRPO self-play on the reward functions `{config.get('rewards', 'composite')}`). The repo root holds the newest weights
 (`{checkpoint}`); every checkpoint is under `checkpoints/`, resumable with
 `azr resume hf://{repo_id}/<checkpoint> --max-iterations N`.
 

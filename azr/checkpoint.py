@@ -37,6 +37,7 @@ RNG_FILE = "rng_state.safetensors"
 SCHEDULER_FILE = "scheduler.json"
 HISTORY_FILE = "history_tail.safetensors"
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # a LoRA checkpoint's model
+REFERENCE_FILE = "reference.safetensors"  # the self-play reference policy, when the run has one
 V1_OPTIMIZER_FILE, V1_RNG_FILE = "optimizer.pt", "rng_state.pt"
 REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
                   2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
@@ -282,6 +283,10 @@ class Checkpoint:
     def rng_state(self) -> dict[str, Any]:
         """The random generators' states (see :mod:`azr.rng`)."""
         return self._tensors(RNG_FILE if self.format_version >= 2 else V1_RNG_FILE, "cpu")
+
+    def reference_tensors(self) -> dict[str, torch.Tensor] | None:
+        """The self-play reference policy's parameters, or None when the checkpoint has none."""
+        return self._tensors(REFERENCE_FILE, "cpu") if REFERENCE_FILE in self.files else None
 
     def _read(self, filename: str) -> storage.Buffer:
         """A file's bytes: those verified, or (unverified checkpoints) read now."""

@@ -242,7 +242,9 @@ def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
                                              f"got {text}") from None
-        TrainConfig(**{name: value})
+        probe = TrainConfig()
+        setattr(probe, name, value)
+        probe.check_fields()  # combinations of settings are checked once all options are known
         return value
     return _checked(parse, name)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .rewards import parse_rewards
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -104,13 +105,26 @@ class TrainConfig:
     val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)")
     seed: int = _setting(0, "seed of the initial weights and the data order")
     self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)")
-    self_play_batch: int = _setting(4, "continuations generated per self-play step")
-    rl_weight: float = _setting(0.1, "weight of the REINFORCE loss in a self-play step")
+    self_play_batch: int = _setting(8, "continuations generated per self-play step (prompts x num_generations)")
+    num_generations: int = _setting(4, "continuations per prompt: a group, whose rewards give the advantages")
+    rl_weight: float = _setting(0.1, "share of the RL gradient in a self-play step (scaled to the LM gradient's norm)")
+    beta: float = _setting(0.04, "weight of the KL penalty to the reference policy (0: none, and no reference)")
+    ref_sync_every: int = _setting(100, "copy the current weights into the reference policy every N iterations "
+                                        "(0: keep the first copy)")
+    rewards: str = _setting("composite", "self-play reward functions with weights, e.g. "
+                                         "'ends_sentence(within=8)*2, composite, package.module:function'")
     gen_max_new_tokens: int = _setting(24, "tokens generated per self-play continuation")
     temperature: float = _setting(1.0, "sampling temperature of self-play")
     top_k: int = _setting(50, "sample self-play tokens from the k most likely (0: no limit)")
+    top_p: float = _setting(1.0, "sample self-play tokens from the most likely whose probability adds up to p "
+                                 "(1: no limit)")
 
     def __post_init__(self) -> None:
+        self.check_fields()
+        check_self_play(self)
+
+    def check_fields(self) -> None:
+        """Check each field on its own; raises ConfigError naming the first bad one."""
         for field in fields(self):
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -119,7 +133,11 @@ class TrainConfig:
                     "self_play_batch", "gen_max_new_tokens", "val_windows")
         for name in positive:
             _require_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup", "val_every", "self_play_every", "seed", "top_k"):
+        _require_int("num_generations", self.num_generations, minimum=1)
+        if self.num_generations < 2:
+            raise ConfigError("num_generations must be at least 2: one continuation per prompt has no group to be "
+                              "better or worse than, so RL would do nothing.")
+        for name in ("warmup", "val_every", "self_play_every", "seed", "top_k", "ref_sync_every"):
             _require_int(name, getattr(self, name), minimum=0)
         if self.seq_len is not None:
             _require_int("seq_len", self.seq_len, minimum=2)
@@ -131,7 +149,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value!r}.")
-        for name in ("weight_decay", "grad_clip"):
+        if not isinstance(self.top_p, (int, float)) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be above 0 and at most 1, got {self.top_p!r}.")
+        parse_rewards(self.rewards)
+        for name in ("weight_decay", "grad_clip", "beta"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be zero or positive, got {value!r}.")
@@ -162,6 +183,18 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def check_self_play(config: TrainConfig) -> None:
+    """Refuse settings under which self-play would run but RL could never change the model."""
+    if not config.self_play_every:
+        return
+    if config.self_play_batch % config.num_generations:
+        raise ConfigError(f"self_play_batch ({config.self_play_batch}) must be a multiple of num_generations "
+                          f"({config.num_generations}), so that every prompt gets a full group.")
+    if config.top_k == 1:
+        raise ConfigError("top_k 1 samples greedily, so every continuation in a group is the same and RL does "
+                          "nothing; use top_k 0 (no limit) or above 1.")
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

@@ -57,7 +57,10 @@ def render_status(status: dict[str, Any]) -> str:
     ]
     if status["reward_components"]:
         parts = " · ".join(f"{k} {v:.3f}" for k, v in status["reward_components"].items())
-        lines += ["", f"**Reward components:** {parts}"]
+        lines += ["", f"**Rewards:** {parts} · std {_fmt(status.get('reward_std'), '.3f')} · "
+                      f"KL {_fmt(status.get('kl'), '.4f')}"]
+    lines += [f"- `{_quote(s['prompt'])}` → `{_quote(s['continuation'])}` (reward {s['reward']:.3f})"
+              for s in status.get("samples") or []]
     lines += ["", f"**Run:** {status['run'] or '—'} · **Last checkpoint:** {status['checkpoint'] or '—'}"]
     if status["pushes"]:
         lines.append("**Hub pushes:** " + " · ".join(f"{k}: {v}" for k, v in status["pushes"].items()))
@@ -65,6 +68,11 @@ def render_status(status: dict[str, Any]) -> str:
         lines += ["", status["message"]]
     lines += [f"⚠️ {warning}" for warning in status["warnings"]]
     return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    """Text shown inside Markdown code: on one line, without backticks."""
+    return " ".join(text.replace("`", "'").split()) or " "
 
 
 def render_progress(status: dict[str, Any]) -> str:

@@ -28,8 +28,8 @@ import torch
 import transformers
 
 from . import __version__, distributed, precision, rng, tensorfile
-from .checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint, checkpoint_name,
-                         save_checkpoint)
+from .checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint,
+                         checkpoint_name, save_checkpoint)
 from .errors import CheckpointError
 from .history import FrozenHistory, History
 from .lora import is_peft_model
@@ -74,6 +74,7 @@ class CheckpointContents:
     rng_state: dict[str, Any]
     history: History | FrozenHistory
     weights: dict[str, torch.Tensor] | None
+    reference: dict[str, torch.Tensor] | None  # the self-play reference policy, when the run has one
 
 
 class SaveWorker(threading.Thread):
@@ -191,17 +192,22 @@ class CheckpointSaver:
             versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                       "python": platform.python_version()})
         tensors = {"optimizer": run.optimizer.state_dict(), "rng": rng_state}
+        if state.reference.tensors is not None:
+            tensors["reference"] = state.reference.tensors
         if staged:
             tensors = self._stager.stage({**tensors, "weights": self.model.state_dict()})
         return CheckpointContents(run.run_dir, checkpoint_name(kind, state.iteration), values, plan,
                                   tensors["optimizer"], tensors["rng"],
-                                  state.history.frozen() if staged else state.history, tensors.get("weights"))
+                                  state.history.frozen() if staged else state.history, tensors.get("weights"),
+                                  tensors.get("reference"))
 
     def _write(self, contents: CheckpointContents) -> Path:
         """Write the checkpoint atomically and return its path."""
         files = {**self._tokenizer_bytes(), **self._base_config(), OPTIMIZER_FILE: tensorfile.encode(contents.optimizer),
                  RNG_FILE: tensorfile.encode(contents.rng_state),
                  SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
+        if contents.reference is not None:
+            files[REFERENCE_FILE] = tensorfile.encode(contents.reference)
         path = save_checkpoint(contents.run_dir, contents.name, model=self.model, files=files,
                                state=contents.values, history=contents.history, weights=contents.weights)
         log.info("saved checkpoint %s", path)

@@ -19,9 +19,10 @@ from .checkpoint import Checkpoint
 from .config import FIXED_ON_RESUME, TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
 from .errors import CheckpointError, ConfigError, DataError
+from .grpo import Reference
 from .history import History
 from .model import architecture_differences, max_length_of
-from .reward import ReferenceStats
+from .rewards import RewardFn, RewardSet, build_rewards
 from .schedule import LRPlan
 from .state import TrainState
 
@@ -37,7 +38,7 @@ class Run:
     config: TrainConfig
     run_dir: Path
     windows: TokenWindows
-    stats: ReferenceStats
+    rewards: RewardSet
     optimizer: torch.optim.Optimizer
     state: TrainState
     scaler: torch.amp.GradScaler | None = None  # fp16 only
@@ -122,10 +123,12 @@ def checkpoint_bytes(model) -> int:
 
 def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: int | None, run_dir: Path,
                 checkpoint: Checkpoint | None, load_optimizer: bool, settings: dict[str, Any], *,
-                weights_loaded: bool = False, dataset: HubDataset | None = None) -> Run:
+                weights_loaded: bool = False, dataset: HubDataset | None = None,
+                reward_fn: RewardFn | None = None) -> Run:
     """Return a run ready for its first step; raises ConfigError, DataError or CheckpointError for bad input.
 
     On resume the checkpoint's weights are loaded into ``model`` unless ``weights_loaded`` says they already are.
+    ``reward_fn`` replaces the reward functions the settings name (it is not recorded in checkpoints).
     """
     config = resolve_config(checkpoint, max_iterations, settings, model)
     precision.check(config.precision, device)
@@ -152,8 +155,9 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         corpus["file"] = corpus_file
     optimizer = new_optimizer(model, config)
     sampler = ResumableSampler(len(windows.train), config.seed)
-    stats = ReferenceStats.from_windows(windows.train, vocab)
-    run = Run(config, run_dir, windows, stats, optimizer, TrainState(
+    rewards = RewardSet([(getattr(reward_fn, "__name__", "reward_fn"), reward_fn, 1.0)]) if reward_fn else \
+        build_rewards(config.rewards, tokenizer, windows.train.reshape(-1))
+    run = Run(config, run_dir, windows, rewards, optimizer, TrainState(
         info.id, 0, History(), sampler, LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio,
                                                      config.warmup, config.max_iterations), corpus),
               scaler=precision.new_scaler(config.precision, device))
@@ -203,4 +207,10 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
     for name in ("loss", "val_loss", "reward"):
         setattr(state, name, checkpoint.state.get(name))
     state.reward_components = dict(checkpoint.state.get("reward_components") or {})
+    state.reward_std, state.kl = checkpoint.state.get("reward_std"), checkpoint.state.get("kl")
+    state.samples = list(checkpoint.state.get("samples") or [])
+    tensors = checkpoint.reference_tensors()
+    if tensors is not None:
+        state.reference = Reference({k: v.to(device) for k, v in tensors.items()},
+                                    checkpoint.state.get("reference_iteration"))
     run.last_checkpoint = str(checkpoint.path)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data import ResumableSampler
+from .grpo import Reference
 from .history import History
 from .schedule import LRPlan
 
@@ -27,12 +28,18 @@ class TrainState:
     val_loss: float | None = None
     reward: float | None = None
     reward_components: dict[str, float] = field(default_factory=dict)
+    reward_std: float | None = None
+    kl: float | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    reference: Reference = field(default_factory=Reference)  # its tensors are saved in their own file
 
     def state_dict(self) -> dict[str, Any]:
         """Return the JSON-able state (without the history, which is stored as columns)."""
         return {"run_id": self.run_id, "iteration": self.iteration, "data_position": self.sampler.state_dict(),
                 "plan": self.plan.to_dict(), "corpus": self.corpus, "loss": self.loss, "val_loss": self.val_loss,
-                "reward": self.reward, "reward_components": dict(self.reward_components)}
+                "reward": self.reward, "reward_components": dict(self.reward_components),
+                "reward_std": self.reward_std, "kl": self.kl, "samples": list(self.samples),
+                "reference_iteration": self.reference.iteration}
 
     def load_state_dict(self, values: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the sampler continues from the saved position)."""
@@ -41,3 +48,5 @@ class TrainState:
         self.plan = LRPlan.from_dict(values["plan"])
         self.loss, self.val_loss, self.reward = values["loss"], values["val_loss"], values["reward"]
         self.reward_components = dict(values["reward_components"])
+        self.reward_std, self.kl = values.get("reward_std"), values.get("kl")
+        self.samples = list(values.get("samples") or [])

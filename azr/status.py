@@ -25,6 +25,9 @@ class TrainingStatus:
     val_loss: float | None = None
     reward: float | None = None
     reward_components: dict[str, float] = field(default_factory=dict)
+    reward_std: float | None = None
+    kl: float | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)  # latest self-play: prompt, continuation, reward
     lr: float | None = None
     tokens_per_s: float | None = None
     eta_s: float | None = None
@@ -45,6 +48,7 @@ class TrainingStatus:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["reward_components"] = dict(self.reward_components)
         values["warnings"] = list(self.warnings)
+        values["samples"] = [dict(sample) for sample in self.samples]
         values["pushes"] = dict(self.pushes)
         values["history"] = list(self.history) if with_history else []
         values.update(
@@ -82,6 +86,7 @@ class StatusClock:
         return TrainingStatus(
             state=state, iteration=train.iteration, max_iterations=config.max_iterations, loss=train.loss,
             val_loss=train.val_loss, reward=train.reward, reward_components=dict(train.reward_components),
+            reward_std=train.reward_std, kl=train.kl, samples=[dict(sample) for sample in train.samples],
             lr=train.plan.lr_at(train.iteration),
             tokens_per_s=(config.batch_size * config.seq_len / per_step) if per_step else None,
             eta_s=(per_step * (config.max_iterations - train.iteration)) if per_step else None,

@@ -49,6 +49,9 @@ class Progress:
         self.pushes = dict(status.pushes)
         if status.state == "checkpoint":
             say(f"Saved {status.checkpoint} (iteration {status.iteration}, loss {number_text(status.loss)})")
+            for sample in status.samples:
+                say(f"  self-play: {sample['prompt'][-60:]!r} -> {sample['continuation'][:80]!r} "
+                    f"(reward {sample['reward']:.3f})")
         elif status.state == "running" and status.message:
             say(status.message)
         elif status.state == "running" and not self.interactive:
@@ -70,7 +73,8 @@ class Progress:
 
 
 def _metrics(status: TrainingStatus) -> str:
-    parts = [("loss", status.loss, "{:.4f}"), ("reward", status.reward, "{:.3f}"), ("lr", status.lr, "{:.2e}")]
+    parts = [("loss", status.loss, "{:.4f}"), ("reward", status.reward, "{:.3f}"), ("±", status.reward_std, "{:.3f}"),
+             ("kl", status.kl, "{:.4f}"), ("lr", status.lr, "{:.2e}")]
     text = "  ".join(f"{name} {form.format(value)}" for name, value, form in parts if value is not None)
     if status.tokens_per_s:
         text += f"  {status.tokens_per_s:,.0f} tok/s"

@@ -1,9 +1,10 @@
-"""AZRTrainer: supervised next-token training with periodic self-play and REINFORCE, as a generator of statuses.
+"""AZRTrainer: supervised next-token training with periodic GRPO self-play, as a generator of statuses.
 
-One iteration is one optimizer step on one batch. Every ``self_play_every`` iterations the model samples
-continuations of prompts from the corpus, the reward scores them, and a REINFORCE loss on the generated tokens
-is added to that step's loss with weight ``rl_weight``. Everything the loop carries between iterations is saved
-in checkpoints, so that a stopped run resumed with the same settings continues bit for bit.
+One iteration is one optimizer step on one batch. Every ``self_play_every`` iterations the model samples groups
+of continuations of prompts from the corpus, the reward functions score them, and the GRPO gradient (see
+:mod:`azr.grpo`) is blended into that step's LM gradient at the share ``rl_weight``. Everything the loop
+carries between iterations is saved in checkpoints, so that a stopped run resumed with the same settings continues
+bit for bit.
 """
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ from .checkpoint import Checkpoint
 from .errors import ConfigError, TrainingError
 from .guard import check_step, grad_norm
 from .history import History
+from .grpo import blend_rl_gradient, group_advantages, grpo_loss
 from .hubdata import HubDataset
 from .hubhttp import check_repo_id
 from .reporting import report_targets, reporters
-from .reward import RewardFn
+from .rewards import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
 from .pending import PushTarget
-from .selfplay import reinforce_loss, self_play_round
+from .selfplay import self_play_round
 from .session import Run, check_architecture, prepare_run
 from .signals import ForcedExit, graceful_stop
 from .status import StatusClock, TrainingStatus
@@ -64,7 +66,8 @@ class AZRTrainer:
         tokenizer: its tokenizer (e.g. from :func:`azr.train_tokenizer`).
         device: "auto", "cpu", "cuda", ...
         status_callback: called with every status the run yields.
-        reward_fn: optional ``reward_fn(texts) -> list[float]`` replacing the six-component reward.
+        reward_fn: optional reward function ``fn(prompts, completions, **kwargs) -> list[float]`` replacing the
+            ``rewards`` setting (not recorded in checkpoints: name it by import path there to have it recorded).
         callbacks: extra :class:`~azr.callbacks.TrainerCallback` hooks for every run.
     """
 
@@ -162,7 +165,7 @@ class AZRTrainer:
         if checkpoint is not None and not loaded:
             check_architecture(checkpoint, self.model)
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
-                          checkpoint, load_optimizer, settings, weights_loaded=loaded,
+                          checkpoint, load_optimizer, settings, weights_loaded=loaded, reward_fn=self.reward_fn,
                           dataset=HubDataset.parse(dataset) if isinstance(dataset, str) else dataset)
         callbacks = list(self.callbacks)
         if distributed.is_main():  # in a process group, rank 0 alone reports, rotates and pushes
@@ -260,25 +263,22 @@ class AZRTrainer:
             group["lr"] = lr
         pieces = distributed.micro_batches(state.sampler.next_indices(config.batch_size), config.grad_accum_steps)
         self.model.train()
-        rollout, reward = None, None
+        play = None
         if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
             with self._autocast(config):  # every process plays the same round: see the README
-                rollout, rewards, components = self_play_round(
-                    self.model, self.tokenizer, run.windows.train, run.stats, config, state.iteration, self.reward_fn)
-            reward = float(rewards.mean())
+                play = self_play_round(self.model, self.tokenizer, run.windows.train, run.rewards, config,
+                                       state.iteration)
         run.optimizer.zero_grad(set_to_none=True)
         lm_total = torch.zeros((), device=self.device)
         for number, piece in enumerate(pieces):
-            last = number == len(pieces) - 1
-            with self._synced(last), self._autocast(config):
+            with self._synced(number == len(pieces) - 1), self._autocast(config):
                 lm_loss = self._lm_loss(run.windows.train[piece].to(self.device))
                 loss = lm_loss / len(pieces)
-                if last and rollout is not None:  # added once per step, in the micro-batch that syncs
-                    loss = loss + config.rl_weight * reinforce_loss(self.model, rollout, rewards)
             (run.scaler.scale(loss) if run.scaler else loss).backward()
             lm_total += lm_loss.detach()
         if run.scaler:  # a GradScaler skips a step whose gradients overflow by itself: only the loss is guarded
             run.scaler.unscale_(run.optimizer)
+        kl = self._reinforce(run, play) if play is not None else None
         norm = grad_norm(self.model.parameters(), config.grad_clip)
         check_step(lm_total, None if run.scaler else norm, state.iteration + 1, config, lr)
         snapshot.updating()  # from here until the bookkeeping is done, no consistent checkpoint exists
@@ -289,11 +289,27 @@ class AZRTrainer:
             run.optimizer.step()
         state.iteration += 1
         state.loss = distributed.mean(lm_total / len(pieces))
-        if reward is not None:
-            state.reward, state.reward_components = reward, components
+        reward = float(play.rewards.mean()) if play else None
+        if play:
+            state.reward, state.reward_components, state.samples = reward, play.by_function, play.samples
+            state.reward_std, state.kl = float(play.rewards.std()), kl
         state.history.append({"iteration": state.iteration, "loss": state.loss, "reward": reward, "lr": lr,
                               "time": time.time()})
         snapshot.end()
+
+    def _reinforce(self, run: Run, play) -> float | None:
+        """Blend the GRPO gradient of a self-play round into the LM gradients; return the mean KL to the reference.
+
+        Every process plays the same round with the same weights, so the RL gradient needs no averaging.
+        """
+        state, config = run.state, run.config
+        if config.beta and state.reference.due(state.iteration, config.ref_sync_every):
+            state.reference.refresh(self.model, state.iteration)
+        with self._autocast(config):
+            rl_loss, kl = grpo_loss(self.model, play.rollout, group_advantages(play.rewards, config.num_generations),
+                                    config.beta, state.reference)
+        blend_rl_gradient(self.model, rl_loss, config.rl_weight)
+        return kl
 
     def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Return the mean next-token cross-entropy over the tokens of ``batch``."""

@@ -23,6 +23,7 @@ from .jobs import TrainingJob
 from .owners import Access, Caller
 from .render import LOSS_AXIS, LOSS_SERIES, LR_AXIS, LR_PARTS, REWARD_AXIS, REWARD_SERIES, chart_frame, \
     checkpoint_label, checkpoint_table, history_frame, line_chart, lr_chart, render_progress, render_status, runs_table
+from .rewards import BUILTINS
 from .status import FINAL_STATES
 
 POLL_S = 1.0
@@ -100,6 +101,9 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                             self_play_every = gr.Number(DEFAULTS.self_play_every, label="Self-play every",
                                                         precision=0)
                             rl_weight = gr.Number(DEFAULTS.rl_weight, label="RL weight")
+                        rewards = gr.Textbox(DEFAULTS.rewards, label="Self-play rewards (name(options)*weight, ...)",
+                                             info="Built-ins: " + ", ".join(BUILTINS) + "; or package.module:function.",
+                                             elem_id="train-rewards")
                         seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
                         with gr.Row():
                             precision = gr.Dropdown(list(PRECISIONS), value=DEFAULTS.precision, label="Precision")
@@ -240,7 +244,7 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                       "save_every": save_every, "self_play_every": self_play_every, "rl_weight": rl_weight,
                       "seed": seed, "time_budget_min": budget, "run_name": run_name, "precision": precision,
                       "grad_accum_steps": grad_accum, "compile": compile_model, "dataset": dataset,
-                      "dataset_split": dataset_split, "text_column": text_column, **hub_all}
+                      "dataset_split": dataset_split, "text_column": text_column, "rewards": rewards, **hub_all}
         start_button.click(on_start, inputs_kwargs={"password": owner_password, "files": corpus, **train_form},
                            outputs=train_message, api_visibility="private")
 

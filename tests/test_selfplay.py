@@ -1,56 +1,170 @@
-"""Self-play: the REINFORCE update moves probability toward the better continuation; batched generation."""
+"""Self-play's estimator (GRPO): group advantages, log-probs under the sampler's distribution, the KL to the
+reference, the loss and the blended gradient, each against a hand computation on a tiny model."""
 from __future__ import annotations
 
 import pytest
 import torch
+from transformers import GenerationConfig
 
-from azr.selfplay import Rollout, generate, reinforce_loss
+from azr import ConfigError, TrainConfig
+from azr.grpo import Reference, Rollout, blend_rl_gradient, group_advantages, grpo_loss, sampled_log_probs
+from azr.selfplay import generate
 
 PROMPT = [17, 42, 8, 99]
-CONTINUATIONS = [[120, 33, 250, 7, 64], [5, 211, 76, 150, 1]]
+CONTINUATIONS = [[120, 33, 250, 7, 64], [5, 211, 76, 150, 1], [120, 33, 9, 9, 9], [44, 2, 2, 2, 2]]
 
 
-def token_log_probs(model, rollout: Rollout) -> torch.Tensor:
-    """(batch, new) log-probability of each generated token, from one forward pass per prefix."""
-    columns = []
+def fixed_rollout(mask: torch.Tensor | None = None, rows: int = 4, temperature: float = 1.0) -> Rollout:
+    sequences = torch.tensor([PROMPT + continuation for continuation in CONTINUATIONS[:rows]])
+    return Rollout(sequences, len(PROMPT), torch.ones(rows, 5) if mask is None else mask, temperature=temperature)
+
+
+def prefix_logits(model, rollout: Rollout, tensors=None) -> torch.Tensor:
+    """(batch, new, vocab) logits from one forward pass per prefix (no shared computation with the code tested)."""
+    if tensors is not None:
+        model = type(model)(model.config)
+        model.load_state_dict(tensors, strict=False)
     with torch.no_grad():
-        for end in range(rollout.prompt_len, rollout.sequences.shape[1]):
-            logits = model(input_ids=rollout.sequences[:, :end]).logits[:, -1]
-            columns.append(torch.log_softmax(logits, dim=-1).gather(-1, rollout.sequences[:, end : end + 1]))
-    return torch.cat(columns, dim=1)
+        return torch.stack([model(input_ids=rollout.sequences[:, :end]).logits[:, -1]
+                            for end in range(rollout.prompt_len, rollout.sequences.shape[1])], dim=1)
 
 
-def fixed_rollout(mask: torch.Tensor | None = None) -> Rollout:
-    sequences = torch.tensor([PROMPT + continuation for continuation in CONTINUATIONS])
-    return Rollout(sequences, len(PROMPT), torch.ones(2, 5) if mask is None else mask)
+def test_group_advantages_are_normalised_within_each_group():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.2, 0.8, 0.4, 0.6])
+    # group 1: mean 0.25, sample std sqrt((0.75² + 3·0.25²) / 3) = 0.5; group 2 all equal; group 3: mean 0.5,
+    # std sqrt((0.09 + 0.09 + 0.01 + 0.01) / 3)
+    std3 = ((0.09 + 0.09 + 0.01 + 0.01) / 3) ** 0.5
+    expected = [0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, 0, 0, 0, 0,
+                -0.3 / (std3 + 1e-4), 0.3 / (std3 + 1e-4), -0.1 / (std3 + 1e-4), 0.1 / (std3 + 1e-4)]
+    assert group_advantages(rewards, 4).tolist() == pytest.approx(expected, abs=1e-5)
 
 
-@pytest.mark.parametrize("rewards", [[1.0, 0.0], [0.0, 1.0], [2.0, 1.5], [-3.0, -1.0]])
-def test_one_step_raises_the_better_and_lowers_the_worse(make_model, rewards):
-    """Only the reward relative to the batch mean counts: the worse row falls even with a positive reward."""
+def test_loss_and_kl_match_a_hand_computation(make_model):
+    """L = -mean_i (1/|o_i|) sum_t (A_i log pi_T(o_t) - beta KL(pi || pi_ref)_t), KL exact over the vocabulary."""
+    model, other = make_model(seed=1), make_model(seed=2)
+    mask = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]])
+    rollout, beta = fixed_rollout(mask, temperature=0.7), 0.3
+    advantages = torch.tensor([1.2, -0.4, 0.5, -1.3])
+    reference = Reference()
+    reference.refresh(other, iteration=0)
+
+    logits = prefix_logits(model, rollout)
+    reference_logits = prefix_logits(model, rollout, reference.tensors)
+    expected_loss, expected_kl = 0.0, 0.0
+    for i in range(4):
+        row_loss, row_kl = 0.0, 0.0
+        for t in range(int(mask[i].sum())):
+            token = rollout.sequences[i, rollout.prompt_len + t]
+            log_pi = torch.log_softmax(logits[i, t] / 0.7, dim=-1)[token]
+            p, q = torch.softmax(logits[i, t], dim=-1), torch.softmax(reference_logits[i, t], dim=-1)
+            kl = float((p * (p / q).log()).sum())
+            row_loss += float(advantages[i] * log_pi) - beta * kl
+            row_kl += kl
+        expected_loss -= row_loss / mask[i].sum().item() / 4
+        expected_kl += row_kl / mask[i].sum().item() / 4
+
+    loss, kl = grpo_loss(model, rollout, advantages, beta, reference)
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-4)
+    assert kl == pytest.approx(expected_kl, rel=1e-4) and kl > 0
+    same = Reference()
+    same.refresh(model, iteration=0)
+    assert grpo_loss(model, rollout, advantages, beta, same)[1] == pytest.approx(0.0, abs=1e-6)
+    assert grpo_loss(model, rollout, advantages, 0.0, reference)[1] is None
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 5, 1.0), (1.3, 0, 0.8), (1.0, 20, 0.9)])
+def test_log_probs_equal_the_samplers_distribution(make_model, temperature, top_k, top_p):
+    """The sampler's own processed scores (transformers' generate) give the same log-probs as the training pass."""
+    model = make_model(seed=3, vocab_size=40)
+    prompts = torch.randint(3, 40, (6, 4), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(7)
+    rollout = generate(model, prompts, 10, temperature, top_k, eos_token_id=1, pad_token_id=2, top_p=top_p,
+                       with_support=True)
+    torch.manual_seed(7)
+    config = GenerationConfig(do_sample=True, max_new_tokens=10, temperature=temperature, top_k=top_k or None,
+                              top_p=top_p if top_p < 1 else None, eos_token_id=1, pad_token_id=2,
+                              output_scores=True, return_dict_in_generate=True)
+    output = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), generation_config=config)
+    assert torch.equal(output.sequences, rollout.sequences)
+    scores = torch.stack(output.scores, dim=1)
+    targets = rollout.sequences[:, rollout.prompt_len :]
+    sampler = torch.log_softmax(scores, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+    logits = model(input_ids=rollout.sequences).logits[:, rollout.prompt_len - 1 : -1]
+    trained = sampled_log_probs(logits, rollout)
+    live = rollout.mask.bool()
+    assert torch.allclose(trained[live], sampler[live], atol=1e-4)
+    if top_k or top_p < 1:  # truncation happened, so the full softmax would differ
+        full = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        assert (full[live] < trained[live] - 1e-3).any()
+
+
+def test_one_step_raises_the_better_and_lowers_the_worse(make_model):
     model = make_model(seed=0)
-    rollout = fixed_rollout()
-    better = max(range(2), key=rewards.__getitem__)
-    before = token_log_probs(model, rollout).sum(dim=1)
-
+    rollout = fixed_rollout(rows=2)
+    rewards = torch.tensor([2.0, 1.5])  # both positive: only the place in the group counts
+    before = torch.log_softmax(prefix_logits(model, rollout), -1).gather(
+        -1, rollout.sequences[:, 4:, None]).sum(dim=(1, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     optimizer.zero_grad()
-    reinforce_loss(model, rollout, torch.tensor(rewards)).backward()
+    grpo_loss(model, rollout, group_advantages(rewards, 2), 0.0, None)[0].backward()
     optimizer.step()
+    after = torch.log_softmax(prefix_logits(model, rollout), -1).gather(
+        -1, rollout.sequences[:, 4:, None]).sum(dim=(1, 2))
+    assert after[0] > before[0] and after[1] < before[1]
 
-    after = token_log_probs(model, rollout).sum(dim=1)
-    assert after[better] > before[better]
-    assert after[1 - better] < before[1 - better]
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_the_rl_gradient_is_scaled_to_the_lm_gradient_and_takes_the_share_rl_weight(make_model, weight):
+    model = make_model(seed=4)
+    rollout = fixed_rollout()
+    batch = torch.tensor([PROMPT + CONTINUATIONS[0]])
+
+    def gradients(loss_fn):
+        model.zero_grad()
+        loss_fn().backward()
+        return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    def lm():
+        return torch.nn.functional.cross_entropy(model(input_ids=batch[:, :-1]).logits[0], batch[0, 1:])
+
+    def rl():
+        return grpo_loss(model, rollout, torch.tensor([1.0, -1.0, 0.5, -0.5]), 0.0, None)[0]
+
+    lm_grad, rl_grad = gradients(lm), gradients(rl)
+    model.zero_grad(set_to_none=True)
+    lm().backward()  # the LM gradients, then the RL gradient blended into them
+    blend_rl_gradient(model, rl(), weight)
+    blended = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    expected = (1 - weight) * lm_grad + weight * lm_grad.norm() / rl_grad.norm() * rl_grad
+    assert torch.allclose(blended, expected, atol=1e-6)
+    rl_part = blended - (1 - weight) * lm_grad
+    assert rl_part.norm().item() == pytest.approx(weight * lm_grad.norm().item(), rel=1e-4, abs=1e-7)
 
 
-def test_loss_is_advantage_weighted_mean_of_token_log_probs(make_model):
-    model = make_model(seed=1)
-    mask = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    rollout = fixed_rollout(mask)
-    rewards = torch.tensor([0.9, 0.2])
-    advantages = rewards - rewards.mean()
-    expected = -(advantages[:, None] * token_log_probs(model, rollout) * mask).sum() / mask.sum()
-    assert reinforce_loss(model, rollout, rewards).item() == pytest.approx(expected.item(), rel=1e-4)
+def test_reference_refresh_cadence(make_model):
+    reference = Reference()
+    assert reference.due(5, every=0)
+    reference.refresh(make_model(), 5)
+    assert not reference.due(100, every=0)
+    assert not reference.due(14, every=10) and reference.due(15, every=10)
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(self_play_batch=1, num_generations=2), "multiple of num_generations"),
+    (dict(self_play_batch=6, num_generations=4), "multiple of num_generations"),
+    (dict(num_generations=1), "at least 2"),
+    (dict(top_k=1), "greedily"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(rewards="no_such_reward"), "Unknown reward"),
+])
+def test_settings_that_would_silently_disable_rl_are_refused(settings, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**settings)
+
+
+def test_without_self_play_the_self_play_combinations_are_not_checked():
+    TrainConfig(self_play_batch=1, num_generations=2, top_k=1, self_play_every=0)
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -1,4 +1,4 @@
-"""The six-component reward: reference counts, component ranges, the weighted total and its ordering."""
+"""The six-component ("composite") reward: reference counts, component ranges, the weighted total and its ordering."""
 from __future__ import annotations
 
 import pytest

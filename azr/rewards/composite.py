@@ -1,8 +1,9 @@
-"""The six-component AZR reward, computed on token ids against reference statistics of the training texts."""
+"""The six-component AZR reward ("composite"), computed on token ids against unigram and bigram counts of the
+training tokens. It rewards token variety more than text (see issue 10); kept as the project's original reward."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ COMPONENT_WEIGHTS = {
 }
 SMOOTHING = 0.1  # add-k smoothing of the bigram model used for coherence
 
-RewardFn = Callable[[list[str]], list[float]]
+DEFAULT_TARGET_LENGTH = 24  # the length component is full at this many tokens unless told the generation length
 
 
 @dataclass
@@ -103,6 +104,17 @@ def _naturalness(ids: torch.Tensor, stats: ReferenceStats) -> float:
     return float((stats.bigram_counts_of(ids[:-1], ids[1:]) > 0).double().mean().item())
 
 
-def mean_components(scores: list[dict[str, float]]) -> dict[str, float]:
-    """Return the per-component mean of several score dicts."""
-    return {name: sum(s[name] for s in scores) / len(scores) for name in scores[0]} if scores else {}
+class CompositeReward:
+    """The six-component reward as a reward function: ``Cls(tokenizer, corpus_ids)``, then called with
+    ``(prompts, completions, completion_ids=..., max_new_tokens=...)``; it ignores the prompts."""
+
+    def __init__(self, tokenizer, corpus_ids: torch.Tensor) -> None:
+        self.tokenizer = tokenizer
+        self.stats = ReferenceStats.from_windows(corpus_ids.reshape(1, -1), max(len(tokenizer),
+                                                                                 int(corpus_ids.max()) + 1))
+
+    def __call__(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]] | None = None,
+                 max_new_tokens: int = DEFAULT_TARGET_LENGTH) -> list[float]:
+        if completion_ids is None:
+            completion_ids = [self.tokenizer.encode(text, add_special_tokens=False) for text in completions]
+        return [score_tokens(ids, self.stats, max_new_tokens)["total"] for ids in completion_ids]

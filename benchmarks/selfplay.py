@@ -1,0 +1,133 @@
+"""Does self-play do something? ``python -m benchmarks.selfplay [--quick] [--part verifiable|default|both]``.
+
+Per seed, a supervised warm-up run (``warmup_iterations``) is resumed twice for ``arm_iterations`` more: once
+supervised only (``self_play_every=0``) and once with self-play on every step (verifiable part) or at the default
+cadence (default part). Both arms see the same LM batches (the sampler is part of the checkpoint), so they train
+on equal tokens. Measured on fixed held-out prompts (the validation windows' first quarter):
+
+* verifiable: the mean of the verifiable reward over sampled continuations (the self-play sampler's settings);
+  goal: >= 0.8 with self-play, validation loss at most 2 % above the supervised-only arm's.
+* default: greedy seq-rep-4 (the share of repeated 4-grams in a 64-token greedy continuation); goal: at least
+  30 % lower (relative) with self-play, validation loss within 1 %.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from azr import AZRTrainer, build_model, default_corpus, preset, train_tokenizer
+from azr.data import TokenWindows
+from azr.losses import validation_loss
+from azr.rewards import build_rewards
+from azr.selfplay import PROMPT_FRACTION, generate
+
+OUTPUT = Path(__file__).resolve().parent / "selfplay_results.json"
+SIZES = {"default": dict(warmup_iterations=200, arm_iterations=200, prompts=64, seeds=(0, 1)),
+         "quick": dict(warmup_iterations=20, arm_iterations=6, prompts=8, seeds=(0,))}
+BASE = dict(batch_size=16, lr=1e-3, warmup=50, lr_schedule="constant", save_every=10_000, status_every=50,
+            val_every=0, val_windows=64)
+VERIFIABLE = "ends_sentence(within=8)"
+ARMS = {"verifiable": dict(self_play_every=1, rewards=VERIFIABLE, rl_weight=0.5, beta=0.04, ref_sync_every=50),
+        "default": dict(self_play_every=10)}  # otherwise the defaults (the warm-up switched self-play off)
+GREEDY_TOKENS = 64
+
+
+def seq_rep(ids: list[int], n: int = 4) -> float:
+    """The share of the n-grams of ``ids`` that repeat an earlier one (0: none repeats)."""
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def measure(trainer: AZRTrainer, windows: TokenWindows, prompts: int, seed: int) -> dict[str, float]:
+    """Validation loss, the verifiable reward of sampled continuations and greedy seq-rep-4 on held-out prompts."""
+    model, tokenizer = trainer.model, trainer.tokenizer
+    prompt_ids = windows.val[:prompts, : windows.val.shape[1] // PROMPT_FRACTION].to(model.device)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        sampled = generate(model, prompt_ids, 24, 1.0, 50, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    completions = sampled.continuations()
+    reward = build_rewards(VERIFIABLE, tokenizer, windows.train.reshape(-1))
+    totals, _ = reward.score([""] * prompts, tokenizer.batch_decode(completions), completion_ids=completions)
+    greedy = generate(model, prompt_ids, GREEDY_TOKENS, 1.0, 1, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return {"val_loss": validation_loss(model, windows.val[:64]), "verifiable_reward": float(totals.mean()),
+            "seq_rep_4": statistics.mean(seq_rep(ids) for ids in greedy.continuations())}
+
+
+def one_seed(part: str, seed: int, sizes: dict[str, Any], texts, tokenizer, scratch: Path) -> dict[str, Any]:
+    """Warm up, then run both arms from the warm-up checkpoint; return their measures."""
+    model_config = preset("tiny", vocab_size=len(tokenizer))
+    windows = TokenWindows.from_texts(texts, tokenizer, model_config.max_seq_len)
+    warm = AZRTrainer(build_model(model_config, seed=seed), tokenizer, device="cpu")
+    run_dir = scratch / f"{part}-{seed}"
+    statuses = list(warm.train(texts, sizes["warmup_iterations"], run_dir / "warm", seed=seed, self_play_every=0,
+                               **BASE))
+    start = statuses[-1].checkpoint
+    result: dict[str, Any] = {"warmup": measure(warm, windows, sizes["prompts"], seed)}
+    total = sizes["warmup_iterations"] + sizes["arm_iterations"]
+    for arm, settings in (("supervised", dict(self_play_every=0)), ("self_play", ARMS[part])):
+        began = time.monotonic()
+        trainer = AZRTrainer.from_checkpoint(start, device="cpu")
+        list(trainer.train(max_iterations=total, checkpoint_dir=run_dir / arm, resume_from=start,
+                           **settings))
+        rewards = [r["reward"] for r in trainer.history if r["reward"] is not None and
+                   r["iteration"] > sizes["warmup_iterations"]]
+        result[arm] = {**measure(trainer, windows, sizes["prompts"], seed), "seconds": time.monotonic() - began,
+                       "self_play_reward_first_last": [rewards[0], rewards[-1]] if rewards else None}
+    return result
+
+
+def summary(part: str, seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Each seed's goal checks and whether every seed met them."""
+    checks = {}
+    for seed, r in seeds.items():
+        loss_change = r["self_play"]["val_loss"] / r["supervised"]["val_loss"] - 1
+        if part == "verifiable":
+            met = r["self_play"]["verifiable_reward"] >= 0.8 and loss_change <= 0.02
+            checks[seed] = {"reward_supervised": r["supervised"]["verifiable_reward"],
+                            "reward_self_play": r["self_play"]["verifiable_reward"], "val_loss_change": loss_change,
+                            "met": met}
+        else:
+            before, after = r["supervised"]["seq_rep_4"], r["self_play"]["seq_rep_4"]
+            lower = 1 - after / before if before else 0.0
+            checks[seed] = {"seq_rep_4_supervised": before, "seq_rep_4_self_play": after, "relative_drop": lower,
+                            "val_loss_change": loss_change, "met": lower >= 0.3 and abs(loss_change) <= 0.01}
+    return {"checks": checks, "met": all(c["met"] for c in checks.values())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.selfplay", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the benchmark itself")
+    parser.add_argument("--part", choices=("verifiable", "default", "both"), default="both")
+    parser.add_argument("--seeds", type=int, nargs="+", help="run only these seeds (default: two)")
+    parser.add_argument("--warmup-iterations", type=int, help="supervised iterations before the arms (default 200)")
+    parser.add_argument("--arm-iterations", type=int, help="iterations of each arm (default 200)")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    sizes = dict(SIZES["quick" if args.quick else "default"])
+    sizes["seeds"] = tuple(args.seeds or sizes["seeds"])
+    sizes.update({k: v for k in ("warmup_iterations", "arm_iterations") if (v := getattr(args, k)) is not None})
+    texts = default_corpus()
+    tokenizer = train_tokenizer(texts, preset("tiny").vocab_size)
+    results = {"sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()}, "base": BASE,
+               "arms": ARMS}
+    with tempfile.TemporaryDirectory(prefix="azr-selfplay-") as scratch:
+        for part in (("verifiable", "default") if args.part == "both" else (args.part,)):
+            seeds = {seed: one_seed(part, seed, sizes, texts, tokenizer, Path(scratch)) for seed in sizes["seeds"]}
+            results[part] = {"seeds": seeds, **summary(part, seeds)}
+            print(json.dumps({part: results[part]}, indent=1), flush=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

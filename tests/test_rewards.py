@@ -1,0 +1,137 @@
+"""Reward functions: the spec text, the built-ins, the call contract, and exact resume with every kind."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAST
+
+from azr import AZRTrainer, ConfigError
+from azr.checkpoint import Checkpoint
+from azr.rewards import BUILTINS, RewardSet, build_rewards, parse_rewards
+
+CORPUS_IDS = torch.arange(3, 50)
+
+
+def test_spec_names_functions_options_and_weights():
+    specs = parse_rewards("ends_sentence(within=8)*2, contains(words=sea|ship, x=1.5), reward_plugins:short_words*0.5")
+    assert [(s.target, s.options, s.weight) for s in specs] == [
+        ("ends_sentence", {"within": 8}, 2.0), ("contains", {"words": ["sea", "ship"], "x": 1.5}, 1.0),
+        ("reward_plugins:short_words", {}, 0.5)]
+
+
+@pytest.mark.parametrize("text, words", [("", "at least one"), ("nope", "Unknown reward"),
+                                         ("contains(words)", "key=value"), ("composite*x", "NAME"),
+                                         ("composite*0", "non-zero weight")])
+def test_bad_spec_is_one_sentence(text, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_rewards(text)
+
+
+@pytest.mark.parametrize("text, words", [("os:system", "standard library"), ("no_such_module:f", "cannot be imported"),
+                                         ("ends_sentence(within=0)", "cannot be built"),
+                                         ("ends_sentence(size=3)", "cannot be built"),
+                                         ("reward_plugins:short_words(x=1)", "takes no options")])
+def test_functions_that_cannot_be_built_are_refused(tokenizer, text, words):
+    with pytest.raises(ConfigError, match=words):
+        build_rewards(text, tokenizer, CORPUS_IDS)
+
+
+def test_verifiable_builtins(tokenizer):
+    completions = ["The sea was calm. Then", "the ship sailed on and on without end", "A ship!"]
+    ids = [tokenizer.encode(text) for text in completions]
+    stop = next(n for n in range(1, len(ids[0]) + 1) if "." in tokenizer.decode(ids[0][:n]))  # tokens to the "."
+    ends = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=stop)
+    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, float(len(ids[2]) <= stop)]
+    early = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=stop - 1)
+    assert early([""] * 3, completions)[:2] == [0.0, 0.0]
+    contains = BUILTINS["contains"](tokenizer, CORPUS_IDS, words=["sea", "ship"])
+    assert contains([""] * 3, completions) == [0.5, 0.5, 0.5]
+    avoids = BUILTINS["avoids"](tokenizer, CORPUS_IDS, words="ship")
+    assert avoids([""] * 3, completions) == [1.0, 0.0, 0.0]
+
+
+def test_functions_get_the_keyword_arguments_they_accept_and_a_weighted_sum():
+    seen = {}
+
+    def two(prompts, completions):
+        return [1.0] * len(completions)
+
+    def with_ids(prompts, completions, completion_ids):
+        seen["ids"] = completion_ids
+        return [float(len(ids)) for ids in completion_ids]
+
+    def anything(prompts, completions, **kwargs):
+        seen["kwargs"] = sorted(kwargs)
+        return [0.5] * len(completions)
+
+    def legacy(texts):
+        return [float(len(t)) for t in texts]
+
+    rewards = RewardSet([("two", two, 2.0), ("ids", with_ids, 1.0), ("any", anything, -1.0), ("legacy", legacy, 0.1)])
+    totals, each = rewards.score(["p", "q"], ["ab", "abcd"], prompt_ids=[[1], [2]], completion_ids=[[5], [6, 7]])
+    assert seen == {"ids": [[5], [6, 7]], "kwargs": ["completion_ids", "prompt_ids"]}
+    assert each.tolist() == [[1.0, 1.0], [1.0, 2.0], [0.5, 0.5], [2.0, 4.0]]
+    assert totals.tolist() == pytest.approx([2 + 1 - 0.5 + 0.2, 2 + 2 - 0.5 + 0.4])
+
+
+def test_a_function_returning_the_wrong_count_is_a_config_error():
+    rewards = RewardSet([("short", lambda prompts, completions: [1.0], 1.0)])
+    with pytest.raises(ConfigError, match="returned 1 values for 2"):
+        rewards.score(["p", "q"], ["a", "b"])
+
+
+RESUMED = dict(FAST, self_play_every=2, beta=0.1, ref_sync_every=4, save_every=5)
+KINDS = ["composite", "ends_sentence(within=4), contains(words=the|and)*0.5, avoids(words=sea)*0.2",
+         "reward_plugins:short_words, reward_plugins:echoes_prompt*2", "ngram(order=3)"]
+
+
+def reference_tensors(path):
+    tensors = Checkpoint.open(path).reference_tensors()
+    return {k: v.clone() for k, v in tensors.items()}
+
+
+@pytest.mark.parametrize("rewards", KINDS)
+def test_exact_resume_with_every_reward_kind_and_the_reference(texts, tokenizer, make_model, tmp_path, rewards):
+    """Stopped at 5 and resumed without naming the rewards again: the same functions, reference and numbers.
+    Self-play at iterations 1, 3, 5, 7, 9; the reference is taken at 1 and refreshed at 5 (after the resume) and 9."""
+    whole = AZRTrainer(make_model(), tokenizer, device="cpu")
+    statuses = list(whole.train(texts, 10, tmp_path / "whole", rewards=rewards, **RESUMED))
+    first = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for status in first.train(texts, 10, tmp_path / "split", rewards=rewards, **RESUMED):
+        if status.iteration == 5 and status.state == "running":
+            first.stop_training()
+    paused = Checkpoint.open(status.checkpoint)
+    assert paused.train_config.rewards == rewards and paused.state["reference_iteration"] == 1
+    second = AZRTrainer.from_checkpoint(status.checkpoint, device="cpu")
+    resumed = list(second.train(max_iterations=10, checkpoint_dir=tmp_path / "split"))
+
+    assert [r["loss"] for r in second.history] == [r["loss"] for r in whole.history]
+    assert [r["reward"] for r in second.history] == [r["reward"] for r in whole.history]
+    assert resumed[-1].reward_components == statuses[-1].reward_components
+    assert resumed[-1].samples == statuses[-1].samples and resumed[-1].kl == statuses[-1].kl
+    assert set(resumed[-1].reward_components) == {spec.target for spec in parse_rewards(rewards)}
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[name], value), name
+    ends = [Checkpoint.open(s.checkpoint) for s in (statuses[-1], resumed[-1])]
+    assert ends[0].state["reference_iteration"] == ends[1].state["reference_iteration"] == 9
+    for name, value in reference_tensors(ends[0].path).items():
+        assert torch.equal(reference_tensors(ends[1].path)[name], value), name
+
+
+def test_no_reference_file_without_a_kl_penalty(texts, tokenizer, make_model, tmp_path):
+    statuses = list(AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 6, tmp_path, **{**RESUMED,
+                                                                                                    "beta": 0.0}))
+    checkpoint = Checkpoint.open(statuses[-1].checkpoint)
+    assert checkpoint.reference_tensors() is None and statuses[-1].kl is None
+    assert statuses[-1].reward_std is not None and len(statuses[-1].samples) == 3
+
+
+def test_the_cli_has_the_rewards_option_and_checks_it_alone(capsys):
+    from azr.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--rewards", "ends_sentence(within=8)*2, composite",
+                                      "--self-play-batch", "6", "--num-generations", "3"])
+    assert args.rewards == "ends_sentence(within=8)*2, composite" and args.self_play_batch == 6
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--rewards", "nope"])
+    assert exit_info.value.code == 2 and "Unknown reward 'nope'" in capsys.readouterr().err
