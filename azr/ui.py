@@ -23,7 +23,7 @@ from .jobs import TrainingJob
 from .owners import Access, Caller
 from .render import LOSS_AXIS, LOSS_SERIES, LR_AXIS, LR_PARTS, REWARD_AXIS, REWARD_SERIES, chart_frame, \
     checkpoint_label, checkpoint_table, history_frame, line_chart, lr_chart, render_progress, render_status, runs_table
-from .rewards import BUILTINS
+from .rewards import BUILTIN_NAMES
 from .status import FINAL_STATES
 
 POLL_S = 1.0
@@ -102,7 +102,7 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                                                         precision=0)
                             rl_weight = gr.Number(DEFAULTS.rl_weight, label="RL weight")
                         rewards = gr.Textbox(DEFAULTS.rewards, label="Self-play rewards (name(options)*weight, ...)",
-                                             info="Built-ins: " + ", ".join(BUILTINS) + "; or package.module:function.",
+                                             info="Built-ins: " + ", ".join(BUILTIN_NAMES) + "; or package.module:function.",
                                              elem_id="train-rewards")
                         seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
                         with gr.Row():

@@ -7,7 +7,7 @@ from conftest import FAST
 
 from azr import AZRTrainer, ConfigError
 from azr.checkpoint import Checkpoint
-from azr.rewards import BUILTINS, RewardSet, build_rewards, parse_rewards
+from azr.rewards import RewardSet, build_rewards, builtins, parse_rewards
 
 CORPUS_IDS = torch.arange(3, 50)
 
@@ -40,13 +40,13 @@ def test_verifiable_builtins(tokenizer):
     completions = ["The sea was calm. Then", "the ship sailed on and on without end", "A ship!"]
     ids = [tokenizer.encode(text) for text in completions]
     stop = next(n for n in range(1, len(ids[0]) + 1) if "." in tokenizer.decode(ids[0][:n]))  # tokens to the "."
-    ends = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=stop)
+    ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=stop)
     assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, float(len(ids[2]) <= stop)]
-    early = BUILTINS["ends_sentence"](tokenizer, CORPUS_IDS, within=stop - 1)
+    early = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=stop - 1)
     assert early([""] * 3, completions)[:2] == [0.0, 0.0]
-    contains = BUILTINS["contains"](tokenizer, CORPUS_IDS, words=["sea", "ship"])
+    contains = builtins()["contains"](tokenizer, CORPUS_IDS, words=["sea", "ship"])
     assert contains([""] * 3, completions) == [0.5, 0.5, 0.5]
-    avoids = BUILTINS["avoids"](tokenizer, CORPUS_IDS, words="ship")
+    avoids = builtins()["avoids"](tokenizer, CORPUS_IDS, words="ship")
     assert avoids([""] * 3, completions) == [1.0, 0.0, 0.0]
 
 

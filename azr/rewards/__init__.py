@@ -2,30 +2,38 @@
 
 Built-ins that need the training corpus are classes built as ``Cls(tokenizer, corpus_ids, **options)``, where
 ``corpus_ids`` is a 1-D LongTensor of the training split's tokens. See :mod:`azr.rewards.combined` for the contract
-of a reward function and :mod:`azr.rewards.spec` for the text that names a run's functions.
+of a reward function and :mod:`azr.rewards.spec` for the text that names a run's functions. The functions' modules
+(and torch) are imported on first use, so that checking a setting (``azr --help``, TrainConfig) stays light.
 """
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .combined import RewardFn, RewardSet
-from .composite import CompositeReward, ReferenceStats, score_tokens
-from .ngram import NgramReward
 from .spec import RewardSpec, build, parse
-from .verifiable import Avoids, Contains, EndsSentence
 
-BUILTINS: dict[str, type] = {
-    "composite": CompositeReward,
-    "ends_sentence": EndsSentence,
-    "contains": Contains,
-    "avoids": Avoids,
-    "ngram": NgramReward,
+if TYPE_CHECKING:
+    import torch
+
+    from .combined import RewardSet
+
+BUILTIN_NAMES = ("composite", "ends_sentence", "contains", "avoids", "ngram")
+_LAZY = {  # name -> the module that defines it
+    "CompositeReward": "composite", "ReferenceStats": "composite", "score_tokens": "composite",
+    "EndsSentence": "verifiable", "Contains": "verifiable", "Avoids": "verifiable", "NgramReward": "ngram",
+    "RewardFn": "combined", "RewardSet": "combined",
 }
+
+
+def builtins() -> dict[str, type]:
+    """Return the built-in reward classes by name (importing their modules)."""
+    classes = ("CompositeReward", "EndsSentence", "Contains", "Avoids", "NgramReward")
+    return {name: __getattr__(cls) for name, cls in zip(BUILTIN_NAMES, classes)}
 
 
 def parse_rewards(text: str) -> list[RewardSpec]:
     """Return the reward functions named by ``text``; raises ConfigError for bad syntax or an unknown name."""
-    return parse(text, tuple(BUILTINS))
+    return parse(text, BUILTIN_NAMES)
 
 
 def build_rewards(text: str, tokenizer, corpus_ids: torch.Tensor) -> RewardSet:
@@ -34,9 +42,18 @@ def build_rewards(text: str, tokenizer, corpus_ids: torch.Tensor) -> RewardSet:
     labels = [spec.target for spec in specs]
     labels = [label if labels.count(label) == 1 else f"{label}#{labels[:i].count(label) + 1}"
               for i, label in enumerate(labels)]
-    return RewardSet([(label, build(spec, BUILTINS, tokenizer, corpus_ids), spec.weight)
-                      for label, spec in zip(labels, specs)])
+    classes = builtins()
+    return __getattr__("RewardSet")([(label, build(spec, classes, tokenizer, corpus_ids), spec.weight)
+                                     for label, spec in zip(labels, specs)])
 
 
-__all__ = ["BUILTINS", "Avoids", "CompositeReward", "Contains", "EndsSentence", "NgramReward", "ReferenceStats",
-           "RewardFn", "RewardSet", "RewardSpec", "build_rewards", "parse_rewards", "score_tokens"]
+def __getattr__(name: str) -> Any:
+    """Return a reward class or helper, importing its module on first use; AttributeError for any other name."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["BUILTIN_NAMES", "RewardSpec", "build_rewards", "builtins", "parse_rewards", *_LAZY]
