@@ -1,11 +1,17 @@
 """Shared fixtures: a small corpus, a tokenizer trained on it once, and tiny models built from it."""
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from azr import ModelConfig, build_model, default_corpus, train_tokenizer
 
 TINY_VOCAB = 300
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores: one thread each, no oversubscription
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
