@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .schedule import EXTEND_SCHEDULES
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
@@ -82,6 +83,8 @@ class TrainConfig:
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
     warmup: int = _setting(0, "iterations of linear warmup at the start of the run")
     min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
+    extend_schedule: str = _setting("rewarm", "when a finished run gets a larger target: rewarm (ramp into the "
+                                    "schedule re-planned for the new target) or final_lr (stay at the final LR)")
     weight_decay: float = _setting(0.1, "AdamW weight decay of the matrices")
     grad_clip: float = _setting(1.0, "clip the gradient norm to this value (0: no clipping)")
     seq_len: int | None = _setting(None, "tokens per training window (default: the model's length, at most 256)")
@@ -119,6 +122,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be zero or positive, got {value!r}.")
+        if self.extend_schedule not in EXTEND_SCHEDULES:
+            raise ConfigError(f"extend_schedule must be one of {', '.join(EXTEND_SCHEDULES)}, "
+                              f"got {self.extend_schedule!r}.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."

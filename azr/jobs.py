@@ -121,7 +121,7 @@ class TrainingJob:
 
     def resume(self, name: str, max_iterations: int | None = None, batch_size: int | None = None,
                lr: float | None = None, load_optimizer: bool = True, time_budget_s: float | None = None,
-               hub_settings: HubSettings | None = None) -> dict[str, Any]:
+               hub_settings: HubSettings | None = None, extend_schedule: str | None = None) -> dict[str, Any]:
         """Continue the listed checkpoint ``name`` to ``max_iterations`` (None: its own target) in its run
         directory (a Hub checkpoint: in the local run of the same id, or a new one); return the status.
 
@@ -135,6 +135,7 @@ class TrainingJob:
             trainer = AZRTrainer.from_checkpoint(checkpoint.path)
             statuses = trainer.train(None, max_iterations, run_dir, load_optimizer=load_optimizer,
                                      time_budget_s=time_budget_s, batch_size=batch_size, lr=lr,
+                                     extend_schedule=extend_schedule,
                                      **hub_settings.train_kwargs())
             return trainer, statuses
 
@@ -300,12 +301,14 @@ class TrainingJob:
                         corpus_root=_corpus_root(checkpoint))
 
     def lr_preview(self, name: str, max_iterations: int | None, lr: float | None = None,
-                   hub_settings: HubSettings | None = None) -> list[dict[str, Any]]:
+                   hub_settings: HubSettings | None = None,
+                   extend_schedule: str | None = None) -> list[dict[str, Any]]:
         """Return the LR schedule a resume of a listed checkpoint would follow (see :func:`services.lr_preview`).
 
         Raises AZRError for an unknown checkpoint or an invalid target / LR.
         """
-        return services.lr_preview(self.catalog.open(name, hub_settings, verify=False), max_iterations, lr)
+        return services.lr_preview(self.catalog.open(name, hub_settings, verify=False), max_iterations, lr,
+                                   extend_schedule)
 
     def generate(self, name: str, prompt: str, temperature: float, top_k: int, max_new_tokens: int,
                  hub_settings: HubSettings | None = None, seed: int | None = None) -> str:

@@ -167,7 +167,8 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
         run.warnings.append(f"Resumed on {device.type} a checkpoint saved on {saved_device}; exact reproduction "
                             "is not guaranteed.")
     state.plan = checkpoint.plan().replanned(checkpoint.iteration, config.max_iterations, new_lr,
-                                             config.min_lr_ratio, config.lr_schedule)
+                                             config.min_lr_ratio, config.lr_schedule,
+                                             config.extend_schedule)
     state.iteration, state.history = checkpoint.iteration, checkpoint.history()
     for name in ("loss", "val_loss", "reward"):
         setattr(state, name, checkpoint.state.get(name))

@@ -18,6 +18,7 @@ from .data import TEXT_SUFFIXES
 from .errors import AZRError
 from .feed import Feed, charts_stale, follow, status_key
 from .jobs import TrainingJob
+from .schedule import EXTEND_SCHEDULES
 from .render import LOSS_SERIES, LR_PARTS, REWARD_SERIES, chart_frame, checkpoint_label, checkpoint_table, \
     history_frame, line_chart, render_progress, render_status, runs_table
 from .status import FINAL_STATES
@@ -104,6 +105,8 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
                             resume_batch = gr.Number(0, label="Batch size (0: keep)", precision=0)
                             resume_lr = gr.Number(0, label="Learning rate (0: keep)")
                             load_optimizer = gr.Checkbox(True, label="Load optimizer state")
+                            extend = gr.Radio(list(EXTEND_SCHEDULES), value=EXTEND_SCHEDULES[0],
+                                              label="Extending a finished run", elem_id="resume-extend")
                         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned",
                                                 elem_id="lr-preview", height=200)
                         preview_note = gr.Markdown()
@@ -217,21 +220,22 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
             targets = {e["name"]: e["max_iterations"] for e in entries}
             return targets.get(name, gr.skip())
 
-        def preview(name: str | None, target: int | None, new_lr: float | None, hub_repo_id: str,
-                    hub_token: str) -> tuple[Any, str]:
+        def preview(name: str | None, target: int | None, new_lr: float | None, extend_choice: str,
+                    hub_repo_id: str, hub_token: str) -> tuple[Any, str]:
             if not name:
                 return chart_frame([], LR_PARTS), ""
             try:
                 records = job.lr_preview(name, whole("max_iterations", target) or None,
-                                         real("lr", new_lr) or None, api.hub_settings(hub_repo_id, hub_token))
+                                         real("lr", new_lr) or None, api.hub_settings(hub_repo_id, hub_token),
+                                         extend_choice or None)
             except (AZRError, ValueError) as exc:
                 return gr.skip(), _warning(exc)
             return chart_frame([(r["iteration"], r["lr"], r["part"]) for r in records], LR_PARTS), ""
 
-        preview_inputs = [resume_choice, resume_max, resume_lr, hub_repo, hub_token]
+        preview_inputs = [resume_choice, resume_max, resume_lr, extend, hub_repo, hub_token]
         resume_choice.change(prefill, inputs=[resume_choice, hub_repo, hub_token], outputs=resume_max,
                              api_visibility="private")
-        for trigger in (resume_choice, resume_max, resume_lr):
+        for trigger in (resume_choice, resume_max, resume_lr, extend):
             trigger.change(preview, inputs=preview_inputs, outputs=[lr_preview, preview_note],
                            api_visibility="private", show_progress="hidden")
 
@@ -243,7 +247,8 @@ def build_ui(job: TrainingJob) -> gr.Blocks:
 
         resume_button.click(on_resume, inputs_kwargs={
             "checkpoint": resume_choice, "max_iterations": resume_max, "batch_size": resume_batch,
-            "lr": resume_lr, "load_optimizer": load_optimizer, "time_budget_min": budget, **hub_all},
+            "lr": resume_lr, "load_optimizer": load_optimizer, "extend_schedule": extend, "time_budget_min": budget,
+            **hub_all},
             outputs=resume_message, api_visibility="private")
 
         refresh_button.click(lambda *values: listing(*values, verify=True), inputs=listing_inputs,
