@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .runs import rotate_checkpoints
+from .runs import discard_older, rotate_checkpoints
 from .uploader import HubUploader
 
 
@@ -31,7 +31,7 @@ class TrainerCallback:
 
 
 class Rotation(TrainerCallback):
-    """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run."""
+    """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run and its newest ``model_best``."""
 
     def __init__(self, run_dir: Path, keep_last: int) -> None:
         self.run_dir, self.keep_last = run_dir, keep_last
@@ -39,6 +39,8 @@ class Rotation(TrainerCallback):
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "iter":
             rotate_checkpoints(self.run_dir, self.keep_last)
+        elif kind == "best":
+            discard_older(self.run_dir, "best", path)
 
 
 class TimeBudget(TrainerCallback):

@@ -57,6 +57,9 @@ COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 
 
+BEST_HELP = "use the run's model_best checkpoint (lowest validation loss) of CHECKPOINT's run"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``azr`` command; each subcommand's handler is in ``args.handler``."""
     parser = _Parser(prog="azr", description="Train small causal LMs with the AZR method; pause and resume exactly.")
@@ -117,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=COUNT, default=50, metavar="N", help="0 for no limit (default: 50)")
     sample.add_argument("--seed", type=COUNT, help="makes the sample reproducible")
     sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
+    sample.add_argument("--best", action="store_true", help=BEST_HELP)
     sample.set_defaults(handler=cmd_generate)
 
     demo = commands.add_parser("demo", help="the pause/resume demonstration (about a minute)", description=(
@@ -146,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory")
     push.add_argument("repo_id", metavar="REPO", help="user/run")
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--best", action="store_true", help=BEST_HELP)
     push.set_defaults(handler=cmd_push)
 
     space = commands.add_parser("space", help="deploy the app as a Hugging Face Space",

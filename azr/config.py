@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .data import SAMPLINGS
 from .schedule import EXTEND_SCHEDULES
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
@@ -94,6 +95,8 @@ class TrainConfig:
     val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)")
     val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)")
     seed: int = _setting(0, "seed of the initial weights and the data order")
+    sampling: str = _setting("random_offset", "training windows: random_offset (each starts at a random token) "
+                             "or windows (the fixed cut)")
     self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)")
     self_play_batch: int = _setting(4, "continuations generated per self-play step")
     rl_weight: float = _setting(0.1, "weight of the REINFORCE loss in a self-play step")
@@ -122,6 +125,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be zero or positive, got {value!r}.")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}.")
         if self.extend_schedule not in EXTEND_SCHEDULES:
             raise ConfigError(f"extend_schedule must be one of {', '.join(EXTEND_SCHEDULES)}, "
                               f"got {self.extend_schedule!r}.")

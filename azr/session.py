@@ -170,7 +170,7 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
                                              config.min_lr_ratio, config.lr_schedule,
                                              config.extend_schedule)
     state.iteration, state.history = checkpoint.iteration, checkpoint.history()
-    for name in ("loss", "val_loss", "reward"):
+    for name in ("loss", "val_loss", "reward", "best_val_loss"):
         setattr(state, name, checkpoint.state.get(name))
     state.reward_components = dict(checkpoint.state.get("reward_components") or {})
     run.last_checkpoint = str(checkpoint.path)

@@ -26,13 +26,15 @@ class TrainState:
     loss: float | None = None
     val_loss: float | None = None
     reward: float | None = None
+    best_val_loss: float | None = None  # lowest validation loss so far: model_best_<N> holds its weights
     reward_components: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         """Return the JSON-able state (without the history, which is stored as columns)."""
         return {"run_id": self.run_id, "iteration": self.iteration, "data_position": self.sampler.state_dict(),
                 "plan": self.plan.to_dict(), "corpus": self.corpus, "loss": self.loss, "val_loss": self.val_loss,
-                "reward": self.reward, "reward_components": dict(self.reward_components)}
+                "reward": self.reward, "reward_components": dict(self.reward_components),
+                "best_val_loss": self.best_val_loss}
 
     def load_state_dict(self, values: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the sampler continues from the saved position)."""
@@ -41,3 +43,4 @@ class TrainState:
         self.plan = LRPlan.from_dict(values["plan"])
         self.loss, self.val_loss, self.reward = values["loss"], values["val_loss"], values["reward"]
         self.reward_components = dict(values["reward_components"])
+        self.best_val_loss = values.get("best_val_loss")

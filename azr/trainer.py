@@ -193,6 +193,9 @@ class AZRTrainer:
                 if config.val_every and state.iteration % config.val_every == 0:
                     state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
                     state.history.set_last("val_loss", state.val_loss)
+                    if state.best_val_loss is None or state.val_loss < state.best_val_loss:
+                        state.best_val_loss = state.val_loss
+                        self._save(run, "best", callbacks, snapshot)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
                     path = self._save(run, "iter", callbacks, snapshot)
                     yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
@@ -229,7 +232,7 @@ class AZRTrainer:
         lr = state.plan.lr_at(state.iteration)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        batch = run.windows.train[state.sampler.next_indices(config.batch_size)].to(self.device)
+        batch = run.windows.draw(state.sampler, config.batch_size, config.sampling).to(self.device)
         self.model.train()
         lm_loss = self._lm_loss(batch)
         loss, reward = lm_loss, None
