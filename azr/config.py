@@ -80,9 +80,9 @@ class TrainConfig:
 
     max_iterations: int = _setting(1000, "iteration target of the run (optimizer steps)")
     batch_size: int = _setting(16, "token windows per optimizer step")
-    lr: float = _setting(3e-4, "peak learning rate")
+    lr: float = _setting(1e-3, "peak learning rate")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
-    warmup: int = _setting(0, "iterations of linear warmup at the start of the run")
+    warmup: int = _setting(50, "iterations of linear warmup at the start of the run")
     min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
     extend_schedule: str = _setting("rewarm", "when a finished run gets a larger target: rewarm (ramp into the "
                                     "schedule re-planned for the new target) or final_lr (stay at the final LR)")

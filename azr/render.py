@@ -49,6 +49,9 @@ def render_status(status: dict[str, Any]) -> str:
     if status["reward_components"]:
         parts = " · ".join(f"{k} {v:.3f}" for k, v in status["reward_components"].items())
         lines += ["", f"**Reward components:** {parts}"]
+    if status.get("quality"):
+        parts = " · ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in status["quality"].items())
+        lines += ["", f"**Greedy on held-out prompts:** {parts}"]
     lines += ["", f"**Run:** {status['run'] or '—'} · **Last checkpoint:** {status['checkpoint'] or '—'}"]
     if status["pushes"]:
         lines.append("**Hub pushes:** " + " · ".join(f"{k}: {v}" for k, v in status["pushes"].items()))

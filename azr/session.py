@@ -173,4 +173,5 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
     for name in ("loss", "val_loss", "reward", "best_val_loss"):
         setattr(state, name, checkpoint.state.get(name))
     state.reward_components = dict(checkpoint.state.get("reward_components") or {})
+    state.quality = dict(checkpoint.state.get("quality") or {})
     run.last_checkpoint = str(checkpoint.path)

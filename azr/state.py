@@ -27,6 +27,7 @@ class TrainState:
     val_loss: float | None = None
     reward: float | None = None
     best_val_loss: float | None = None  # lowest validation loss so far: model_best_<N> holds its weights
+    quality: dict[str, float] = field(default_factory=dict)  # greedy seq-rep-4 and distinct-2 (azr.quality)
     reward_components: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
@@ -34,7 +35,7 @@ class TrainState:
         return {"run_id": self.run_id, "iteration": self.iteration, "data_position": self.sampler.state_dict(),
                 "plan": self.plan.to_dict(), "corpus": self.corpus, "loss": self.loss, "val_loss": self.val_loss,
                 "reward": self.reward, "reward_components": dict(self.reward_components),
-                "best_val_loss": self.best_val_loss}
+                "best_val_loss": self.best_val_loss, "quality": dict(self.quality)}
 
     def load_state_dict(self, values: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the sampler continues from the saved position)."""
@@ -44,3 +45,4 @@ class TrainState:
         self.loss, self.val_loss, self.reward = values["loss"], values["val_loss"], values["reward"]
         self.reward_components = dict(values["reward_components"])
         self.best_val_loss = values.get("best_val_loss")
+        self.quality = dict(values.get("quality") or {})

@@ -25,6 +25,7 @@ class TrainingStatus:
     val_loss: float | None = None
     reward: float | None = None
     reward_components: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)  # greedy seq-rep-4 / distinct-2 at the last validation
     lr: float | None = None
     tokens_per_s: float | None = None
     eta_s: float | None = None
@@ -44,6 +45,7 @@ class TrainingStatus:
         """Return a JSON-able dict with these fields plus the seed trainer's callback keys."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["reward_components"] = dict(self.reward_components)
+        values["quality"] = dict(self.quality)
         values["warnings"] = list(self.warnings)
         values["pushes"] = dict(self.pushes)
         values["history"] = list(self.history) if with_history else []
@@ -82,7 +84,7 @@ class StatusClock:
         return TrainingStatus(
             state=state, iteration=train.iteration, max_iterations=config.max_iterations, loss=train.loss,
             val_loss=train.val_loss, reward=train.reward, reward_components=dict(train.reward_components),
-            lr=train.plan.lr_at(train.iteration),
+            quality=dict(train.quality), lr=train.plan.lr_at(train.iteration),
             tokens_per_s=(config.batch_size * config.seq_len / per_step) if per_step else None,
             eta_s=(per_step * (config.max_iterations - train.iteration)) if per_step else None,
             memory_mb=memory_mb(device), checkpoint=run.last_checkpoint, message=message,

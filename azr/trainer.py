@@ -24,6 +24,7 @@ from .history import History
 from .reward import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
+from .quality import greedy_measures
 from .selfplay import reinforce_loss, self_play_round
 from .session import Run, check_architecture, prepare_run
 from .signals import ForcedExit, graceful_stop
@@ -193,6 +194,9 @@ class AZRTrainer:
                 if config.val_every and state.iteration % config.val_every == 0:
                     state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
                     state.history.set_last("val_loss", state.val_loss)
+                    state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
+                    for name, value in state.quality.items():
+                        state.history.set_last(name, value)
                     if state.best_val_loss is None or state.val_loss < state.best_val_loss:
                         state.best_val_loss = state.val_loss
                         self._save(run, "best", callbacks, snapshot)
