@@ -39,8 +39,7 @@ HISTORY_FILE = "history_tail.safetensors"
 V1_OPTIMIZER_FILE, V1_RNG_FILE = "optimizer.pt", "rng_state.pt"
 REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
                   2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
-KINDS = ("iter", "paused", "interrupted", "error", "best", "predecay")  # best: lowest validation loss so far;
-# predecay: the last state before a wsd decay began (an extension re-plans the decay from it)
+KINDS = ("iter", "paused", "interrupted", "error", "best")  # best: the lowest validation loss so far
 NAME_PATTERN = re.compile(rf"^model_({'|'.join(KINDS)})_(\d+)$")
 HUB_LIKE = re.compile(r"^([\w.-]+)/([\w.-]+)(@[^/]+)?(/[\w.-]+)?/?$")
 

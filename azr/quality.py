@@ -32,11 +32,14 @@ def greedy_measures(model, windows: torch.Tensor, eos_token_id: int | None = Non
     prompts = windows[:PROMPTS, :PROMPT_TOKENS]
     if not len(prompts):
         return {}
+    new_tokens = min(NEW_TOKENS, model.config.max_position_embeddings - prompts.shape[1])
+    if new_tokens < 4:
+        return {}
     was_training = model.training
     model.eval()
     try:
         output = model.generate(prompts.to(model.device), attention_mask=torch.ones_like(prompts).to(model.device),
-                                do_sample=False, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                                do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                 eos_token_id=eos_token_id, pad_token_id=eos_token_id)
     finally:
         model.train(was_training)

@@ -1,6 +1,5 @@
 """Learning, not speed: the new defaults against the old ones, and extending a finished run (re-warm against
-staying at the final LR), on the embedded corpus with two seeds (``python -m benchmarks.learning``; also part of
-``python -m benchmarks``).
+staying at the final LR), on the embedded corpus with two seeds (``python -m benchmarks.learning``).
 
 Self-play is off in these runs (both sides alike) to keep them lean: the goals are about the LR and the data.
 """
