@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import pending
 from .pending import PushTarget
-from .runs import rotate_checkpoints
+from .runs import discard_older, rotate_checkpoints
 from .signals import stop_deadline
 from .status import TrainingStatus
 from .uploader import LATER, HubUploader
@@ -40,7 +40,7 @@ class TrainerCallback:
 
 
 class Rotation(TrainerCallback):
-    """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run."""
+    """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run and its newest ``model_best``."""
 
     def __init__(self, run_dir: Path, keep_last: int) -> None:
         self.run_dir, self.keep_last = run_dir, keep_last
@@ -48,6 +48,8 @@ class Rotation(TrainerCallback):
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "iter":
             rotate_checkpoints(self.run_dir, self.keep_last)
+        elif kind == "best":
+            discard_older(self.run_dir, "best", path)
 
 
 class TimeBudget(TrainerCallback):

@@ -60,6 +60,9 @@ COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 
 
+BEST_HELP = "use the run's model_best checkpoint (lowest validation loss) of CHECKPOINT's run"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``azr`` command; ``args.handler`` names the subcommand's function in
     :mod:`azr.commands` (imported only once the arguments are valid)."""
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=COUNT, default=50, metavar="N", help="0 for no limit (default: 50)")
     sample.add_argument("--seed", type=COUNT, help="makes the sample reproducible")
     sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
+    sample.add_argument("--best", action="store_true", help=BEST_HELP)
     sample.set_defaults(handler="cmd_generate")
 
     demo = commands.add_parser("demo", help="the pause/resume demonstration (about a minute)", description=(
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.add_argument("--pending", action="store_true",
                       help="push the pending pushes of DIR (kept when the Hub was down, hanging or the run stopped)")
+    push.add_argument("--best", action="store_true", help=BEST_HELP)
     push.set_defaults(handler="cmd_push")
 
     space = commands.add_parser("space", help="deploy the app as a Hugging Face Space",

@@ -288,11 +288,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from . import services  # noqa: PLC0415
     from .trainer import resolve_device  # noqa: PLC0415
 
-    checkpoint = Checkpoint.open(args.checkpoint, verify=False)  # sample_text verifies it
+    checkpoint = Checkpoint.open(_chosen(args), verify=False)  # sample_text verifies it
     print(services.sample_text(checkpoint, args.prompt, temperature=args.temperature, top_k=args.top_k,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
                                device=resolve_device(_device(args.device))))
     return 0
+
+
+def _chosen(args: argparse.Namespace) -> str | Path:
+    """The checkpoint a command works on: the one named, or with ``--best`` its run's model_best."""
+    return runs.best_checkpoint(args.checkpoint) if args.best else args.checkpoint
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -337,7 +342,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.checkpoint is None or args.repo_id is None:
         raise ConfigError("azr push needs a CHECKPOINT and a REPO (or --pending [DIR]); see `azr push --help`.")
     check_repo_id(args.repo_id)
-    path = Checkpoint.open(args.checkpoint, verify=False).path  # push verifies it
+    path = Checkpoint.open(_chosen(args), verify=False).path  # push verifies it
     commit = hub.push(path, args.repo_id, private=not args.public, corpus_root=path.parent)
     print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
     return 0

@@ -8,12 +8,14 @@ from typing import Any
 
 from .errors import ConfigError
 from .rewards import parse_rewards
+from .schedule import EXTEND_SCHEDULES
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 PRECISIONS = ("fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "trackio")  # where a run reports its metrics (azr.reporting)
 DATASET_MAX_MB = 1024.0  # the default cap on a Hub dataset's data (azr.hubdata)
 LORA_TARGET = "all-linear"  # the default modules LoRA adapts (azr.lora)
+SAMPLINGS = ("random_offset", "windows")  # how training windows are drawn (azr.data)
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 
 
@@ -89,10 +91,12 @@ class TrainConfig:
     precision: str = _setting("fp32", "precision of the forward passes: fp32, bf16 or fp16 (autocast; fp16 with "
                                       "a gradient scaler)")
     compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
-    lr: float = _setting(3e-4, "peak learning rate")
+    lr: float = _setting(1e-3, "peak learning rate")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
-    warmup: int = _setting(0, "iterations of linear warmup at the start of the run")
+    warmup: int = _setting(50, "iterations of linear warmup at the start of the run")
     min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
+    extend_schedule: str = _setting("rewarm", "when a finished run gets a larger target: rewarm (ramp into the "
+                                    "schedule re-planned for the new target) or final_lr (stay at the final LR)")
     weight_decay: float = _setting(0.1, "AdamW weight decay of the matrices")
     grad_clip: float = _setting(1.0, "clip the gradient norm to this value (0: no clipping)")
     seq_len: int | None = _setting(None, "tokens per training window (default: the model's length, at most 256)")
@@ -104,6 +108,8 @@ class TrainConfig:
     val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)")
     val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)")
     seed: int = _setting(0, "seed of the initial weights and the data order")
+    sampling: str = _setting("random_offset", "training windows: random_offset (each starts at a random token) "
+                             "or windows (the fixed cut)")
     self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)")
     self_play_batch: int = _setting(8, "continuations generated per self-play step (prompts x num_generations)")
     num_generations: int = _setting(4, "continuations per prompt: a group, whose rewards give the advantages")
@@ -162,6 +168,11 @@ class TrainConfig:
             raise ConfigError(f"compile must be true or false, got {self.compile!r}.")
         if not isinstance(self.async_save, bool):
             raise ConfigError(f"async_save must be true or false, got {self.async_save!r}.")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}.")
+        if self.extend_schedule not in EXTEND_SCHEDULES:
+            raise ConfigError(f"extend_schedule must be one of {', '.join(EXTEND_SCHEDULES)}, "
+                              f"got {self.extend_schedule!r}.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."

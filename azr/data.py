@@ -118,11 +118,26 @@ def fingerprint(texts: list[str]) -> str:
 
 @dataclass
 class TokenWindows:
-    """The corpus as fixed-length token windows, split 90/10 into train and validation."""
+    """The corpus as fixed-length token windows, split 90/10 into train and validation.
+
+    ``shift_limits`` says per training window how far a random-offset sample may move its start (negative:
+    backwards) without reading a validation window's tokens.
+    """
 
     train: torch.Tensor  # (n_train, seq_len + 1) int64
     val: torch.Tensor  # (n_val, seq_len + 1) int64
     num_tokens: int
+    stream: torch.Tensor | None = None  # the windows' tokens in corpus order
+    train_starts: torch.Tensor | None = None  # where each training window starts in ``stream``
+    shift_limits: torch.Tensor | None = None  # (n_train,) the largest shift, signed
+
+    def draw(self, sampler: ResumableSampler, batch_size: int, sampling: str = "random_offset") -> torch.Tensor:
+        """Return the sampler's next batch of training windows: at random offsets, or as cut ("windows")."""
+        indices, shifts = sampler.next_batch(batch_size)
+        if sampling == "windows" or self.stream is None:
+            return self.train[indices]
+        starts = self.train_starts[indices] + (shifts * self.shift_limits[indices]).long()
+        return self.stream[starts[:, None] + torch.arange(self.train.shape[1])]
 
     @classmethod
     def from_texts(cls, texts: list[str], tokenizer, seq_len: int) -> TokenWindows:
@@ -147,13 +162,20 @@ class TokenWindows:
         is_val = (torch.arange(count) % VAL_EVERY_NTH_WINDOW) == VAL_EVERY_NTH_WINDOW - 1
         if count < VAL_EVERY_NTH_WINDOW:
             is_val[:] = False
-        return cls(train=windows[~is_val], val=windows[is_val], num_tokens=len(ids))
+        starts = torch.arange(count)[~is_val] * window
+        after = torch.cat([~is_val[1:], torch.tensor([False])])[~is_val]  # the next window is a training one
+        before = torch.cat([torch.tensor([False]), ~is_val[:-1]])[~is_val]
+        limits = torch.where(after, window - 1, torch.where(before, -(window - 1), 0))
+        return cls(train=windows[~is_val], val=windows[is_val], num_tokens=len(ids), stream=windows.reshape(-1),
+                   train_starts=starts, shift_limits=limits)
 
 
 class ResumableSampler:
-    """Visits training windows in a seeded random order, epoch after epoch.
+    """Visits training windows in a seeded random order, epoch after epoch, each with a seeded random shift
+    (a fraction in [0, 1): how far into its neighbour a random-offset sample starts).
 
-    The position is counted in samples (epoch, offset), so it survives a change of batch size.
+    The position is counted in samples (epoch, offset), so it survives a change of batch size; the order and
+    the shifts are functions of (seed, epoch), so the position is all a resume needs.
     """
 
     def __init__(self, num_samples: int, seed: int, epoch: int = 0, offset: int = 0) -> None:
@@ -165,22 +187,29 @@ class ResumableSampler:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_samples, generator=generator)
+        order = torch.randperm(self.num_samples, generator=generator)
+        self._shifts = torch.rand(self.num_samples, generator=generator, dtype=torch.float64)
+        return order
 
     def next_indices(self, batch_size: int) -> torch.Tensor:
         """Return the next ``batch_size`` window indices, crossing into new epochs as needed."""
-        parts = []
+        return self.next_batch(batch_size)[0]
+
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the next ``batch_size`` window indices and their shifts, crossing into new epochs as needed."""
+        parts, shifts = [], []
         needed = batch_size
         while needed:
             take = min(needed, self.num_samples - self.offset)
             parts.append(self._order[self.offset : self.offset + take])
+            shifts.append(self._shifts[self.offset : self.offset + take])
             self.offset += take
             needed -= take
             if self.offset == self.num_samples:
                 self.epoch += 1
                 self.offset = 0
                 self._order = self._permutation(self.epoch)
-        return torch.cat(parts)
+        return torch.cat(parts), torch.cat(shifts)
 
     def state_dict(self) -> dict[str, int]:
         """Return the position as plain ints."""

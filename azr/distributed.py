@@ -82,7 +82,7 @@ def micro_batch_size(batch_size: int, grad_accum_steps: int) -> int:
 
 
 def micro_batches(indices: torch.Tensor, grad_accum_steps: int) -> list[torch.Tensor]:
-    """Return this process's micro-batches of a global batch of window ``indices``, in order.
+    """Return this process's micro-batches of a global batch (of windows, or of window ``indices``), in order.
 
     Micro-batch ``a`` of process ``r`` is slice ``a * processes + r`` of the batch cut into equal slices, so that
     the processes together cover the whole batch once per accumulation step.

@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time")
+COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time", "seq_rep_4", "distinct_2")
+REQUIRED = COLUMNS[:6]  # older histories lack the later columns: those read as missing
 CHUNK_RECORDS = 4096
 CHUNK_DIR = "history"
 CHUNK_SUFFIX = ".safetensors"
@@ -106,11 +107,13 @@ class History(Sequence):
         from safetensors.numpy import load as load_columns  # noqa: PLC0415
 
         columns = load_columns(data)
-        if set(columns) != set(COLUMNS) or len({len(c) for c in columns.values()}) != 1:
+        if not set(REQUIRED) <= set(columns) <= set(COLUMNS) or len({len(c) for c in columns.values()}) != 1:
             raise ValueError("not a history file")
-        for name, values in columns.items():
-            if values.dtype != np.float64 or values.ndim != 1:
-                raise ValueError("not a history file")
+        if any(values.dtype != np.float64 or values.ndim != 1 for values in columns.values()):
+            raise ValueError("not a history file")
+        length = len(columns["iteration"])
+        for name in COLUMNS:
+            values = columns.get(name, np.full(length, math.nan))
             self._columns[name].frombytes(values.tobytes())
 
     def chunk_digests(self) -> list[str]:

@@ -126,7 +126,7 @@ class TrainingJob:
 
     def resume(self, name: str, max_iterations: int | None = None, batch_size: int | None = None,
                lr: float | None = None, load_optimizer: bool = True, time_budget_s: float | None = None,
-               hub_settings: HubSettings | None = None) -> dict[str, Any]:
+               hub_settings: HubSettings | None = None, extend_schedule: str | None = None) -> dict[str, Any]:
         """Continue the listed checkpoint ``name`` to ``max_iterations`` (None: its own target) in its run
         directory (a Hub checkpoint: in the local run of the same id, or a new one); return the status.
 
@@ -138,7 +138,7 @@ class TrainingJob:
 
         prepare = functools.partial(_resumed, checkpoint.path, run_dir=run_dir, hub_settings=hub_settings,
                                     max_iterations=max_iterations, load_optimizer=load_optimizer,
-                                    batch_size=batch_size, lr=lr)
+                                    batch_size=batch_size, lr=lr, extend_schedule=extend_schedule)
         target = max_iterations or checkpoint.state.get("max_iterations") or 0
         return self._start_worker(prepare, target, run_dir, (checkpoint.path, name.strip()), time_budget_s,
                                   hub_settings)
@@ -313,12 +313,14 @@ class TrainingJob:
                         corpus_root=_corpus_root(checkpoint))
 
     def lr_preview(self, name: str, max_iterations: int | None, lr: float | None = None,
-                   hub_settings: HubSettings | None = None) -> list[dict[str, Any]]:
+                   hub_settings: HubSettings | None = None,
+                   extend_schedule: str | None = None) -> list[dict[str, Any]]:
         """Return the LR schedule a resume of a listed checkpoint would follow (see :func:`services.lr_preview`).
 
         Raises AZRError for an unknown checkpoint or an invalid target / LR.
         """
-        return services.lr_preview(self.catalog.open(name, hub_settings, verify=False), max_iterations, lr)
+        return services.lr_preview(self.catalog.open(name, hub_settings, verify=False), max_iterations, lr,
+                                   extend_schedule)
 
     def generate(self, name: str, prompt: str, temperature: float, top_k: int, max_new_tokens: int,
                  hub_settings: HubSettings | None = None, seed: int | None = None) -> str:

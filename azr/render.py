@@ -61,6 +61,9 @@ def render_status(status: dict[str, Any]) -> str:
                       f"KL {_fmt(status.get('kl'), '.4f')}"]
     lines += [f"- `{_quote(s['prompt'])}` → `{_quote(s['continuation'])}` (reward {s['reward']:.3f})"
               for s in status.get("samples") or []]
+    if status.get("quality"):
+        parts = " · ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in status["quality"].items())
+        lines += ["", f"**Greedy on held-out prompts:** {parts}"]
     lines += ["", f"**Run:** {status['run'] or '—'} · **Last checkpoint:** {status['checkpoint'] or '—'}"]
     if status["pushes"]:
         lines.append("**Hub pushes:** " + " · ".join(f"{k}: {v}" for k, v in status["pushes"].items()))

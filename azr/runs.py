@@ -213,6 +213,27 @@ def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[Checkpoin
     return infos
 
 
+def discard_older(run_dir: str | Path, kind: str, keep: str | Path) -> list[str]:
+    """Delete the run's ``model_<kind>_*`` checkpoints other than ``keep``; return the deleted names."""
+    keep_name = Path(keep).name
+    deleted = [name for name in checkpoint_names(run_dir)
+               if name != keep_name and NAME_PATTERN.match(name).group(1) == kind]
+    for name in deleted:
+        storage.discard(Path(run_dir) / name)
+    return deleted
+
+
+def best_checkpoint(ref: str | Path) -> Path:
+    """Return the ``model_best_<N>`` checkpoint of the run holding ``ref`` (a run directory or one of its
+    checkpoints); raises CheckpointError when the run has none."""
+    path = Path(ref).expanduser()
+    run_dir = path.parent if NAME_PATTERN.match(path.name) else path
+    best = [name for name in checkpoint_names(run_dir) if NAME_PATTERN.match(name).group(1) == "best"]
+    if not best:
+        raise CheckpointError(f"{str(run_dir)!r} has no model_best checkpoint; train with val_every > 0 first.")
+    return run_dir / max(best, key=lambda name: int(NAME_PATTERN.match(name).group(2)))
+
+
 def rotate_checkpoints(run_dir: str | Path, keep_last: int) -> list[str]:
     """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run; return the deleted names.
 

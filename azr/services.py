@@ -82,20 +82,22 @@ def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0
     return prompt + tokenizer.decode(rollout.continuations()[0], skip_special_tokens=True)
 
 
-def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: float | None = None) -> list[dict]:
+def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: float | None = None,
+               extend_schedule: str | None = None) -> list[dict]:
     """Return the LR schedule a resume of ``checkpoint`` follows, as ``{"iteration", "lr", "part"}`` records.
 
     Part "trained": the run's history (about :data:`PREVIEW_POINTS` of its records); part "planned": the rest
-    up to the target, re-planned exactly as the trainer does on resume with ``max_iterations`` and ``lr`` (None:
-    the checkpoint's own). Record ``i`` holds the LR of the step that made iteration ``i``. Raises ConfigError
+    up to the target, re-planned exactly as the trainer does on resume with ``max_iterations``, ``lr`` and
+    ``extend_schedule`` (None: the checkpoint's own). Record ``i`` holds the LR of the step that made iteration ``i``. Raises ConfigError
     for a target below the checkpoint's iteration or a bad LR.
     """
     done = checkpoint.iteration
-    config = checkpoint.train_config.updated(max_iterations=max_iterations, lr=lr)
+    config = checkpoint.train_config.updated(max_iterations=max_iterations, lr=lr, extend_schedule=extend_schedule)
     if config.max_iterations < done:
         raise ConfigError(f"max_iterations ({config.max_iterations}) is below the checkpoint's iteration "
                           f"({done}); give a target of at least {done}.")
-    plan = checkpoint.plan().replanned(done, config.max_iterations, lr, config.min_lr_ratio, config.lr_schedule)
+    plan = checkpoint.plan().replanned(done, config.max_iterations, lr, config.min_lr_ratio, config.lr_schedule,
+                                       config.extend_schedule)
     history = checkpoint.history()
     trained = [{"iteration": r["iteration"], "lr": r["lr"], "part": "trained"}
                for r in (history[i] for i in _thinned(len(history)))]

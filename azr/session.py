@@ -202,13 +202,15 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
         run.warnings.append(f"Resumed on {device.type} a checkpoint saved on {saved_device}; exact reproduction "
                             "is not guaranteed.")
     state.plan = checkpoint.plan().replanned(checkpoint.iteration, config.max_iterations, new_lr,
-                                             config.min_lr_ratio, config.lr_schedule)
+                                             config.min_lr_ratio, config.lr_schedule,
+                                             config.extend_schedule)
     state.iteration, state.history = checkpoint.iteration, checkpoint.history()
-    for name in ("loss", "val_loss", "reward"):
+    for name in ("loss", "val_loss", "reward", "best_val_loss"):
         setattr(state, name, checkpoint.state.get(name))
     state.reward_components = dict(checkpoint.state.get("reward_components") or {})
     state.reward_std, state.kl = checkpoint.state.get("reward_std"), checkpoint.state.get("kl")
     state.samples = list(checkpoint.state.get("samples") or [])
+    state.quality = dict(checkpoint.state.get("quality") or {})
     tensors = checkpoint.reference_tensors()
     if tensors is not None:
         state.reference = Reference({k: v.to(device) for k, v in tensors.items()},

@@ -27,6 +27,8 @@ class TrainState:
     loss: float | None = None
     val_loss: float | None = None
     reward: float | None = None
+    best_val_loss: float | None = None  # lowest validation loss so far: model_best_<N> holds its weights
+    quality: dict[str, float] = field(default_factory=dict)  # greedy seq-rep-4 and distinct-2 (azr.quality)
     reward_components: dict[str, float] = field(default_factory=dict)
     reward_std: float | None = None
     kl: float | None = None
@@ -39,7 +41,8 @@ class TrainState:
                 "plan": self.plan.to_dict(), "corpus": self.corpus, "loss": self.loss, "val_loss": self.val_loss,
                 "reward": self.reward, "reward_components": dict(self.reward_components),
                 "reward_std": self.reward_std, "kl": self.kl, "samples": list(self.samples),
-                "reference_iteration": self.reference.iteration}
+                "reference_iteration": self.reference.iteration, "best_val_loss": self.best_val_loss,
+                "quality": dict(self.quality)}
 
     def load_state_dict(self, values: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the sampler continues from the saved position)."""
@@ -50,3 +53,5 @@ class TrainState:
         self.reward_components = dict(values["reward_components"])
         self.reward_std, self.kl = values.get("reward_std"), values.get("kl")
         self.samples = list(values.get("samples") or [])
+        self.best_val_loss = values.get("best_val_loss")
+        self.quality = dict(values.get("quality") or {})

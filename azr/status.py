@@ -28,6 +28,7 @@ class TrainingStatus:
     reward_std: float | None = None
     kl: float | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)  # latest self-play: prompt, continuation, reward
+    quality: dict[str, float] = field(default_factory=dict)  # greedy seq-rep-4 / distinct-2 at the last validation
     lr: float | None = None
     tokens_per_s: float | None = None
     eta_s: float | None = None
@@ -47,6 +48,7 @@ class TrainingStatus:
         """Return a JSON-able dict with these fields plus the seed trainer's callback keys."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["reward_components"] = dict(self.reward_components)
+        values["quality"] = dict(self.quality)
         values["warnings"] = list(self.warnings)
         values["samples"] = [dict(sample) for sample in self.samples]
         values["pushes"] = dict(self.pushes)
@@ -87,7 +89,7 @@ class StatusClock:
             state=state, iteration=train.iteration, max_iterations=config.max_iterations, loss=train.loss,
             val_loss=train.val_loss, reward=train.reward, reward_components=dict(train.reward_components),
             reward_std=train.reward_std, kl=train.kl, samples=[dict(sample) for sample in train.samples],
-            lr=train.plan.lr_at(train.iteration),
+            quality=dict(train.quality), lr=train.plan.lr_at(train.iteration),
             tokens_per_s=(config.batch_size * config.seq_len / per_step) if per_step else None,
             eta_s=(per_step * (config.max_iterations - train.iteration)) if per_step else None,
             memory_mb=memory_mb(device), checkpoint=run.last_checkpoint, message=message,

@@ -33,6 +33,7 @@ from .rewards import RewardFn
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
 from .pending import PushTarget
+from .quality import greedy_measures
 from .selfplay import self_play_round
 from .session import Run, check_architecture, prepare_run
 from .signals import ForcedExit, graceful_stop
@@ -221,6 +222,12 @@ class AZRTrainer:
                     with self._autocast(config):
                         state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
                     state.history.set_last("val_loss", state.val_loss)
+                    state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
+                    for name, value in state.quality.items():
+                        state.history.set_last(name, value)
+                    if state.best_val_loss is None or state.val_loss < state.best_val_loss:
+                        state.best_val_loss = state.val_loss
+                        self._save(run, "best", callbacks, snapshot)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
                     yield from self._save_iter(run, clock, callbacks, snapshot)
                 if state.iteration % config.status_every == 0 and state.iteration < config.max_iterations:
@@ -261,7 +268,8 @@ class AZRTrainer:
         lr = state.plan.lr_at(state.iteration)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
-        pieces = distributed.micro_batches(state.sampler.next_indices(config.batch_size), config.grad_accum_steps)
+        batch = run.windows.draw(state.sampler, config.batch_size, config.sampling)  # the global batch
+        pieces = distributed.micro_batches(batch, config.grad_accum_steps)  # this process's share, in pieces
         self.model.train()
         play = None
         if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
@@ -272,7 +280,7 @@ class AZRTrainer:
         lm_total = torch.zeros((), device=self.device)
         for number, piece in enumerate(pieces):
             with self._synced(number == len(pieces) - 1), self._autocast(config):
-                lm_loss = self._lm_loss(run.windows.train[piece].to(self.device))
+                lm_loss = self._lm_loss(piece.to(self.device))
                 loss = lm_loss / len(pieces)
             (run.scaler.scale(loss) if run.scaler else loss).backward()
             lm_total += lm_loss.detach()

@@ -24,6 +24,7 @@ from .owners import Access, Caller
 from .render import LOSS_AXIS, LOSS_SERIES, LR_AXIS, LR_PARTS, REWARD_AXIS, REWARD_SERIES, chart_frame, \
     checkpoint_label, checkpoint_table, history_frame, line_chart, lr_chart, render_progress, render_status, runs_table
 from .rewards import BUILTIN_NAMES
+from .schedule import EXTEND_SCHEDULES
 from .status import FINAL_STATES
 
 POLL_S = 1.0
@@ -132,6 +133,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                             resume_batch = gr.Number(0, label="Batch size (0: keep)", precision=0)
                             resume_lr = gr.Number(0, label="Learning rate (0: keep)")
                             load_optimizer = gr.Checkbox(True, label="Load optimizer state")
+                            extend = gr.Radio(list(EXTEND_SCHEDULES), value=EXTEND_SCHEDULES[0],
+                                              label="Extending a finished run", elem_id="resume-extend")
                         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned",
                                                 "lr-preview", LR_AXIS, height=200)
                         preview_note = gr.Markdown()
@@ -260,21 +263,21 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
             return targets.get(name, gr.skip())
 
         def preview(profile: gr.OAuthProfile | None, name: str | None, target: int | None, new_lr: float | None,
-                    password: str, hub_repo_id: str, hub_token: str) -> tuple[Any, str]:
+                    extend_choice: str, password: str, hub_repo_id: str, hub_token: str) -> tuple[Any, str]:
             if not name:
                 return chart_frame([], LR_PARTS), ""
             try:
                 records = job.lr_preview(name, whole("max_iterations", target) or None,
                                          real("lr", new_lr) or None,
-                                         settings(profile, password, hub_repo_id, hub_token))
+                                         settings(profile, password, hub_repo_id, hub_token), extend_choice or None)
             except (AZRError, ValueError) as exc:
                 return gr.skip(), _warning(exc)
             return lr_chart(records), ""
 
-        preview_inputs = [resume_choice, resume_max, resume_lr, owner_password, hub_repo, hub_token]
+        preview_inputs = [resume_choice, resume_max, resume_lr, extend, owner_password, hub_repo, hub_token]
         resume_choice.change(prefill, inputs=[resume_choice, owner_password, hub_repo, hub_token], outputs=resume_max,
                              api_visibility="private")
-        for trigger in (resume_choice, resume_max, resume_lr):
+        for trigger in (resume_choice, resume_max, resume_lr, extend):
             trigger.change(preview, inputs=preview_inputs, outputs=[lr_preview, preview_note],
                            api_visibility="private", show_progress="hidden")
 
@@ -286,8 +289,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
 
         resume_button.click(on_resume, inputs_kwargs={
             "password": owner_password, "checkpoint": resume_choice, "max_iterations": resume_max,
-            "batch_size": resume_batch,
-            "lr": resume_lr, "load_optimizer": load_optimizer, "time_budget_min": budget, **hub_all},
+            "batch_size": resume_batch, "lr": resume_lr, "load_optimizer": load_optimizer, "extend_schedule": extend,
+            "time_budget_min": budget, **hub_all},
             outputs=resume_message, api_visibility="private")
 
         def refresh(profile: gr.OAuthProfile | None, password: str, repo: str, token: str, *current: str | None

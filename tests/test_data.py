@@ -117,6 +117,30 @@ def test_sampler_order_survives_batch_size_change_and_restore(first_batches, lat
     assert len(head) + len(tail) > 90
 
 
+def test_random_offset_windows_stay_in_training_tokens_and_resume_exactly(texts, tokenizer):
+    """Random-offset samples are contiguous corpus slices that never read a validation window; a sampler
+    restored from its position mid-epoch draws the very same batches."""
+    seq_len = 16
+    windows = TokenWindows.from_texts(texts, tokenizer, seq_len)
+    width, count = seq_len + 1, windows.stream.numel() // (seq_len + 1)
+    val_positions = {w * width + i for w in range(count) if w % 10 == 9 for i in range(width)}
+    sampler = ResumableSampler(len(windows.train), seed=1)
+    batches = [windows.draw(sampler, 8) for _ in range(40)]
+    stream = windows.stream.tolist()
+    slices = {tuple(stream[s:s + width]): s for s in reversed(range(len(stream) - width + 1))}
+    starts = [slices[tuple(row)] for batch in batches for row in batch.tolist()]  # each is a corpus slice
+    assert not any(start + i in val_positions for start in starts for i in range(width))
+    assert sum(start % width != 0 for start in starts) > 0.7 * len(starts)  # most start between window edges
+    fixed = ResumableSampler(len(windows.train), seed=1)
+    assert torch.equal(windows.draw(fixed, 8, "windows"), windows.train[ResumableSampler(len(windows.train), 1).next_indices(8)])
+
+    first = ResumableSampler(len(windows.train), seed=1)
+    [windows.draw(first, 8) for _ in range(5)]
+    restored = ResumableSampler(**first.state_dict())
+    for batch in batches[5:12]:
+        assert torch.equal(windows.draw(restored, 8), batch)
+
+
 def test_default_corpus_is_tiny_shakespeare():
     corpus = default_corpus()
     assert len(corpus) == 1

@@ -139,7 +139,8 @@ def test_batch_size_may_change_on_resume(texts, tokenizer, make_model, tmp_path)
 
 
 def test_a_new_lr_on_resume_is_honoured(texts, tokenizer, make_model, tmp_path):
-    final = stop_at(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 30, tmp_path, 10, lr_schedule="constant")
+    final = stop_at(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 30, tmp_path, 10, lr_schedule="constant",
+                    warmup=0, lr=3e-4)
     resumed = AZRTrainer(make_model(), tokenizer, device="cpu")
     run_to(resumed, texts, 30, tmp_path, resume_from=final.checkpoint, lr=1e-2)
     assert {r["lr"] for r in resumed.history[:10]} == {3e-4}

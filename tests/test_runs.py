@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import FAST
 
-from azr import AZRTrainer, ConfigError, list_checkpoints, runs
+from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints, runs
 from azr.checkpoint import Checkpoint
 
 
@@ -69,3 +69,34 @@ def test_run_json_is_small_and_readable(texts, tokenizer, make_model, tmp_path):
     drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 10, tmp_path)
     values = json.loads((tmp_path / runs.RUN_FILE).read_text())
     assert set(values) == {"id", "name", "created", "seed", "corpus", "base_model"}
+
+
+def test_best_checkpoint_is_kept_through_rotation_and_chosen_by_best(texts, tokenizer, make_model, tmp_path,
+                                                                       capsys):
+    """model_best_<N> holds the lowest validation loss so far; rotation (keep_last=1) never deletes it, only
+    one best is kept, a resume carries the best loss on, and ``--best`` picks it in the CLI."""
+    from azr.cli import main
+
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    drain(trainer, texts, 40, tmp_path, keep_last=1, val_every=5, lr=3e-2, warmup=0)  # a high LR: loss bounces
+    losses = {r["iteration"]: r["val_loss"] for r in trainer.history if r.get("val_loss") is not None}
+    best_iteration = min(losses, key=lambda i: (losses[i], i))
+    names = set(runs.checkpoint_names(tmp_path))
+    assert [n for n in names if n.startswith("model_best_")] == [f"model_best_{best_iteration}"]
+    assert [n for n in names if n.startswith("model_iter_")] == ["model_iter_40"]
+    best = Checkpoint.open(tmp_path / f"model_best_{best_iteration}")
+    assert best.kind == "best" and best.state["val_loss"] == best.state["best_val_loss"] == losses[best_iteration]
+    assert runs.best_checkpoint(tmp_path / "model_iter_40") == runs.best_checkpoint(tmp_path) == best.path
+
+    resumed = AZRTrainer.from_checkpoint(tmp_path / "model_iter_40", device="cpu")
+    drain(resumed, None, 50, tmp_path, keep_last=1, val_every=5)
+    later = {r["iteration"]: r["val_loss"] for r in resumed.history if r.get("val_loss") is not None}
+    expected = min(later, key=lambda i: (later[i], i))
+    assert [n for n in runs.checkpoint_names(tmp_path) if n.startswith("model_best_")] == [f"model_best_{expected}"]
+
+    assert main(["generate", str(tmp_path / "model_iter_50"), "--best", "--prompt", "To be", "--seed", "1",
+                 "--max-new-tokens", "3", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("To be")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no model_best checkpoint"):
+        runs.best_checkpoint(tmp_path / "empty")

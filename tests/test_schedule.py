@@ -58,9 +58,10 @@ def test_replanned_with_same_target_is_identical(kind, k):
 @pytest.mark.parametrize("k", [0, 4, 10, 30, 50, 85, 99, 100])
 @pytest.mark.parametrize("kind", ["cosine", "wsd"])
 def test_extending_the_target_is_continuous_then_decays_to_final(kind, k):
-    """During warmup the ramp continues unchanged; from then on the LR only falls, reaching final at 250."""
+    """During warmup the ramp continues unchanged; from then on the LR only falls, reaching final at 250 (a
+    finished run does so with extend="final_lr"; by default it re-warms, tested below)."""
     old = fresh(kind)
-    new = old.replanned(k, 250)
+    new = old.replanned(k, 250, extend="final_lr" if k == TARGET else "rewarm")
     assert new.lr_at(k) == pytest.approx(old.lr_at(k), rel=1e-12)
     for i in range(k, WARMUP):
         assert new.lr_at(i) == old.lr_at(i)
@@ -117,3 +118,33 @@ def test_a_new_min_lr_ratio_alone_changes_the_final_lr_continuously():
     assert changed.lr_at(50) == pytest.approx(plan.lr_at(50))
     assert changed.lr_at(TARGET) == pytest.approx(PEAK * 0.5)
     assert plan.replanned(50, TARGET, min_lr_ratio=FINAL / PEAK) is plan  # the same ratio changes nothing
+
+
+@pytest.mark.parametrize("kind", ["cosine", "wsd"])
+def test_extending_a_finished_run_rewarms_with_no_jump_beyond_the_ramp(kind):
+    """The default ramps from the final LR into the fresh plan of the new horizon; every step within the ramp."""
+    done = fresh(kind)
+    plan = done.replanned(TARGET, 2 * TARGET)
+    lrs = [done.lr_at(i) for i in range(TARGET)] + [plan.lr_at(i) for i in range(TARGET, 2 * TARGET + 1)]
+    ramp = plan.ramp_length
+    assert ramp == 5 and plan.lr_at(TARGET) == pytest.approx(FINAL)
+    fresh_long = LRPlan.fresh(kind, PEAK, FINAL / PEAK, WARMUP, 2 * TARGET)
+    assert [plan.lr_at(i) for i in range(TARGET + ramp, 2 * TARGET + 1)] == pytest.approx(
+        [fresh_long.lr_at(i) for i in range(TARGET + ramp, 2 * TARGET + 1)])
+    largest_ramp_step = (PEAK - FINAL) / ramp
+    steps = [abs(b - a) for a, b in zip(lrs[WARMUP:], lrs[WARMUP + 1:])]
+    assert max(steps) <= largest_ramp_step * (1 + 1e-9)
+    assert max(plan.lr_at(i) for i in range(TARGET, 2 * TARGET)) > 3 * FINAL  # it does re-warm
+    assert plan.replanned(TARGET + 3, 2 * TARGET) is plan  # a resume mid-ramp keeps the plan
+
+
+def test_final_lr_option_keeps_the_finished_run_at_its_final_lr():
+    done = fresh("cosine")
+    plan = done.replanned(TARGET, 2 * TARGET, extend="final_lr")
+    assert {round(plan.lr_at(i), 15) for i in range(TARGET, 2 * TARGET + 1)} == {round(FINAL, 15)}
+    assert plan.ramp_length == 0
+
+
+def test_rewarmed_plan_survives_a_round_trip():
+    plan = fresh("cosine").replanned(TARGET, 3 * TARGET)
+    assert LRPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan

@@ -77,19 +77,30 @@ def test_sample_text_refuses_a_damaged_checkpoint(run, tmp_path):
         sample_text(checkpoint, "ROMEO:", temperature=1.0, top_k=5, max_new_tokens=5, seed=0)
 
 
-@pytest.mark.parametrize("target, lr", [(30, 1e-3), (25, None), (10, None)])
-def test_lr_preview_is_the_lr_the_resumed_trainer_uses(run, texts, tmp_path, target, lr):
+@pytest.mark.parametrize("target, lr, extend", [(30, 1e-3, None), (25, None, None), (25, None, "final_lr"),
+                                                (10, None, None)])
+def test_lr_preview_is_the_lr_the_resumed_trainer_uses(run, texts, tmp_path, target, lr, extend):
     directory, history = run
     checkpoint = Checkpoint.open(directory / "model_iter_10")
-    preview = lr_preview(checkpoint, target, lr)
+    preview = lr_preview(checkpoint, target, lr, extend)
     trained = [r for r in preview if r["part"] == "trained"]
     planned = [r for r in preview if r["part"] == "planned"]
     assert [(r["iteration"], r["lr"]) for r in trained] == [(r["iteration"], r["lr"]) for r in history]
     assert [r["iteration"] for r in planned] == list(range(11, target + 1))
 
     resumed = AZRTrainer.from_checkpoint(checkpoint.path, device="cpu")
-    used = resumed.train_continuous(texts, target, tmp_path / "continued", lr=lr)  # the run's own stays as it is
+    used = resumed.train_continuous(texts, target, tmp_path / "continued", lr=lr, extend_schedule=extend)
     assert {r["iteration"]: r["lr"] for r in used[10:]} == {r["iteration"]: r["lr"] for r in planned}
+
+
+def test_lr_preview_shows_each_extension_choice(run):
+    """The finished run re-warms by default and stays at its final LR with "final_lr"."""
+    checkpoint = Checkpoint.open(run[0] / "model_iter_10")
+    final = checkpoint.plan().final_lr
+    rewarm = [r["lr"] for r in lr_preview(checkpoint, 40) if r["part"] == "planned"]
+    stay = [r["lr"] for r in lr_preview(checkpoint, 40, extend_schedule="final_lr") if r["part"] == "planned"]
+    assert stay == pytest.approx([final] * 30) and max(rewarm) > 2 * final
+    assert rewarm[0] == pytest.approx(final)
 
 
 def test_lr_preview_thins_long_parts_and_refuses_a_target_below_the_checkpoint(run):
