@@ -5,8 +5,7 @@ transformers load only when a command needs them.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from . import lazy
 
 __version__ = "0.1.0"
 
@@ -21,13 +20,7 @@ _PUBLIC = {  # name -> the module that defines it
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> Any:
-    """Return a public name, importing its module on first use; raises AttributeError for any other name."""
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.attributes(__name__, _PUBLIC, globals())
 
 
 def __dir__() -> list[str]:

@@ -36,6 +36,8 @@ from .card import chart_svg, model_card
 from .errors import CheckpointError, HubError
 from .history import CHUNK_DIR
 from .hubhttp import check_repo_id, request_timeout, use_timeout
+from .statefile import STATE_FILE
+from .writing import copy_checkpoint
 
 SCHEME = ckpt.HUB_SCHEME
 CHECKPOINTS = "checkpoints"
@@ -165,8 +167,8 @@ def list_checkpoints(ref: str, token: str | None = None) -> list[ckpt.Checkpoint
         entry = index.get(name, {})
         recorded = entry.get("files") or {}
         missing = [f for f in recorded if f"{CHECKPOINTS}/{name}/{f}" not in present]
-        if not recorded and f"{CHECKPOINTS}/{name}/{ckpt.STATE_FILE}" not in present:
-            missing = [ckpt.STATE_FILE]
+        if not recorded and f"{CHECKPOINTS}/{name}/{STATE_FILE}" not in present:
+            missing = [STATE_FILE]
         match = ckpt.NAME_PATTERN.match(name)
         infos.append(ckpt.CheckpointInfo(
             name=name, path=str(HubReference(reference.repo_id, reference.revision, name)), kind=match.group(1),
@@ -226,7 +228,7 @@ def download_checkpoint(ref: str, token: str | None = None) -> ckpt.Checkpoint:
 
 def _newest_name(reference: HubReference, token: str | None) -> str:
     if _offline():
-        cached = _download(reference, [f"{CHECKPOINTS}/*/{ckpt.STATE_FILE}"], token) / CHECKPOINTS
+        cached = _download(reference, [f"{CHECKPOINTS}/*/{STATE_FILE}"], token) / CHECKPOINTS
         infos = runs.list_checkpoints(cached, verify=False) if cached.is_dir() else []
     else:
         infos = list_checkpoints(str(reference), token)
@@ -247,7 +249,7 @@ def pull(ref: str, to: str | Path = "checkpoints", token: str | None = None) -> 
     if corpus and (source.path.parent.parent / corpus).is_file() and not (target_root / corpus).exists():
         (target_root / corpus).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source.path.parent.parent / corpus, target_root / corpus)
-    return ckpt.copy_checkpoint(source, target_root)
+    return copy_checkpoint(source, target_root)
 
 
 # ---------------------------------------------------------------------------- writing

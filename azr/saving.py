@@ -29,13 +29,14 @@ import transformers
 
 from . import __version__, distributed, precision, rng, tensorfile
 from .checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint,
-                         checkpoint_name, save_checkpoint)
+                         checkpoint_name)
 from .errors import CheckpointError
 from .history import FrozenHistory, History
 from .lora import is_peft_model
 from .model import model_config_of
 from .staging import Stager
 from .state import TrainState
+from .writing import save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints, tensorfile
-from azr.checkpoint import (FORMAT_VERSION, HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE, WEIGHTS_FILE,
-                            Checkpoint, verify_checkpoint)
+from azr.checkpoint import HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint, verify_checkpoint
 from azr.runs import rotate_checkpoints
-from azr.statefile import seal
+from azr.statefile import FORMAT_VERSION, STATE_FILE, seal
 
 
 @pytest.fixture

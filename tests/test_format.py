@@ -13,7 +13,9 @@ from conftest import FAST
 
 from azr import AZRTrainer, list_checkpoints, runs, storage
 from azr import checkpoint as ckpt
-from azr.checkpoint import STATE_FILE, Checkpoint
+from azr.checkpoint import Checkpoint
+from azr.statefile import STATE_FILE
+from azr.writing import save_checkpoint
 from azr.history import CHUNK_DIR, CHUNK_RECORDS, History, forget_chunk_digests
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -81,7 +83,7 @@ def saving(texts, tokenizer, make_model, tmp_path):
     files = {p.name: p.read_bytes() for p in source.path.iterdir() if p.name not in model_files}
 
     def save(run_dir, name, history):
-        return ckpt.save_checkpoint(run_dir, name, model=trainer.model, files=files, state=dict(source.state),
+        return save_checkpoint(run_dir, name, model=trainer.model, files=files, state=dict(source.state),
                                     history=history)
     return save
 

@@ -7,9 +7,9 @@ of a reward function and :mod:`azr.rewards.spec` for the text that names a run's
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .. import lazy
 from .spec import RewardSpec, build, parse
 
 if TYPE_CHECKING:
@@ -47,13 +47,6 @@ def build_rewards(text: str, tokenizer, corpus_ids: torch.Tensor) -> RewardSet:
                                      for label, spec in zip(labels, specs)])
 
 
-def __getattr__(name: str) -> Any:
-    """Return a reward class or helper, importing its module on first use; AttributeError for any other name."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy.attributes(__name__, _LAZY, globals())
 
 __all__ = ["BUILTIN_NAMES", "RewardSpec", "build_rewards", "builtins", "parse_rewards", *_LAZY]

@@ -1,0 +1,68 @@
+"""Writing checkpoint directories: atomically, with the run's history chunks stored once (the format is read by
+:class:`azr.checkpoint.Checkpoint`)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import storage
+from .checkpoint import HISTORY_FILE, Checkpoint
+from .history import CHUNK_DIR, FrozenHistory, History, chunk_path
+from .statefile import FORMAT_VERSION, STATE_FILE, seal
+
+if TYPE_CHECKING:
+    import torch
+
+
+def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
+                    history: History | FrozenHistory, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a complete checkpoint atomically and return its path.
+
+    The model's weights are ``weights`` (a copy of its ``state_dict()``) when given, else its own.
+    ``files`` are the sidecars and tokenizer files as bytes or consecutive parts (written and hashed from memory
+    in threads while the model is saved with ``save_pretrained``; every file is fsynced); the history's new full
+    chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for directory in (run_dir, run_dir / CHUNK_DIR):
+        if directory.is_dir():
+            storage.remove_stale_temporaries(directory)
+    digests = history.chunk_digests()
+    _store_chunks(run_dir / CHUNK_DIR, digests, lambda number, digest: history.chunk(number))
+    temp = storage.hidden_sibling(run_dir, storage.TEMP_PREFIX, name)
+    temp.mkdir()
+    try:
+        blobs = {**files, HISTORY_FILE: history.tail()}
+        with storage.ParallelWrites(temp) as writes:
+            writes.write_all(blobs)
+            # meanwhile the threads write the blobs
+            model.save_pretrained(temp, safe_serialization=True, state_dict=weights)
+            written = writes.adopt_others().digests()
+        full_state = {**state, "format_version": FORMAT_VERSION, "name": name,
+                      "history": {"length": len(history), "chunks": digests, "tail": HISTORY_FILE},
+                      "files": dict(sorted(written.items()))}
+        storage.write_bytes(temp / STATE_FILE, seal(full_state))
+        storage.publish(temp, run_dir / name)
+    except BaseException:
+        storage.discard(temp) if temp.exists() else None
+        raise
+    return run_dir / name
+
+
+def _store_chunks(chunk_dir: Path, digests: list[str], content: Callable[[int, str], bytes]) -> None:
+    """Write each history chunk (number, digest) that ``chunk_dir`` lacks, atomically, from ``content``."""
+    stored = {p.name for p in chunk_dir.iterdir()} if chunk_dir.is_dir() else set()  # one listing, not a stat each
+    for number, digest in enumerate(digests):
+        if chunk_path(chunk_dir, digest).name not in stored:
+            storage.write_file_atomically(chunk_path(chunk_dir, digest), lambda: content(number, digest))
+
+
+def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:
+    """Copy a checkpoint and its history chunks into ``run_dir`` atomically; return the copy's path."""
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    _store_chunks(root / CHUNK_DIR, checkpoint.history_chunks,
+                  lambda number, digest: chunk_path(checkpoint.chunk_dir, digest).read_bytes())
+    storage.copy_directory(checkpoint.path, root / checkpoint.path.name)
+    return root / checkpoint.path.name
