@@ -24,6 +24,7 @@ from safetensors.numpy import save as save_columns
 from azr import checkpoint as ckpt
 from azr.history import COLUMNS, History, forget_chunk_digests
 from azr.session import Run
+from azr.statefile import STATE_FILE
 
 from .checkpoints import Subject
 from .common import Bench, Entry, alternate, progress, timed
@@ -44,8 +45,8 @@ def run(bench: Bench, subject: Subject) -> list[Entry]:
     started = time.perf_counter()
     first = subject.save(long_run.run_dir, long_run)  # writes every full chunk, as the run's earlier saves did
     first_save_s = time.perf_counter() - started
-    state_bytes = {"long": (first / ckpt.STATE_FILE).stat().st_size,
-                   "short": (subject.save(short_run.run_dir, short_run) / ckpt.STATE_FILE).stat().st_size}
+    state_bytes = {"long": (first / STATE_FILE).stat().st_size,
+                   "short": (subject.save(short_run.run_dir, short_run) / STATE_FILE).stat().st_size}
     samples = alternate({"save_long_history": _saving(subject, long_run, sizes.saves_per_sample),
                          "save_short_history": _saving(subject, short_run, sizes.saves_per_sample)}, sizes.repeats)
     shutil.rmtree(short_run.run_dir)
