@@ -120,14 +120,16 @@ class HubUploader:
         self._queue(push)
 
     def submit_pending(self, run_dir: str | Path) -> int:
-        """Queue the pushes a run has pending; return how many (one whose checkpoint is gone is forgotten)."""
-        pushes = pending.pending(run_dir)
-        for push in pushes:
+        """Queue the pushes a run has pending; return how many (one whose checkpoint is gone is forgotten: a push of
+        a checkpoint that local rotation removed before the Hub came back cannot be made)."""
+        queued = 0
+        for push in pending.pending(run_dir):
             if push.path.is_dir():
                 self._queue(push)
+                queued += 1
             else:
                 pending.forget(push)
-        return len(pushes)
+        return queued
 
     def states(self) -> dict[str, str]:
         """Return each submitted checkpoint's push state."""

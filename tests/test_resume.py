@@ -229,7 +229,9 @@ def test_the_generator_yields_at_the_promised_cadence(texts, tokenizer, make_mod
                       status_every=4, save_every=10)
     assert statuses[0].state == "running" and statuses[0].iteration == 0
     assert [s.iteration for s in statuses[1:] if s.state == "running"] == [4, 8, 12, 16, 20]
-    assert [s.iteration for s in statuses if s.state == "checkpoint"] == [10, 20, 23]
+    saved = [(s.iteration, s.message) for s in statuses if s.state == "checkpoint"]  # each reported once written
+    assert [message for _, message in saved] == [f"Saved model_iter_{n}." for n in (10, 20, 23)]
+    assert all(iteration >= n for (iteration, _), n in zip(saved, (10, 20, 23)))  # a background save: later
     assert statuses[-1].state == "completed" and statuses[-1].iteration == 23
     last = statuses[-1]
     assert last.lr is not None and last.loss is not None and last.val_loss is not None
