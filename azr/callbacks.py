@@ -81,7 +81,7 @@ class HubPush(TrainerCallback):
         return cls(uploader, target, flush_timeout_s)
 
     def on_save(self, path: Path, kind: str) -> None:
-        if self.target is not None:
+        if self.target is not None and kind != "best":  # the best one is pushed when asked: `azr push --best`
             self.uploader.submit(path, self.target)
 
     def on_end(self) -> str:

@@ -203,8 +203,9 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ verification
 
-    def verify(self) -> None:
-        """Check every file and history chunk against its sha256; raises CheckpointError naming the problem."""
+    def verify(self, parts: bool = True) -> None:
+        """Check every file and history chunk against its sha256 and (with ``parts``, before loading) that every
+        part decodes; raises CheckpointError naming the problem."""
         files = self.files
         adapter = ADAPTER_CONFIG in files  # a LoRA checkpoint: the adapter's weights instead of the model's
         for required in REQUIRED_FILES[min(self.format_version, FORMAT_VERSION)]:
@@ -225,7 +226,8 @@ class Checkpoint:
         problem = chunk_problem(self.chunk_dir, self.history_chunks)
         if problem:
             self._invalid(problem)
-        self._check_parts()
+        if parts:
+            self._check_parts()
 
     def _check_parts(self) -> None:
         """Check that every part decodes (files with matching checksums can still be damaged or hand-made)."""

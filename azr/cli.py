@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import (DATASET_MAX_MB, FIXED_ON_RESUME, LORA_TARGET, LR_SCHEDULES, PRECISIONS, REPORT_TO,
+from .config import (DATASET_MAX_MB, FIXED_ON_RESUME, LORA_TARGET, LR_SCHEDULES, PRECISIONS, REPORT_TO, SAMPLINGS,
                      TrainConfig)
+from .schedule import EXTEND_SCHEDULES
 from .errors import AZRError, ConfigError
 
 EXIT_USAGE = 2
@@ -28,7 +29,8 @@ EXIT_INTERRUPTED = 130
 DEFAULT_RUNS_DIR = "checkpoints"
 DEFAULT_PRESET = "tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS}
+SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "sampling": SAMPLINGS,
+                   "extend_schedule": EXTEND_SCHEDULES}
 SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 

@@ -17,6 +17,8 @@ DATASET_MAX_MB = 1024.0  # the default cap on a Hub dataset's data (azr.hubdata)
 LORA_TARGET = "all-linear"  # the default modules LoRA adapts (azr.lora)
 SAMPLINGS = ("random_offset", "windows")  # how training windows are drawn (azr.data)
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
+# Settings whose default changed: a saved config without the field was trained the old way and resumes that way.
+LEGACY_DEFAULTS = {"sampling": "windows"}
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, ignoring unknown keys."""
+        """Build from a dict, ignoring unknown keys; a field that the dict lacks and whose default has changed
+        since (``LEGACY_DEFAULTS``) takes its old default."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in values.items() if k in known}})
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -106,6 +109,8 @@ class TrainConfig:
     status_every: int = _setting(10, "report progress every N iterations")
     keep_last: int = _setting(5, "keep the newest N model_iter checkpoints of the run")
     val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)")
+    keep_best: bool = _setting(True, "save model_best_<N> at each new lowest validation loss (one per run, never "
+                                     "rotated away)")
     val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)")
     seed: int = _setting(0, "seed of the initial weights and the data order")
     sampling: str = _setting("random_offset", "training windows: random_offset (each starts at a random token) "
@@ -166,8 +171,9 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}.")
-        if not isinstance(self.async_save, bool):
-            raise ConfigError(f"async_save must be true or false, got {self.async_save!r}.")
+        for name in ("async_save", "keep_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}.")
         if self.extend_schedule not in EXTEND_SCHEDULES:

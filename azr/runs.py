@@ -140,14 +140,16 @@ def open_run(directory: str | Path, *, run_id: str | None, seed: int | None, cor
 
 
 def check_room(directory: str | Path, needed_bytes: int) -> None:
-    """Check that files can be written in the run directory and that ``needed_bytes`` are free there.
+    """Check that files can be written in the run directory (or, for a new one, where it will be created) and that
+    ``needed_bytes`` are free there.
 
     Raises ConfigError naming the directory, so that a run never fails at its first save.
     """
     directory = Path(directory)
+    existing = next(p for p in (directory, *directory.parents) if p.exists())  # the run directory may be new
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=storage.TEMP_PREFIX):
-            free = shutil.disk_usage(directory).free
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".azr-write-check-"):
+            free = shutil.disk_usage(existing).free
     except OSError as exc:
         raise ConfigError(f"Cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc}); choose a "
                           "directory you can write to.") from exc
@@ -176,11 +178,8 @@ def _adoptable(directory: Path, run_id: str) -> bool:
 
 def write_json(path: Path, values: dict[str, Any]) -> None:
     """Write a small JSON file atomically (temporary file, fsync, rename)."""
-    temp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(temp, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
+    temp = storage.hidden_sibling(path.parent, storage.TEMP_PREFIX, path.name)  # names this process and thread's write
+    storage.write_bytes(temp, json.dumps(values, indent=1).encode())
     os.replace(temp, path)
 
 
@@ -188,7 +187,9 @@ def checkpoint_info(path: str | Path, verify: bool = True) -> CheckpointInfo:
     """Describe one checkpoint directory; an invalid one is described with the reason."""
     path = Path(path)
     try:
-        checkpoint = Checkpoint.open(path, verify=verify)
+        checkpoint = Checkpoint.open(path, verify=False)
+        if verify:  # checksums: decoding every part would import torch, which a listing never needs
+            checkpoint.verify(parts=False)
     except CheckpointError as exc:
         match = NAME_PATTERN.match(path.name)
         reason = str(exc).split(" is invalid: ", 1)[-1].rstrip(".")

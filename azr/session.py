@@ -143,6 +143,7 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         adopt = checkpoint.path.parent.resolve() == run_dir.resolve()
         existing = runs.read_run(run_dir) if adopt else None
         run_id = existing.id if existing else uuid.uuid4().hex
+    runs.check_room(run_dir, checkpoint_bytes(model))  # before anything is written there
     base_model = getattr(model.config, "_name_or_path", None) or None
 
     def open_run() -> tuple[runs.RunInfo, str | None]:  # rank 0 writes; every process gets its run id
@@ -150,7 +151,6 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
                              base_model=base_model)  # a dataset is not copied: its record names the revision
         return info, (save_corpus(texts, run_dir) if corpus["source"] == "custom" else None)
     info, corpus_file = distributed.from_main(open_run)
-    runs.check_room(run_dir, checkpoint_bytes(model))
     if corpus_file:
         corpus["file"] = corpus_file
     optimizer = new_optimizer(model, config)

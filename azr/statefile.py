@@ -21,7 +21,8 @@ DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 def seal(state: dict[str, Any]) -> bytes:
-    """Return the bytes of ``state`` as a state file, with its seal."""
+    """Return the bytes of ``state`` as a state file, with its seal (a seal it already holds is replaced)."""
+    state = {key: value for key, value in state.items() if key != SEAL}
     return json.dumps({**state, SEAL: _digest(state)}, indent=1).encode()
 
 

@@ -225,7 +225,7 @@ class AZRTrainer:
                     state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
                     for name, value in state.quality.items():
                         state.history.set_last(name, value)
-                    if state.best_val_loss is None or state.val_loss < state.best_val_loss:
+                    if config.keep_best and (state.best_val_loss is None or state.val_loss < state.best_val_loss):
                         state.best_val_loss = state.val_loss
                         self._save(run, "best", callbacks, snapshot)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:

@@ -94,7 +94,7 @@ def synthetic_history(records: int) -> History:
                "reward": np.where(iteration % 10 == 0, generator.random(records), np.nan),
                "lr": np.full(records, 3e-4), "time": 1.7e9 + 0.06 * iteration}
     history = History()
-    history.extend_encoded(save_columns({name: columns[name] for name in COLUMNS}))
+    history.extend_encoded(save_columns({name: columns[name] for name in COLUMNS if name in columns}))
     history.chunk_digests()  # a running trainer has hashed each full chunk once, when it filled
     return history
 

@@ -41,7 +41,7 @@ def make_model(model_config):
 
 
 # Settings that make a run fast and exercise every part of the loop (self-play, validation, saving).
-FAST = dict(batch_size=4, save_every=10, status_every=5, self_play_every=3, val_every=10, keep_last=3)
+FAST = dict(batch_size=4, save_every=10, status_every=5, self_play_every=3, val_every=10, keep_last=3, keep_best=False)
 
 
 from conftest_hub import hub_env, hub_server  # noqa: E402,F401  (the local Hub-compatible server)

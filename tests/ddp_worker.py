@@ -18,7 +18,7 @@ from azr.callbacks import TrainerCallback
 
 TARGET, STOP_AT = 20, 10
 SETTINGS = dict(batch_size=16, save_every=10, status_every=5, self_play_every=5, val_every=10, keep_last=3,
-                lr_schedule="cosine")
+                keep_best=False, lr_schedule="cosine")
 
 
 class PauseOnOneRank(TrainerCallback):

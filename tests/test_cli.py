@@ -35,7 +35,8 @@ TINY = ["--d-model", "32", "--num-layers", "1", "--num-heads", "2", "--d-ff", "6
         "--vocab-size", "300"]
 # A constant LR makes the schedule independent of the target, so a run to BIG_TARGET stopped early and resumed to
 # TARGET must repeat the run to TARGET exactly. Self-play every 5 iterations exercises its RNG across the stop.
-FAST = ["--batch-size", "4", "--save-every", "10", "--lr-schedule", "constant", "--self-play-every", "5"]
+FAST = ["--batch-size", "4", "--save-every", "10", "--lr-schedule", "constant", "--self-play-every", "5",
+        "--no-keep-best"]
 TIMEOUT_S = 240
 
 
@@ -264,7 +265,7 @@ def test_demo_runs_the_seed_guide_scenario_and_lists_the_checkpoints(tmp_path):
     assert result.returncode == 0, result.stderr
     for step in ("Step 1", "Step 2", "Step 3", "Step 4"):
         assert step in result.stdout
-    assert {info.kind for info in list_checkpoints(tmp_path)} == {"iter", "paused"}
+    assert {info.kind for info in list_checkpoints(tmp_path)} == {"iter", "paused", "best"}  # it validates: a best
     assert "NAME" in result.stdout and "model_iter_" in result.stdout.split("NAME", 1)[1]
 
 

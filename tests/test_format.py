@@ -2,7 +2,6 @@
 size and cost do not grow with the length of the run."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -35,11 +34,14 @@ def test_a_version_1_checkpoint_resumes_bit_identically(v1_run):
     for status in trainer.train(None, expected["max_iterations"], v1_run):  # its own stored corpus and settings
         pass
     assert status.state == "completed"
-    for key in ("iteration", "loss", "reward", "lr"):  # val_loss is now token-weighted, so it is not compared
-        assert [r[key] for r in trainer.history] == [r[key] for r in expected["history"]], key
-    digests = {k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()
-               for k, v in trainer.model.state_dict().items()}
-    assert digests == expected["final_weights_sha256"]
+    assert [r["iteration"] for r in trainer.history] == [r["iteration"] for r in expected["history"]]
+    # Weights, optimizer, LR plan, RNG and data position load exactly: the steps up to the first self-play round
+    # after the resume (iteration 9) are the previous main's to the bit. From there on they differ by design: the
+    # self-play estimator became GRPO (issue 10), so the old continuation is not today's algorithm.
+    before_self_play = [r for r in expected["history"] if r["iteration"] < 9]
+    for key in ("loss", "reward", "lr"):  # val_loss is now token-weighted, so it is not compared
+        assert [r[key] for r in trainer.history[:len(before_self_play)]] == [r[key] for r in before_self_play], key
+    assert [r["lr"] for r in trainer.history] == [r["lr"] for r in expected["history"]]
     # the run directory was adopted: a run.json, and the new checkpoints carry its id next to the old one
     run_id = runs.read_run(v1_run).id
     infos = {i.name: i for i in list_checkpoints(v1_run)}
@@ -54,9 +56,9 @@ def test_a_resume_verifies_each_file_once_and_loads_the_weights_once(texts, toke
         pass
     path = tmp_path / "model_iter_20"
     hashed, loads = [], []
-    original_hash, original_load = storage.sha256_parts, ckpt.load_file
+    original_hash, original_load = storage.sha256_parts, Checkpoint.load_weights
     monkeypatch.setattr(storage, "sha256_parts", lambda data: hashed.append(len(data)) or original_hash(data))
-    monkeypatch.setattr(ckpt, "load_file", lambda *a, **k: loads.append(1) or original_load(*a, **k))
+    monkeypatch.setattr(Checkpoint, "load_weights", lambda *a, **k: loads.append(1) or original_load(*a, **k))
     resumed = AZRTrainer.from_checkpoint(path, device="cpu")  # as `azr resume` and the app do
     resumed.train(None, 21, tmp_path, resume_from=path, **FAST).close()  # prepared: everything is read
     files = json.loads((path / STATE_FILE).read_text())["files"]
@@ -84,7 +86,7 @@ def saving(texts, tokenizer, make_model, tmp_path):
 
     def save(run_dir, name, history):
         return save_checkpoint(run_dir, name, model=trainer.model, files=files, state=dict(source.state),
-                                    history=history)
+                               history=history)
     return save
 
 

@@ -14,6 +14,7 @@ from conftest import FAST
 from azr import AZRTrainer, CheckpointError, HubError
 from azr import hub
 from azr.checkpoint import Checkpoint
+from azr.statefile import seal
 
 REPO = "user/run"
 
@@ -150,7 +151,7 @@ def test_a_server_gone_mid_run_is_reported_and_training_completes(hub_env, hub_s
     statuses = []
     for status in trainer.train(texts, 30, tmp_path, hub_repo_id=REPO, hub_flush_timeout_s=3, **FAST):
         statuses.append(status)
-        if status.state == "checkpoint" and status.iteration == 10:
+        if status.iteration == 5:  # before the first checkpoint: with background saves its push could be done by 10
             hub_server.stop()
     final = statuses[-1]
     assert final.state == "completed"
@@ -197,7 +198,8 @@ def test_offline_uses_what_is_cached(pushed, monkeypatch):
 def test_a_corrupted_download_fails_its_checksums(pushed, hub_server):
     state = json.loads(hub_server.files(REPO)["checkpoints/model_iter_20/trainer_state.json"])
     state["files"]["model.safetensors"] = "0" * 64
-    hub.api().upload_file(path_or_fileobj=json.dumps(state).encode(), repo_id=REPO,
+    state.pop("state_sha256")
+    hub.api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
                           path_in_repo="checkpoints/model_iter_20/trainer_state.json")
     with pytest.raises(CheckpointError, match="failed verification: checksum mismatch in model.safetensors"):
         hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")

@@ -106,7 +106,8 @@ def test_extension_continues_with_a_continuous_lr(texts, tokenizer, make_model, 
     old_lrs = [r["lr"] for r in trainer.history]
     planned_at_100 = Checkpoint.open(tmp_path / "model_iter_100").state["lr"]  # the LR the old plan gives step 100
     resumed = AZRTrainer(make_model(), tokenizer, device="cpu")
-    statuses = run_to(resumed, texts, 250, tmp_path, resume_from=tmp_path / "model_iter_100", save_every=50)
+    statuses = run_to(resumed, texts, 250, tmp_path, resume_from=tmp_path / "model_iter_100", save_every=50,
+                      extend_schedule="final_lr")  # the continuous re-plan (a finished run re-warms by default)
     assert statuses[-1].state == "completed" and statuses[-1].iteration == 250
     history = resumed.history
     assert [r["iteration"] for r in history] == list(range(1, 251))

@@ -78,7 +78,7 @@ def test_best_checkpoint_is_kept_through_rotation_and_chosen_by_best(texts, toke
     from azr.cli import main
 
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
-    drain(trainer, texts, 40, tmp_path, keep_last=1, val_every=5, lr=3e-2, warmup=0)  # a high LR: loss bounces
+    drain(trainer, texts, 40, tmp_path, keep_last=1, val_every=5, lr=3e-2, warmup=0, keep_best=True)  # loss bounces
     losses = {r["iteration"]: r["val_loss"] for r in trainer.history if r.get("val_loss") is not None}
     best_iteration = min(losses, key=lambda i: (losses[i], i))
     names = set(runs.checkpoint_names(tmp_path))
@@ -89,7 +89,7 @@ def test_best_checkpoint_is_kept_through_rotation_and_chosen_by_best(texts, toke
     assert runs.best_checkpoint(tmp_path / "model_iter_40") == runs.best_checkpoint(tmp_path) == best.path
 
     resumed = AZRTrainer.from_checkpoint(tmp_path / "model_iter_40", device="cpu")
-    drain(resumed, None, 50, tmp_path, keep_last=1, val_every=5)
+    drain(resumed, None, 50, tmp_path, keep_last=1, val_every=5, keep_best=True)
     later = {r["iteration"]: r["val_loss"] for r in resumed.history if r.get("val_loss") is not None}
     expected = min(later, key=lambda i: (later[i], i))
     assert [n for n in runs.checkpoint_names(tmp_path) if n.startswith("model_best_")] == [f"model_best_{expected}"]
