@@ -55,10 +55,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, ignoring unknown keys; a field that the dict lacks and whose default has changed
-        since (``LEGACY_DEFAULTS``) takes its old default."""
+        """Build from a dict, ignoring unknown keys."""
         known = {f.name for f in fields(cls)}
-        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in values.items() if k in known}})
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -190,9 +189,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, ignoring unknown keys."""
+        """Build from a dict, ignoring unknown keys; a field that the dict lacks and whose default has changed
+        since (``LEGACY_DEFAULTS``) takes its old default."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in values.items() if k in known}})
 
     def updated(self, **overrides: Any) -> TrainConfig:
         """Return a copy with the given non-None fields replaced (validated)."""

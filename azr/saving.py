@@ -159,6 +159,7 @@ class CheckpointSaver:
         """End the writing thread once the save in flight (if any) is written; a later save starts another."""
         if self._worker is not None:
             self._worker.stop()
+            self._worker.join()  # no writing thread outlives its run (nor the interpreter's shutdown)
             self._worker = None
 
     def settle(self) -> None:

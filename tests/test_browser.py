@@ -19,7 +19,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).parent / "artifacts"
-TARGET = 2000  # long enough to press Stop before the end
+TARGET = 800  # long enough to press Stop before the end
 RUN = "browser-run"
 WAIT_MS = 120_000
 PASSWORD = "owner's secret"

@@ -309,7 +309,9 @@ def sample_value(field: dataclasses.Field) -> tuple[list[str], object]:
     option, default = "--" + field.name.replace("_", "-"), field.default
     if isinstance(default, bool):  # --name / --no-name
         return [option if not default else "--no-" + option[2:]], not default
-    if isinstance(default, str):
+    if field.name == "rewards":  # free text: a list of reward functions
+        value = "ends_sentence(within=8)*2, composite"
+    elif isinstance(default, str):
         value = next(choice for choice in SETTING_CHOICES[field.name] if choice != default)
     elif isinstance(default, float):
         value = default / 2

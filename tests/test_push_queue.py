@@ -54,6 +54,10 @@ def test_a_hub_that_hangs_through_the_run_gets_every_checkpoint_after_push_pendi
     assert set(final.pushes) == EVERY and all(s.startswith("pending: ") for s in final.pushes.values()), final.pushes
     assert "Not pushed to user/run" in final.message and "azr push --pending" in final.message
     assert {p.checkpoint for p in pending(tmp_path / "runs" / "a")} == EVERY
+    deadline = time.monotonic() + 30  # the push in flight gives up when its request times out (0.5 s) and cleans up
+    while [p for p in (tmp_path / "runs" / "a").iterdir() if p.name.startswith(".push-")] and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not [p for p in (tmp_path / "runs" / "a").iterdir() if p.name.startswith(".push-")]
 
     hub_server.recover()  # the Hub comes back after the run ended
