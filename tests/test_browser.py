@@ -167,6 +167,8 @@ def test_a_visitor_watches_and_only_the_owner_controls(browser, owned, tmp_path)
     paused = re.search(r"run-[\w-]+/model_paused_\d+", page.locator("#status").inner_text()).group(0)
 
     page.get_by_role("tab", name="Checkpoints").click()
+    page.locator("#manage-choice input").click()  # the run has a model_best too: choose the paused one
+    page.get_by_role("option", name=paused).click()
     expect(page.locator("#manage-choice input")).to_have_value(re.compile("model_paused_"))
     password.fill("")
     page.locator("#delete").click()

@@ -311,6 +311,8 @@ def sample_value(field: dataclasses.Field) -> tuple[list[str], object]:
         return [option if not default else "--no-" + option[2:]], not default
     if field.name == "rewards":  # free text: a list of reward functions
         value = "ends_sentence(within=8)*2, composite"
+    elif field.name == "num_generations":  # self_play_batch's sample (9) must be a multiple of it
+        value = 3
     elif isinstance(default, str):
         value = next(choice for choice in SETTING_CHOICES[field.name] if choice != default)
     elif isinstance(default, float):
