@@ -112,6 +112,7 @@ class CheckpointSaver:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
         self._stager = Stager()
+        self._settings_of: tuple[Any, dict[str, Any]] | None = None
         self._worker: SaveWorker | None = None
         self._pending: tuple[str, Future] | None = None  # the name of the save in flight, and its result
 
@@ -187,12 +188,8 @@ class CheckpointSaver:
             rng_state = distributed.gather_rng(rng_state)
         values.update(
             kind=kind, max_iterations=run.config.max_iterations, timestamp=datetime.now(timezone.utc).isoformat(),
-            train_config=run.config.to_dict(),
-            model_config=(mc.to_dict() if (mc := model_config_of(self.model)) else None),
-            lr=state.plan.lr_at(state.iteration), device_type=self.device.type, processes=distributed.size(),
-            grad_scaler=precision.scaler_state(run.scaler),
-            versions={"azr": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                      "python": platform.python_version()})
+            **self._settings(run.config), lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
+            processes=distributed.size(), grad_scaler=precision.scaler_state(run.scaler))
         tensors = {"optimizer": run.optimizer.state_dict(), "rng": rng_state}
         if state.reference.tensors is not None:
             tensors["reference"] = state.reference.tensors
@@ -202,6 +199,17 @@ class CheckpointSaver:
                                   tensors["optimizer"], tensors["rng"],
                                   state.history.frozen() if staged else state.history, tensors.get("weights"),
                                   tensors.get("reference"))
+
+    def _settings(self, config) -> dict[str, Any]:
+        """The run's settings, the model's and the versions as stored in the state: built once per run config
+        (a run never changes its config in place) rather than on every save while training waits; read only."""
+        if self._settings_of is None or self._settings_of[0] is not config:
+            model_config = model_config_of(self.model)
+            self._settings_of = config, {
+                "train_config": config.to_dict(), "model_config": model_config.to_dict() if model_config else None,
+                "versions": {"azr": __version__, "torch": torch.__version__,
+                             "transformers": transformers.__version__, "python": platform.python_version()}}
+        return self._settings_of[1]
 
     def _write(self, contents: CheckpointContents) -> Path:
         """Write the checkpoint atomically and return its path."""

@@ -19,28 +19,39 @@ class Stager:
     """
 
     def __init__(self) -> None:
-        self._buffers: dict[str, torch.Tensor] = {}
+        self._buffers: dict[tuple, torch.Tensor] = {}
 
     def stage(self, state: Any) -> Any:
         """Return ``state`` with every tensor replaced by its copy in CPU memory."""
+        targets: list[torch.Tensor] = []
+        sources: list[torch.Tensor] = []
         aliases: dict[tuple, torch.Tensor] = {}
-        staged = self._copy(state, "", aliases)
-        if any(identity[0].type == "cuda" for identity in aliases):
-            torch.cuda.synchronize()  # the copies were queued without blocking
-        return staged
 
-    def _copy(self, value: Any, key: str, aliases: dict[tuple, torch.Tensor]) -> Any:
-        if isinstance(value, torch.Tensor):
-            identity = (value.device, value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
-            if identity not in aliases:
-                buffer = self._buffers.get(key)
-                if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
-                    buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=value.is_cuda)
-                    self._buffers[key] = buffer
-                aliases[identity] = buffer.copy_(value.detach(), non_blocking=value.is_cuda)
-            return aliases[identity]
-        if isinstance(value, dict):
-            return {name: self._copy(item, f"{key}/{name}", aliases) for name, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self._copy(item, f"{key}/{index}", aliases) for index, item in enumerate(value))
-        return value
+        def staged(value: Any, key: tuple) -> Any:
+            if isinstance(value, torch.Tensor):
+                identity = (value.device, value.data_ptr(), value.dtype, value.shape, value.stride())
+                if identity not in aliases:
+                    aliases[identity] = self._buffer(key, value)
+                    targets.append(aliases[identity])
+                    sources.append(value)
+                return aliases[identity]
+            if isinstance(value, dict):
+                return {name: staged(item, (*key, name)) for name, item in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(staged(item, (*key, index)) for index, item in enumerate(value))
+            return value
+
+        copy = staged(state, ())
+        from_gpu = any(source.is_cuda for source in sources)
+        with torch.no_grad():  # one batched copy of every tensor, queued without blocking from a GPU
+            torch._foreach_copy_(targets, sources, non_blocking=from_gpu)
+        if from_gpu:
+            torch.cuda.synchronize()
+        return copy
+
+    def _buffer(self, key: tuple, value: torch.Tensor) -> torch.Tensor:
+        """The CPU buffer kept for ``key``, (re)allocated when the tensor's shape or dtype changed."""
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != value.shape or buffer.dtype != value.dtype:
+            buffer = self._buffers[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=value.is_cuda)
+        return buffer
