@@ -23,7 +23,7 @@ from azr.schedule import REWARM_FRACTION
 from .common import DEFAULT, Bench, Entry, progress
 
 OLD_DEFAULTS: dict[str, Any] = dict(lr=3e-4, warmup=0, sampling="windows")  # main's before issue 10
-LEAN: dict[str, Any] = dict(self_play_every=0, save_every=10**9, status_every=10**9)
+LEAN: dict[str, Any] = dict(self_play_every=0, save_every=10**9, status_every=10**9, keep_best=False)
 SEEDS = (0, 1)
 
 
