@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from . import pending
+from .checkpoint import ASIDE_KINDS
 from .pending import PushTarget
 from .runs import discard_older, rotate_checkpoints
 from .signals import stop_deadline
@@ -40,7 +41,8 @@ class TrainerCallback:
 
 
 class Rotation(TrainerCallback):
-    """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run and its newest ``model_best``."""
+    """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run, its newest ``model_best`` and
+    ``model_predecay``."""
 
     def __init__(self, run_dir: Path, keep_last: int) -> None:
         self.run_dir, self.keep_last = run_dir, keep_last
@@ -48,8 +50,8 @@ class Rotation(TrainerCallback):
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "iter":
             rotate_checkpoints(self.run_dir, self.keep_last)
-        elif kind == "best":
-            discard_older(self.run_dir, "best", path)
+        elif kind in ASIDE_KINDS:
+            discard_older(self.run_dir, kind, path)
 
 
 class TimeBudget(TrainerCallback):
@@ -81,7 +83,7 @@ class HubPush(TrainerCallback):
         return cls(uploader, target, flush_timeout_s)
 
     def on_save(self, path: Path, kind: str) -> None:
-        if self.target is not None and kind != "best":  # the best one is pushed when asked: `azr push --best`
+        if self.target is not None and kind not in ASIDE_KINDS:  # the best one is pushed when asked: `azr push --best`
             self.uploader.submit(path, self.target)
 
     def on_end(self) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import storage
-from .checkpoint import (NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, Checkpoint, CheckpointInfo,
+from .checkpoint import (ASIDE_KINDS, NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, Checkpoint, CheckpointInfo,
                          checkpoint_size)
 from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR
@@ -210,7 +210,7 @@ def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[Checkpoin
         raise CheckpointError(f"Checkpoint directory {str(root)!r} does not exist.")
     infos = list(storage.in_parallel(lambda path: checkpoint_info(path, verify), [
         p for p in root.iterdir() if NAME_PATTERN.match(p.name) and p.is_dir()]).values())
-    infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0, i.kind != "best"), reverse=True)
+    infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0, i.kind not in ASIDE_KINDS), reverse=True)
     return infos
 
 

@@ -43,13 +43,22 @@ class LRPlan:
             return self.ramp_lr + (lr - self.ramp_lr) * (iteration - self.ramp_start) / self.ramp_length
         return lr
 
-    def _base_lr(self, iteration: int) -> float:
+    def _begin(self) -> tuple[int, float]:
+        """Where the shape after the warmup (or after a re-plan) starts, and its LR there."""
         if self.start_lr is None:
-            if iteration < self.warmup:
-                return self.peak_lr * (iteration + 1) / self.warmup
-            begin, begin_lr = self.warmup, self.peak_lr
-        else:
-            begin, begin_lr = self.start_iteration, self.start_lr
+            return self.warmup, self.peak_lr
+        return self.start_iteration, self.start_lr
+
+    def decay_start(self) -> int | None:
+        """The iteration after which a wsd plan's LR decays (None for other kinds, or when nothing decays)."""
+        begin, end = self._begin()[0], self.max_iterations
+        start = max(begin, end - round(WSD_DECAY_FRACTION * end))
+        return start if self.kind == "wsd" and start < end else None
+
+    def _base_lr(self, iteration: int) -> float:
+        if self.start_lr is None and iteration < self.warmup:
+            return self.peak_lr * (iteration + 1) / self.warmup
+        begin, begin_lr = self._begin()
         end = self.max_iterations
         iteration = min(max(iteration, begin), end)
         if self.kind == "constant" or end <= begin:
@@ -57,8 +66,8 @@ class LRPlan:
         if self.kind == "cosine":
             progress = (iteration - begin) / (end - begin)
             return self.final_lr + (begin_lr - self.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        decay_start = max(begin, end - round(WSD_DECAY_FRACTION * end))
-        if iteration < decay_start or end <= decay_start:
+        decay_start = self.decay_start()
+        if decay_start is None or iteration < decay_start:
             return begin_lr
         progress = (iteration - decay_start) / (end - decay_start)
         return begin_lr + (self.final_lr - begin_lr) * progress

@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .lora import LoraSettings, apply_lora
 from .model import build_model, load_pretrained, max_length_of
 from .selfplay import generate
+from .session import decay_restart
 from .tokenizer import train_tokenizer
 
 PREVIEW_POINTS = 200  # about this many points per part of the LR preview
@@ -91,11 +92,12 @@ def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: fl
     ``extend_schedule`` (None: the checkpoint's own). Record ``i`` holds the LR of the step that made iteration ``i``. Raises ConfigError
     for a target below the checkpoint's iteration or a bad LR.
     """
-    done = checkpoint.iteration
     config = checkpoint.train_config.updated(max_iterations=max_iterations, lr=lr, extend_schedule=extend_schedule)
-    if config.max_iterations < done:
+    if config.max_iterations < checkpoint.iteration:
         raise ConfigError(f"max_iterations ({config.max_iterations}) is below the checkpoint's iteration "
-                          f"({done}); give a target of at least {done}.")
+                          f"({checkpoint.iteration}); give a target of at least {checkpoint.iteration}.")
+    checkpoint = decay_restart(checkpoint, config) or checkpoint  # a wsd extension re-plans from the decay's start
+    done = checkpoint.iteration
     plan = checkpoint.plan().replanned(done, config.max_iterations, lr, config.min_lr_ratio, config.lr_schedule,
                                        config.extend_schedule)
     history = checkpoint.history()

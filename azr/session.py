@@ -15,7 +15,7 @@ import transformers
 
 from . import distributed, precision, rng, runs
 from .hubdata import SOURCE as DATASET_SOURCE, HubDataset
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, checkpoint_name
 from .config import FIXED_ON_RESUME, TrainConfig
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
 from .errors import CheckpointError, ConfigError, DataError
@@ -107,6 +107,25 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
     return texts, {"source": source, "fingerprint": digest, "num_texts": len(texts)}
 
 
+def decay_restart(checkpoint: Checkpoint, config: TrainConfig) -> Checkpoint | None:
+    """The run's ``model_predecay`` checkpoint to continue from instead of ``checkpoint``, when that one ended a
+    wsd run's decay and ``config`` extends the run with the default re-warm: the extension then re-plans the decay
+    for the new target from where it began, rather than re-warming a decayed model. None otherwise (or when that
+    checkpoint is gone or unreadable: the extension re-warms as for the other schedules)."""
+    plan = checkpoint.plan()
+    start = plan.decay_start()
+    if (config.extend_schedule != "rewarm" or config.lr_schedule != "wsd" or start is None
+            or not plan.max_iterations <= checkpoint.iteration < config.max_iterations):
+        return None
+    path = checkpoint.path.parent / checkpoint_name("predecay", start)
+    try:
+        earlier = Checkpoint.open(path) if path.is_dir() else None
+    except CheckpointError:
+        log.warning("%s is unreadable; extending with a re-warm instead", path)
+        return None
+    return earlier if earlier is not None and earlier.run_id == checkpoint.run_id else None
+
+
 def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     """Return AdamW with weight decay on the matrices only (fused where the model's device has the kernel)."""
     device = next(model.parameters()).device
@@ -131,6 +150,9 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
     ``reward_fn`` replaces the reward functions the settings name (it is not recorded in checkpoints).
     """
     config = resolve_config(checkpoint, max_iterations, settings, model)
+    earlier = decay_restart(checkpoint, config) if checkpoint is not None else None
+    if earlier:
+        checkpoint, weights_loaded = earlier, False
     precision.check(config.precision, device)
     texts, corpus = resolve_corpus(texts, checkpoint, run_dir, dataset)
     windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
@@ -161,6 +183,9 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         info.id, 0, History(), sampler, LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio,
                                                      config.warmup, config.max_iterations), corpus),
               scaler=precision.new_scaler(config.precision, device))
+    if earlier:
+        run.warnings.append(f"Re-planned the wsd decay for the new target from {earlier.path.name}, where the "
+                            "decay began: the decayed iterations are trained again at the stable LR.")
     if checkpoint is None:
         rng.seed_all(distributed.rank_seed(config.seed))
     else:

@@ -228,6 +228,8 @@ class AZRTrainer:
                     if config.keep_best and (state.best_val_loss is None or state.val_loss < state.best_val_loss):
                         state.best_val_loss = state.val_loss
                         self._save(run, "best", callbacks, snapshot)
+                if state.iteration == state.plan.decay_start():  # where a later extension re-plans the decay
+                    self._save(run, "predecay", callbacks, snapshot)
                 if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
                     yield from self._save_iter(run, clock, callbacks, snapshot)
                 if state.iteration % config.status_every == 0 and state.iteration < config.max_iterations:

@@ -1,6 +1,7 @@
 """Pause and resume: the trainer's promises, each proven on a tiny model."""
 from __future__ import annotations
 
+import shutil
 import threading
 
 import pytest
@@ -352,3 +353,35 @@ def test_validation_loss_is_token_weighted_over_a_fixed_set(texts, tokenizer, ma
         logits = trainer.model.eval()(input_ids=windows[:, :-1]).logits
         expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
     assert trainer.history[-1]["val_loss"] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_extending_a_finished_wsd_run_replans_its_decay_from_where_it_began(texts, tokenizer, make_model, tmp_path):
+    """A finished wsd run keeps ``model_predecay_N``; extended with the default re-warm, it continues from there:
+    the same weights, LRs and losses as a run trained to the new target from the start."""
+    settings = dict(lr_schedule="wsd", warmup=5, lr=1e-3)
+    straight = AZRTrainer(make_model(), tokenizer, device="cpu")
+    run_to(straight, texts, 40, tmp_path / "straight", **settings)
+    first = AZRTrainer(make_model(), tokenizer, device="cpu")
+    run_to(first, texts, 20, tmp_path / "run", **settings)
+    assert (tmp_path / "run" / "model_predecay_16").is_dir()  # 20 - 20 % of 20: where the decay began
+    assert Checkpoint.open(tmp_path / "run" / "model_predecay_16").state["lr"] == pytest.approx(1e-3)
+
+    extended = AZRTrainer.from_checkpoint(tmp_path / "run" / "model_iter_20", device="cpu")
+    statuses = run_to(extended, None, 40, tmp_path / "run", resume_from=tmp_path / "run" / "model_iter_20")
+    assert any("model_predecay_16" in w for w in statuses[0].warnings)  # the user is told where it went on from
+    assert [r["iteration"] for r in extended.history] == list(range(1, 41))  # the decayed steps replaced, once each
+    assert [r["lr"] for r in extended.history] == [r["lr"] for r in straight.history]
+    assert losses(extended.history) == losses(straight.history)
+    assert_same_weights(extended.model, straight.model.state_dict())
+    assert sorted(p.name for p in (tmp_path / "run").glob("model_predecay_*")) == ["model_predecay_32"]
+
+
+def test_a_wsd_extension_without_its_predecay_checkpoint_rewarms(texts, tokenizer, make_model, tmp_path):
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    run_to(trainer, texts, 20, tmp_path, lr_schedule="wsd", warmup=5, lr=1e-3)
+    shutil.rmtree(tmp_path / "model_predecay_16")
+    extended = AZRTrainer.from_checkpoint(tmp_path / "model_iter_20", device="cpu")
+    run_to(extended, None, 40, tmp_path, resume_from=tmp_path / "model_iter_20")
+    lrs = [r["lr"] for r in extended.history]
+    assert lrs[:20] == [r["lr"] for r in trainer.history] and lrs[20] == pytest.approx(1e-4)  # from the final LR
+    assert max(lrs[20:]) > 5 * lrs[20]  # ramped up again

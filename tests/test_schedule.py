@@ -148,3 +148,14 @@ def test_final_lr_option_keeps_the_finished_run_at_its_final_lr():
 def test_rewarmed_plan_survives_a_round_trip():
     plan = fresh("cosine").replanned(TARGET, 3 * TARGET)
     assert LRPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+
+
+def test_decay_start_is_where_a_wsd_plan_leaves_its_stable_lr():
+    plan = fresh("wsd")
+    start = plan.decay_start()
+    assert start == TARGET - round(0.2 * TARGET)
+    assert plan.lr_at(start) == pytest.approx(PEAK) and plan.lr_at(start + 1) < PEAK
+    assert fresh("cosine").decay_start() is None and fresh("constant").decay_start() is None
+    replanned = plan.replanned(start, 2 * TARGET, extend="final_lr")  # re-planned from there: decays later
+    assert replanned.decay_start() == 2 * TARGET - round(0.2 * 2 * TARGET)
+    assert replanned.lr_at(start + 1) == pytest.approx(PEAK)

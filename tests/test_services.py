@@ -104,6 +104,19 @@ def test_lr_preview_shows_each_extension_choice(run):
     assert rewarm[0] == pytest.approx(final)
 
 
+def test_lr_preview_of_a_wsd_extension_starts_where_the_decay_began(texts, tokenizer, model_config, tmp_path):
+    trainer = AZRTrainer(build_model(model_config, seed=0), tokenizer, device="cpu")
+    trainer.train_continuous(texts, 20, tmp_path / "run", **{**FAST, "warmup": 4, "lr_schedule": "wsd"})
+    checkpoint = Checkpoint.open(tmp_path / "run" / "model_iter_20")
+    preview = lr_preview(checkpoint, 40)
+    assert [r["iteration"] for r in preview if r["part"] == "trained"] == list(range(1, 17))  # up to the decay
+    planned = [r for r in preview if r["part"] == "planned"]
+    assert [r["iteration"] for r in planned] == list(range(17, 41))
+    resumed = AZRTrainer.from_checkpoint(checkpoint.path, device="cpu")
+    used = resumed.train_continuous(None, 40, tmp_path / "run")
+    assert [(r["iteration"], r["lr"]) for r in used[16:]] == [(r["iteration"], r["lr"]) for r in planned]
+
+
 def test_lr_preview_thins_long_parts_and_refuses_a_target_below_the_checkpoint(run):
     checkpoint = Checkpoint.open(run[0] / "model_iter_10")
     planned = [r for r in lr_preview(checkpoint, 100_000) if r["part"] == "planned"]
