@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import transformers
 
-from . import __version__, distributed, precision, rng, tensorfile
+from . import __version__, distributed, precision, rng, storage
 from .checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint,
                          checkpoint_name)
 from .errors import CheckpointError
@@ -211,21 +211,23 @@ class CheckpointSaver:
                              "transformers": transformers.__version__, "python": platform.python_version()}}
         return self._settings_of[1]
 
-    def _write(self, contents: CheckpointContents) -> Path:
-        """Write the checkpoint atomically and return its path."""
-        files = {**self._tokenizer_bytes(), **self._base_config(), OPTIMIZER_FILE: tensorfile.encode(contents.optimizer),
-                 RNG_FILE: tensorfile.encode(contents.rng_state),
+    def _write(self, contents: CheckpointContents, workers: int = storage.WORKERS) -> Path:
+        """Write the checkpoint atomically (in up to ``workers`` threads besides this one); return its path."""
+        files = {**self._tokenizer_bytes(), **self._base_config(),
                  SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
+        states = {OPTIMIZER_FILE: contents.optimizer, RNG_FILE: contents.rng_state}
         if contents.reference is not None:
-            files[REFERENCE_FILE] = tensorfile.encode(contents.reference)
+            states[REFERENCE_FILE] = contents.reference
         path = save_checkpoint(contents.run_dir, contents.name, model=self.model, files=files,
-                               state=contents.values, history=contents.history, weights=contents.weights)
+                               state=contents.values, history=contents.history, weights=contents.weights,
+                               tensor_states=states, workers=workers)
         log.info("saved checkpoint %s", path)
         return path
 
     def _write_verified(self, contents: CheckpointContents, on_saved: Callable[[Path], None]) -> Path:
-        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``."""
-        path = self._write(contents)
+        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``: in one thread
+        besides this one, so that a save in the background leaves the other cores to training."""
+        path = self._write(contents, workers=1)
         Checkpoint.open(path)  # verifies every file; raises CheckpointError
         on_saved(path)
         return path

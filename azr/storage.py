@@ -73,9 +73,9 @@ class ParallelWrites:
     blob is hashed from memory in its own thread while another writes it, so its hash hides behind the fsync.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, workers: int = WORKERS) -> None:
         self.directory = directory
-        self._pool = ThreadPoolExecutor(max_workers=WORKERS)
+        self._pool = ThreadPoolExecutor(max_workers=workers)
         self._done: list[Future] = []
         self._digests: dict[str, Future] = {}
 

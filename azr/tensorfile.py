@@ -12,16 +12,17 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as save_tensors
+from safetensors.torch import save_file
 
 SKELETON_KEY = "azr_state"
 
 
-def encode(state: Any) -> bytes:
-    """Return ``state`` (nested dicts/lists/tuples of tensors and plain values) as a safetensors file's bytes."""
+def write(path: str | Path, state: Any) -> None:
+    """Write ``state`` (nested dicts/lists/tuples of tensors and plain values) as the safetensors file ``path``
+    (straight to the file: no copy of the whole file in memory first)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _skeleton(state, tensors)
-    return save_tensors(tensors, metadata={SKELETON_KEY: json.dumps(skeleton)})
+    save_file(tensors, str(path), metadata={SKELETON_KEY: json.dumps(skeleton)})
 
 
 def decode(path: str | Path, device: torch.device | str = "cpu") -> Any:

@@ -16,13 +16,15 @@ if TYPE_CHECKING:
 
 
 def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
-                    history: History | FrozenHistory, weights: dict[str, torch.Tensor] | None = None) -> Path:
+                    history: History | FrozenHistory, weights: dict[str, torch.Tensor] | None = None,
+                    tensor_states: dict[str, Any] | None = None, workers: int = storage.WORKERS) -> Path:
     """Write a complete checkpoint atomically and return its path.
 
     The model's weights are ``weights`` (a copy of its ``state_dict()``) when given, else its own.
     ``files`` are the sidecars and tokenizer files as bytes or consecutive parts (written and hashed from memory
-    in threads while the model is saved with ``save_pretrained``; every file is fsynced); the history's new full
-    chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
+    in up to ``workers`` threads while the model is saved with ``save_pretrained``; every file is fsynced);
+    ``tensor_states`` are nested states written as safetensors files (:func:`azr.tensorfile.write`); the
+    history's new full chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     for directory in (run_dir, run_dir / CHUNK_DIR):
@@ -34,10 +36,14 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
     temp.mkdir()
     try:
         blobs = {**files, HISTORY_FILE: history.tail()}
-        with storage.ParallelWrites(temp) as writes:
+        with storage.ParallelWrites(temp, workers) as writes:
             writes.write_all(blobs)
             # meanwhile the threads write the blobs
             model.save_pretrained(temp, safe_serialization=True, state_dict=weights)
+            if tensor_states:
+                from . import tensorfile  # noqa: PLC0415  (torch: not for the commands that only copy or list)
+                for filename, tensor_state in tensor_states.items():
+                    tensorfile.write(temp / filename, tensor_state)
             written = writes.adopt_others().digests()
         full_state = {**state, "format_version": FORMAT_VERSION, "name": name,
                       "history": {"length": len(history), "chunks": digests, "tail": HISTORY_FILE},
