@@ -23,7 +23,8 @@ SAVE_EVERY = 10
 # Self-play and validation off: with them, steps are longer and a save weighs less (the conservative case).
 SETTINGS: dict[str, Any] = dict(self_play_every=0, val_every=0, keep_last=2, lr_schedule="constant")
 LARGER_BATCH = 1  # the larger model's batch: a step of about a second on one CPU thread
-COPIED = "model.state_dict() and optimizer.state_dict() tensors, each .to('cpu', copy=True)"
+COPIED = ("model.state_dict(), optimizer.state_dict() and self-play reference tensors (the state a save copies), "
+          "each .to('cpu', copy=True)")
 
 
 def run(bench: Bench, small: Subject) -> list[Entry]:
@@ -91,11 +92,13 @@ def _blocking(bench: Bench, current: Subject) -> Callable[[], float]:
 
 
 def _plain_copy(bench: Bench, current: Subject) -> Callable[[], float]:
-    """Return a contender timing a copy of the model's and the optimizer's tensors to CPU memory."""
+    """Return a contender timing a copy of the tensors a save copies (the model's, the optimizer's and the
+    self-play reference policy's, when the run has one) to CPU memory."""
     def copy() -> list[torch.Tensor]:
         tensors = list(current.model.state_dict().values())
         tensors += [value for state in current.run.optimizer.state_dict()["state"].values()
                     for value in state.values() if isinstance(value, torch.Tensor)]
+        tensors += list((current.run.state.reference.tensors or {}).values())
         return [tensor.detach().to("cpu", copy=True) for tensor in tensors]
     return lambda: statistics.mean(timed(copy) for _ in range(bench.sizes.saves_per_sample))
 

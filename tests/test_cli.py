@@ -377,10 +377,11 @@ def test_each_training_gets_its_own_run_directory_and_takes_every_setting(corpus
 
     assert main(["list", str(tmp_path), "--json"]) == 0
     listed = {(entry["run"], entry["name"]) for entry in json.loads(capsys.readouterr().out)}
-    assert listed == {(first.name, "model_iter_4"), (first.name, "model_iter_6"), (second.name, "model_iter_3")}
+    assert listed == {(first.name, "model_iter_4"), (first.name, "model_iter_6"), (second.name, "model_iter_3"),
+                      (first.name, "model_predecay_3")}  # the wsd run kept the state where its decay began
     assert main(["list", str(tmp_path)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["RUN", "NAME", "KIND"] and len(table) == 4
+    assert table[0].split()[:3] == ["RUN", "NAME", "KIND"] and len(table) == 5
     assert main(["list", str(second)]) == 0
     assert capsys.readouterr().out.splitlines()[0].split()[0] == "NAME"
 
