@@ -83,7 +83,7 @@ class HubPush(TrainerCallback):
         return cls(uploader, target, flush_timeout_s)
 
     def on_save(self, path: Path, kind: str) -> None:
-        if self.target is not None and kind not in ASIDE_KINDS:  # the best one is pushed when asked: `azr push --best`
+        if self.target is not None and kind not in ASIDE_KINDS:  # pushed when asked (`azr push --best`), or never
             self.uploader.submit(path, self.target)
 
     def on_end(self) -> str:

@@ -21,7 +21,8 @@ def capture(device: torch.device) -> dict[str, Any]:
     version, python_state, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch_cpu": torch.get_rng_state(),
-        "python": {"version": version, "state": torch.from_numpy(np.array(python_state, dtype=np.int64)), "gauss": gauss},
+        "python": {"version": version, "state": torch.from_numpy(np.array(python_state, dtype=np.int64)),
+                   "gauss": gauss},
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "device_type": device.type,

@@ -96,7 +96,8 @@ def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: fl
     if config.max_iterations < checkpoint.iteration:
         raise ConfigError(f"max_iterations ({config.max_iterations}) is below the checkpoint's iteration "
                           f"({checkpoint.iteration}); give a target of at least {checkpoint.iteration}.")
-    checkpoint = decay_restart(checkpoint, config) or checkpoint  # a wsd extension re-plans from the decay's start
+    # a wsd extension re-plans from the decay's start (its files are verified when a resume opens them)
+    checkpoint = decay_restart(checkpoint, config, verify=False) or checkpoint
     done = checkpoint.iteration
     plan = checkpoint.plan().replanned(done, config.max_iterations, lr, config.min_lr_ratio, config.lr_schedule,
                                        config.extend_schedule)

@@ -107,11 +107,12 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
     return texts, {"source": source, "fingerprint": digest, "num_texts": len(texts)}
 
 
-def decay_restart(checkpoint: Checkpoint, config: TrainConfig) -> Checkpoint | None:
+def decay_restart(checkpoint: Checkpoint, config: TrainConfig, verify: bool = True) -> Checkpoint | None:
     """The run's ``model_predecay`` checkpoint to continue from instead of ``checkpoint``, when that one ended a
     wsd run's decay and ``config`` extends the run with the default re-warm: the extension then re-plans the decay
     for the new target from where it began, rather than re-warming a decayed model. None otherwise (or when that
-    checkpoint is gone or unreadable: the extension re-warms as for the other schedules)."""
+    checkpoint is gone or unreadable: the extension re-warms as for the other schedules). ``verify``: check its
+    files' checksums (a resume does; a preview reads only its plan and history)."""
     plan = checkpoint.plan()
     start = plan.decay_start()
     if (config.extend_schedule != "rewarm" or config.lr_schedule != "wsd" or start is None
@@ -119,7 +120,7 @@ def decay_restart(checkpoint: Checkpoint, config: TrainConfig) -> Checkpoint | N
         return None
     path = checkpoint.path.parent / checkpoint_name("predecay", start)
     try:
-        earlier = Checkpoint.open(path) if path.is_dir() else None
+        earlier = Checkpoint.open(path, verify=verify) if path.is_dir() else None
     except CheckpointError:
         log.warning("%s is unreadable; extending with a re-warm instead", path)
         return None
