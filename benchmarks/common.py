@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
+import multiprocessing
 import os
 import platform
 import statistics
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,17 @@ def corpus(chars: int | None) -> list[str]:
 def window_length(config: ModelConfig) -> int:
     """Return the tokens per training window AZRTrainer uses by default for a model of this size."""
     return min(config.max_seq_len, DEFAULT_MAX_WINDOW)
+
+
+def learning_pool(workers: int) -> ProcessPoolExecutor:
+    """Return a pool of ``workers`` fresh processes for learning runs: one torch thread each, transformers quiet."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet)
+
+
+def _quiet() -> None:
+    torch.set_num_threads(1)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def alternate(contenders: dict[str, Callable[[], float]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
