@@ -161,6 +161,7 @@ def learning_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _quiet() -> None:
+    """Set up a worker process of :func:`learning_pool`."""
     torch.set_num_threads(1)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

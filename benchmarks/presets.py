@@ -11,7 +11,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from azr import AZRTrainer, TrainConfig, build_model, default_corpus, preset, train_tokenizer
+from azr import AZRTrainer, TrainConfig, default_corpus, preset
+from azr.services import new_model
 
 from .common import learning_pool
 from .learning import LEAN
@@ -22,9 +23,7 @@ OUTPUT = Path(__file__).resolve().parent / "presets_results.json"
 def one_run(name: str, lr: float, seed: int, iterations: int) -> dict[int, float]:
     """Train preset ``name`` at peak LR ``lr``; return its validation loss by iteration."""
     texts = default_corpus()
-    tokenizer = train_tokenizer(texts, preset(name).vocab_size)
-    model = build_model(preset(name, vocab_size=len(tokenizer)), seed=seed)
-    trainer = AZRTrainer(model, tokenizer, device="cpu")
+    trainer = AZRTrainer(*new_model(texts, preset(name), seed=seed), device="cpu")
     with tempfile.TemporaryDirectory(prefix="azr-presets-") as scratch:
         trainer.train_continuous(texts, iterations, scratch, seed=seed, lr=lr, val_every=max(1, iterations // 5),
                                  **LEAN)

@@ -117,7 +117,6 @@ def summary(part: str, seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {"checks": checks, "met": any(all(c["met"] for c in arm.values()) for arm in checks.values())}
 
 
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.selfplay", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the benchmark itself")
