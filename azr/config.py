@@ -67,6 +67,24 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# The peak LR of a new run when none is given, per preset: the best of the sweep in ``benchmarks.presets`` on the
+# embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one) gets DEFAULT_LR.
+PRESET_LR = {"tiny": 3e-3, "small": 3e-3, "base": 1e-3}
+DEFAULT_LR = 1e-3
+
+
+def default_lr(model: ModelConfig | None) -> float:
+    """Return the peak LR of a new run of ``model`` when none is given: its preset's when it has a preset's width
+    and depth (its vocabulary and length may differ), else ``DEFAULT_LR``."""
+    def shape(config: ModelConfig) -> tuple[int, ...]:
+        return config.d_model, config.num_layers, config.num_heads, config.d_ff
+
+    for name, config in PRESETS.items():
+        if model is not None and shape(config) == shape(model):
+            return PRESET_LR[name]
+    return DEFAULT_LR
+
+
 def preset(name: str, **overrides: Any) -> ModelConfig:
     """Return the named preset with fields overridden; raises ConfigError for an unknown name."""
     if name not in PRESETS:
@@ -93,7 +111,9 @@ class TrainConfig:
     precision: str = _setting("fp32", "precision of the forward passes: fp32, bf16 or fp16 (autocast; fp16 with "
                                       "a gradient scaler)")
     compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
-    lr: float = _setting(1e-3, "peak learning rate")
+    lr: float | None = _setting(None, "peak learning rate (default: the preset's, "
+                                      + ", ".join(f"{n} {v:g}" for n, v in PRESET_LR.items())
+                                      + f"; {DEFAULT_LR:g} for other models)")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
     warmup: int = _setting(50, "iterations of linear warmup at the start of the run")
     min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
@@ -151,7 +171,7 @@ class TrainConfig:
             _require_int(name, getattr(self, name), minimum=0)
         if self.seq_len is not None:
             _require_int("seq_len", self.seq_len, minimum=2)
-        for name in ("lr", "temperature"):
+        for name in ("lr", "temperature") if self.lr is not None else ("temperature",):  # None: default_lr
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}.")

@@ -16,12 +16,12 @@ import transformers
 from . import distributed, precision, rng, runs
 from .hubdata import SOURCE as DATASET_SOURCE, HubDataset
 from .checkpoint import Checkpoint, checkpoint_name
-from .config import FIXED_ON_RESUME, TrainConfig
+from .config import FIXED_ON_RESUME, TrainConfig, default_lr
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
 from .errors import CheckpointError, ConfigError, DataError
 from .grpo import Reference
 from .history import History
-from .model import architecture_differences, max_length_of
+from .model import architecture_differences, max_length_of, model_config_of
 from .rewards import RewardFn, RewardSet, build_rewards
 from .schedule import LRPlan
 from .state import TrainState
@@ -58,7 +58,8 @@ def check_architecture(checkpoint: Checkpoint, model) -> None:
 
 def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, settings: dict[str, Any],
                    model) -> TrainConfig:
-    """Return the run's settings: the checkpoint's (or the defaults) updated with those given."""
+    """Return the run's settings: the checkpoint's (or the defaults) updated with those given; a new run without
+    an LR gets the model's (:func:`azr.config.default_lr`)."""
     if checkpoint is None:
         config = TrainConfig().updated(max_iterations=max_iterations, **settings)
     else:
@@ -75,7 +76,7 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
     if seq_len > model_max:
         raise ConfigError(f"seq_len ({seq_len}) exceeds the model's max_seq_len ({model_max}).")
     distributed.micro_batch_size(config.batch_size, config.grad_accum_steps)  # the global batch must split evenly
-    return config.updated(seq_len=seq_len)
+    return config.updated(seq_len=seq_len, lr=config.lr or default_lr(model_config_of(model)))
 
 
 def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,

@@ -15,7 +15,7 @@ import gradio as gr
 
 from .appapi import API_NAMES, DEFAULTS, MODEL_FIELDS, AppAPI, as_endpoint, max_upload_bytes, read_uploads, real, \
     whole
-from .config import LR_SCHEDULES, PRECISIONS, PRESETS
+from .config import LR_SCHEDULES, PRECISIONS, PRESET_LR, PRESETS
 from .data import TEXT_SUFFIXES
 from .errors import AZRError
 from .feed import Feed, charts_stale, follow, status_key
@@ -80,7 +80,7 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                     run_name = gr.Textbox(label="Run name (optional)", placeholder="empty: run-<date>-<time>",
                                           info="Each Start trains a new run in its own folder.",
                                           elem_id="train-run-name")
-                    preset_choice = gr.Dropdown(list(PRESETS), value="tiny", label="Model preset")
+                    preset_choice = gr.Dropdown(list(PRESETS), value="tiny", label="Model preset", elem_id="train-preset")
                     with gr.Accordion("Model size (advanced)", open=False):
                         model_fields = {name: gr.Number(getattr(tiny, name), label=name, precision=0,
                                                         elem_id=f"train-{name}") for name in MODEL_FIELDS}
@@ -90,7 +90,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                         batch_size = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0,
                                                elem_id="train-batch-size")
                     with gr.Row():
-                        lr = gr.Number(DEFAULTS.lr, label="Learning rate", elem_id="train-lr")
+                        lr = gr.Number(PRESET_LR["tiny"], label="Learning rate", elem_id="train-lr",
+                                       info="Each preset sets the peak LR measured best for it.")
                         lr_schedule = gr.Dropdown(list(LR_SCHEDULES), value=DEFAULTS.lr_schedule,
                                                   label="LR schedule")
                     with gr.Accordion("Run settings", open=False):
@@ -231,8 +232,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
               outputs=[status_panel, progress, loss_plot, reward_plot, *listing_outputs], show_progress="hidden",
               api_visibility="private", concurrency_limit=None)
 
-        preset_choice.change(lambda name: [getattr(PRESETS[name], f) for f in MODEL_FIELDS], inputs=preset_choice,
-                             outputs=list(model_fields.values()), api_visibility="private")
+        preset_choice.change(lambda name: [*(getattr(PRESETS[name], f) for f in MODEL_FIELDS), PRESET_LR[name]],
+                             inputs=preset_choice, outputs=[*model_fields.values(), lr], api_visibility="private")
 
         def on_start(profile: gr.OAuthProfile | None, password: str, files: list[str] | None, **form: Any) -> str:
             def start() -> str:

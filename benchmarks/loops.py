@@ -11,11 +11,13 @@ import time
 import torch
 
 from azr import TrainConfig, precision
+from azr.config import default_lr
 from azr.data import ResumableSampler
+from azr.model import model_config_of
 
 from .common import synchronize
 
-CONFIG = TrainConfig()  # the trainer's defaults: seed, lr, weight decay, grad clip, batch order
+CONFIG = TrainConfig()  # the trainer's defaults: seed, weight decay, grad clip, batch order
 
 
 def batches(windows: torch.Tensor, batch_size: int, count: int, device: torch.device) -> list[torch.Tensor]:
@@ -25,12 +27,13 @@ def batches(windows: torch.Tensor, batch_size: int, count: int, device: torch.de
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW as AZRTrainer sets it up: weight decay on matrices only, betas (0.9, 0.95), fused on a GPU."""
+    """AdamW as AZRTrainer sets it up: the model's default LR, weight decay on matrices only, betas (0.9, 0.95),
+    fused on a GPU."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": CONFIG.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     fused = precision.fused_adamw(next(model.parameters()).device) or None
-    return torch.optim.AdamW(groups, lr=CONFIG.lr, betas=(0.9, 0.95), fused=fused)
+    return torch.optim.AdamW(groups, lr=default_lr(model_config_of(model)), betas=(0.9, 0.95), fused=fused)
 
 
 def bare_loop(model: torch.nn.Module, data: list[torch.Tensor], device: torch.device,

@@ -15,6 +15,8 @@ import pytest
 from app_process import SMALL_MODEL, AppProcess, app, small_corpus  # noqa: F401
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from azr.config import PRESET_LR, PRESETS
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -120,6 +122,15 @@ def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
     assert iteration(another_tab) == TARGET + 50
     expect(another_tab.locator("#loss-plot canvas, #loss-plot svg").first).to_be_visible()
     another_tab.close()
+
+
+def test_choosing_a_preset_fills_in_its_size_and_learning_rate(page):
+    expect(page.locator("#train-lr input")).to_have_value(f"{PRESET_LR['tiny']:g}")
+    page.get_by_text("Model size (advanced)").click()
+    page.locator("#train-preset input").click()
+    page.get_by_role("option", name="small", exact=True).click()
+    expect(page.locator("#train-lr input")).to_have_value(f"{PRESET_LR['small']:g}")
+    expect(page.locator("#train-d_model input")).to_have_value(str(PRESETS["small"].d_model))
 
 
 def test_bad_numbers_get_a_message_next_to_the_form(page):

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from azr import PRESETS, ConfigError, ModelConfig, TrainConfig, preset
+from azr.config import DEFAULT_LR, PRESET_LR, default_lr
 
 SIZE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
 
@@ -80,3 +81,22 @@ def test_to_dict_from_dict_round_trip(config):
     values = config.to_dict()
     assert type(config).from_dict(values) == config
     assert type(config).from_dict({**values, "not_a_field": 1}) == config  # unknown keys are ignored
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+def test_a_preset_model_gets_its_preset_lr_whatever_its_vocabulary_and_length(name):
+    assert default_lr(preset(name)) == PRESET_LR[name]
+    assert default_lr(preset(name, vocab_size=300, max_seq_len=32)) == PRESET_LR[name]
+
+
+def test_other_models_get_the_general_default_lr():
+    assert default_lr(preset("small", d_model=192)) == DEFAULT_LR
+    assert default_lr(preset("base", num_layers=3)) == DEFAULT_LR
+    assert default_lr(None) == DEFAULT_LR  # not built from a ModelConfig (a pretrained model)
+
+
+def test_an_lr_not_given_is_left_to_the_model_and_a_given_one_is_checked():
+    assert TrainConfig().lr is None
+    assert TrainConfig.from_dict(TrainConfig(lr=2e-3).to_dict()).lr == 2e-3
+    with pytest.raises(ConfigError, match=r"^lr must be a positive number"):
+        TrainConfig(lr=0)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints
+from azr import AZRTrainer, CheckpointError, ConfigError, build_model, list_checkpoints, preset
 from azr import session
 from azr.data import TokenWindows
 from azr.checkpoint import Checkpoint
+from azr.config import DEFAULT_LR, PRESET_LR
 
 
 def losses(history):
@@ -385,3 +386,21 @@ def test_a_wsd_extension_without_its_predecay_checkpoint_rewarms(texts, tokenize
     lrs = [r["lr"] for r in extended.history]
     assert lrs[:20] == [r["lr"] for r in trainer.history] and lrs[20] == pytest.approx(1e-4)  # from the final LR
     assert max(lrs[20:]) > 5 * lrs[20]  # ramped up again
+
+
+def test_a_new_run_without_an_lr_takes_its_presets_and_a_resume_keeps_the_saved_one(texts, tokenizer, tmp_path,
+                                                                                     monkeypatch):
+    small_shape = preset("small", vocab_size=len(tokenizer), max_seq_len=32)
+    trainer = AZRTrainer(build_model(small_shape, seed=0), tokenizer, device="cpu")
+    final = run_to(trainer, texts, 2, tmp_path, self_play_every=0, warmup=0)[-1]
+    assert Checkpoint.open(final.checkpoint).train_config.lr == PRESET_LR["small"] != DEFAULT_LR
+    assert trainer.history[0]["lr"] == pytest.approx(PRESET_LR["small"])
+
+    monkeypatch.setitem(PRESET_LR, "small", PRESET_LR["small"] / 7)  # a later release changes the default
+    resumed = AZRTrainer.from_checkpoint(final.checkpoint, device="cpu")
+    last = run_to(resumed, None, 4, tmp_path, resume_from=final.checkpoint)[-1]
+    assert Checkpoint.open(last.checkpoint).train_config.lr == pytest.approx(PRESET_LR["small"] * 7)
+
+    explicit = AZRTrainer(build_model(small_shape, seed=0), tokenizer, device="cpu")
+    chosen = run_to(explicit, texts, 1, tmp_path / "explicit", self_play_every=0, lr=5e-4)[-1]
+    assert Checkpoint.open(chosen.checkpoint).train_config.lr == 5e-4
