@@ -141,7 +141,7 @@ class AppAPI:
               num_layers: int | None = None, num_heads: int | None = None, d_ff: int | None = None,
               max_seq_len: int | None = None, vocab_size: int | None = None,
               max_iterations: int = DEFAULTS.max_iterations, batch_size: int = DEFAULTS.batch_size,
-              lr: float | None = None, lr_schedule: str = DEFAULTS.lr_schedule, warmup: int = DEFAULTS.warmup,
+              lr: float | None = None, lr_schedule: str = DEFAULTS.lr_schedule, warmup: int | None = None,
               save_every: int = DEFAULTS.save_every, self_play_every: int = DEFAULTS.self_play_every,
               rl_weight: float = DEFAULTS.rl_weight, seed: int = DEFAULTS.seed, time_budget_min: float = 0,
               precision: str = DEFAULTS.precision, grad_accum_steps: int = DEFAULTS.grad_accum_steps,
@@ -153,10 +153,10 @@ class AppAPI:
 
         ``dataset`` (``user/name[:config]``, instead of a corpus) trains on that Hub dataset's ``dataset_split``
         and ``text_column``, its revision pinned in the run.
-        Model size: a preset (tiny/small/base) with optional overrides; an empty ``lr`` is the model's default
-        (:func:`azr.config.default_lr`). ``time_budget_min`` > 0 pauses the run after that many minutes.
-        ``precision``, ``grad_accum_steps`` and ``compile`` are the TrainConfig
-        fields. With ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
+        Model size: a preset (tiny/small/base) with optional overrides; an empty ``lr`` or ``warmup`` is the
+        model's default (:func:`azr.config.training_defaults`). ``time_budget_min`` > 0 pauses the run after that
+        many minutes. ``precision``, ``grad_accum_steps`` and ``compile`` are the TrainConfig fields. With
+        ``push_checkpoints`` every checkpoint is pushed to ``hub_repo_id``.
         ``run_name`` names the run's directory (empty: ``run-<date>-<time>``); a name in use is refused.
         ``rewards`` names the self-play reward functions with weights (see :mod:`azr.rewards.spec`).
         """

@@ -67,22 +67,39 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-# The peak LR of a new run when none is given, per preset: the best of the sweep in ``benchmarks.presets`` on the
-# embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one) gets DEFAULT_LR.
-PRESET_LR = {"tiny": 3e-3, "small": 3e-3, "base": 1e-3}
-DEFAULT_LR = 1e-3
+# The peak LR and warmup of a new run when not given, per preset: the best of the sweeps in ``benchmarks.presets`` on
+# the embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one) gets OTHER_MODELS'.
+PRESET_TRAINING: dict[str, dict[str, Any]] = {
+    "tiny": {"lr": 3e-3, "warmup": 150},
+    "small": {"lr": 3e-3, "warmup": 150},
+    "base": {"lr": 1e-3, "warmup": 50},
+}
+OTHER_MODELS: dict[str, Any] = {"lr": 1e-3, "warmup": 50}
 
 
-def default_lr(model: ModelConfig | None) -> float:
-    """Return the peak LR of a new run of ``model`` when none is given: its preset's when it has a preset's width
-    and depth (its vocabulary and length may differ), else ``DEFAULT_LR``."""
+def preset_training(model: ModelConfig | None) -> dict[str, Any]:
+    """Return the ``lr`` and ``warmup`` measured for ``model``: its preset's when it has a preset's width and depth
+    (its vocabulary and length may differ), else ``OTHER_MODELS``'."""
     def shape(config: ModelConfig) -> tuple[int, ...]:
         return config.d_model, config.num_layers, config.num_heads, config.d_ff
 
     for name, config in PRESETS.items():
         if model is not None and shape(config) == shape(model):
-            return PRESET_LR[name]
-    return DEFAULT_LR
+            return dict(PRESET_TRAINING[name])
+    return dict(OTHER_MODELS)
+
+
+def training_defaults(model: ModelConfig | None, max_iterations: int) -> dict[str, Any]:
+    """Return the ``lr`` and ``warmup`` of a new run of ``model`` to ``max_iterations`` when not given: its
+    :func:`preset_training`, the warmup at most half the run."""
+    defaults = preset_training(model)
+    return {**defaults, "warmup": min(defaults["warmup"], max_iterations // 2)}
+
+
+def _per_preset(name: str, extra: str = "") -> str:
+    """The help text's account of a per-preset default."""
+    values = ", ".join(f"{preset_name} {defaults[name]:g}" for preset_name, defaults in PRESET_TRAINING.items())
+    return f"(default: the preset's: {values}; {OTHER_MODELS[name]:g} for other models{extra})"
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
@@ -111,11 +128,9 @@ class TrainConfig:
     precision: str = _setting("fp32", "precision of the forward passes: fp32, bf16 or fp16 (autocast; fp16 with "
                                       "a gradient scaler)")
     compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
-    lr: float | None = _setting(None, "peak learning rate (default: the preset's, "
-                                      + ", ".join(f"{n} {v:g}" for n, v in PRESET_LR.items())
-                                      + f"; {DEFAULT_LR:g} for other models)")
+    lr: float | None = _setting(None, f"peak learning rate {_per_preset('lr')}")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
-    warmup: int = _setting(50, "iterations of linear warmup at the start of the run")
+    warmup: int | None = _setting(None, f"iterations of linear warmup at the start of the run {_per_preset('warmup', '; at most half the run')}")
     min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
     extend_schedule: str = _setting("rewarm", "when a finished run gets a larger target: rewarm (ramp into the "
                                     "schedule re-planned for the new target) or final_lr (stay at the final LR)")
@@ -167,12 +182,16 @@ class TrainConfig:
         if self.num_generations < 2:
             raise ConfigError("num_generations must be at least 2: one continuation per prompt has no group to be "
                               "better or worse than, so RL would do nothing.")
+        left_to_the_model = {name for name in OTHER_MODELS if getattr(self, name) is None}  # training_defaults
         for name in ("warmup", "val_every", "self_play_every", "seed", "top_k", "ref_sync_every"):
-            _require_int(name, getattr(self, name), minimum=0)
+            if name not in left_to_the_model:
+                _require_int(name, getattr(self, name), minimum=0)
         if self.seq_len is not None:
             _require_int("seq_len", self.seq_len, minimum=2)
-        for name in ("lr", "temperature") if self.lr is not None else ("temperature",):  # None: default_lr
+        for name in ("lr", "temperature"):
             value = getattr(self, name)
+            if name in left_to_the_model:
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}.")
         for name in ("min_lr_ratio", "rl_weight"):

@@ -16,7 +16,7 @@ import transformers
 from . import distributed, precision, rng, runs
 from .hubdata import SOURCE as DATASET_SOURCE, HubDataset
 from .checkpoint import Checkpoint, checkpoint_name
-from .config import FIXED_ON_RESUME, TrainConfig, default_lr
+from .config import FIXED_ON_RESUME, TrainConfig, training_defaults
 from .data import ResumableSampler, TokenWindows, check_texts, default_corpus, fingerprint, load_texts, save_corpus
 from .errors import CheckpointError, ConfigError, DataError
 from .grpo import Reference
@@ -59,7 +59,7 @@ def check_architecture(checkpoint: Checkpoint, model) -> None:
 def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, settings: dict[str, Any],
                    model) -> TrainConfig:
     """Return the run's settings: the checkpoint's (or the defaults) updated with those given; a new run without
-    an LR gets the model's (:func:`azr.config.default_lr`)."""
+    an LR or warmup gets the model's (:func:`azr.config.training_defaults`)."""
     if checkpoint is None:
         config = TrainConfig().updated(max_iterations=max_iterations, **settings)
     else:
@@ -76,7 +76,8 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
     if seq_len > model_max:
         raise ConfigError(f"seq_len ({seq_len}) exceeds the model's max_seq_len ({model_max}).")
     distributed.micro_batch_size(config.batch_size, config.grad_accum_steps)  # the global batch must split evenly
-    return config.updated(seq_len=seq_len, lr=config.lr or default_lr(model_config_of(model)))
+    defaults = training_defaults(model_config_of(model), config.max_iterations)
+    return config.updated(seq_len=seq_len, **{k: v for k, v in defaults.items() if getattr(config, k) is None})
 
 
 def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,

@@ -15,7 +15,7 @@ import gradio as gr
 
 from .appapi import API_NAMES, DEFAULTS, MODEL_FIELDS, AppAPI, as_endpoint, max_upload_bytes, read_uploads, real, \
     whole
-from .config import LR_SCHEDULES, PRECISIONS, PRESET_LR, PRESETS
+from .config import LR_SCHEDULES, PRECISIONS, PRESET_TRAINING, PRESETS
 from .data import TEXT_SUFFIXES
 from .errors import AZRError
 from .feed import Feed, charts_stale, follow, status_key
@@ -43,6 +43,12 @@ def _attempt(action: Callable[[], str]) -> str:
 
 
 # ---------------------------------------------------------------------------- the page
+
+
+def _default_hint(preset_name: str, field: str) -> str:
+    """What an empty LR or warmup field means for the preset (:func:`azr.config.training_defaults`)."""
+    value = f"{PRESET_TRAINING[preset_name][field]:g}"
+    return f"{value}: the {preset_name} preset's" + ("; at most half the run" if field == "warmup" else "")
 
 
 def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
@@ -90,13 +96,14 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                         batch_size = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0,
                                                elem_id="train-batch-size")
                     with gr.Row():
-                        lr = gr.Number(PRESET_LR["tiny"], label="Learning rate", elem_id="train-lr",
-                                       info="Each preset sets the peak LR measured best for it.")
+                        lr = gr.Number(None, label="Learning rate", placeholder=_default_hint("tiny", "lr"),
+                                       elem_id="train-lr", info="Empty: the value measured best for the preset.")
                         lr_schedule = gr.Dropdown(list(LR_SCHEDULES), value=DEFAULTS.lr_schedule,
                                                   label="LR schedule")
                     with gr.Accordion("Run settings", open=False):
                         with gr.Row():
-                            warmup = gr.Number(DEFAULTS.warmup, label="Warmup iterations", precision=0)
+                            warmup = gr.Number(None, label="Warmup iterations", precision=0, elem_id="train-warmup",
+                                               placeholder=_default_hint("tiny", "warmup"))
                             save_every = gr.Number(DEFAULTS.save_every, label="Save every", precision=0,
                                                    elem_id="train-save-every")
                         with gr.Row():
@@ -232,8 +239,12 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
               outputs=[status_panel, progress, loss_plot, reward_plot, *listing_outputs], show_progress="hidden",
               api_visibility="private", concurrency_limit=None)
 
-        preset_choice.change(lambda name: [*(getattr(PRESETS[name], f) for f in MODEL_FIELDS), PRESET_LR[name]],
-                             inputs=preset_choice, outputs=[*model_fields.values(), lr], api_visibility="private")
+        def on_preset(name: str) -> list[Any]:  # the sizes; LR and warmup emptied: the preset's values
+            return [*(getattr(PRESETS[name], f) for f in MODEL_FIELDS),
+                    *(gr.update(value=None, placeholder=_default_hint(name, f)) for f in ("lr", "warmup"))]
+
+        preset_choice.change(on_preset, inputs=preset_choice, outputs=[*model_fields.values(), lr, warmup],
+                             api_visibility="private")
 
         def on_start(profile: gr.OAuthProfile | None, password: str, files: list[str] | None, **form: Any) -> str:
             def start() -> str:

@@ -18,7 +18,7 @@ import torch
 
 from azr import AZRTrainer, TrainConfig
 from azr.checkpoint import Checkpoint
-from azr.config import default_lr
+from azr.config import training_defaults
 from azr.schedule import REWARM_FRACTION
 
 from .common import DEFAULT, Bench, Entry, progress
@@ -80,7 +80,7 @@ def run(bench: Bench, iterations: int = 600, goal_iterations: int = 200, seeds=S
     defaults = Entry("learning_defaults_iterations", statistics.median(reached), "iterations", len(seeds),
                      bench.machine, bench.sizes.name, goal=f"<= {goal_iterations}",
                      met=all(r <= goal_iterations for r in reached),
-                     samples={"new_defaults": reached}, detail={"runs": old_final, "new": _new_defaults(bench)})
+                     samples={"new_defaults": reached}, detail={"runs": old_final, "new": _new_defaults(bench, iterations)})
     lower = [e["rewarm"]["final_val_loss"] < e["final_lr"]["final_val_loss"] for e in extension]
     smooth = [e["rewarm"]["largest_lr_step"] <= e["ramp_step_bound"] * (1 + 1e-9) for e in extension]
     values = [e["rewarm"]["final_val_loss"] for e in extension]
@@ -94,9 +94,8 @@ def run(bench: Bench, iterations: int = 600, goal_iterations: int = 200, seeds=S
     return [defaults, extension_entry]
 
 
-def _new_defaults(bench: Bench) -> dict[str, Any]:
-    config = TrainConfig()
-    return {"lr": default_lr(bench.sizes.model), "warmup": config.warmup, "sampling": config.sampling}
+def _new_defaults(bench: Bench, iterations: int) -> dict[str, Any]:
+    return {**training_defaults(bench.sizes.model, iterations), "sampling": TrainConfig().sampling}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,8 @@
 
 Per preset and seed, the embedded corpus is trained for ``iterations`` with each peak LR and warmup (the default
 schedule and sampling; self-play off, as in ``benchmarks.learning``), and the validation loss is recorded along the
-way. The preset's default (its ``azr.config.PRESET_LR`` and the default warmup) is the right one when no other setting
-of the sweep ends lower on every seed. Runs already in the output file are reused, so a sweep can be widened a few runs at a time.
+way. The preset's defaults (``azr.config.PRESET_TRAINING``) are the right ones when no other setting of the sweep ends
+lower on every seed. Runs already in the output file are reused, so a sweep can be widened a few runs at a time.
 """
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import json
 import tempfile
 from pathlib import Path
 
-from azr import AZRTrainer, TrainConfig, default_corpus, preset
-from azr.config import default_lr
+from azr import AZRTrainer, default_corpus, preset
+from azr.config import training_defaults
 from azr.services import new_model
 
 from .common import learning_pool
 from .learning import LEAN
 
 RESULTS = Path(__file__).resolve().parent  # presets_results_<iterations>.json
-DEFAULT_WARMUP = TrainConfig().warmup
+UNNAMED_WARMUP = 50  # the warmup of the runs whose label names none
 
 
 def one_run(name: str, lr: float, warmup: int, seed: int, iterations: int) -> dict[int, float]:
@@ -35,8 +35,8 @@ def one_run(name: str, lr: float, warmup: int, seed: int, iterations: int) -> di
 
 
 def _label(lr: float, warmup: int, seed: int | None = None) -> str:
-    """``lr=… [warmup=…] [seed=…]``; the default warmup is not named."""
-    setting = f"lr={lr}" + ("" if warmup == DEFAULT_WARMUP else f" warmup={warmup}")
+    """``lr=… [warmup=…] [seed=…]``; a warmup of ``UNNAMED_WARMUP`` is not named."""
+    setting = f"lr={lr}" + ("" if warmup == UNNAMED_WARMUP else f" warmup={warmup}")
     return setting if seed is None else _seeded(setting, seed)
 
 
@@ -59,10 +59,11 @@ def _final(curve: dict[int, float]) -> float:
     return curve[max(curve)]
 
 
-def _summary(name: str, seeds: list[int], curves: dict[str, dict[int, float]]) -> dict:
-    """The preset's final losses per setting (LR, warmup) measured on every seed, and whether its default setting is
-    the best of them."""
-    default = _label(default_lr(preset(name)), DEFAULT_WARMUP)
+def _summary(name: str, iterations: int, seeds: list[int], curves: dict[str, dict[int, float]]) -> dict:
+    """The preset's final losses per setting (LR, warmup) measured on every seed, and whether its defaults for a run
+    of ``iterations`` are the best of them."""
+    defaults = training_defaults(preset(name), iterations)
+    default = _label(defaults["lr"], defaults["warmup"])
     labels = sorted({label.rsplit(" seed=", 1)[0] for label in curves})  # the settings measured
     finals = {label: {seed: _final(curves[_seeded(label, seed)]) for seed in seeds} for label in labels
               if all(_seeded(label, seed) in curves for seed in seeds)}
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.presets", description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
-    parser.add_argument("--warmups", type=int, nargs="+", default=[DEFAULT_WARMUP])
+    parser.add_argument("--warmups", type=int, nargs="+", default=[UNNAMED_WARMUP])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one process each (default 1)")
@@ -90,10 +91,11 @@ def main(argv: list[str] | None = None) -> None:
             if _label(lr, warmup, seed) not in presets.get(name, {}).get("curves", {})]
     with learning_pool(args.workers) as pool:
         new = dict(zip(runs, pool.map(one_run, *zip(*runs), [args.iterations] * len(runs)))) if runs else {}
+    presets = _stored(output, args.iterations)  # again: another sweep may have added runs meanwhile
     for name in args.presets:
         curves = {**presets.get(name, {}).get("curves", {}),
                   **{_label(*run[1:]): curve for run, curve in new.items() if run[0] == name}}
-        presets[name] = _summary(name, args.seeds, curves)
+        presets[name] = _summary(name, args.iterations, args.seeds, curves)
         print(json.dumps({name: presets[name]["final_val_loss"]}), flush=True)
     output.write_text(json.dumps({"iterations": args.iterations, "presets": presets}, indent=1) + "\n")
 

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, default_da
 from transformers.trainer_callback import PrinterCallback
 
 from azr import AZRTrainer
-from azr.config import default_lr
+from azr.config import preset_training
 
 from .common import Bench, Entry, alternate, progress, synchronize, tokens_per_s
 from .flops import mfu_samples, peak_flops
@@ -128,7 +128,8 @@ def _hf_trainer(bench: Bench, data: list[torch.Tensor]) -> float:
     directory = bench.directory("hf")
     args = TrainingArguments(
         output_dir=str(directory), max_steps=len(data), per_device_train_batch_size=bench.sizes.batch_size,
-        learning_rate=default_lr(bench.sizes.model), weight_decay=CONFIG.weight_decay, adam_beta2=0.95, max_grad_norm=CONFIG.grad_clip,
+        learning_rate=preset_training(bench.sizes.model)["lr"], weight_decay=CONFIG.weight_decay, adam_beta2=0.95,
+        max_grad_norm=CONFIG.grad_clip,
         lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", save_strategy="no", report_to="none",
         disable_tqdm=True, train_sampling_strategy="sequential", dataloader_drop_last=True, seed=CONFIG.seed,
         use_cpu=bench.device.type == "cpu", bf16=bench.precision == "bf16", fp16=bench.precision == "fp16",

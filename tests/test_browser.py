@@ -15,7 +15,7 @@ import pytest
 from app_process import SMALL_MODEL, AppProcess, app, small_corpus  # noqa: F401
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from azr.config import PRESET_LR, PRESETS
+from azr.config import PRESET_TRAINING, PRESETS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -124,13 +124,18 @@ def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
     another_tab.close()
 
 
-def test_choosing_a_preset_fills_in_its_size_and_learning_rate(page):
-    expect(page.locator("#train-lr input")).to_have_value(f"{PRESET_LR['tiny']:g}")
+def test_choosing_a_preset_fills_in_its_size_and_shows_its_learning_rate_and_warmup(page):
     page.get_by_text("Model size (advanced)").click()
-    page.locator("#train-preset input").click()
-    page.get_by_role("option", name="small", exact=True).click()
-    expect(page.locator("#train-lr input")).to_have_value(f"{PRESET_LR['small']:g}")
-    expect(page.locator("#train-d_model input")).to_have_value(str(PRESETS["small"].d_model))
+    page.get_by_text("Run settings").click()
+    for name in ("small", "tiny"):  # the page opens on tiny: away from it and back
+        page.locator("#train-preset input").click()
+        page.get_by_role("option", name=name, exact=True).click()
+        expect(page.locator("#train-d_model input")).to_have_value(str(PRESETS[name].d_model))
+        for field in ("lr", "warmup"):  # left empty, they take the preset's values
+            box = page.locator(f"#train-{field} input")
+            expect(box).to_have_value("")
+            expect(box).to_have_attribute("placeholder", re.compile(
+                rf"^{re.escape(format(PRESET_TRAINING[name][field], 'g'))}: the {name} preset's"))
 
 
 def test_bad_numbers_get_a_message_next_to_the_form(page):

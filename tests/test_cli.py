@@ -33,10 +33,11 @@ TARGET = 80
 BIG_TARGET = 100_000
 TINY = ["--d-model", "32", "--num-layers", "1", "--num-heads", "2", "--d-ff", "64", "--max-seq-len", "32",
         "--vocab-size", "300"]
-# A constant LR makes the schedule independent of the target, so a run to BIG_TARGET stopped early and resumed to
-# TARGET must repeat the run to TARGET exactly. Self-play every 5 iterations exercises its RNG across the stop.
-FAST = ["--batch-size", "4", "--save-every", "10", "--lr-schedule", "constant", "--self-play-every", "5",
-        "--no-keep-best"]
+# A constant LR and a given warmup (a default one is at most half the target) make the schedule independent of the
+# target, so a run to BIG_TARGET stopped early and resumed to TARGET must repeat the run to TARGET exactly.
+# Self-play every 5 iterations exercises its RNG across the stop.
+FAST = ["--batch-size", "4", "--save-every", "10", "--lr-schedule", "constant", "--warmup", "50", "--self-play-every",
+        "5", "--no-keep-best"]
 TIMEOUT_S = 240
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from azr import PRESETS, ConfigError, ModelConfig, TrainConfig, preset
-from azr.config import DEFAULT_LR, PRESET_LR, default_lr
+from azr.config import OTHER_MODELS, PRESET_TRAINING, preset_training, training_defaults
 
 SIZE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
 
@@ -84,19 +84,31 @@ def test_to_dict_from_dict_round_trip(config):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "base"])
-def test_a_preset_model_gets_its_preset_lr_whatever_its_vocabulary_and_length(name):
-    assert default_lr(preset(name)) == PRESET_LR[name]
-    assert default_lr(preset(name, vocab_size=300, max_seq_len=32)) == PRESET_LR[name]
+def test_a_preset_model_gets_its_presets_lr_and_warmup_whatever_its_vocabulary_and_length(name):
+    assert preset_training(preset(name)) == PRESET_TRAINING[name]
+    assert preset_training(preset(name, vocab_size=300, max_seq_len=32)) == PRESET_TRAINING[name]
+    assert training_defaults(preset(name), 10_000) == PRESET_TRAINING[name]
 
 
-def test_other_models_get_the_general_default_lr():
-    assert default_lr(preset("small", d_model=192)) == DEFAULT_LR
-    assert default_lr(preset("base", num_layers=3)) == DEFAULT_LR
-    assert default_lr(None) == DEFAULT_LR  # not built from a ModelConfig (a pretrained model)
+def test_other_models_get_the_general_defaults():
+    assert PRESET_TRAINING["small"] != OTHER_MODELS
+    assert preset_training(preset("small", d_model=192)) == OTHER_MODELS
+    assert preset_training(preset("base", num_layers=3)) == OTHER_MODELS
+    assert preset_training(None) == OTHER_MODELS  # not built from a ModelConfig (a pretrained model)
 
 
-def test_an_lr_not_given_is_left_to_the_model_and_a_given_one_is_checked():
-    assert TrainConfig().lr is None
-    assert TrainConfig.from_dict(TrainConfig(lr=2e-3).to_dict()).lr == 2e-3
+def test_a_default_warmup_is_at_most_half_the_run():
+    warmup = PRESET_TRAINING["tiny"]["warmup"]
+    assert training_defaults(preset("tiny"), 2 * warmup) == PRESET_TRAINING["tiny"]
+    assert training_defaults(preset("tiny"), 2 * warmup - 2) == {**PRESET_TRAINING["tiny"], "warmup": warmup - 1}
+    assert training_defaults(None, 1)["warmup"] == 0
+
+
+def test_an_lr_or_warmup_not_given_is_left_to_the_model_and_a_given_one_is_checked():
+    assert TrainConfig().lr is None and TrainConfig().warmup is None
+    assert TrainConfig.from_dict(TrainConfig(lr=2e-3, warmup=0).to_dict()).to_dict() == {
+        **TrainConfig().to_dict(), "lr": 2e-3, "warmup": 0}
     with pytest.raises(ConfigError, match=r"^lr must be a positive number"):
         TrainConfig(lr=0)
+    with pytest.raises(ConfigError, match=r"^warmup must be"):
+        TrainConfig(warmup=-1)

@@ -12,7 +12,7 @@ from azr import AZRTrainer, CheckpointError, ConfigError, build_model, list_chec
 from azr import session
 from azr.data import TokenWindows
 from azr.checkpoint import Checkpoint
-from azr.config import DEFAULT_LR, PRESET_LR
+from azr.config import OTHER_MODELS, PRESET_TRAINING
 
 
 def losses(history):
@@ -388,19 +388,29 @@ def test_a_wsd_extension_without_its_predecay_checkpoint_rewarms(texts, tokenize
     assert max(lrs[20:]) > 5 * lrs[20]  # ramped up again
 
 
-def test_a_new_run_without_an_lr_takes_its_presets_and_a_resume_keeps_the_saved_one(texts, tokenizer, tmp_path,
-                                                                                     monkeypatch):
-    small_shape = preset("small", vocab_size=len(tokenizer), max_seq_len=32)
-    trainer = AZRTrainer(build_model(small_shape, seed=0), tokenizer, device="cpu")
-    final = run_to(trainer, texts, 2, tmp_path, self_play_every=0, warmup=0)[-1]
-    assert Checkpoint.open(final.checkpoint).train_config.lr == PRESET_LR["small"] != DEFAULT_LR
-    assert trainer.history[0]["lr"] == pytest.approx(PRESET_LR["small"])
+def test_a_new_run_takes_its_presets_lr_and_warmup_and_a_resume_keeps_the_saved_ones(texts, tokenizer, tmp_path,
+                                                                                      monkeypatch):
+    tiny_shape = preset("tiny", vocab_size=len(tokenizer), max_seq_len=32)
+    defaults = PRESET_TRAINING["tiny"]
+    assert defaults != OTHER_MODELS
+    trainer = AZRTrainer(build_model(tiny_shape, seed=0), tokenizer, device="cpu")
+    target = 2 * defaults["warmup"]  # long enough for the whole warmup
+    final = stop_at(trainer, texts, target, tmp_path, 5, self_play_every=0)
+    saved = Checkpoint.open(final.checkpoint).train_config
+    assert (saved.lr, saved.warmup) == (defaults["lr"], defaults["warmup"])
+    assert trainer.history[0]["lr"] == pytest.approx(defaults["lr"] / defaults["warmup"])  # the warmup's first step
 
-    monkeypatch.setitem(PRESET_LR, "small", PRESET_LR["small"] / 7)  # a later release changes the default
+    short = AZRTrainer(build_model(tiny_shape, seed=0), tokenizer, device="cpu")
+    quick = run_to(short, texts, 8, tmp_path / "short", self_play_every=0)[-1]
+    assert Checkpoint.open(quick.checkpoint).train_config.warmup == 4  # at most half the run
+
+    monkeypatch.setitem(PRESET_TRAINING, "tiny", {"lr": 1e-4, "warmup": 3})  # a later release changes the defaults
     resumed = AZRTrainer.from_checkpoint(final.checkpoint, device="cpu")
-    last = run_to(resumed, None, 4, tmp_path, resume_from=final.checkpoint)[-1]
-    assert Checkpoint.open(last.checkpoint).train_config.lr == pytest.approx(PRESET_LR["small"] * 7)
+    last = stop_at(resumed, None, target, tmp_path, 10, resume_from=final.checkpoint)
+    resumed_config = Checkpoint.open(last.checkpoint).train_config
+    assert (resumed_config.lr, resumed_config.warmup) == (defaults["lr"], defaults["warmup"])
 
-    explicit = AZRTrainer(build_model(small_shape, seed=0), tokenizer, device="cpu")
-    chosen = run_to(explicit, texts, 1, tmp_path / "explicit", self_play_every=0, lr=5e-4)[-1]
-    assert Checkpoint.open(chosen.checkpoint).train_config.lr == 5e-4
+    explicit = AZRTrainer(build_model(tiny_shape, seed=0), tokenizer, device="cpu")
+    chosen = run_to(explicit, texts, 1, tmp_path / "explicit", self_play_every=0, lr=5e-4, warmup=0)[-1]
+    chosen_config = Checkpoint.open(chosen.checkpoint).train_config
+    assert (chosen_config.lr, chosen_config.warmup) == (5e-4, 0)
