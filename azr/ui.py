@@ -45,12 +45,6 @@ def _attempt(action: Callable[[], str]) -> str:
 # ---------------------------------------------------------------------------- the page
 
 
-def _default_hint(preset_name: str, field: str) -> str:
-    """What an empty LR or warmup field means for the preset (:func:`azr.config.training_defaults`)."""
-    value = f"{PRESET_TRAINING[preset_name][field]:g}"
-    return f"{value}: the {preset_name} preset's" + ("; at most half the run" if field == "warmup" else "")
-
-
 def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
     """Return the app's Blocks for ``job`` (one job per process; every session sees it) with ``access``'s owners
     (default: everyone is an owner)."""
@@ -96,14 +90,14 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                         batch_size = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0,
                                                elem_id="train-batch-size")
                     with gr.Row():
-                        lr = gr.Number(None, label="Learning rate", placeholder=_default_hint("tiny", "lr"),
-                                       elem_id="train-lr", info="Empty: the value measured best for the preset.")
+                        lr = gr.Number(PRESET_TRAINING["tiny"]["lr"], label="Learning rate", elem_id="train-lr",
+                                       info="Each preset fills in the LR and warmup measured best for it.")
                         lr_schedule = gr.Dropdown(list(LR_SCHEDULES), value=DEFAULTS.lr_schedule,
                                                   label="LR schedule")
                     with gr.Accordion("Run settings", open=False):
                         with gr.Row():
-                            warmup = gr.Number(None, label="Warmup iterations", precision=0, elem_id="train-warmup",
-                                               placeholder=_default_hint("tiny", "warmup"))
+                            warmup = gr.Number(PRESET_TRAINING["tiny"]["warmup"], label="Warmup iterations",
+                                               precision=0, elem_id="train-warmup")
                             save_every = gr.Number(DEFAULTS.save_every, label="Save every", precision=0,
                                                    elem_id="train-save-every")
                         with gr.Row():
@@ -239,9 +233,9 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
               outputs=[status_panel, progress, loss_plot, reward_plot, *listing_outputs], show_progress="hidden",
               api_visibility="private", concurrency_limit=None)
 
-        def on_preset(name: str) -> list[Any]:  # the sizes; LR and warmup emptied: the preset's values
+        def on_preset(name: str) -> list[Any]:  # its sizes, LR and warmup
             return [*(getattr(PRESETS[name], f) for f in MODEL_FIELDS),
-                    *(gr.update(value=None, placeholder=_default_hint(name, f)) for f in ("lr", "warmup"))]
+                    *(PRESET_TRAINING[name][f] for f in ("lr", "warmup"))]
 
         preset_choice.change(on_preset, inputs=preset_choice, outputs=[*model_fields.values(), lr, warmup],
                              api_visibility="private")
