@@ -130,7 +130,8 @@ class TrainConfig:
     compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
     lr: float | None = _setting(None, f"peak learning rate {_per_preset('lr')}")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
-    warmup: int | None = _setting(None, f"iterations of linear warmup at the start of the run {_per_preset('warmup', '; at most half the run')}")
+    warmup: int | None = _setting(None, "iterations of linear warmup at the start of the run "
+                                        + _per_preset("warmup", "; at most half the run"))
     min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
     extend_schedule: str = _setting("rewarm", "when a finished run gets a larger target: rewarm (ramp into the "
                                     "schedule re-planned for the new target) or final_lr (stay at the final LR)")

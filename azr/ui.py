@@ -80,7 +80,8 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                     run_name = gr.Textbox(label="Run name (optional)", placeholder="empty: run-<date>-<time>",
                                           info="Each Start trains a new run in its own folder.",
                                           elem_id="train-run-name")
-                    preset_choice = gr.Dropdown(list(PRESETS), value="tiny", label="Model preset", elem_id="train-preset")
+                    preset_choice = gr.Dropdown(list(PRESETS), value="tiny", label="Model preset",
+                                                elem_id="train-preset")
                     with gr.Accordion("Model size (advanced)", open=False):
                         model_fields = {name: gr.Number(getattr(tiny, name), label=name, precision=0,
                                                         elem_id=f"train-{name}") for name in MODEL_FIELDS}

@@ -80,7 +80,8 @@ def run(bench: Bench, iterations: int = 600, goal_iterations: int = 200, seeds=S
     defaults = Entry("learning_defaults_iterations", statistics.median(reached), "iterations", len(seeds),
                      bench.machine, bench.sizes.name, goal=f"<= {goal_iterations}",
                      met=all(r <= goal_iterations for r in reached),
-                     samples={"new_defaults": reached}, detail={"runs": old_final, "new": _new_defaults(bench, iterations)})
+                     samples={"new_defaults": reached},
+                     detail={"runs": old_final, "new": _new_defaults(bench, iterations)})
     lower = [e["rewarm"]["final_val_loss"] < e["final_lr"]["final_val_loss"] for e in extension]
     smooth = [e["rewarm"]["largest_lr_step"] <= e["ramp_step_bound"] * (1 + 1e-9) for e in extension]
     values = [e["rewarm"]["final_val_loss"] for e in extension]

@@ -33,7 +33,8 @@ def adamw(model: torch.nn.Module) -> torch.optim.AdamW:
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": CONFIG.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     fused = precision.fused_adamw(next(model.parameters()).device) or None
-    return torch.optim.AdamW(groups, lr=preset_training(model_config_of(model))["lr"], betas=(0.9, 0.95), fused=fused)
+    lr = preset_training(model_config_of(model))["lr"]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused)
 
 
 def bare_loop(model: torch.nn.Module, data: list[torch.Tensor], device: torch.device,
