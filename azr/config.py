@@ -67,8 +67,8 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-# The peak LR and warmup of a new run when not given, per preset: the best of the sweeps in ``benchmarks.presets`` on
-# the embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one) gets OTHER_MODELS'.
+# The peak LR and warmup of a new run when not given, per preset: the best of the 600-iteration sweeps in
+# ``benchmarks.presets`` on the embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one) gets OTHER_MODELS'.
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": {"lr": 3e-3, "warmup": 150},
     "small": {"lr": 3e-3, "warmup": 150},
@@ -128,6 +128,9 @@ class TrainConfig:
     precision: str = _setting("fp32", "precision of the forward passes: fp32, bf16 or fp16 (autocast; fp16 with "
                                       "a gradient scaler)")
     compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
+    deterministic: bool = _setting(True, "use PyTorch's deterministic kernels (for the whole process), so that a "
+                                         "resumed run repeats the uninterrupted one bit for bit; off: some GPU "
+                                         "kernels and compiled models are faster")
     lr: float | None = _setting(None, f"peak learning rate {_per_preset('lr')}")
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
     warmup: int | None = _setting(None, "iterations of linear warmup at the start of the run "
@@ -210,7 +213,7 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}.")
-        for name in ("async_save", "keep_best"):
+        for name in ("deterministic", "async_save", "keep_best"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         if self.sampling not in SAMPLINGS:

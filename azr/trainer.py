@@ -21,6 +21,7 @@ import torch
 
 from . import distributed, precision
 from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
+from .determinism import use_deterministic_kernels
 from .checkpoint import Checkpoint
 from .errors import ConfigError, TrainingError
 from .guard import check_step, grad_norm
@@ -178,6 +179,8 @@ class AZRTrainer:
         callbacks += [push] if push else []
         self._loaded, self._load_optimizer = None, True
         self.optimizer, self.history = run.optimizer, run.state.history
+        if run.config.deterministic:
+            use_deterministic_kernels()
         self._forward = distributed.wrap(self.model, self.device)
         if run.config.compile:
             self._forward = torch.compile(self._forward)

@@ -23,11 +23,11 @@ RESULTS = Path(__file__).resolve().parent  # presets_results_<iterations>.json
 UNNAMED_WARMUP = 50  # the warmup of the runs whose label names none
 
 
-def one_run(name: str, lr: float, warmup: int, seed: int, iterations: int) -> dict[int, float]:
-    """Train preset ``name`` at peak LR ``lr`` after ``warmup`` iterations; return its validation loss by
-    iteration."""
+def one_run(name: str, lr: float, warmup: int, seed: int, iterations: int, device: str) -> dict[int, float]:
+    """Train preset ``name`` at peak LR ``lr`` after ``warmup`` iterations on ``device``; return its validation loss
+    by iteration."""
     texts = default_corpus()
-    trainer = AZRTrainer(*new_model(texts, preset(name), seed=seed), device="cpu")
+    trainer = AZRTrainer(*new_model(texts, preset(name), seed=seed), device=device)
     with tempfile.TemporaryDirectory(prefix="azr-presets-") as scratch:
         trainer.train_continuous(texts, iterations, scratch, seed=seed, lr=lr, warmup=warmup,
                                  val_every=max(1, iterations // 5), **LEAN)
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one process each (default 1)")
+    parser.add_argument("--device", default="cpu", help="where the runs train (default cpu; recorded per preset)")
     parser.add_argument("--output", type=Path, help="default: benchmarks/presets_results_<iterations>.json; the "
                                                     "runs it already holds are not run again")
     args = parser.parse_args(argv)
@@ -90,12 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     runs = [(name, lr, warmup, seed) for name in args.presets for lr, warmup in settings for seed in args.seeds
             if _label(lr, warmup, seed) not in presets.get(name, {}).get("curves", {})]
     with learning_pool(args.workers) as pool:
-        new = dict(zip(runs, pool.map(one_run, *zip(*runs), [args.iterations] * len(runs)))) if runs else {}
+        new = dict(zip(runs, pool.map(one_run, *zip(*runs), [args.iterations] * len(runs),
+                                                 [args.device] * len(runs)))) if runs else {}
     presets = _stored(output, args.iterations)  # again: another sweep may have added runs meanwhile
     for name in args.presets:
         curves = {**presets.get(name, {}).get("curves", {}),
                   **{_label(*run[1:]): curve for run, curve in new.items() if run[0] == name}}
-        presets[name] = _summary(name, args.iterations, args.seeds, curves)
+        measured_now = any(run[0] == name for run in new)
+        device = args.device if measured_now else presets.get(name, {}).get("device", "cpu")
+        presets[name] = {**_summary(name, args.iterations, args.seeds, curves), "device": device}
         print(json.dumps({name: presets[name]["final_val_loss"]}), flush=True)
     output.write_text(json.dumps({"iterations": args.iterations, "presets": presets}, indent=1) + "\n")
 

@@ -1,5 +1,5 @@
-"""Precision and throughput settings: bf16, fp16 with its GradScaler and gradient accumulation each resume bit for
-bit on CPU; accumulation takes the same steps as the whole batch; impossible settings are refused in one sentence."""
+"""Precision and throughput settings: bf16, fp16 with its GradScaler, gradient accumulation and torch.compile (with
+the default deterministic kernels) each resume bit for bit on CPU; accumulation takes the same steps as the whole batch; impossible settings are refused in one sentence."""
 from __future__ import annotations
 
 import pytest
@@ -28,7 +28,8 @@ def losses(trainer):
 
 
 @pytest.mark.parametrize("settings", [dict(precision="bf16"), dict(precision="fp16"),
-                                      dict(grad_accum_steps=2, precision="bf16")], ids=["bf16", "fp16", "accum"])
+                                      dict(grad_accum_steps=2, precision="bf16"), dict(precision="fp32", compile=True)],
+                         ids=["bf16", "fp16", "accum", "compile"])
 def test_stop_and_resume_is_bit_identical(texts, tokenizer, make_model, tmp_path, settings):
     reference = AZRTrainer(make_model(), tokenizer, device="cpu")
     done = train(reference, texts, tmp_path / "reference", status_every=STOP, **settings)
