@@ -68,7 +68,8 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 # The peak LR and warmup of a new run when not given, per preset: the best of the 600-iteration sweeps in
-# ``benchmarks.presets`` on the embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one) gets OTHER_MODELS'.
+# ``benchmarks.presets`` on the embedded corpus (BENCHMARKS.md). Any other model (another size, a pretrained one)
+# gets OTHER_MODELS'.
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": {"lr": 3e-3, "warmup": 150},
     "small": {"lr": 3e-3, "warmup": 150},

@@ -21,8 +21,8 @@ import torch
 
 from . import distributed, precision
 from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
-from .determinism import use_deterministic_kernels
 from .checkpoint import Checkpoint
+from .determinism import use_deterministic_kernels
 from .errors import ConfigError, TrainingError
 from .guard import check_step, grad_norm
 from .history import History

@@ -1,5 +1,6 @@
 """Precision and throughput settings: bf16, fp16 with its GradScaler, gradient accumulation and torch.compile (with
-the default deterministic kernels) each resume bit for bit on CPU; accumulation takes the same steps as the whole batch; impossible settings are refused in one sentence."""
+the default deterministic kernels) each resume bit for bit on CPU; accumulation takes the same steps as the whole
+batch; impossible settings are refused in one sentence."""
 from __future__ import annotations
 
 import pytest
