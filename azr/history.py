@@ -15,6 +15,7 @@ import os
 import threading
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -169,6 +170,34 @@ class FrozenHistory:
     def tail(self) -> bytes:
         """Return the records after the last full chunk, encoded."""
         return self._live.encode(self._length // CHUNK_RECORDS * CHUNK_RECORDS, self._length)
+
+    def encoded(self, stored: set[str]) -> EncodedHistory:
+        """Return this history for another process: encoded, with the full chunks whose digests ``stored`` lacks."""
+        return EncodedHistory(self._length, self._digests, self.tail(),
+                              {number: self.chunk(number) for number, digest in enumerate(self._digests)
+                               if digest not in stored})
+
+
+@dataclass
+class EncodedHistory:
+    """A frozen history as bytes, with the full chunks its writer has to store (the others are stored already)."""
+
+    length: int
+    digests: list[str]
+    tail_bytes: bytes
+    chunks: dict[int, bytes]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def chunk_digests(self) -> list[str]:
+        return list(self.digests)
+
+    def chunk(self, number: int) -> bytes:
+        return self.chunks[number]
+
+    def tail(self) -> bytes:
+        return self.tail_bytes
 
 
 _chunk_digests: dict[tuple[int, int, int, int], Future] = {}  # (device, inode, size, mtime) -> its sha256

@@ -6,20 +6,22 @@ interrupt there saves the state from before the step; an interrupt during the up
 was cut half-way, and no consistent state exists until it ends).
 
 :class:`CheckpointSaver` writes a checkpoint now, or in the background (cf. PyTorch DCP's ``async_save``): the
-blocking part copies the state to CPU memory, and a thread writes, verifies and reports it while training goes
-on. At most one save is in flight; the next save, and the end of the run, wait for it.
+blocking part copies the state to CPU memory (shared memory, where a writer process can take it: see
+:mod:`azr.writerprocess`), and a thread hands it to the writer process, or writes it itself, verifies it and
+reports it while training goes on. At most one save is in flight; the next save, and the end of the run, wait
+for it.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
+import pickle
 import platform
 import queue
 import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,15 +30,15 @@ import torch
 import transformers
 
 from . import __version__, distributed, precision, rng, storage
-from .checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint,
-                         checkpoint_name)
+from .checkpoint import CONFIG_FILE, Checkpoint, checkpoint_name
 from .errors import CheckpointError
-from .history import FrozenHistory, History
+from .history import CHUNK_DIR, CHUNK_SUFFIX
 from .lora import is_peft_model
 from .model import model_config_of
 from .staging import Stager
 from .state import TrainState
-from .writing import save_checkpoint
+from .writerprocess import SaveJob, WriterFailed, WriterProcess, suits
+from .writing import CheckpointContents, write_contents
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +63,6 @@ class StepSnapshot:
     def end(self) -> None:
         """The step and its bookkeeping are done."""
         self.phase = "idle"
-
-
-@dataclass
-class CheckpointContents:
-    """Everything a checkpoint holds, taken at one moment: ``weights`` None means the model's own (a save now)."""
-
-    run_dir: Path
-    name: str
-    values: dict[str, Any]
-    plan: dict[str, Any]
-    optimizer: dict[str, Any]
-    rng_state: dict[str, Any]
-    history: History | FrozenHistory
-    weights: dict[str, torch.Tensor] | None
-    reference: dict[str, torch.Tensor] | None  # the self-play reference policy, when the run has one
 
 
 class SaveWorker(threading.Thread):
@@ -111,7 +98,8 @@ class CheckpointSaver:
     def __init__(self, model, tokenizer, device: torch.device) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
-        self._stager = Stager()
+        self._stager = Stager(shared=suits(model, device))
+        self._writer: WriterProcess | None = None
         self._settings_of: tuple[Any, dict[str, Any]] | None = None
         self._worker: SaveWorker | None = None
         self._pending: tuple[str, Future] | None = None  # the name of the save in flight, and its result
@@ -156,12 +144,32 @@ class CheckpointSaver:
                                   "the run stopped there, resume it from its last checkpoint.") from error
         return future.result()
 
+    def open_background(self) -> None:
+        """A run with background saves starts: take a writer process (one starting up imports meanwhile)."""
+        if self._stager.shared and self._writer is None and distributed.is_main():
+            try:
+                writer = WriterProcess.take()
+            except OSError as exc:
+                log.warning("no checkpoint writer process (%s); this process writes the run's saves", exc)
+                return
+            try:
+                writer.prepare(self.model)
+            except (OSError, pickle.PicklingError, AttributeError) as exc:
+                log.warning("no checkpoint writer process (%s); this process writes the run's saves", exc)
+                writer.give_back()
+                return
+            self._writer = writer
+
     def close(self) -> None:
-        """End the writing thread once the save in flight (if any) is written; a later save starts another."""
+        """End the writing thread once the save in flight (if any) is written, and give the writer process back;
+        a later save starts another thread."""
         if self._worker is not None:
             self._worker.stop()
             self._worker.join()  # no writing thread outlives its run (nor the interpreter's shutdown)
             self._worker = None
+        if self._writer is not None:
+            self._writer.give_back()
+            self._writer = None
 
     def settle(self) -> None:
         """Wait for the save in flight, logging its failure (for the saves that end a run, which go on)."""
@@ -213,24 +221,42 @@ class CheckpointSaver:
 
     def _write(self, contents: CheckpointContents, workers: int = storage.WORKERS) -> Path:
         """Write the checkpoint atomically (in up to ``workers`` threads besides this one); return its path."""
-        files = {**self._tokenizer_bytes(), **self._base_config(),
-                 SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
-        states = {OPTIMIZER_FILE: contents.optimizer, RNG_FILE: contents.rng_state}
-        if contents.reference is not None:
-            states[REFERENCE_FILE] = contents.reference
-        path = save_checkpoint(contents.run_dir, contents.name, model=self.model, files=files,
-                               state=contents.values, history=contents.history, weights=contents.weights,
-                               tensor_states=states, workers=workers)
-        log.info("saved checkpoint %s", path)
-        return path
+        return write_contents(contents, self.model, self._files(), workers)
 
     def _write_verified(self, contents: CheckpointContents, on_saved: Callable[[Path], None]) -> Path:
-        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``: in one thread
-        besides this one, so that a save in the background leaves the other cores to training."""
-        path = self._write(contents, workers=1)
-        Checkpoint.open(path)  # verifies every file; raises CheckpointError
+        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``: in the writer
+        process when there is one, else in one thread besides this one, so that a save in the background leaves
+        the other cores to training."""
+        path = self._write_in_writer(contents)
+        if path is None:
+            path = self._write(contents, workers=1)
+            Checkpoint.open(path)  # verifies every file; raises CheckpointError
         on_saved(path)
         return path
+
+    def _write_in_writer(self, contents: CheckpointContents) -> Path | None:
+        """The path of the checkpoint the writer process wrote and verified; None when there is no writer or it
+        failed (then this process writes the save, and the rest of the run's)."""
+        try:
+            if self._writer is None or not self._writer.ready():  # until it is, this process writes
+                return None
+        except WriterFailed as exc:
+            return self._without_writer(exc)
+        stored = {p.name.removesuffix(CHUNK_SUFFIX) for p in (contents.run_dir / CHUNK_DIR).glob("*" + CHUNK_SUFFIX)}
+        job = SaveJob(dataclasses.replace(contents, history=contents.history.encoded(stored)), self._files())
+        try:
+            return self._writer.write(job, self._stager.arena)
+        except WriterFailed as exc:
+            return self._without_writer(exc)
+
+    def _without_writer(self, exc: WriterFailed) -> None:
+        log.warning("the checkpoint writer process failed (%s); this process writes the run's saves", exc)
+        self._writer.stop()
+        self._writer = None
+
+    def _files(self) -> dict[str, bytes]:
+        """The files a checkpoint holds besides the state: the tokenizer's, and a LoRA run's base config."""
+        return {**self._tokenizer_bytes(), **self._base_config()}
 
     def _base_config(self) -> dict[str, bytes]:
         """A LoRA run's base model config (peft saves only the adapter), for architecture checks and inspect."""

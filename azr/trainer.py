@@ -206,6 +206,8 @@ class AZRTrainer:
         snapshot = StepSnapshot()
         finished = False
         try:
+            if config.async_save:
+                self._saver.open_background()
             opening = f"Resumed at iteration {state.iteration}" if state.iteration else "Started"
             yield self._emit(run, clock, callbacks, "running", f"{opening}; training to {config.max_iterations}.")
             while state.iteration < config.max_iterations:

@@ -2,21 +2,56 @@
 :class:`azr.checkpoint.Checkpoint`)."""
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import storage
-from .checkpoint import HISTORY_FILE, Checkpoint
-from .history import CHUNK_DIR, FrozenHistory, History, chunk_path
+from .checkpoint import HISTORY_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint
+from .history import CHUNK_DIR, EncodedHistory, FrozenHistory, History, chunk_path
 from .statefile import FORMAT_VERSION, STATE_FILE, seal
 
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckpointContents:
+    """Everything a checkpoint holds, taken at one moment: ``weights`` None means the model's own (a save now)."""
+
+    run_dir: Path
+    name: str
+    values: dict[str, Any]
+    plan: dict[str, Any]
+    optimizer: dict[str, Any]
+    rng_state: dict[str, Any]
+    history: History | FrozenHistory | EncodedHistory
+    weights: dict[str, torch.Tensor] | None
+    reference: dict[str, torch.Tensor] | None  # the self-play reference policy, when the run has one
+
+
+def write_contents(contents: CheckpointContents, model, files: dict[str, bytes],
+                   workers: int = storage.WORKERS) -> Path:
+    """Write the checkpoint of ``contents`` atomically, with ``files`` (the tokenizer's, ...) besides its own, in
+    up to ``workers`` threads besides this one; return its path."""
+    files = {**files, SCHEDULER_FILE: json.dumps(contents.plan, indent=1).encode()}
+    states = {OPTIMIZER_FILE: contents.optimizer, RNG_FILE: contents.rng_state}
+    if contents.reference is not None:
+        states[REFERENCE_FILE] = contents.reference
+    path = save_checkpoint(contents.run_dir, contents.name, model=model, files=files, state=contents.values,
+                           history=contents.history, weights=contents.weights, tensor_states=states,
+                           workers=workers)
+    log.info("saved checkpoint %s", path)
+    return path
+
 
 def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
-                    history: History | FrozenHistory, weights: dict[str, torch.Tensor] | None = None,
+                    history: History | FrozenHistory | EncodedHistory, weights: dict[str, torch.Tensor] | None = None,
                     tensor_states: dict[str, Any] | None = None, workers: int = storage.WORKERS) -> Path:
     """Write a complete checkpoint atomically and return its path.
 

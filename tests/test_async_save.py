@@ -24,7 +24,7 @@ def train(trainer, texts, target, directory, **settings):
 
 def hold_background_saves(monkeypatch, release: threading.Event, failure: BaseException | None = None) -> None:
     """Make each background save wait for ``release`` before it writes (and then raise ``failure``, if given)."""
-    write = saving.save_checkpoint
+    write = saving.write_contents
 
     def held(*args, **kwargs):
         if threading.current_thread().name == "azr-checkpoint-save":
@@ -32,7 +32,7 @@ def hold_background_saves(monkeypatch, release: threading.Event, failure: BaseEx
             if failure is not None:
                 raise failure
         return write(*args, **kwargs)
-    monkeypatch.setattr(saving, "save_checkpoint", held)
+    monkeypatch.setattr(saving, "write_contents", held)
 
 
 def test_a_background_save_writes_what_a_synchronous_save_of_the_same_step_writes(texts, tokenizer, make_model,

@@ -1,5 +1,6 @@
 """On a CUDA GPU: every precision (fp16 with its GradScaler too) and torch.compile resume bit for bit, AdamW is the
-fused one, background saves copy the live GPU state exactly, and a run paused on one device resumes on the other.
+fused one, background saves copy the live GPU state exactly and a writer process writes them, and a run paused on
+one device resumes on the other.
 
 These run where a GPU is (they were run on an H200 lent to this work; BENCHMARKS.md); without one they are skipped.
 """
@@ -9,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_precision import STOP, TARGET, losses, train
+from test_writer_process import spy, wait_for_the_writer
 
 from azr import AZRTrainer
 from azr.checkpoint import OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint
@@ -41,10 +43,19 @@ def test_stop_and_resume_on_the_gpu_is_bit_identical(texts, tokenizer, make_mode
         assert torch.equal(second.model.state_dict()[name], value), name
 
 
-def test_a_background_save_writes_exactly_the_gpu_state_of_its_iteration(texts, tokenizer, make_model, tmp_path):
-    """The staged copy (pinned buffers, non-blocking copies) is complete before training changes the state."""
+def test_a_background_save_writes_exactly_the_gpu_state_of_its_iteration(texts, tokenizer, make_model, tmp_path,
+                                                                         monkeypatch):
+    """The staged copy (shared memory pinned with cudaHostRegister, non-blocking copies) is complete before
+    training changes the state, and the writer process (the default on a GPU) writes it."""
+    monkeypatch.delenv("AZR_SAVE_WRITER", raising=False)
+    seen = spy(monkeypatch)
     for mode, background in (("async", True), ("sync", False)):
-        train(AZRTrainer(make_model(), tokenizer, device="cuda"), texts, tmp_path / mode, async_save=background)
+        trainer = AZRTrainer(make_model(), tokenizer, device="cuda")
+        trainer.status_callback = wait_for_the_writer(trainer) if background else None
+        train(trainer, texts, tmp_path / mode, async_save=background)
+        if background:
+            assert trainer._saver._stager.arena._pinned
+    assert seen["writer"] == ["model_iter_10", "model_iter_12"] and seen["here"] == []
     written = {mode: Checkpoint.open(tmp_path / mode / "model_iter_10") for mode in ("async", "sync")}
     for filename in (WEIGHTS_FILE, OPTIMIZER_FILE, RNG_FILE):
         background, foreground = (load_file(written[mode].path / filename) for mode in ("async", "sync"))
