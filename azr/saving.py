@@ -125,8 +125,9 @@ class CheckpointSaver:
         """
         if self._pending is not None:
             raise RuntimeError("the previous background save was not collected with finished()")
-        contents = self._contents(run, kind, snapshot, staged=True, collective=True)
-        if contents is None or not distributed.is_main():  # every process gave its random state; rank 0 writes
+        main = distributed.is_main()  # every process gives its random state; rank 0 alone copies and writes
+        contents = self._contents(run, kind, snapshot, staged=main, collective=True)
+        if contents is None or not main:
             return
         if self._worker is None:
             self._worker = SaveWorker()

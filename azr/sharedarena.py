@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 
 import torch
 
@@ -33,7 +34,8 @@ class SharedArena:
         self.fd = fd
         self._memory = mmap.mmap(fd, nbytes)
         self._base = torch.frombuffer(self._memory, dtype=torch.uint8).data_ptr()
-        self._pinned = pin and _pin(self._base, nbytes)
+        self.pinned = pin and _pin(self._base, nbytes)
+        self._release = weakref.finalize(self, _release, fd, self._base if self.pinned else None)
 
     @staticmethod
     def layout(sizes: list[int]) -> tuple[list[int], int]:
@@ -55,13 +57,15 @@ class SharedArena:
         return offset if tensor.device.type == "cpu" and 0 <= offset < self.nbytes else None
 
     def close(self) -> None:
-        """Unpin the block and close this process's descriptor; the memory goes when no tensor uses it."""
-        if self._pinned:
-            torch.cuda.cudart().cudaHostUnregister(self._base)
-            self._pinned = False
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Unpin the block and close this process's descriptor (as when the arena is collected); the memory goes
+        when no tensor uses it."""
+        self._release()
+
+
+def _release(fd: int, pinned_at: int | None) -> None:
+    if pinned_at is not None:
+        torch.cuda.cudart().cudaHostUnregister(pinned_at)
+    os.close(fd)
 
 
 def _pin(address: int, nbytes: int) -> bool:

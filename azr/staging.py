@@ -83,10 +83,3 @@ class Stager:
             self._buffers = [self.arena.tensor(offset, dtype, shape) if size else torch.empty(shape, dtype=dtype)
                              for offset, size, (dtype, shape, _) in zip(offsets, sizes, layout)]
         self._layout = layout
-
-    def close(self) -> None:
-        """Release the buffers (their memory goes with the last copy that uses it)."""
-        if self.arena is not None:
-            self.arena.close()
-            self.arena = None
-        self._layout, self._buffers = [], []

@@ -231,6 +231,8 @@ def _serve(connection: Connection) -> None:
     while True:
         kind, value = messages.get()
         if kind == "arena":
+            if arena is not None:
+                arena.close()
             arena = value
             continue
         try:

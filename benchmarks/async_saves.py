@@ -1,15 +1,18 @@
 """Asynchronous checkpoints: training throughput with a checkpoint every 10 iterations written in the background,
-against no checkpoints and against synchronous saves; and the part of a save that blocks training (the copy of the
+against no checkpoints and against synchronous saves, with the writer ``AZR_SAVE_WRITER=auto`` picks on this
+device and with the other one (a thread of the training process, or a writer process); and the part of a save that blocks training (the copy of the
 state to CPU memory) against a plain copy of the same state. Both at the benchmark's model and at a larger one.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -28,20 +31,23 @@ COPIED = ("model.state_dict(), optimizer.state_dict() and self-play reference te
 
 
 def run(bench: Bench, small: Subject) -> list[Entry]:
-    """Alternate the three ways of training and the two copies, at the benchmark's model and a larger one."""
+    """Alternate the four ways of training and the two copies, at the benchmark's model and a larger one."""
     larger_trainer, larger_source = larger_checkpoint(bench)
     larger = subject(bench, larger_trainer.model, larger_source)
+    default = "thread" if bench.device.type == "cpu" else "process"  # what AZR_SAVE_WRITER=auto picks here
+    other = {"thread": "process", "process": "thread"}[default]
     entries = []
     for suffix, current, make_model, batch, steps in (
             ("", small, bench.model, bench.sizes.batch_size, bench.sizes.async_steps),
             ("_larger", larger, lambda: build_model(bench.sizes.larger_model, seed=0).to(bench.device), LARGER_BATCH,
              bench.sizes.larger_async_steps)):
-        progress(f"asynchronous saves, {current.describe()}: training with no saves, async saves and synchronous "
-                 f"saves every {SAVE_EVERY} iterations ({steps} iterations, batch {batch})")
-        training = alternate({name: _throughput(bench, make_model, batch, steps, save_every, asynchronous)
-                              for name, save_every, asynchronous in (("no_saves", 10**9, True),
-                                                                     ("async_saves", SAVE_EVERY, True),
-                                                                     ("sync_saves", SAVE_EVERY, False))},
+        progress(f"asynchronous saves, {current.describe()}: training with no saves, async saves (two writers) and "
+                 f"synchronous saves every {SAVE_EVERY} iterations ({steps} iterations, batch {batch})")
+        training = alternate({name: _throughput(bench, make_model, batch, steps, save_every, asynchronous, writer)
+                              for name, save_every, asynchronous, writer in (
+                                  ("no_saves", 10**9, True, "auto"), ("async_saves", SAVE_EVERY, True, "auto"),
+                                  ("sync_saves", SAVE_EVERY, False, "auto"),
+                                  ("async_saves_other_writer", SAVE_EVERY, True, other))},
                              bench.sizes.repeats)
         progress("  blocking part of an asynchronous save against a plain copy of the state")
         copies = alternate({"async_blocking": _blocking(bench, current), "plain_copy": _plain_copy(bench, current)},
@@ -52,6 +58,10 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
             bench.entry(f"async_save_throughput{suffix}", training, "it/s", "async_saves", "no_saves", (">=", 0.98),
                         **model, sync_saves_it_per_s=statistics.median(training["sync_saves"]),
                         sync_ratio_to_no_saves=paired_ratio(training["sync_saves"], training["no_saves"]),
+                        writer=default, other_writer=other,
+                        other_writer_it_per_s=statistics.median(training["async_saves_other_writer"]),
+                        other_writer_ratio_to_no_saves=paired_ratio(training["async_saves_other_writer"],
+                                                                    training["no_saves"]),
                         window="iteration 1 to the last, as recorded in the history"),
             bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
                         **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
@@ -60,10 +70,16 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
 
 
 def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: int, steps: int, save_every: int,
-                asynchronous: bool) -> Callable[[], float]:
-    """Return a contender: train ``steps`` iterations of a fresh model and return iterations per second."""
+                asynchronous: bool, writer: str) -> Callable[[], float]:
+    """Return a contender: train ``steps`` iterations of a fresh model, with background saves written by
+    ``writer`` (``AZR_SAVE_WRITER``), and return iterations per second.
+
+    The first run with a writer process starts one, which imports torch and transformers while it trains (the
+    saves are written in the thread until it is ready); later runs take it from the pool, ready.
+    """
     def contender() -> float:
-        trainer = AZRTrainer(make_model(), bench.tokenizer, device=bench.device)
+        with mock.patch.dict(os.environ, {"AZR_SAVE_WRITER": writer}):
+            trainer = AZRTrainer(make_model(), bench.tokenizer, device=bench.device)
         directory = bench.directory("async")
         try:
             for _ in trainer.train(bench.texts, steps, directory, batch_size=batch, save_every=save_every,

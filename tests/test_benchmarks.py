@@ -56,6 +56,10 @@ def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
             assert entry["ratio"] is None, name
         if entry["goal"] is not None or name in JUDGED:
             assert isinstance(entry["goal"], str) and isinstance(entry["met"], bool), name
+    for name in ("async_save_throughput", "async_save_throughput_larger"):  # both background writers, side by side
+        detail = next(entry["detail"] for entry in entries if entry["name"] == name)
+        assert {detail["writer"], detail["other_writer"]} == {"thread", "process"}, name
+        assert _number(detail["other_writer_ratio_to_no_saves"]) and detail["other_writer_it_per_s"] > 0, name
     assert not list(tmp_path.glob("azr-bench-*")), "the scratch directory was not removed"
 
 

@@ -54,7 +54,7 @@ def test_a_background_save_writes_exactly_the_gpu_state_of_its_iteration(texts, 
         trainer.status_callback = wait_for_the_writer(trainer) if background else None
         train(trainer, texts, tmp_path / mode, async_save=background)
         if background:
-            assert trainer._saver._stager.arena._pinned
+            assert trainer._saver._stager.arena.pinned
     assert seen["writer"] == ["model_iter_10", "model_iter_12"] and seen["here"] == []
     written = {mode: Checkpoint.open(tmp_path / mode / "model_iter_10") for mode in ("async", "sync")}
     for filename in (WEIGHTS_FILE, OPTIMIZER_FILE, RNG_FILE):
