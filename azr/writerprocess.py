@@ -14,7 +14,7 @@ the background), and gives it back at its end.
 from __future__ import annotations
 
 import io
-import logging
+import itertools
 import os
 import pickle
 import queue
@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Pipe
 from multiprocessing.reduction import recv_handle, send_handle
@@ -33,7 +34,6 @@ import torch
 from .errors import ConfigError
 from .sharedarena import SharedArena, supported
 
-log = logging.getLogger(__name__)
 NICENESS = 10  # below training, so that on a busy CPU the write takes what training leaves
 
 _idle: list[WriterProcess] = []
@@ -99,7 +99,8 @@ class WriterProcess:
         theirs.close()
         self._connection = ours
         self._arena: SharedArena | None = None  # the arena the writer has mapped
-        self._ready = False
+        self._requests = itertools.count()  # each answer names its request: one left unread is skipped later
+        self._awaited: int | None = None  # the model request whose answer is still to come
 
     @property
     def pid(self) -> int:
@@ -126,46 +127,56 @@ class WriterProcess:
 
     def prepare(self, model) -> None:
         """Have the writer build ``model``'s skeleton (importing its class); :meth:`ready` says when it is done."""
-        self._ready = False
-        self._connection.send(("model", pickle.dumps(ModelSpec.of(model))))
+        self._awaited = self._send("model", pickle.dumps(ModelSpec.of(model)))
 
     def ready(self, timeout: float = 0) -> bool:
         """True once the writer is ready for the prepared model, waiting up to ``timeout`` seconds; raises
         WriterFailed when it cannot write that model's saves."""
-        if not self._ready:
-            outcome, detail = self._reply(timeout)
+        if self._awaited is not None:
+            outcome, detail = self._reply(self._awaited, timeout)
             if outcome is None:
                 return False
             if outcome != "ready":
                 raise WriterFailed(detail)
-            self._ready = True
+            self._awaited = None
         return True
 
     def write(self, job: SaveJob, arena: SharedArena) -> Path:
         """Have the writer write, verify and name the checkpoint of ``job``, whose staged tensors are in
         ``arena``; raises WriterFailed."""
-        payload = _dumps(job, arena)
-        try:
-            if self._arena is not arena:
-                self._connection.send(("arena", arena.nbytes))
+        if self._arena is not arena:
+            self._send("arena", arena.nbytes)
+            try:
                 send_handle(self._connection, arena.fd, self.pid)
-                self._arena = arena
-            self._connection.send(("save", payload))
-        except OSError as exc:
-            raise self._ended(exc) from exc
-        outcome, detail = self._reply(None)
+            except OSError as exc:
+                raise self._ended(exc) from exc
+            self._arena = arena
+        outcome, detail = self._reply(self._send("save", _dumps(job, arena)), None)
         if outcome != "saved":
             raise WriterFailed(detail)
         return Path(detail)
 
-    def _reply(self, timeout: float | None) -> tuple[str | None, str | None]:
-        """The writer's next answer, waiting up to ``timeout`` seconds (None: for as long as it takes)."""
+    def _send(self, kind: str, value: Any) -> int:
+        """Send a request; return its number."""
+        number = next(self._requests)
         try:
-            if timeout is not None and not self._connection.poll(timeout):
-                return None, None
-            return self._connection.recv()
+            self._connection.send((number, kind, value))
+        except OSError as exc:
+            raise self._ended(exc) from exc
+        return number
+
+    def _reply(self, request: int, timeout: float | None) -> tuple[str | None, str | None]:
+        """The writer's answer to ``request``, waiting up to ``timeout`` seconds (None: for as long as it takes);
+        (None, None) when it has not come by then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while deadline is None or self._connection.poll(max(0.0, deadline - time.monotonic())):
+                number, outcome, detail = self._connection.recv()
+                if number == request:
+                    return outcome, detail
         except (OSError, EOFError) as exc:
             raise self._ended(exc) from exc
+        return None, None
 
     def _ended(self, exc: BaseException) -> WriterFailed:
         self.stop()
@@ -206,9 +217,9 @@ class _Unpickler(pickle.Unpickler):
         return self.arena.tensor(offset, getattr(torch, dtype), shape)
 
 
-def _dumps(contents: Any, arena: SharedArena) -> bytes:
+def _dumps(job: SaveJob, arena: SharedArena) -> bytes:
     buffer = io.BytesIO()
-    _Pickler(buffer, arena).dump(contents)
+    _Pickler(buffer, arena).dump(job)
     return buffer.getvalue()
 
 
@@ -229,7 +240,7 @@ def _serve(connection: Connection) -> None:
     threading.Thread(target=_receive, args=(connection, messages), daemon=True).start()
     arena, model = None, None
     while True:
-        kind, value = messages.get()
+        number, kind, value = messages.get()
         if kind == "arena":
             if arena is not None:
                 arena.close()
@@ -245,7 +256,7 @@ def _serve(connection: Connection) -> None:
                 reply = "saved", str(path)
         except Exception as exc:  # noqa: BLE001 - the parent writes the save itself and reports what fails there
             reply = "failed", f"{type(exc).__name__}: {exc}"
-        connection.send(reply)
+        connection.send((number, *reply))
 
 
 def _receive(connection: Connection, messages: queue.SimpleQueue) -> None:
@@ -253,8 +264,8 @@ def _receive(connection: Connection, messages: queue.SimpleQueue) -> None:
     is gone."""
     try:
         while True:
-            kind, value = connection.recv()
-            messages.put((kind, SharedArena(value, fd=recv_handle(connection)) if kind == "arena" else value))
+            number, kind, value = connection.recv()
+            messages.put((number, kind, SharedArena(value, fd=recv_handle(connection)) if kind == "arena" else value))
     except (EOFError, OSError):
         os._exit(0)
 

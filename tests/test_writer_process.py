@@ -86,6 +86,16 @@ def test_the_writer_process_writes_what_a_synchronous_save_writes(texts, tokeniz
     assert [i.name for i in list_checkpoints(tmp_path / "async") if i.valid] == ["model_iter_20", "model_iter_10"]
 
 
+def test_a_writer_given_back_before_it_answered_serves_the_next_run(texts, tokenizer, make_model, tmp_path,
+                                                                    process_writer, monkeypatch):
+    """The first run pauses at once: its writer goes back to the pool with its "ready" answer unread."""
+    first = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=lambda s: first.stop_training())
+    assert list(first.train(texts, 20, tmp_path / "first", **FAST))[-1].state == "paused"
+    seen = spy(monkeypatch)
+    train_both_ways(make_model(), make_model(), tokenizer, texts, tmp_path)
+    assert seen["writer"] == ["model_iter_10", "model_iter_20"] and seen["here"] == []
+
+
 def test_tied_weights_are_written_once_as_the_model_writes_them(texts, tokenizer, make_model, tmp_path,
                                                                process_writer, monkeypatch):
     seen = spy(monkeypatch)
