@@ -148,16 +148,14 @@ class CheckpointSaver:
     def open_background(self) -> None:
         """A run with background saves starts: take a writer process (one starting up imports meanwhile)."""
         if self._stager.shared and self._writer is None and distributed.is_main():
+            writer = None
             try:
                 writer = WriterProcess.take()
-            except OSError as exc:
+                writer.prepare(self.model)  # a model class no other process can import fails here
+            except (OSError, WriterFailed, pickle.PicklingError, AttributeError) as exc:
                 log.warning("no checkpoint writer process (%s); this process writes the run's saves", exc)
-                return
-            try:
-                writer.prepare(self.model)
-            except (OSError, pickle.PicklingError, AttributeError) as exc:
-                log.warning("no checkpoint writer process (%s); this process writes the run's saves", exc)
-                writer.give_back()
+                if writer is not None:
+                    writer.give_back()
                 return
             self._writer = writer
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, Pipe
 from multiprocessing.reduction import recv_handle, send_handle
@@ -261,13 +262,16 @@ def _serve(connection: Connection) -> None:
 
 def _receive(connection: Connection, messages: queue.SimpleQueue) -> None:
     """Pass on what the parent sends (an arena arrives with its descriptor); end the process the moment the parent
-    is gone."""
+    is gone, or when what it sends cannot be read (a parent of another version)."""
     try:
         while True:
             number, kind, value = connection.recv()
             messages.put((number, kind, SharedArena(value, fd=recv_handle(connection)) if kind == "arena" else value))
     except (EOFError, OSError):
         os._exit(0)
+    except BaseException:  # noqa: BLE001 - a writer that cannot read would leave its parent waiting for an answer
+        traceback.print_exc()
+        os._exit(1)  # the parent sees the writer end and writes its saves itself
 
 
 def _skeleton(spec: ModelSpec) -> torch.nn.Module:

@@ -131,6 +131,25 @@ def test_a_run_whose_writer_dies_writes_its_saves_itself(texts, tokenizer, make_
                                                                         "model_iter_10"]
 
 
+def test_a_writer_sent_what_it_cannot_read_exits_and_the_run_writes_its_saves(texts, tokenizer, make_model, tmp_path,
+                                                                              process_writer, monkeypatch, caplog):
+    """As a writer started from a newer version of this code would: it must not linger while its parent waits."""
+    seen = spy(monkeypatch)
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+
+    def on_status(status):
+        if status.iteration == 0:
+            writer = trainer._saver._writer
+            assert writer.ready(WRITER_START_S)
+            writer._connection.send(("a message of another version",))
+            writer._process.wait(30)  # raises TimeoutExpired while it lingers
+    trainer.status_callback = on_status
+    with caplog.at_level(logging.WARNING, logger="azr.saving"):
+        final = list(trainer.train(texts, 20, tmp_path, **FAST))[-1]
+    assert final.state == "completed" and "the checkpoint writer process failed" in caplog.text
+    assert seen["writer"] == [] and seen["here"] == ["model_iter_10", "model_iter_20"]
+
+
 def test_a_model_the_writer_cannot_rebuild_is_saved_by_the_training_process(texts, tokenizer, make_model, tmp_path,
                                                                             process_writer, caplog):
     model = make_model()
