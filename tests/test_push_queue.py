@@ -126,7 +126,8 @@ def test_ctrl_c_during_a_hanging_push_exits_within_the_grace_period(hub_env, hub
     left = {p.checkpoint for p in pending(tmp_path / "a")}
     assert "model_iter_10" in left and any(name.startswith("model_interrupted_") for name in left), left
     hub_server.recover()
-    assert all(state.startswith("pushed") for _, state in push_pending(tmp_path / "a"))
+    states = [(push.checkpoint, state) for push, state in push_pending(tmp_path / "a")]
+    assert states and all(state.startswith("pushed") for _, state in states), states
     assert left <= set(index_of(hub_server))
 
 
