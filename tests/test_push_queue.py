@@ -126,9 +126,14 @@ def test_ctrl_c_during_a_hanging_push_exits_within_the_grace_period(hub_env, hub
     left = {p.checkpoint for p in pending(tmp_path / "a")}
     assert "model_iter_10" in left and any(name.startswith("model_interrupted_") for name in left), left
     hub_server.recover()
-    states = [(push.checkpoint, state) for push, state in push_pending(tmp_path / "a")]
-    assert states and all(state.startswith("pushed") for _, state in states), states
-    assert left <= set(index_of(hub_server))
+    # On a loaded machine the run may save more than keep_last times before the signal lands: rotation has then
+    # removed the oldest checkpoints, whose pushes are reported as impossible rather than retried forever.
+    local = {name for name in left if (tmp_path / "a" / name).is_dir()}
+    states = {push.checkpoint: state for push, state in push_pending(tmp_path / "a")}
+    assert states.keys() == left and any(name.startswith("model_interrupted_") for name in local), states
+    assert all(states[name].startswith("pushed") for name in local), states
+    assert all(states[name] == "failed: the checkpoint no longer exists locally" for name in left - local), states
+    assert local <= set(index_of(hub_server))
 
 
 @pytest.mark.parametrize("repo", ["not a/valid repo", "../../x", "user/run/extra", "user/r..n"])
