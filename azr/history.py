@@ -171,11 +171,11 @@ class FrozenHistory:
         """Return the records after the last full chunk, encoded."""
         return self._live.encode(self._length // CHUNK_RECORDS * CHUNK_RECORDS, self._length)
 
-    def encoded(self, stored: set[str]) -> EncodedHistory:
-        """Return this history for another process: encoded, with the full chunks whose digests ``stored`` lacks."""
+    def encoded(self, chunks: list[int]) -> EncodedHistory:
+        """Return this history for another process: encoded, with the full chunks of these numbers (the ones its
+        writer has to store)."""
         return EncodedHistory(self._length, self._digests, self.tail(),
-                              {number: self.chunk(number) for number, digest in enumerate(self._digests)
-                               if digest not in stored})
+                              {number: self.chunk(number) for number in chunks})
 
 
 @dataclass

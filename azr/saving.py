@@ -32,13 +32,13 @@ import transformers
 from . import __version__, distributed, precision, rng, storage
 from .checkpoint import CONFIG_FILE, Checkpoint, checkpoint_name
 from .errors import CheckpointError
-from .history import CHUNK_DIR, CHUNK_SUFFIX
+from .history import CHUNK_DIR
 from .lora import is_peft_model
 from .model import model_config_of
 from .staging import Stager
 from .state import TrainState
 from .writerprocess import SaveJob, WriterFailed, WriterProcess, suits
-from .writing import CheckpointContents, write_contents
+from .writing import CheckpointContents, missing_chunks, write_contents
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,9 @@ class CheckpointSaver:
                 return None
         except WriterFailed as exc:
             return self._without_writer(exc)
-        stored = {p.name.removesuffix(CHUNK_SUFFIX) for p in (contents.run_dir / CHUNK_DIR).glob("*" + CHUNK_SUFFIX)}
-        job = SaveJob(dataclasses.replace(contents, history=contents.history.encoded(stored)), self._files())
+        history = contents.history.encoded(missing_chunks(contents.run_dir / CHUNK_DIR,
+                                                         contents.history.chunk_digests()))
+        job = SaveJob(dataclasses.replace(contents, history=history), self._files())
         try:
             return self._writer.write(job, self._stager.arena)
         except WriterFailed as exc:

@@ -51,7 +51,8 @@ def write_contents(contents: CheckpointContents, model, files: dict[str, bytes],
 
 
 def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
-                    history: History | FrozenHistory | EncodedHistory, weights: dict[str, torch.Tensor] | None = None,
+                    history: History | FrozenHistory | EncodedHistory,
+                    weights: dict[str, torch.Tensor] | None = None,
                     tensor_states: dict[str, Any] | None = None, workers: int = storage.WORKERS) -> Path:
     """Write a complete checkpoint atomically and return its path.
 
@@ -91,12 +92,16 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
     return run_dir / name
 
 
+def missing_chunks(chunk_dir: Path, digests: list[str]) -> list[int]:
+    """The numbers of the history chunks (of these digests) that ``chunk_dir`` lacks."""
+    stored = {p.name for p in chunk_dir.iterdir()} if chunk_dir.is_dir() else set()  # one listing, not a stat each
+    return [number for number, digest in enumerate(digests) if chunk_path(chunk_dir, digest).name not in stored]
+
+
 def _store_chunks(chunk_dir: Path, digests: list[str], content: Callable[[int, str], bytes]) -> None:
     """Write each history chunk (number, digest) that ``chunk_dir`` lacks, atomically, from ``content``."""
-    stored = {p.name for p in chunk_dir.iterdir()} if chunk_dir.is_dir() else set()  # one listing, not a stat each
-    for number, digest in enumerate(digests):
-        if chunk_path(chunk_dir, digest).name not in stored:
-            storage.write_file_atomically(chunk_path(chunk_dir, digest), lambda: content(number, digest))
+    for number in missing_chunks(chunk_dir, digests):
+        storage.write_file_atomically(chunk_path(chunk_dir, digests[number]), lambda: content(number, digests[number]))
 
 
 def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:

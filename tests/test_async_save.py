@@ -11,7 +11,8 @@ from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints, saving
 
-COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "scheduler.json", "config.json")
+COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
+            "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")
 
 
 def digests(path) -> dict[str, str]:

@@ -3,7 +3,6 @@ checkpoints a synchronous save writes (tied weights too); a writer that dies or 
 saves to the training process; a writer exits with its parent; ``AZR_SAVE_WRITER`` chooses."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -17,24 +16,20 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST
+from test_async_save import digests
 from safetensors.torch import save
 
-from azr import AZRTrainer, ConfigError, list_checkpoints, saving
+from azr import AZRTrainer, ConfigError, history, list_checkpoints, saving
+from azr.checkpoint import Checkpoint
 from azr.staging import Stager
 from azr.writerprocess import WriterProcess
 
-COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
-            "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")
 WRITER_START_S = 120  # a writer imports torch and transformers before it is ready: seconds on a loaded machine
 
 
 @pytest.fixture
 def process_writer(monkeypatch):
     monkeypatch.setenv("AZR_SAVE_WRITER", "process")
-
-
-def digests(path: Path) -> dict[str, str]:
-    return {name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name in COMPARED}
 
 
 def wait_for_the_writer(trainer: AZRTrainer):
@@ -94,6 +89,20 @@ def test_a_writer_given_back_before_it_answered_serves_the_next_run(texts, token
     seen = spy(monkeypatch)
     train_both_ways(make_model(), make_model(), tokenizer, texts, tmp_path)
     assert seen["writer"] == ["model_iter_10", "model_iter_20"] and seen["here"] == []
+
+
+def test_the_writer_stores_the_history_chunks_that_filled_up_since_the_last_save(
+        texts, tokenizer, make_model, tmp_path, process_writer, monkeypatch):
+    """With chunks of 4 records, each save brings new full chunks, which only the parent can encode."""
+    monkeypatch.setattr(history, "CHUNK_RECORDS", 4)
+    seen = spy(monkeypatch)
+    train_both_ways(make_model(), make_model(), tokenizer, texts, tmp_path)
+    assert seen["writer"] == ["model_iter_10", "model_iter_20"]
+    for name in ("model_iter_10", "model_iter_20"):
+        written = {mode: Checkpoint.open(tmp_path / mode / name) for mode in ("async", "sync")}  # chunks verified
+        assert len(written["async"].history_chunks) == int(name.rsplit("_", 1)[1]) // 4
+        records = {mode: [(r["iteration"], r["loss"]) for r in written[mode].history()] for mode in written}
+        assert records["async"] == records["sync"]
 
 
 def test_tied_weights_are_written_once_as_the_model_writes_them(texts, tokenizer, make_model, tmp_path,
