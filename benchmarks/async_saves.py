@@ -1,7 +1,8 @@
 """Asynchronous checkpoints: training throughput with a checkpoint every 10 iterations written in the background,
 against no checkpoints and against synchronous saves, with the writer ``AZR_SAVE_WRITER=auto`` picks on this
-device and with the other one (a thread of the training process, or a writer process); and the part of a save that blocks training (the copy of the
-state to CPU memory) against a plain copy of the same state. Both at the benchmark's model and at a larger one.
+device and with the other one (a thread of the training process, or a writer process), and the seconds each save
+cost the run it happened in; and the part of a save that blocks training (the copy of the state to CPU memory)
+against a plain copy of the same state. Both at the benchmark's model and at a larger one.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ SAVE_EVERY = 10
 # Self-play and validation off: with them, steps are longer and a save weighs less (the conservative case).
 SETTINGS: dict[str, Any] = dict(self_play_every=0, val_every=0, keep_last=2, lr_schedule="constant")
 LARGER_BATCH = 1  # the larger model's batch: a step of about a second on one CPU thread
+SETTLED_AFTER = 4  # iterations after a save from which a run trains at its undisturbed pace again
 COPIED = ("model.state_dict(), optimizer.state_dict() and self-play reference tensors (the state a save copies), "
           "each .to('cpu', copy=True)")
 
@@ -43,7 +45,9 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
              bench.sizes.larger_async_steps)):
         progress(f"asynchronous saves, {current.describe()}: training with no saves, async saves (two writers) and "
                  f"synchronous saves every {SAVE_EVERY} iterations ({steps} iterations, batch {batch})")
-        training = alternate({name: _throughput(bench, make_model, batch, steps, save_every, asynchronous, writer)
+        costs: dict[str, list[float]] = {"async_saves": [], "sync_saves": [], "async_saves_other_writer": []}
+        training = alternate({name: _throughput(bench, make_model, batch, steps, save_every, asynchronous, writer,
+                                                costs.get(name))
                               for name, save_every, asynchronous, writer in (
                                   ("no_saves", 10**9, True, "auto"), ("async_saves", SAVE_EVERY, True, "auto"),
                                   ("sync_saves", SAVE_EVERY, False, "auto"),
@@ -62,7 +66,11 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                         other_writer_it_per_s=statistics.median(training["async_saves_other_writer"]),
                         other_writer_ratio_to_no_saves=paired_ratio(training["async_saves_other_writer"],
                                                                     training["no_saves"]),
-                        window="iteration 1 to the last, as recorded in the history"),
+                        window="iteration 1 to the last, as recorded in the history",
+                        seconds_lost_per_save={name: statistics.median(values[-bench.sizes.repeats:])  # not the warm-up
+                                               for name, values in costs.items()},
+                        seconds_lost_per_save_is=f"within each run: its time beyond the median of its iterations "
+                                                 f"not within {SETTLED_AFTER} after a save, per save"),
             bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
                         **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
         ]
@@ -70,9 +78,10 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
 
 
 def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: int, steps: int, save_every: int,
-                asynchronous: bool, writer: str) -> Callable[[], float]:
+                asynchronous: bool, writer: str, costs: list[float] | None) -> Callable[[], float]:
     """Return a contender: train ``steps`` iterations of a fresh model, with background saves written by
-    ``writer`` (``AZR_SAVE_WRITER``), and return iterations per second.
+    ``writer`` (``AZR_SAVE_WRITER``), and return iterations per second; append what each save cost the run to
+    ``costs`` (see :func:`seconds_lost_per_save`).
 
     The first run with a writer process starts one, which imports torch and transformers while it trains (the
     saves are written in the thread until it is ready); later runs take it from the pool, ready.
@@ -88,8 +97,24 @@ def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: 
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         ends = [record["time"] for record in trainer.history]
+        if costs is not None:
+            costs.append(seconds_lost_per_save(ends, save_every))
         return (len(ends) - 1) / (ends[-1] - ends[0])
     return contender
+
+
+def seconds_lost_per_save(ends: list[float], save_every: int) -> float:
+    """The seconds a run lost to each save: its time beyond the median of its undisturbed iterations (those not
+    within SETTLED_AFTER iterations after a save), divided by its saves.
+
+    ``ends[i]`` is when iteration ``i + 1`` ended; a save after iteration ``s`` falls in iteration ``s + 1``.
+    Measured within one run, this does not depend on how fast the machine was during the other runs.
+    """
+    durations = {i + 2: end - start for i, (start, end) in enumerate(zip(ends, ends[1:]))}
+    saves = list(range(save_every, len(ends), save_every))
+    settled = [seconds for iteration, seconds in durations.items()
+               if not any(s < iteration <= s + SETTLED_AFTER for s in saves)]
+    return (sum(durations.values()) - len(durations) * statistics.median(settled)) / len(saves)
 
 
 def _blocking(bench: Bench, current: Subject) -> Callable[[], float]:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.async_saves import seconds_lost_per_save
+
 REPO = Path(__file__).resolve().parents[1]
 # The metrics the benchmark promises (issues 6, 9, 11 and 12), and whether each compares two contenders.
 PAIRS = {"train_tokens_per_s", "train_mfu", "train_vs_hf_trainer", "azr_step", "selfplay_generation", "checkpoint_save_s",
@@ -60,7 +62,21 @@ def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
         detail = next(entry["detail"] for entry in entries if entry["name"] == name)
         assert {detail["writer"], detail["other_writer"]} == {"thread", "process"}, name
         assert _number(detail["other_writer_ratio_to_no_saves"]) and detail["other_writer_it_per_s"] > 0, name
+        lost = detail["seconds_lost_per_save"]
+        assert set(lost) == {"async_saves", "sync_saves", "async_saves_other_writer"} and all(
+            _number(seconds) for seconds in lost.values()), name
     assert not list(tmp_path.glob("azr-bench-*")), "the scratch directory was not removed"
+
+
+def test_seconds_lost_per_save_are_measured_against_the_runs_own_settled_iterations() -> None:
+    # 31 iterations of 1 s, except that a save (after iterations 10, 20, 30) slows the next iteration by 0.3 s and
+    # the one after it by 0.1 s (which for the last save falls after the run); two iterations are 5 % faster
+    durations = {iteration: 1.0 + 0.3 * (iteration % 10 == 1) + 0.1 * (iteration in (12, 22))
+                 - 0.05 * (iteration in (5, 17)) for iteration in range(2, 32)}
+    ends = [0.0]
+    for iteration in range(2, 32):
+        ends.append(ends[-1] + durations[iteration])
+    assert math.isclose(seconds_lost_per_save(ends, 10), (0.4 + 0.4 + 0.3 - 0.1) / 3)
 
 
 def test_a_missing_bench_extra_is_named_in_one_line() -> None:
