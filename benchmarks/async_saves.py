@@ -69,7 +69,7 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                         window="iteration 1 to the last, as recorded in the history",
                         seconds_lost_per_save={name: statistics.median(values[-bench.sizes.repeats:])  # not the warm-up
                                                for name, values in costs.items()},
-                        seconds_lost_per_save_is=f"within each run: its time beyond the median of its iterations "
+                        seconds_lost_per_save_is=f"within each run: its time beyond the mean of its iterations "
                                                  f"not within {SETTLED_AFTER} after a save, per save"),
             bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
                         **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
@@ -104,17 +104,18 @@ def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: 
 
 
 def seconds_lost_per_save(ends: list[float], save_every: int) -> float:
-    """The seconds a run lost to each save: its time beyond the median of its undisturbed iterations (those not
+    """The seconds a run lost to each save: its time beyond the mean pace of its settled iterations (those not
     within SETTLED_AFTER iterations after a save), divided by its saves.
 
     ``ends[i]`` is when iteration ``i + 1`` ended; a save after iteration ``s`` falls in iteration ``s + 1``.
-    Measured within one run, this does not depend on how fast the machine was during the other runs.
+    Measured within one run, this does not depend on how fast the machine was during the other runs; the mean
+    (not the median) counts the machine's occasional slow iterations in the pace, not as the saves' cost.
     """
     durations = {i + 2: end - start for i, (start, end) in enumerate(zip(ends, ends[1:]))}
     saves = list(range(save_every, len(ends), save_every))
     settled = [seconds for iteration, seconds in durations.items()
                if not any(s < iteration <= s + SETTLED_AFTER for s in saves)]
-    return (sum(durations.values()) - len(durations) * statistics.median(settled)) / len(saves)
+    return (sum(durations.values()) - len(durations) * statistics.mean(settled)) / len(saves)
 
 
 def _blocking(bench: Bench, current: Subject) -> Callable[[], float]:
