@@ -45,7 +45,7 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
              bench.sizes.larger_async_steps)):
         progress(f"asynchronous saves, {current.describe()}: training with no saves, async saves (two writers) and "
                  f"synchronous saves every {SAVE_EVERY} iterations ({steps} iterations, batch {batch})")
-        costs: dict[str, list[float]] = {"async_saves": [], "sync_saves": [], "async_saves_other_writer": []}
+        costs: dict[str, list[SaveCost]] = {"async_saves": [], "sync_saves": [], "async_saves_other_writer": []}
         training = alternate({name: _throughput(bench, make_model, batch, steps, save_every, asynchronous, writer,
                                                 costs.get(name))
                               for name, save_every, asynchronous, writer in (
@@ -67,10 +67,10 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                         other_writer_ratio_to_no_saves=paired_ratio(training["async_saves_other_writer"],
                                                                     training["no_saves"]),
                         window="iteration 1 to the last, as recorded in the history",
-                        seconds_lost_per_save={name: statistics.median(values[-bench.sizes.repeats:])  # not the warm-up
-                                               for name, values in costs.items()},
-                        seconds_lost_per_save_is=f"within each run: its time beyond the mean of its iterations "
-                                                 f"not within {SETTLED_AFTER} after a save, per save"),
+                        within_run=_within_run(costs, bench.sizes.repeats),
+                        within_run_is=f"each saving run against its own settled iterations (those not within "
+                                      f"{SETTLED_AFTER} after a save): the seconds each save cost it, and its "
+                                      f"throughput ratio to training at the settled pace; medians over the rounds"),
             bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
                         **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
         ]
@@ -78,10 +78,10 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
 
 
 def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: int, steps: int, save_every: int,
-                asynchronous: bool, writer: str, costs: list[float] | None) -> Callable[[], float]:
+                asynchronous: bool, writer: str, costs: list[SaveCost] | None) -> Callable[[], float]:
     """Return a contender: train ``steps`` iterations of a fresh model, with background saves written by
-    ``writer`` (``AZR_SAVE_WRITER``), and return iterations per second; append what each save cost the run to
-    ``costs`` (see :func:`seconds_lost_per_save`).
+    ``writer`` (``AZR_SAVE_WRITER``), and return iterations per second; append what the saves cost the run to
+    ``costs``.
 
     The first run with a writer process starts one, which imports torch and transformers while it trains (the
     saves are written in the thread until it is ready); later runs take it from the pool, ready.
@@ -98,24 +98,43 @@ def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: 
             shutil.rmtree(directory, ignore_errors=True)
         ends = [record["time"] for record in trainer.history]
         if costs is not None:
-            costs.append(seconds_lost_per_save(ends, save_every))
+            costs.append(SaveCost.of(ends, save_every))
         return (len(ends) - 1) / (ends[-1] - ends[0])
     return contender
 
 
-def seconds_lost_per_save(ends: list[float], save_every: int) -> float:
-    """The seconds a run lost to each save: its time beyond the mean pace of its settled iterations (those not
-    within SETTLED_AFTER iterations after a save), divided by its saves.
+@dataclasses.dataclass
+class SaveCost:
+    """What its saves cost a run, measured within it: the seconds lost to each save, beyond the mean duration of
+    its settled iterations (those not within SETTLED_AFTER iterations after a save)."""
 
-    ``ends[i]`` is when iteration ``i + 1`` ended; a save after iteration ``s`` falls in iteration ``s + 1``.
-    Measured within one run, this does not depend on how fast the machine was during the other runs; the mean
-    (not the median) counts the machine's occasional slow iterations in the pace, not as the saves' cost.
-    """
-    durations = {i + 2: end - start for i, (start, end) in enumerate(zip(ends, ends[1:]))}
-    saves = list(range(save_every, len(ends), save_every))
-    settled = [seconds for iteration, seconds in durations.items()
-               if not any(s < iteration <= s + SETTLED_AFTER for s in saves)]
-    return (sum(durations.values()) - len(durations) * statistics.mean(settled)) / len(saves)
+    seconds_lost_per_save: float
+    settled_iteration_s: float
+    save_every: int
+
+    @classmethod
+    def of(cls, ends: list[float], save_every: int) -> SaveCost:
+        """The cost in a run whose iteration ``i + 1`` ended at ``ends[i]`` (a save after iteration ``s`` falls in
+        iteration ``s + 1``). Within one run, it does not depend on how fast the machine was during other runs;
+        the mean (not the median) counts the machine's occasional slow iterations in the pace, not in the cost."""
+        durations = {i + 2: end - start for i, (start, end) in enumerate(zip(ends, ends[1:]))}
+        saves = list(range(save_every, len(ends), save_every))
+        pace = statistics.mean(seconds for iteration, seconds in durations.items()
+                               if not any(s < iteration <= s + SETTLED_AFTER for s in saves))
+        return cls((sum(durations.values()) - len(durations) * pace) / len(saves), pace, save_every)
+
+    @property
+    def ratio(self) -> float:
+        """Throughput with these saves against training at the settled pace throughout."""
+        interval = self.save_every * self.settled_iteration_s
+        return interval / (interval + self.seconds_lost_per_save)
+
+
+def _within_run(costs: dict[str, list[SaveCost]], repeats: int) -> dict[str, dict[str, float]]:
+    """Each contender's median cost per save and ratio over the timed rounds (the last ``repeats``)."""
+    return {name: {"seconds_lost_per_save": statistics.median(c.seconds_lost_per_save for c in runs[-repeats:]),
+                   "ratio": statistics.median(c.ratio for c in runs[-repeats:])}
+            for name, runs in costs.items()}
 
 
 def _blocking(bench: Bench, current: Subject) -> Callable[[], float]:

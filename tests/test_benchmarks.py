@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.async_saves import seconds_lost_per_save
+from benchmarks.async_saves import SaveCost
 
 REPO = Path(__file__).resolve().parents[1]
 # The metrics the benchmark promises (issues 6, 9, 11 and 12), and whether each compares two contenders.
@@ -62,9 +62,9 @@ def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
         detail = next(entry["detail"] for entry in entries if entry["name"] == name)
         assert {detail["writer"], detail["other_writer"]} == {"thread", "process"}, name
         assert _number(detail["other_writer_ratio_to_no_saves"]) and detail["other_writer_it_per_s"] > 0, name
-        lost = detail["seconds_lost_per_save"]
-        assert set(lost) == {"async_saves", "sync_saves", "async_saves_other_writer"} and all(
-            _number(seconds) for seconds in lost.values()), name
+        within_run = detail["within_run"]
+        assert set(within_run) == {"async_saves", "sync_saves", "async_saves_other_writer"}, name
+        assert all(_number(cost["seconds_lost_per_save"]) and _number(cost["ratio"]) for cost in within_run.values())
     assert not list(tmp_path.glob("azr-bench-*")), "the scratch directory was not removed"
 
 
@@ -77,7 +77,10 @@ def test_seconds_lost_per_save_count_what_the_saves_add_not_the_machines_noise()
     ends = [0.0]
     for iteration in range(2, 32):
         ends.append(ends[-1] + durations[iteration])
-    assert math.isclose(seconds_lost_per_save(ends, 10), (0.4 + 0.4 + 0.3) / 3)
+    cost = SaveCost.of(ends, 10)
+    assert math.isclose(cost.seconds_lost_per_save, (0.4 + 0.4 + 0.3) / 3)
+    assert math.isclose(cost.settled_iteration_s, 1.01)
+    assert math.isclose(cost.ratio, 10 * 1.01 / (10 * 1.01 + 1.1 / 3))
 
 
 def test_a_missing_bench_extra_is_named_in_one_line() -> None:
