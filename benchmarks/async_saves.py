@@ -28,6 +28,9 @@ SAVE_EVERY = 10
 SETTINGS: dict[str, Any] = dict(self_play_every=0, val_every=0, keep_last=2, lr_schedule="constant")
 LARGER_BATCH = 1  # the larger model's batch: a step of about a second on one CPU thread
 SETTLED_AFTER = 4  # iterations after a save from which a run trains at its undisturbed pace again
+# Throughput is timed in the steady state: from the end of the iterations the first save disturbs (a run's first
+# save also allocates its staging buffers and starts its writing thread: a one-time cost, reported on its own).
+WINDOW_START = SAVE_EVERY + SETTLED_AFTER
 COPIED = ("model.state_dict(), optimizer.state_dict() and self-play reference tensors (the state a save copies), "
           "each .to('cpu', copy=True)")
 
@@ -66,11 +69,12 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                         other_writer_it_per_s=statistics.median(training["async_saves_other_writer"]),
                         other_writer_ratio_to_no_saves=paired_ratio(training["async_saves_other_writer"],
                                                                     training["no_saves"]),
-                        window="iteration 1 to the last, as recorded in the history",
+                        window=f"the end of iteration {WINDOW_START} to the last, as recorded in the history",
                         within_run=_within_run(costs, bench.sizes.repeats),
                         within_run_is=f"each saving run against its own settled iterations (those not within "
-                                      f"{SETTLED_AFTER} after a save): the seconds each save cost it, and its "
-                                      f"throughput ratio to training at the settled pace; medians over the rounds"),
+                                      f"{SETTLED_AFTER} after a save): the seconds its first save cost it, the "
+                                      f"seconds each later save cost it, and its throughput ratio in the window "
+                                      f"to training at the settled pace; medians over the rounds"),
             bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
                         **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
         ]
@@ -99,15 +103,17 @@ def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: 
         ends = [record["time"] for record in trainer.history]
         if costs is not None:
             costs.append(SaveCost.of(ends, save_every))
-        return (len(ends) - 1) / (ends[-1] - ends[0])
+        window = ends[WINDOW_START - 1:]  # ends[i] is the end of iteration i + 1
+        return (len(window) - 1) / (window[-1] - window[0])
     return contender
 
 
 @dataclasses.dataclass
 class SaveCost:
-    """What its saves cost a run, measured within it: the seconds lost to each save, beyond the mean duration of
-    its settled iterations (those not within SETTLED_AFTER iterations after a save)."""
+    """What its saves cost a run, measured within it against the mean duration of its settled iterations (those
+    not within SETTLED_AFTER iterations after a save): the first save, and each later one on average."""
 
+    first_save_s: float
     seconds_lost_per_save: float
     settled_iteration_s: float
     save_every: int
@@ -119,21 +125,26 @@ class SaveCost:
         the mean (not the median) counts the machine's occasional slow iterations in the pace, not in the cost."""
         durations = {i + 2: end - start for i, (start, end) in enumerate(zip(ends, ends[1:]))}
         saves = list(range(save_every, len(ends), save_every))
-        pace = statistics.mean(seconds for iteration, seconds in durations.items()
-                               if not any(s < iteration <= s + SETTLED_AFTER for s in saves))
-        return cls((sum(durations.values()) - len(durations) * pace) / len(saves), pace, save_every)
+
+        def after(save: int) -> list[int]:
+            return [iteration for iteration in durations if save < iteration <= save + SETTLED_AFTER]
+
+        disturbed = {iteration for save in saves for iteration in after(save)}
+        pace = statistics.mean(seconds for iteration, seconds in durations.items() if iteration not in disturbed)
+        lost = {save: sum(durations[iteration] - pace for iteration in after(save)) for save in saves}
+        return cls(lost[saves[0]], statistics.mean(lost[save] for save in saves[1:]), pace, save_every)
 
     @property
     def ratio(self) -> float:
-        """Throughput with these saves against training at the settled pace throughout."""
+        """Throughput with the later saves against training at the settled pace throughout."""
         interval = self.save_every * self.settled_iteration_s
         return interval / (interval + self.seconds_lost_per_save)
 
 
 def _within_run(costs: dict[str, list[SaveCost]], repeats: int) -> dict[str, dict[str, float]]:
-    """Each contender's median cost per save and ratio over the timed rounds (the last ``repeats``)."""
-    return {name: {"seconds_lost_per_save": statistics.median(c.seconds_lost_per_save for c in runs[-repeats:]),
-                   "ratio": statistics.median(c.ratio for c in runs[-repeats:])}
+    """Each contender's medians over the timed rounds (the last ``repeats``)."""
+    return {name: {field: statistics.median(getattr(cost, field) for cost in runs[-repeats:])
+                   for field in ("first_save_s", "seconds_lost_per_save", "ratio")}
             for name, runs in costs.items()}
 
 

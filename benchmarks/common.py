@@ -53,7 +53,7 @@ class Sizes:
     history_records: int  # iterations of history of the long run
     history_short_records: int  # ... and of the short run it is compared with
     listed_checkpoints: int  # checkpoints of the long run in the directory `azr list` lists
-    async_steps: int  # iterations of each run of the asynchronous-save throughput comparison
+    async_steps: int  # iterations of each run of the asynchronous-save throughput comparison (≥ 21)
     larger_async_steps: int  # ... at the larger model
 
 
@@ -61,12 +61,12 @@ DEFAULT = Sizes(name="default", repeats=5, process_repeats=5, process_warmup=1, 
                 batch_size=16, train_steps=101, save_every=25, gen_rollouts=8, checkpoint_steps=20,
                 saves_per_sample=3, stop_window_s=2.0, rss_steps=101, larger_model=preset("base"),
                 history_records=1_000_000, history_short_records=1_000, listed_checkpoints=20, async_steps=101,
-                larger_async_steps=31)
+                larger_async_steps=41)
 QUICK = Sizes(name="quick", repeats=5, process_repeats=1, process_warmup=0, corpus_chars=150_000,
               model=preset("tiny", d_model=32, d_ff=128), batch_size=4, train_steps=11, save_every=10,
               gen_rollouts=1, checkpoint_steps=10, saves_per_sample=1, stop_window_s=0.3, rss_steps=11,
               larger_model=preset("tiny"), history_records=100_000, history_short_records=1_000,
-              listed_checkpoints=5, async_steps=21, larger_async_steps=11)
+              listed_checkpoints=5, async_steps=21, larger_async_steps=21)
 
 
 @dataclass
