@@ -53,7 +53,7 @@ class Sizes:
     history_records: int  # iterations of history of the long run
     history_short_records: int  # ... and of the short run it is compared with
     listed_checkpoints: int  # checkpoints of the long run in the directory `azr list` lists
-    async_steps: int  # iterations of each run of the asynchronous-save throughput comparison (≥ 21)
+    async_steps: int  # iterations of each run of the async-save throughput comparison (≥ 21: a save after the first)
     larger_async_steps: int  # ... at the larger model
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 11's GPU checks as one prepared command, for a session that is lent a GPU machine (BENCHMARKS.md,
-# "Checking on a GPU"). That machine has torch but no network and older transformers and huggingface_hub, so:
+# "Asynchronous checkpoints"). That machine has torch but no network and older transformers and huggingface_hub, so:
 #   benchmarks/gpu_check.sh download   here: wheels of the tested versions, for the GPU image's Python, into .whl/
 #   benchmarks/gpu_check.sh run [ARG…]  there, with .whl carried: the GPU tests, then the asynchronous-save
 #                                      benchmark in bf16 (ARG… passed on to it, e.g. --quick); logs and the results
-#                                      JSON go to $OUT (default: gpu-check/)
+#                                      JSON go to $OUT (default: /tmp/azr-gpu-check)
 # AZR_CHECK_PYTHON (default 3.12, the image's) and AZR_CHECK_DEVICE (default cuda) let it be tried on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ case "${1:-}" in
     ls "$WHEELS"
     ;;
   run)
-    out=${OUT:-gpu-check}
+    out=${OUT:-/tmp/azr-gpu-check}
     mkdir -p "$out"
     python3 -m pip install -q --no-index --no-deps --target /tmp/azr-site "$WHEELS"/*.whl
     export PYTHONPATH="/tmp/azr-site:$PWD" PYTHONUNBUFFERED=1
