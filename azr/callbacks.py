@@ -7,6 +7,7 @@ the run is over, whatever happened.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from . import pending
@@ -42,16 +43,18 @@ class TrainerCallback:
 
 class Rotation(TrainerCallback):
     """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run, its newest ``model_best`` and
-    ``model_predecay``."""
+    ``model_predecay``; never deletes those in ``left_ahead`` (where the run went before it was resumed from an
+    earlier checkpoint) unless a save of the same name replaced them."""
 
-    def __init__(self, run_dir: Path, keep_last: int) -> None:
-        self.run_dir, self.keep_last = run_dir, keep_last
+    def __init__(self, run_dir: Path, keep_last: int, left_ahead: Collection[str] = ()) -> None:
+        self.run_dir, self.keep_last, self.left_ahead = run_dir, keep_last, set(left_ahead)
 
     def on_save(self, path: Path, kind: str) -> None:
+        self.left_ahead.discard(path.name)
         if kind == "iter":
-            rotate_checkpoints(self.run_dir, self.keep_last)
+            rotate_checkpoints(self.run_dir, self.keep_last, self.left_ahead)
         elif kind in ASIDE_KINDS:
-            discard_older(self.run_dir, kind, path)
+            discard_older(self.run_dir, kind, path, self.left_ahead)
 
 
 class TimeBudget(TrainerCallback):

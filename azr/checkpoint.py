@@ -69,6 +69,14 @@ def checkpoint_name(kind: str, iteration: int) -> str:
     return f"model_{kind}_{iteration}"
 
 
+def iteration_in_name(name: str) -> int:
+    """Return the iteration a checkpoint directory's name holds (``model_iter_30`` → 30)."""
+    match = NAME_PATTERN.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a checkpoint name")
+    return int(match.group(2))
+
+
 @dataclass
 class CheckpointInfo:
     """One checkpoint as listed: what it is and whether it can be loaded."""

@@ -18,12 +18,13 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from . import storage
 from .checkpoint import (ASIDE_KINDS, NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, Checkpoint, CheckpointInfo,
-                         checkpoint_size)
+                         checkpoint_size, iteration_in_name)
 from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR
 
@@ -214,14 +215,21 @@ def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[Checkpoin
     return infos
 
 
-def discard_older(run_dir: str | Path, kind: str, keep: str | Path) -> list[str]:
-    """Delete the run's ``model_<kind>_*`` checkpoints other than ``keep``; return the deleted names."""
+def discard_older(run_dir: str | Path, kind: str, keep: str | Path, spare: Collection[str] = ()) -> list[str]:
+    """Delete the run's ``model_<kind>_*`` checkpoints other than ``keep`` and those named in ``spare``; return the
+    deleted names."""
     keep_name = Path(keep).name
     deleted = [name for name in checkpoint_names(run_dir)
-               if name != keep_name and NAME_PATTERN.match(name).group(1) == kind]
+               if name != keep_name and name not in spare and NAME_PATTERN.match(name).group(1) == kind]
     for name in deleted:
         storage.discard(Path(run_dir) / name)
     return deleted
+
+
+def later_checkpoints(run_dir: str | Path, iteration: int) -> list[str]:
+    """Return the names of the run's checkpoints after ``iteration``, in the order of their iterations."""
+    return sorted((name for name in checkpoint_names(run_dir) if iteration_in_name(name) > iteration),
+                  key=iteration_in_name)
 
 
 def best_checkpoint(ref: str | Path) -> Path:
@@ -232,17 +240,19 @@ def best_checkpoint(ref: str | Path) -> Path:
     best = [name for name in checkpoint_names(run_dir) if NAME_PATTERN.match(name).group(1) == "best"]
     if not best:
         raise CheckpointError(f"{str(run_dir)!r} has no model_best checkpoint; train with val_every > 0 first.")
-    return run_dir / max(best, key=lambda name: int(NAME_PATTERN.match(name).group(2)))
+    return run_dir / max(best, key=iteration_in_name)
 
 
-def rotate_checkpoints(run_dir: str | Path, keep_last: int) -> list[str]:
-    """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run; return the deleted names.
+def rotate_checkpoints(run_dir: str | Path, keep_last: int, spare: Collection[str] = ()) -> list[str]:
+    """Delete all but the newest ``keep_last`` ``model_iter_*`` checkpoints of a run, leaving out those named in
+    ``spare``; return the deleted names.
 
     Paused, interrupted and error checkpoints, the newest checkpoint of any kind and the newest one whose loss is
     a finite number (should newer ones hold NaN) are never deleted.
     """
     infos = list_checkpoints(run_dir, verify=False)
-    iters = sorted((i for i in infos if i.kind == "iter"), key=lambda i: i.iteration or 0, reverse=True)
+    iters = sorted((i for i in infos if i.kind == "iter" and i.name not in spare), key=lambda i: i.iteration or 0,
+                   reverse=True)
     finite = next((i.name for i in iters if i.loss is not None and math.isfinite(i.loss)), None)
     kept = {infos[0].name if infos else None, finite}
     deleted = []

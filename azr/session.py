@@ -44,6 +44,7 @@ class Run:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     warnings: list[str] = field(default_factory=list)
     last_checkpoint: str | None = None
+    left_ahead: list[str] = field(default_factory=list)  # the run's checkpoints after the one it resumed from
 
 
 def check_architecture(checkpoint: Checkpoint, model) -> None:
@@ -192,10 +193,23 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
     if checkpoint is None:
         rng.seed_all(distributed.rank_seed(config.seed))
     else:
+        run.left_ahead = runs.later_checkpoints(run_dir, checkpoint.iteration)
+        run.warnings += _later_note(checkpoint.iteration, run.left_ahead)
         if not weights_loaded:
             checkpoint.load_weights(model)
         _restore(run, checkpoint, device, load_optimizer, settings.get("lr"))
     return run
+
+
+def _later_note(iteration: int, later: list[str]) -> list[str]:
+    """A warning when the run already went past ``iteration`` (to the ``later`` checkpoints): what resuming there
+    does to them."""
+    if not later:
+        return []
+    shown = ", ".join(later[:3]) + (f" and {len(later) - 3} more" if len(later) > 3 else "")
+    return [f"This run already has checkpoints after iteration {iteration}: {shown}. Continuing from iteration "
+            f"{iteration} replaces any of them it saves again under the same name and deletes none of the others; "
+            "to keep them all, copy them elsewhere first, or continue in another run directory (CLI: --run NAME)."]
 
 
 def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimizer: bool,

@@ -156,12 +156,17 @@ def write_file_atomically(path: Path, make_data: Callable[[], bytes]) -> None:
 
 
 def publish(temp: Path, final: Path) -> None:
-    """Fsync the finished temporary directory and rename it to its final name (replacing an older one)."""
+    """Fsync the finished temporary directory and rename it to its final name; an older one of that name is
+    renamed aside just before and deleted only after, so the name is without a complete directory only between
+    two renames (not while the old one is deleted)."""
     fsync_dir(temp)
-    if final.exists():
-        discard(final)
+    older = hidden_sibling(final.parent, TRASH_PREFIX, final.name) if final.is_symlink() or final.exists() else None
+    if older is not None:
+        os.rename(final, older)
     os.rename(temp, final)
     fsync_dir(final.parent)
+    if older is not None:
+        _remove(older)
 
 
 def copy_directory(source: Path, final: Path) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import shlex
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
+
+from .checkpoint import iteration_in_name
 
 if TYPE_CHECKING:  # annotations only: rendering a listing must not import torch
     from .checkpoint import CheckpointInfo
@@ -18,6 +21,14 @@ def say(line: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     tqdm.write(line, file=stream)
     stream.flush()
+
+
+def _saved_line(status: TrainingStatus) -> str:
+    """The line for a checkpoint status: one written in the background says where training is now."""
+    now = f"iteration {status.iteration}, loss {number_text(status.loss)}"
+    if iteration_in_name(Path(status.checkpoint).name) == status.iteration:
+        return f"Saved {status.checkpoint} ({now})"
+    return f"Saved {status.checkpoint} in the background (training is at {now})"
 
 
 def say_resume(checkpoint: str, max_iterations: int) -> None:
@@ -48,7 +59,7 @@ class Progress:
                 say(f"Push of {name}: {push}")
         self.pushes = dict(status.pushes)
         if status.state == "checkpoint":
-            say(f"Saved {status.checkpoint} (iteration {status.iteration}, loss {number_text(status.loss)})")
+            say(_saved_line(status))
             for sample in status.samples:
                 say(f"  self-play: {sample['prompt'][-60:]!r} -> {sample['continuation'][:80]!r} "
                     f"(reward {sample['reward']:.3f})")

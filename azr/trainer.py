@@ -171,8 +171,8 @@ class AZRTrainer:
                           dataset=HubDataset.parse(dataset) if isinstance(dataset, str) else dataset)
         callbacks = list(self.callbacks)
         if distributed.is_main():  # in a process group, rank 0 alone reports, rotates and pushes
-            callbacks += [*reporters(targets, run.run_dir, run.state.iteration), Rotation(run.run_dir,
-                                                                                          run.config.keep_last)]
+            callbacks += [*reporters(targets, run.run_dir, run.state.iteration),
+                          Rotation(run.run_dir, run.config.keep_last, run.left_ahead)]
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
         push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s) if distributed.is_main() else None

@@ -17,7 +17,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from azr import AZRTrainer, CheckpointError, list_checkpoints, tensorfile
+from azr import AZRTrainer, CheckpointError, list_checkpoints, storage, tensorfile
 from azr.checkpoint import HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint, verify_checkpoint
 from azr.runs import rotate_checkpoints
 from azr.statefile import FORMAT_VERSION, STATE_FILE, seal
@@ -179,6 +179,20 @@ KILLER_SCRIPT = textwrap.dedent("""
         if status.state == "checkpoint" and status.message.startswith("Saved"):
             print("saving", flush=True)
 """)
+
+
+def test_replacing_a_checkpoint_deletes_the_old_one_only_once_the_new_one_has_its_name(tmp_path, monkeypatch):
+    """A crash while the old directory of a name is deleted (it can take seconds) must leave the new one there."""
+    final, temp = tmp_path / "model_iter_10", tmp_path / ".tmp-model_iter_10-1-x"
+    for directory, text in ((final, "old"), (temp, "new")):
+        directory.mkdir()
+        (directory / "model.safetensors").write_text(text)
+    seen_while_deleting, remove = [], storage._remove
+    monkeypatch.setattr(storage, "_remove", lambda path: (
+        seen_while_deleting.append((final / "model.safetensors").read_text()), remove(path)))
+    storage.publish(temp, final)
+    assert seen_while_deleting == ["new"]
+    assert (final / "model.safetensors").read_text() == "new" and sorted(os.listdir(tmp_path)) == [final.name]
 
 
 def test_sigkill_during_checkpoint_writes_never_leaves_a_valid_looking_broken_checkpoint(tmp_path):

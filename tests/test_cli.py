@@ -408,3 +408,16 @@ def test_a_checkpoint_without_hf_is_a_local_path_and_never_asks_the_hub(tmp_path
     monkeypatch.chdir(tmp_path)
     assert main(["inspect", checkpoint]) == 2
     assert capsys.readouterr().err == f"azr: error: {message}\n"
+
+
+def test_a_checkpoint_saved_in_the_background_is_not_shown_with_the_iteration_training_reached(capsys):
+    """model_iter_10 written while training went on to 12 reads as such, not as "model_iter_10 (iteration 12)"."""
+    from azr.status import TrainingStatus
+    from azr.terminal import Progress
+
+    progress = Progress()
+    for iteration, checkpoint in ((12, "r/model_iter_10"), (20, "r/model_iter_20")):
+        progress(TrainingStatus("checkpoint", iteration, 20, loss=1.5, checkpoint=checkpoint))
+    assert capsys.readouterr().out.splitlines() == [
+        "Saved r/model_iter_10 in the background (training is at iteration 12, loss 1.5000)",
+        "Saved r/model_iter_20 (iteration 20, loss 1.5000)"]

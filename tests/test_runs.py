@@ -55,6 +55,36 @@ def test_resuming_continues_the_same_run_and_rotates_only_its_own_checkpoints(te
                                                                 resume_from=tmp_path / "a" / "model_iter_60")
 
 
+def test_resuming_behind_the_newest_checkpoint_says_so_and_rotates_only_its_own_new_checkpoints(
+        texts, tokenizer, make_model, tmp_path):
+    """Going back to an earlier checkpoint of a run warns which later checkpoints exist. Rotation and a new best
+    never delete those (the run's earlier line), nor the new line's checkpoints in favour of their higher
+    iterations; a save of the same name replaces one, which then rotates with the new line."""
+    def names_and_times():
+        return {name: Checkpoint.open(tmp_path / name).state["timestamp"] for name in runs.checkpoint_names(tmp_path)}
+
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 60, tmp_path)
+    first = names_and_times()
+    assert list(first) == ["model_iter_40", "model_iter_50", "model_iter_60"]
+
+    resumed = AZRTrainer.from_checkpoint(tmp_path / "model_iter_40", device="cpu")
+    statuses = list(resumed.train(None, 70, tmp_path, **{**FAST, "save_every": 11, "keep_last": 1, "lr": 1e-4}))
+    assert statuses[-1].state == "completed"
+    assert any("checkpoints after iteration 40: model_iter_50, model_iter_60." in w for w in statuses[0].warnings)
+    second = names_and_times()  # saved 44, 55, 66 and 70: kept its newest and the earlier line's
+    assert list(second) == ["model_iter_50", "model_iter_60", "model_iter_70"]
+    assert second["model_iter_50"] == first["model_iter_50"] and second["model_iter_60"] == first["model_iter_60"]
+
+    resumed = AZRTrainer.from_checkpoint(tmp_path / "model_iter_50", device="cpu")
+    list(resumed.train(None, 65, tmp_path, **{**FAST, "save_every": 5, "keep_last": 1}))
+    third = names_and_times()  # saved 55, 60 (replacing the first line's) and 65; 70 is ahead of it
+    assert list(third) == ["model_iter_65", "model_iter_70"] and third["model_iter_70"] == second["model_iter_70"]
+
+    for name in ("model_best_20", "model_best_75"):
+        (tmp_path / name).mkdir()
+    assert runs.discard_older(tmp_path, "best", tmp_path / "model_best_65", ["model_best_75"]) == ["model_best_20"]
+
+
 def test_run_names_are_checked_and_generated_names_are_free(tmp_path):
     assert runs.check_run_name("my-run_2.1") == "my-run_2.1"
     for bad in ("", ".hidden", "a/b", "model_iter_5", "x" * 97):
