@@ -13,6 +13,7 @@ from typing import Any
 from .config import DATASET_MAX_MB
 from .data import check_texts, fingerprint
 from .errors import DataError
+from .quiet import progress_bars_off
 
 SOURCE = "hub_dataset"
 SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?$")
@@ -73,13 +74,8 @@ class HubDataset:
     def _load(self) -> list[str]:
         from datasets.utils import logging as datasets_logging  # noqa: PLC0415 - heavy: only for a dataset
 
-        shown = datasets_logging.is_progress_bar_enabled()
-        datasets_logging.disable_progress_bar()  # the library never prints
-        try:
+        with progress_bars_off(datasets_logging):
             return self._prepare()
-        finally:
-            if shown:
-                datasets_logging.enable_progress_bar()
 
     def _prepare(self) -> list[str]:
         import datasets  # noqa: PLC0415

@@ -236,7 +236,6 @@ def _serve(connection: Connection) -> None:
     from .writing import write_contents  # noqa: PLC0415
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     messages: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(connection, messages), daemon=True).start()
     arena, model = None, None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import storage
 from .checkpoint import HISTORY_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint
 from .history import CHUNK_DIR, EncodedHistory, FrozenHistory, History, chunk_path
+from .quiet import progress_bars_off
 from .statefile import FORMAT_VERSION, STATE_FILE, seal
 
 if TYPE_CHECKING:
@@ -75,7 +76,9 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
         with storage.ParallelWrites(temp, workers) as writes:
             writes.write_all(blobs)
             # meanwhile the threads write the blobs
-            model.save_pretrained(temp, safe_serialization=True, state_dict=weights)
+            from transformers.utils import logging as transformers_logging  # noqa: PLC0415 (loaded with the model)
+            with progress_bars_off(transformers_logging):  # its "Writing model shards" bar
+                model.save_pretrained(temp, safe_serialization=True, state_dict=weights)
             if tensor_states:
                 from . import tensorfile  # noqa: PLC0415  (torch: not for the commands that only copy or list)
                 for filename, tensor_state in tensor_states.items():

@@ -217,3 +217,19 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_valid_looking_broken_ch
                 pytest.fail(f"attempt {attempt}: a half-written checkpoint is listed: {info}")
     leftovers = [p.name for p in directory.iterdir() if p.name.startswith(".")]
     assert len(leftovers) <= 1  # at most the temporary of the last kill; the next save removes it
+
+
+@pytest.mark.parametrize("async_save", [False, True], ids=["now", "background"])
+def test_saving_prints_nothing_and_leaves_transformers_progress_bars_as_they_were(texts, tokenizer, make_model,
+                                                                                    tmp_path, capfd, async_save):
+    """A library's checkpoint writes show no "Writing model shards" bar (in a notebook, one per save)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.enable_progress_bar()
+    for _ in AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 20, tmp_path,
+                                                                       **{**FAST, "async_save": async_save}):
+        pass
+    assert [n for n in os.listdir(tmp_path) if n.startswith("model_iter_")]
+    captured = capfd.readouterr()
+    assert "Writing model shards" not in captured.err + captured.out
+    assert transformers_logging.is_progress_bar_enabled()
