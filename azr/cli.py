@@ -23,6 +23,7 @@ from .config import (DATASET_MAX_MB, FIXED_ON_RESUME, LORA_TARGET, LR_SCHEDULES,
                      TrainConfig)
 from .schedule import EXTEND_SCHEDULES
 from .errors import AZRError, ConfigError
+from .signals import last_exit_code
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -291,4 +292,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         commands.let_signals_end_the_process()
         print("azr: interrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return last_exit_code() or EXIT_INTERRUPTED

@@ -23,6 +23,7 @@ DEFAULT_GRACE_S = 10.0
 
 log = logging.getLogger(__name__)
 _deadline: list[float] = []  # after a signal: the time by which waits that can be cut should end
+_received: list[int] = []  # the last signal a graceful_stop of this process received
 
 
 def grace_period_s() -> float:
@@ -41,6 +42,12 @@ def stop_deadline() -> float | None:
     """Return the ``time.monotonic()`` by which waits that can be cut should end after a signal (half-way through
     the grace period), or None (no signal)."""
     return _deadline[0] if _deadline else None
+
+
+def last_exit_code() -> int | None:
+    """The shell's exit status for the last signal a :class:`graceful_stop` of this process received, or None:
+    for a command that ends with KeyboardInterrupt after a run inside it stopped on that signal."""
+    return EXIT_CODES.get(_received[0]) if _received else None
 
 
 class ForcedExit(KeyboardInterrupt):
@@ -69,6 +76,7 @@ class graceful_stop:  # noqa: N801 - used as a context manager, like contextlib'
         if self.received is not None:
             raise ForcedExit
         self.received = signum
+        _received[:] = [signum]
         _deadline[:] = [time.monotonic() + self._grace_s / 2]
         self._stop()
 

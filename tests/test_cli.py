@@ -270,6 +270,21 @@ def test_demo_runs_the_seed_guide_scenario_and_lists_the_checkpoints(tmp_path):
     assert "NAME" in result.stdout and "model_iter_" in result.stdout.split("NAME", 1)[1]
 
 
+def test_sigterm_stops_the_demo_with_a_checkpoint_and_exit_status_143(tmp_path):
+    process = subprocess.Popen(["azr", "demo", "--dir", str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=ENV)
+    seen = []
+    for line in process.stdout:  # a status line is printed from inside the run, where the signal saves
+        seen.append(line)
+        if line.startswith("Saved "):
+            process.send_signal(signal.SIGTERM)
+            break
+    output = "".join(seen) + process.communicate(timeout=TIMEOUT_S)[0]
+    assert process.returncode == 143, output
+    assert "The demo stops here." in output
+    assert [info.kind for info in list_checkpoints(tmp_path)][0] == "interrupted"
+
+
 def test_selftest_proves_that_resume_in_a_fresh_process_is_bit_identical():
     result = azr("selftest", "--iterations", 12)
     assert result.returncode == 0, result.stdout + result.stderr
