@@ -227,7 +227,7 @@ class Checkpoint:
             if not path.is_file():
                 self._invalid(f"{path.name} is missing")
         buffers = {path.name: storage.read_buffer(path) for path in paths}
-        actual = storage.in_parallel(lambda path: storage.sha256_parts(buffers[path.name]), paths)
+        actual = storage.in_parallel(lambda path: storage.sha256_of(buffers[path.name]), paths)
         for name, digest in files.items():
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")

@@ -12,7 +12,7 @@ import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar, Union
@@ -26,7 +26,6 @@ SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread o
 
 T = TypeVar("T")
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
-Blob = Union[Buffer, Sequence[Buffer]]  # a file's bytes, whole or as consecutive parts
 
 
 def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
@@ -34,36 +33,23 @@ def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
     return root / f"{prefix}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def write_bytes(path: Path, data: Blob) -> str:
+def write_bytes(path: Path, data: Buffer) -> str:
     """Write ``data`` to a new file, fsync it and return its sha256 (computed from memory, not re-read)."""
     write_fsync(path, data)
-    return sha256_parts(data)
+    return sha256_of(data)
 
 
-def write_fsync(path: Path, data: Blob) -> None:
-    """Write ``data`` (bytes, or a sequence of consecutive parts) to a new file and fsync it."""
+def write_fsync(path: Path, data: Buffer) -> None:
+    """Write ``data`` to a new file and fsync it."""
     with open(path, "xb") as handle:
-        for part in _parts(data):
-            handle.write(part)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def sha256_parts(data: Blob) -> str:
-    """Return the sha256 of ``data`` (bytes, or a sequence of consecutive parts)."""
-    digest = hashlib.sha256()
-    for part in _parts(data):
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def blob_size(data: Blob) -> int:
-    """Return the number of bytes of ``data``."""
-    return sum(memoryview(part).nbytes for part in _parts(data))
-
-
-def _parts(data: Blob) -> Sequence[Buffer]:
-    return [data] if isinstance(data, (bytes, bytearray, memoryview, mmap.mmap)) else data
+def sha256_of(data: Buffer) -> str:
+    """Return the sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class ParallelWrites:
@@ -85,18 +71,18 @@ class ParallelWrites:
     def __exit__(self, *exc_info) -> None:
         self._pool.shutdown(wait=True)
 
-    def write(self, name: str, data: Blob) -> None:
+    def write(self, name: str, data: Buffer) -> None:
         """Create ``name`` with ``data``."""
         path = self.directory / name
-        if blob_size(data) < SPLIT_HASH_BYTES:
+        if memoryview(data).nbytes < SPLIT_HASH_BYTES:
             self._digests[name] = self._pool.submit(write_bytes, path, data)
             return
         self._done.append(self._pool.submit(write_fsync, path, data))
-        self._digests[name] = self._pool.submit(sha256_parts, data)
+        self._digests[name] = self._pool.submit(sha256_of, data)
 
-    def write_all(self, blobs: dict[str, Blob]) -> None:
+    def write_all(self, blobs: dict[str, Buffer]) -> None:
         """Create a file for each blob, the largest first (its fsync takes longest)."""
-        for name, data in sorted(blobs.items(), key=lambda item: -blob_size(item[1])):
+        for name, data in sorted(blobs.items(), key=lambda item: -memoryview(item[1]).nbytes):
             self.write(name, data)
 
     def adopt_others(self) -> ParallelWrites:

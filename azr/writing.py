@@ -51,14 +51,14 @@ def write_contents(contents: CheckpointContents, model, files: dict[str, bytes],
     return path
 
 
-def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Blob], state: dict[str, Any],
+def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Buffer], state: dict[str, Any],
                     history: History | FrozenHistory | EncodedHistory,
                     weights: dict[str, torch.Tensor] | None = None,
                     tensor_states: dict[str, Any] | None = None, workers: int = storage.WORKERS) -> Path:
     """Write a complete checkpoint atomically and return its path.
 
     The model's weights are ``weights`` (a copy of its ``state_dict()``) when given, else its own.
-    ``files`` are the sidecars and tokenizer files as bytes or consecutive parts (written and hashed from memory
+    ``files`` are the sidecars and tokenizer files as bytes (written and hashed from memory
     in up to ``workers`` threads while the model is saved with ``save_pretrained``; every file is fsynced);
     ``tensor_states`` are nested states written as safetensors files (:func:`azr.tensorfile.write`); the
     history's new full chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
