@@ -201,18 +201,20 @@ class AppAPI:
     def resume_training(self, checkpoint: str, max_iterations: int | None = None, batch_size: int | None = None,
                         lr: float | None = None, load_optimizer: bool = True, time_budget_min: float = 0,
                         hub_repo_id: str = "", hub_token: str = "", hub_private: bool = True,
-                        push_checkpoints: bool = False, extend_schedule: str = "", *,
+                        push_checkpoints: bool = False, extend_schedule: str = "", run_name: str = "", *,
                         caller: Caller | None = None) -> dict[str, Any]:
         """Resume a listed checkpoint (a name from /list_checkpoints) to ``max_iterations``; return the status.
 
         Empty (or 0) ``max_iterations``, ``batch_size`` and ``lr`` keep the checkpoint's target and settings;
-        ``extend_schedule`` ("rewarm" or "final_lr", empty: the checkpoint's) shapes the LR of an extension.
+        ``extend_schedule`` ("rewarm" or "final_lr", empty: the checkpoint's) shapes the LR of an extension;
+        a ``run_name`` continues in a new run of that name instead of the checkpoint's own run.
         """
         self.access.check(caller, "resume training")
         return self.job.resume(
             checkpoint, whole("max_iterations", max_iterations) or None, whole("batch_size", batch_size) or None,
             real("lr", lr) or None, bool(load_optimizer), _budget_s(time_budget_min),
-            self.hub_settings(hub_repo_id, hub_token, hub_private, push_checkpoints, caller), extend_schedule or None)
+            self.hub_settings(hub_repo_id, hub_token, hub_private, push_checkpoints, caller), extend_schedule or None,
+            run_name)
 
     def status(self, history_since: int = 0) -> dict[str, Any]:
         """Return the job's status with the history records after iteration ``history_since`` (-1: none)."""

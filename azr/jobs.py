@@ -126,15 +126,19 @@ class TrainingJob:
 
     def resume(self, name: str, max_iterations: int | None = None, batch_size: int | None = None,
                lr: float | None = None, load_optimizer: bool = True, time_budget_s: float | None = None,
-               hub_settings: HubSettings | None = None, extend_schedule: str | None = None) -> dict[str, Any]:
+               hub_settings: HubSettings | None = None, extend_schedule: str | None = None,
+               run_name: str | None = None) -> dict[str, Any]:
         """Continue the listed checkpoint ``name`` to ``max_iterations`` (None: its own target) in its run
-        directory (a Hub checkpoint: in the local run of the same id, or a new one); return the status.
+        directory (a Hub checkpoint: in the local run of the same id, or a new one), or with ``run_name`` in a new
+        run directory of that name (a branch: the checkpoint's run stays as it is); return the status.
 
-        Raises AZRError when a run is active, the name is not a listed checkpoint, or a setting is invalid.
+        Raises AZRError when a run is active, the name is not a listed checkpoint, the run name is taken or
+        invalid, or a setting is invalid.
         """
         hub_settings = hub_settings or HubSettings()
         checkpoint = self.catalog.open(name, hub_settings, verify=False)  # verified when the trainer loads it
-        run_dir = self.catalog.run_directory(name.strip(), checkpoint)
+        run_dir = self.runs_root / self._new_run_name(run_name) if (run_name or "").strip() else \
+            self.catalog.run_directory(name.strip(), checkpoint)
 
         prepare = functools.partial(_resumed, checkpoint.path, run_dir=run_dir, hub_settings=hub_settings,
                                     max_iterations=max_iterations, load_optimizer=load_optimizer,

@@ -209,7 +209,8 @@ def _later_note(iteration: int, later: list[str]) -> list[str]:
     shown = ", ".join(later[:3]) + (f" and {len(later) - 3} more" if len(later) > 3 else "")
     return [f"This run already has checkpoints after iteration {iteration}: {shown}. Continuing from iteration "
             f"{iteration} replaces any of them it saves again under the same name and deletes none of the others; "
-            "to keep them all, copy them elsewhere first, or continue in another run directory (CLI: --run NAME)."]
+            "to keep them all, copy them elsewhere first, or continue as a new run (the CLI's --run NAME, "
+            "the app's new run name)."]
 
 
 def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimizer: bool,

@@ -138,6 +138,9 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
                             load_optimizer = gr.Checkbox(True, label="Load optimizer state")
                             extend = gr.Radio(list(EXTEND_SCHEDULES), value=EXTEND_SCHEDULES[0],
                                               label="Extending a finished run", elem_id="resume-extend")
+                        resume_run = gr.Textbox(label="Continue as a new run (optional name)", elem_id="resume-run",
+                                                info="Empty: in the checkpoint's own run. A name: in a new run of "
+                                                     "that name, leaving the checkpoint's run as it is.")
                         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned",
                                                 "lr-preview", LR_AXIS, height=200)
                         preview_note = gr.Markdown()
@@ -297,7 +300,7 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
         resume_button.click(on_resume, inputs_kwargs={
             "password": owner_password, "checkpoint": resume_choice, "max_iterations": resume_max,
             "batch_size": resume_batch, "lr": resume_lr, "load_optimizer": load_optimizer, "extend_schedule": extend,
-            "time_budget_min": budget, **hub_all},
+            "run_name": resume_run, "time_budget_min": budget, **hub_all},
             outputs=resume_message, api_visibility="private")
 
         def refresh(profile: gr.OAuthProfile | None, password: str, repo: str, token: str, *current: str | None

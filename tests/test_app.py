@@ -95,6 +95,23 @@ def test_resume_to_the_same_target_is_already_complete(client):
     assert done["state"] == "completed" and "Already at the target" in done["message"]
 
 
+def test_a_resume_can_continue_as_a_new_run_leaving_the_checkpoints_run_as_it_is(app, client):
+    name = newest_checkpoint(client)
+    run = name.split("/")[0]
+    source = Checkpoint.open(app.checkpoint_dir / name)
+    before = sorted(p.name for p in (app.checkpoint_dir / run).iterdir())
+    with pytest.raises(AppError, match="already exists"):
+        client.predict(checkpoint=name, run_name=run, api_name="/resume_training")
+    resumed = client.predict(checkpoint=name, max_iterations=source.iteration + 10, run_name="branch",
+                             api_name="/resume_training")
+    assert resumed["run"] == "branch"
+    done = wait_for(client, lambda s: not s["is_training"])
+    assert (done["state"], done["checkpoint"]) == ("completed", f"branch/model_iter_{source.iteration + 10}")
+    assert [r["iteration"] for r in client.predict(api_name="/status")["history"]] == \
+        list(range(1, source.iteration + 11))
+    assert sorted(p.name for p in (app.checkpoint_dir / run).iterdir()) == before
+
+
 def test_two_runs_in_one_app_keep_their_own_checkpoints(app, client):
     """The bug of issue 9: a second Start in the same app overwrote the first run's model_iter_20."""
     def train(seed: int, **fields) -> dict:
