@@ -16,9 +16,9 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
