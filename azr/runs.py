@@ -234,13 +234,19 @@ def later_checkpoints(run_dir: str | Path, iteration: int) -> list[str]:
 
 def best_checkpoint(ref: str | Path) -> Path:
     """Return the ``model_best_<N>`` checkpoint of the run holding ``ref`` (a run directory or one of its
-    checkpoints); raises CheckpointError when the run has none."""
+    checkpoints) with the lowest validation loss (a run resumed from an earlier checkpoint can hold the best of
+    each way it went), the later one of equals; raises CheckpointError when the run has none."""
     path = Path(ref).expanduser()
     run_dir = path.parent if NAME_PATTERN.match(path.name) else path
-    best = [name for name in checkpoint_names(run_dir) if NAME_PATTERN.match(name).group(1) == "best"]
+    best = [checkpoint_info(run_dir / name, verify=False) for name in checkpoint_names(run_dir)
+            if NAME_PATTERN.match(name).group(1) == "best"]
     if not best:
         raise CheckpointError(f"{str(run_dir)!r} has no model_best checkpoint; train with val_every > 0 first.")
-    return run_dir / max(best, key=iteration_in_name)
+    return Path(min(best, key=lambda i: (_or_infinity(i.val_loss), -(i.iteration or 0))).path)
+
+
+def _or_infinity(value: float | None) -> float:
+    return value if value is not None and math.isfinite(value) else math.inf
 
 
 def rotate_checkpoints(run_dir: str | Path, keep_last: int, spare: Collection[str] = ()) -> list[str]:

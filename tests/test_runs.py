@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints, runs
 from azr.checkpoint import Checkpoint
+from azr.statefile import STATE_FILE, seal
 
 
 def drain(trainer, *args, **kwargs):
@@ -83,6 +85,20 @@ def test_resuming_behind_the_newest_checkpoint_says_so_and_rotates_only_its_own_
     for name in ("model_best_20", "model_best_75"):
         (tmp_path / name).mkdir()
     assert runs.discard_older(tmp_path, "best", tmp_path / "model_best_65", ["model_best_75"]) == ["model_best_20"]
+
+
+def test_best_picks_the_lowest_validation_loss_of_the_bests_a_run_holds(texts, tokenizer, make_model, tmp_path):
+    """A run resumed from an earlier checkpoint can hold the best of each way it went: ``--best`` is the lower
+    validation loss, not the higher iteration."""
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path, val_every=5, keep_best=True)
+    (found,) = [name for name in runs.checkpoint_names(tmp_path) if name.startswith("model_best_")]
+    best = Checkpoint.open(tmp_path / found)
+    worse = tmp_path / f"model_best_{best.iteration + 100}"  # as if a later way of the run had saved it
+    shutil.copytree(best.path, worse)
+    state = {**best.state, "name": worse.name, "iteration": best.iteration + 100, "val_loss": best.state["val_loss"] + 1}
+    (worse / STATE_FILE).write_bytes(seal(state))
+    assert Checkpoint.open(worse).iteration == best.iteration + 100
+    assert runs.best_checkpoint(tmp_path) == best.path
 
 
 def test_run_names_are_checked_and_generated_names_are_free(tmp_path):
