@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shutil
 import tempfile
 import uuid
 from collections.abc import Collection
@@ -150,19 +149,13 @@ def check_room(directory: str | Path, needed_bytes: int) -> None:
     existing = next(p for p in (directory, *directory.parents) if p.exists())  # the run directory may be new
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".azr-write-check-"):
-            free = shutil.disk_usage(existing).free
+            free = storage.free_space(existing)
     except OSError as exc:
         raise ConfigError(f"Cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc}); choose a "
                           "directory you can write to.") from exc
     if free < needed_bytes:
-        raise ConfigError(f"{str(directory)!r} has {_size(free)} free but the run's checkpoints need about "
-                          f"{_size(needed_bytes)}; free some space or choose another directory.")
-
-
-def _size(count: int) -> str:
-    from tqdm import tqdm  # noqa: PLC0415 - only for this message
-
-    return tqdm.format_sizeof(count, "B", 1024)
+        raise ConfigError(f"{str(directory)!r} has {storage.size_text(free)} free but the run's checkpoints need about "
+                          f"{storage.size_text(needed_bytes)}; free some space or choose another directory.")
 
 
 def _adoptable(directory: Path, run_id: str) -> bool:

@@ -7,6 +7,7 @@ symbolic link out of a directory: :func:`link_out` finds one, deleting removes t
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -23,6 +24,8 @@ STAGING_PREFIX = ".push-"
 WORKERS = 8
 MAP_THRESHOLD = 1 << 20  # files at least this large are mapped, not read
 SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread of its own while it is written
+
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 T = TypeVar("T")
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
@@ -244,6 +247,27 @@ def _cache_blobs(directory: Path) -> Path | None:
 def _is_blob(link: Path, blobs: Path) -> bool:
     target = link.resolve()
     return target.parent == blobs.resolve() and target.is_file()
+
+
+def is_full_disk(exc: BaseException) -> bool:
+    """True for a write that failed because the disk (or the user's quota) is full: an OSError, or an error of a
+    library that carries the system's message (safetensors: "No space left on device (os error 28)")."""
+    if isinstance(exc, OSError) and exc.errno in FULL_DISK_ERRNOS:
+        return True
+    return any(os.strerror(code) in str(exc) for code in FULL_DISK_ERRNOS)
+
+
+def free_space(path: Path) -> int:
+    """Bytes free on the disk holding ``path`` (or its nearest existing parent)."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def size_text(count: int) -> str:
+    """``count`` bytes as a short text (``6.2MB``)."""
+    from tqdm import tqdm  # noqa: PLC0415 - only for messages
+
+    return tqdm.format_sizeof(count, "B", 1024)
 
 
 def remove_stale_temporaries(root: Path) -> None:

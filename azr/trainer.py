@@ -21,9 +21,9 @@ import torch
 
 from . import distributed, precision
 from .callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, checkpoint_name
 from .determinism import use_deterministic_kernels
-from .errors import ConfigError, TrainingError
+from .errors import AZRError, ConfigError
 from .guard import check_step, grad_norm
 from .history import History
 from .grpo import blend_rl_gradient, group_advantages, grpo_loss
@@ -255,12 +255,11 @@ class AZRTrainer:
             raise
         except Exception as exc:
             finished = True
-            path = self._save(run, "error", callbacks, snapshot, local=True)
-            saved = f"; saved {path.name}" if path else "; the step was cut mid-update, so nothing was saved"
+            saved = self._save_error(run, callbacks, snapshot)
             yield self._final(run, clock, callbacks, "error",
                               f"Training failed at iteration {state.iteration}: {str(exc).rstrip('.')}{saved}.")
-            if isinstance(exc, TrainingError):  # the user's error names the checkpoint that holds the last good state
-                raise TrainingError(self.last_status.message) from exc
+            if isinstance(exc, AZRError):  # the user's error names the checkpoint that holds the last good state
+                raise type(exc)(self.last_status.message) from exc
             raise
         finally:
             self._saver.close()
@@ -355,6 +354,18 @@ class AZRTrainer:
             run.last_checkpoint = str(path)
             self._on_save(callbacks, kind, path)
         return path
+
+    def _save_error(self, run: Run, callbacks: list[TrainerCallback], snapshot: StepSnapshot) -> str:
+        """Save ``model_error_<N>`` after a failure; return what the final message says of it (when it cannot be
+        saved either, e.g. on a full disk: why, and the newest checkpoint that was)."""
+        try:
+            path = self._save(run, "error", callbacks, snapshot, local=True)
+        except Exception as failure:  # the first failure is the one to report; this one is part of the message
+            log.info("saving the error checkpoint failed", exc_info=True)
+            newest = f"; the newest checkpoint is {run.last_checkpoint}" if run.last_checkpoint else ""
+            return f"; {checkpoint_name('error', run.state.iteration)} could not be saved either " \
+                   f"({type(failure).__name__}){newest}"
+        return f"; saved {path.name}" if path else "; the step was cut mid-update, so nothing was saved"
 
     @staticmethod
     def _on_save(callbacks: list[TrainerCallback], kind: str, path: Path) -> None:

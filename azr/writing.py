@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .checkpoint import HISTORY_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE, Checkpoint
+from .errors import CheckpointError
 from .history import CHUNK_DIR, EncodedHistory, FrozenHistory, History, chunk_path
 from .quiet import progress_bars_off
 from .statefile import FORMAT_VERSION, STATE_FILE, seal
@@ -44,9 +45,16 @@ def write_contents(contents: CheckpointContents, model, files: dict[str, bytes],
     states = {OPTIMIZER_FILE: contents.optimizer, RNG_FILE: contents.rng_state}
     if contents.reference is not None:
         states[REFERENCE_FILE] = contents.reference
-    path = save_checkpoint(contents.run_dir, contents.name, model=model, files=files, state=contents.values,
-                           history=contents.history, weights=contents.weights, tensor_states=states,
-                           workers=workers)
+    try:
+        path = save_checkpoint(contents.run_dir, contents.name, model=model, files=files, state=contents.values,
+                               history=contents.history, weights=contents.weights, tensor_states=states,
+                               workers=workers)
+    except Exception as exc:
+        if storage.is_full_disk(exc):
+            free = storage.size_text(storage.free_space(contents.run_dir))
+            raise CheckpointError(f"The disk holding {str(contents.run_dir)!r} is full ({free} free): "
+                                  f"{contents.name} could not be written; free some space") from exc
+        raise
     log.info("saved checkpoint %s", path)
     return path
 

@@ -101,3 +101,36 @@ def test_a_failed_background_save_surfaces_as_an_error(texts, tokenizer, make_mo
     final = statuses[-1]
     assert final.state == "error" and "No space left on device" in final.message
     assert [i.name for i in list_checkpoints(tmp_path)] == [f"model_error_{final.iteration}"]
+
+
+@pytest.mark.parametrize("async_save", [False, True], ids=["now", "background"])
+def test_a_full_disk_stops_the_run_with_one_clear_error_naming_the_newest_checkpoint(
+        texts, tokenizer, make_model, tmp_path, monkeypatch, async_save):
+    """Once the disk is full (safetensors reports it in its own error), the save fails and so does the error
+    checkpoint after it: the run ends with one error that says so, nothing half-written is left, and the message
+    names the newest checkpoint there is."""
+    from safetensors import SafetensorError
+
+    from azr import tensorfile
+
+    write, full = tensorfile.write, threading.Event()
+
+    def write_unless_full(path, state):
+        if full.is_set():
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return write(path, state)
+    monkeypatch.setattr(tensorfile, "write", write_unless_full)
+
+    def fill_the_disk_after_the_first_save(status):
+        if status.state == "checkpoint":
+            full.set()
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=fill_the_disk_after_the_first_save)
+    with pytest.raises(CheckpointError) as raised:
+        train(trainer, texts, 40, tmp_path, async_save=async_save)
+    message = str(raised.value)
+    assert f"The disk holding {str(tmp_path)!r} is full" in message and "model_iter_20 could not be written" in message
+    assert "model_error_" in message and "could not be saved either" in message
+    assert message.endswith(f"the newest checkpoint is {tmp_path / 'model_iter_10'}.")
+    assert trainer.last_status.state == "error" and trainer.last_status.message == message
+    assert [(i.name, i.valid) for i in list_checkpoints(tmp_path)] == [("model_iter_10", True)]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written is left
