@@ -50,13 +50,24 @@ def write_contents(contents: CheckpointContents, model, files: dict[str, bytes],
                                history=contents.history, weights=contents.weights, tensor_states=states,
                                workers=workers)
     except Exception as exc:
-        if storage.is_full_disk(exc):
-            free = storage.size_text(storage.free_space(contents.run_dir))
-            raise CheckpointError(f"The disk holding {str(contents.run_dir)!r} is full ({free} free): "
-                                  f"{contents.name} could not be written; free some space") from exc
-        raise
+        reason = _disk_failure(contents, exc)
+        if reason is None:
+            raise
+        raise CheckpointError(reason) from exc
     log.info("saved checkpoint %s", path)
     return path
+
+
+def _disk_failure(contents: CheckpointContents, exc: Exception) -> str | None:
+    """What to tell the user when a checkpoint cannot be written because of the disk (full, read-only, …); None for
+    any other failure."""
+    where = str(contents.run_dir)
+    if storage.is_full_disk(exc):
+        free = storage.size_text(storage.free_space(contents.run_dir))
+        return f"The disk holding {where!r} is full ({free} free): {contents.name} could not be written; free some space"
+    if isinstance(exc, OSError):
+        return f"{contents.name} could not be written in {where!r} ({exc.strerror or exc})"
+    return None
 
 
 def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage.Buffer], state: dict[str, Any],

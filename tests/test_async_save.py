@@ -3,13 +3,16 @@ checkpoint is the one a synchronous save of the same step writes, and every fina
 its status is yielded (or its interrupt raised)."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import re
 import threading
 
 import pytest
 from conftest import FAST
+from safetensors import SafetensorError
 
-from azr import AZRTrainer, CheckpointError, list_checkpoints, saving
+from azr import AZRTrainer, CheckpointError, list_checkpoints, saving, tensorfile
 
 COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
             "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")
@@ -103,32 +106,37 @@ def test_a_failed_background_save_surfaces_as_an_error(texts, tokenizer, make_mo
     assert [i.name for i in list_checkpoints(tmp_path)] == [f"model_error_{final.iteration}"]
 
 
+DISK_FAILURES = {  # how the disk fails, and what the message must say (a pattern)
+    "full": (lambda: SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+             r"The disk holding {directory} is full \([\d.]+[kMGT]?B free\): model_iter_20 could not be written"),
+    "read-only": (lambda: OSError(errno.EROFS, "Read-only file system"),
+                  r"model_iter_20 could not be written in {directory} \(Read-only file system\)")}
+
+
 @pytest.mark.parametrize("async_save", [False, True], ids=["now", "background"])
-def test_a_full_disk_stops_the_run_with_one_clear_error_naming_the_newest_checkpoint(
-        texts, tokenizer, make_model, tmp_path, monkeypatch, async_save):
-    """Once the disk is full (safetensors reports it in its own error), the save fails and so does the error
-    checkpoint after it: the run ends with one error that says so, nothing half-written is left, and the message
+@pytest.mark.parametrize("failure", DISK_FAILURES)
+def test_a_disk_that_fails_stops_the_run_with_one_clear_error_naming_the_newest_checkpoint(
+        texts, tokenizer, make_model, tmp_path, monkeypatch, async_save, failure):
+    """Once the disk fails (safetensors reports a full one in its own error), the save fails and so does the error
+    checkpoint after it: the run ends with one error that says why, nothing half-written is left, and the message
     names the newest checkpoint there is."""
-    from safetensors import SafetensorError
+    error, expected = DISK_FAILURES[failure]
+    write, failing = tensorfile.write, threading.Event()
 
-    from azr import tensorfile
-
-    write, full = tensorfile.write, threading.Event()
-
-    def write_unless_full(path, state):
-        if full.is_set():
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    def write_unless_failing(path, state):
+        if failing.is_set():
+            raise error()
         return write(path, state)
-    monkeypatch.setattr(tensorfile, "write", write_unless_full)
+    monkeypatch.setattr(tensorfile, "write", write_unless_failing)
 
-    def fill_the_disk_after_the_first_save(status):
+    def fail_after_the_first_save(status):
         if status.state == "checkpoint":
-            full.set()
-    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=fill_the_disk_after_the_first_save)
+            failing.set()
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=fail_after_the_first_save)
     with pytest.raises(CheckpointError) as raised:
         train(trainer, texts, 40, tmp_path, async_save=async_save)
     message = str(raised.value)
-    assert f"The disk holding {str(tmp_path)!r} is full" in message and "model_iter_20 could not be written" in message
+    assert re.search(expected.format(directory=re.escape(repr(str(tmp_path)))), message), message
     assert "model_error_" in message and "could not be saved either" in message
     assert message.endswith(f"the newest checkpoint is {tmp_path / 'model_iter_10'}.")
     assert trainer.last_status.state == "error" and trainer.last_status.message == message
