@@ -9,12 +9,15 @@ name. Listing a run's checkpoints and rotating them happen here, within one run.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import math
 import os
 import re
 import tempfile
 import uuid
+import weakref
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -27,7 +30,10 @@ from .checkpoint import (ASIDE_KINDS, NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER
 from .errors import CheckpointError, ConfigError
 from .history import CHUNK_DIR
 
+log = logging.getLogger(__name__)
+
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"  # held by the process that trains the run (see RunLock)
 LOG_DIR = "runs"  # TensorBoard event files of the run (see azr.reporting), pushed to the Hub repo's runs/
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -137,6 +143,34 @@ def open_run(directory: str | Path, *, run_id: str | None, seed: int | None, cor
     except OSError as exc:
         raise ConfigError(f"Cannot create the run directory {str(directory)!r}: {exc.strerror or exc}.") from exc
     return info
+
+
+class RunLock:
+    """This process trains the run in ``directory``: an exclusive lock on the run's ``.lock`` file (which names the
+    process) from the run's start to its end. The system releases it when the process ends, even when killed, so no
+    lock is ever left behind."""
+
+    def __init__(self, directory: str | Path) -> None:
+        """Take the lock; raises ConfigError when another training holds it."""
+        fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ConfigError(
+                f"{str(directory)!r} is being trained by another process{f' ({holder})' if holder else ''}: two "
+                "trainings of one run would overwrite each other's checkpoints. Stop that one first, or continue "
+                "as a new run (the CLI's --run NAME, the app's new run name).") from None
+        except OSError as exc:  # a file system without locks: train, unguarded
+            log.warning("cannot lock %s (%s); a second training of this run would not be refused", directory, exc)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._close = weakref.finalize(self, os.close, fd)  # also when the run is dropped without an end
+
+    def release(self) -> None:
+        """Let another process train the run (the file stays: deleting it would race with a new holder)."""
+        self._close()
 
 
 def check_room(directory: str | Path, needed_bytes: int) -> None:

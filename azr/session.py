@@ -45,6 +45,7 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     last_checkpoint: str | None = None
     left_ahead: list[str] = field(default_factory=list)  # the run's checkpoints after the one it resumed from
+    lock: runs.RunLock | None = None  # rank 0's, while the run trains
 
 
 def check_architecture(checkpoint: Checkpoint, model) -> None:

@@ -31,6 +31,7 @@ from .hubdata import HubDataset
 from .hubhttp import check_repo_id
 from .reporting import report_targets, reporters
 from .rewards import RewardFn
+from .runs import RunLock
 from .saving import CheckpointSaver, StepSnapshot
 from .losses import next_token_loss, validation_loss
 from .pending import PushTarget
@@ -184,6 +185,9 @@ class AZRTrainer:
         self._forward = distributed.wrap(self.model, self.device)
         if run.config.compile:
             self._forward = torch.compile(self._forward)
+        held: list[RunLock] = []
+        distributed.from_main(lambda: held.append(RunLock(run.run_dir)))  # rank 0's refusal is every process's
+        run.lock = held[0] if held else None
         return self._loop(run, callbacks)
 
     def train_continuous(self, texts: list[str] | None = None, max_iterations: int | None = None,
@@ -265,6 +269,8 @@ class AZRTrainer:
             self._saver.close()
             for callback in callbacks:
                 callback.close()
+            if run.lock is not None:
+                run.lock.release()
 
     def _step(self, run: Run, snapshot: StepSnapshot) -> None:
         """One optimizer step on one global batch (this process's share of it, in ``grad_accum_steps``

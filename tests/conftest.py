@@ -40,6 +40,14 @@ def make_model(model_config):
     return make
 
 
+def temporaries(directory) -> list[str]:
+    """The half-written, deleted or staged leftovers in ``directory`` (not the run's lock file)."""
+    from azr import storage
+
+    prefixes = (storage.TEMP_PREFIX, storage.TRASH_PREFIX, storage.STAGING_PREFIX)
+    return [p.name for p in directory.iterdir() if p.name.startswith(prefixes)]
+
+
 # Settings that make a run fast and exercise every part of the loop (self-play, validation, saving).
 FAST = dict(batch_size=4, save_every=10, status_every=5, self_play_every=3, val_every=10, keep_last=3, keep_best=False)
 

@@ -9,7 +9,7 @@ import re
 import threading
 
 import pytest
-from conftest import FAST
+from conftest import FAST, temporaries
 from safetensors import SafetensorError
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints, saving, tensorfile
@@ -141,4 +141,4 @@ def test_a_disk_that_fails_stops_the_run_with_one_clear_error_naming_the_newest_
     assert message.endswith(f"the newest checkpoint is {tmp_path / 'model_iter_10'}.")
     assert trainer.last_status.state == "error" and trainer.last_status.message == message
     assert [(i.name, i.valid) for i in list_checkpoints(tmp_path)] == [("model_iter_10", True)]
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written is left
+    assert not temporaries(tmp_path)  # nothing half-written is left

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, temporaries
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -46,7 +46,7 @@ def test_a_checkpoint_holds_the_promised_files_and_state(trained):
         assert state[key], key
     assert set(state["versions"]) >= {"torch", "transformers", "azr"}
     assert set(state["files"]) == names - {STATE_FILE}
-    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporaries left behind
+    assert not temporaries(directory)  # no temporaries left behind
 
 
 def test_sidecars_are_safetensors_and_round_trip(trained):
@@ -215,7 +215,7 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_valid_looking_broken_ch
                 assert json.loads((directory / info.name / STATE_FILE).read_text())["iteration"] == info.iteration
             else:
                 pytest.fail(f"attempt {attempt}: a half-written checkpoint is listed: {info}")
-    leftovers = [p.name for p in directory.iterdir() if p.name.startswith(".")]
+    leftovers = temporaries(directory)
     assert len(leftovers) <= 1  # at most the temporary of the last kill; the next save removes it
 
 

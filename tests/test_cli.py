@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import temporaries
 from safetensors.numpy import load as load_columns
 from safetensors.numpy import save as save_columns
 
@@ -149,7 +150,7 @@ def test_a_second_sigint_exits_at_once_and_leaves_only_complete_checkpoints(corp
     # after the process has finished stopping.
     assert status in (130, -signal.SIGINT), output
     assert "Traceback" not in output
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not temporaries(tmp_path)
     infos = list_checkpoints(tmp_path)
     assert all(info.valid for info in infos) and "model_iter_10" in {info.name for info in infos}
     # The second signal writes nothing: an interrupted checkpoint exists only when the first one's save had

@@ -1,7 +1,9 @@
 """Runs: one directory and one identity per run, so no front-end can overwrite or rotate away another run."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 
 import pytest
@@ -99,6 +101,31 @@ def test_best_picks_the_lowest_validation_loss_of_the_bests_a_run_holds(texts, t
     (worse / STATE_FILE).write_bytes(seal(state))
     assert Checkpoint.open(worse).iteration == best.iteration + 100
     assert runs.best_checkpoint(tmp_path) == best.path
+
+
+def test_a_run_trains_in_one_process_at_a_time(texts, tokenizer, make_model, tmp_path):
+    """A second training of the same run (another terminal, the app and the CLI, another thread) is refused while
+    the first one trains, with nothing written; it may go on once the first one has ended."""
+    drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 10, tmp_path)
+    first = AZRTrainer.from_checkpoint(tmp_path / "model_iter_10", device="cpu")
+    statuses = first.train(None, 30, tmp_path, **FAST)
+    assert next(statuses).state == "running"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    second = AZRTrainer.from_checkpoint(tmp_path / "model_iter_10", device="cpu")
+    with pytest.raises(ConfigError, match=rf"is being trained by another process \(pid {os.getpid()}\)"):
+        second.train(None, 20, tmp_path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert [s.state for s in statuses][-1] == "completed"
+    assert drain(second, None, 20, tmp_path, resume_from=tmp_path / "model_iter_10").state == "completed"
+
+
+def test_a_file_system_without_locks_trains_unguarded_with_a_warning(texts, tokenizer, make_model, tmp_path,
+                                                                     monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    assert drain(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 10, tmp_path).state == "completed"
+    assert "a second training of this run would not be refused" in caplog.text
 
 
 def test_run_names_are_checked_and_generated_names_are_free(tmp_path):
