@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"  # held by the process that trains the run (see RunLock)
+_PID_TEXT = "pid {}"  # what the lock file says of its holder
 LOG_DIR = "runs"  # TensorBoard event files of the run (see azr.reporting), pushed to the Hub repo's runs/
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -158,14 +159,16 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
+            who = "another training in this process (a train() generator not run to its end nor closed)" \
+                if holder == _PID_TEXT.format(os.getpid()) else f"another process{f' ({holder})' if holder else ''}"
             raise ConfigError(
-                f"{str(directory)!r} is being trained by another process{f' ({holder})' if holder else ''}: two "
-                "trainings of one run would overwrite each other's checkpoints. Stop that one first, or continue "
-                "as a new run (the CLI's --run NAME, the app's new run name).") from None
+                f"{str(directory)!r} is being trained by {who}: two trainings of one run would overwrite each "
+                "other's checkpoints. Stop that one first, or continue as a new run (the CLI's --run NAME, the "
+                "app's new run name).") from None
         except OSError as exc:  # a file system without locks: train, unguarded
             log.warning("cannot lock %s (%s); a second training of this run would not be refused", directory, exc)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
+        os.write(fd, _PID_TEXT.format(os.getpid()).encode())
         self._close = weakref.finalize(self, os.close, fd)  # also when the run is dropped without an end
 
     def release(self) -> None:

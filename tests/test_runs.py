@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import FAST
@@ -97,7 +98,8 @@ def test_best_picks_the_lowest_validation_loss_of_the_bests_a_run_holds(texts, t
     best = Checkpoint.open(tmp_path / found)
     worse = tmp_path / f"model_best_{best.iteration + 100}"  # as if a later way of the run had saved it
     shutil.copytree(best.path, worse)
-    state = {**best.state, "name": worse.name, "iteration": best.iteration + 100, "val_loss": best.state["val_loss"] + 1}
+    state = {**best.state, "name": worse.name, "iteration": best.iteration + 100,
+             "val_loss": best.state["val_loss"] + 1}
     (worse / STATE_FILE).write_bytes(seal(state))
     assert Checkpoint.open(worse).iteration == best.iteration + 100
     assert runs.best_checkpoint(tmp_path) == best.path
@@ -112,11 +114,24 @@ def test_a_run_trains_in_one_process_at_a_time(texts, tokenizer, make_model, tmp
     assert next(statuses).state == "running"
     before = sorted(p.name for p in tmp_path.iterdir())
     second = AZRTrainer.from_checkpoint(tmp_path / "model_iter_10", device="cpu")
-    with pytest.raises(ConfigError, match=rf"is being trained by another process \(pid {os.getpid()}\)"):
+    with pytest.raises(ConfigError, match="is being trained by another training in this process"):
         second.train(None, 20, tmp_path, **FAST)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert [s.state for s in statuses][-1] == "completed"
     assert drain(second, None, 20, tmp_path, resume_from=tmp_path / "model_iter_10").state == "completed"
+
+    hold = "import sys; from azr.runs import RunLock; lock = RunLock(sys.argv[1]); print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=rf"is being trained by another process \(pid {holder.pid}\)"):
+            AZRTrainer.from_checkpoint(tmp_path / "model_iter_20", device="cpu").train(None, 40, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert drain(AZRTrainer.from_checkpoint(tmp_path / "model_iter_20", device="cpu"), None, 25, tmp_path).state == \
+        "completed"  # the killed holder's lock went with it
 
 
 def test_a_file_system_without_locks_trains_unguarded_with_a_warning(texts, tokenizer, make_model, tmp_path,
