@@ -153,7 +153,11 @@ class RunLock:
 
     def __init__(self, directory: str | Path) -> None:
         """Take the lock; raises ConfigError when another training holds it."""
-        fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symbolic link: the lock file is written
+            fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"Cannot lock {str(Path(directory) / LOCK_FILE)!r} ({exc.strerror or exc}); remove it "
+                              "(it is only a lock) and start again.") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -143,6 +143,17 @@ def test_a_file_system_without_locks_trains_unguarded_with_a_warning(texts, toke
     assert "a second training of this run would not be refused" in caplog.text
 
 
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(texts, tokenizer, make_model,
+                                                                                   tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("the user's file")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / runs.LOCK_FILE).symlink_to(outside)
+    with pytest.raises(ConfigError, match="Cannot lock .*remove it"):
+        AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path / "run", **FAST)
+    assert outside.read_text() == "the user's file"
+
+
 def test_run_names_are_checked_and_generated_names_are_free(tmp_path):
     assert runs.check_run_name("my-run_2.1") == "my-run_2.1"
     for bad in ("", ".hidden", "a/b", "model_iter_5", "x" * 97):
