@@ -170,6 +170,27 @@ class AZRTrainer:
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
                           checkpoint, load_optimizer, settings, weights_loaded=loaded, reward_fn=self.reward_fn,
                           dataset=HubDataset.parse(dataset) if isinstance(dataset, str) else dataset)
+        held: list[RunLock] = []
+        distributed.from_main(lambda: held.append(RunLock(run.run_dir)))  # rank 0's refusal is every process's
+        run.lock = held[0] if held else None  # before anything (a report's files) is written in the run
+        try:
+            callbacks = self._callbacks(run, targets, time_budget_s, target, hub_token, hub_flush_timeout_s)
+            self._loaded, self._load_optimizer = None, True
+            self.optimizer, self.history = run.optimizer, run.state.history
+            if run.config.deterministic:
+                use_deterministic_kernels()
+            self._forward = distributed.wrap(self.model, self.device)
+            if run.config.compile:
+                self._forward = torch.compile(self._forward)
+        except BaseException:
+            if run.lock is not None:
+                run.lock.release()
+            raise
+        return self._loop(run, callbacks)
+
+    def _callbacks(self, run: Run, targets: list[str], time_budget_s: float | None, target: PushTarget | None,
+                   hub_token: str | None, hub_flush_timeout_s: float) -> list[TrainerCallback]:
+        """The run's hooks: the user's, then (rank 0's) reports and rotation, the time budget, the Hub push."""
         callbacks = list(self.callbacks)
         if distributed.is_main():  # in a process group, rank 0 alone reports, rotates and pushes
             callbacks += [*reporters(targets, run.run_dir, run.state.iteration),
@@ -177,18 +198,7 @@ class AZRTrainer:
         if time_budget_s is not None:
             callbacks.append(TimeBudget(time_budget_s))
         push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s) if distributed.is_main() else None
-        callbacks += [push] if push else []
-        self._loaded, self._load_optimizer = None, True
-        self.optimizer, self.history = run.optimizer, run.state.history
-        if run.config.deterministic:
-            use_deterministic_kernels()
-        self._forward = distributed.wrap(self.model, self.device)
-        if run.config.compile:
-            self._forward = torch.compile(self._forward)
-        held: list[RunLock] = []
-        distributed.from_main(lambda: held.append(RunLock(run.run_dir)))  # rank 0's refusal is every process's
-        run.lock = held[0] if held else None
-        return self._loop(run, callbacks)
+        return callbacks + ([push] if push else [])
 
     def train_continuous(self, texts: list[str] | None = None, max_iterations: int | None = None,
                          checkpoint_dir: str | Path = "checkpoints", resume_from: str | Path | None = None,
