@@ -43,9 +43,7 @@ _idle_lock = threading.Lock()
 
 def suits(model, device: torch.device) -> bool:
     """True when ``model``'s background saves go to a writer process, as ``AZR_SAVE_WRITER`` says: ``process``,
-    ``thread``, or ``auto`` (the default: a process when training runs on an accelerator, whose training
-    process leaves CPU cores idle; on a CPU, where training uses every core and the writer's start-up, about
-    10 s of CPU importing torch and transformers, would slow it more than the GIL does, a thread).
+    ``thread``, or ``auto`` (the default: what :func:`automatic_choice` picks).
 
     A process needs shared memory files (Linux) and a transformers model (a LoRA model keeps the thread: peft
     saves only the adapter).
@@ -55,8 +53,18 @@ def suits(model, device: torch.device) -> bool:
     choice = os.environ.get("AZR_SAVE_WRITER", "auto")
     if choice not in ("auto", "process", "thread"):
         raise ConfigError(f"AZR_SAVE_WRITER must be auto, process or thread, got {choice!r}.")
-    wanted = choice == "process" or (choice == "auto" and device.type != "cpu")
+    wanted = (automatic_choice(device) if choice == "auto" else choice) == "process"
     return wanted and supported() and hasattr(model, "config") and not is_peft_model(model)
+
+
+def automatic_choice(device: torch.device) -> str:
+    """``process`` when training leaves a CPU free for the writer: on an accelerator, or on a CPU when torch's
+    threads are fewer than the CPUs this process may use. ``thread`` when training uses every CPU: there the
+    writer's start-up (about 10 s of CPU importing torch and transformers) would slow it more than the GIL does."""
+    if device.type != "cpu":
+        return "process"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return "process" if torch.get_num_threads() < usable else "thread"
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 
 from azr import AZRTrainer, build_model
 from azr.saving import StepSnapshot
+from azr.writerprocess import automatic_choice
 
 from .checkpoints import Subject, larger_checkpoint, subject
 from .common import Bench, Entry, alternate, paired_ratio, progress, timed
@@ -39,7 +40,7 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
     """Alternate the four ways of training and the two copies, at the benchmark's model and a larger one."""
     larger_trainer, larger_source = larger_checkpoint(bench)
     larger = subject(bench, larger_trainer.model, larger_source)
-    default = "thread" if bench.device.type == "cpu" else "process"  # what AZR_SAVE_WRITER=auto picks here
+    default = automatic_choice(bench.device)  # what AZR_SAVE_WRITER=auto picks here
     other = {"thread": "process", "process": "thread"}[default]
     entries = []
     for suffix, current, make_model, batch, steps in (

@@ -1,6 +1,7 @@
 """Asynchronous checkpoints: the blocking part copies the state, a thread writes and verifies it; the written
 checkpoint is the one a synchronous save of the same step writes, and every final checkpoint is complete when
-its status is yielded (or its interrupt raised)."""
+its status is yielded (or its interrupt raised). These tests hold and break the thread's writes; the writer
+process has its own in ``test_writer_process.py``."""
 from __future__ import annotations
 
 import errno
@@ -16,6 +17,11 @@ from azr import AZRTrainer, CheckpointError, list_checkpoints, saving, tensorfil
 
 COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
             "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")
+
+
+@pytest.fixture(autouse=True)
+def thread_writer(monkeypatch):
+    monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
 
 
 def digests(path) -> dict[str, str]:

@@ -218,9 +218,19 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_the_writer_is_chosen_by_device_and_by_azr_save_writer(tokenizer, make_model, monkeypatch):
+def test_the_writer_is_chosen_by_free_cpus_and_by_azr_save_writer(tokenizer, make_model, monkeypatch):
     monkeypatch.delenv("AZR_SAVE_WRITER", raising=False)
-    assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False  # auto, on a CPU
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # a 4-CPU machine
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)  # training uses every CPU: the writer is a thread
+        assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
+        torch.set_num_threads(3)  # one CPU is free for a writer process
+        assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
+    assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
     monkeypatch.setenv("AZR_SAVE_WRITER", "process")
     assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
     monkeypatch.setenv("AZR_SAVE_WRITER", "sometimes")
