@@ -240,16 +240,20 @@ def _newest_name(reference: HubReference, token: str | None) -> str:
 def pull(ref: str, to: str | Path = "checkpoints", token: str | None = None) -> Path:
     """Download a Hub checkpoint (with its history and corpus) into a local run directory; return its path.
 
-    Raises HubError / CheckpointError as :func:`download_checkpoint`.
+    Raises HubError / CheckpointError as :func:`download_checkpoint` (and CheckpointError for a corpus name that
+    leads out of the run), ConfigError while a training writes the run directory.
     """
     source = download_checkpoint(ref, token)
     target_root = Path(to)
     target_root.mkdir(parents=True, exist_ok=True)
-    corpus = source.corpus.get("file")
-    if corpus and (source.path.parent.parent / corpus).is_file() and not (target_root / corpus).exists():
-        (target_root / corpus).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source.path.parent.parent / corpus, target_root / corpus)
-    return copy_checkpoint(source, target_root)
+    lock = runs.RunLock(target_root, instead="Pull into another directory (--to), or once that training ended.")
+    try:
+        corpus = containment.corpus_file(source, source.path.parent.parent)
+        if corpus is not None and containment.corpus_file(source, target_root) is None:
+            storage.write_file_atomically(target_root / source.corpus["file"], corpus.read_bytes)
+        return copy_checkpoint(source, target_root)
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------------------- writing

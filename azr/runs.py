@@ -151,8 +151,9 @@ class RunLock:
     process) from the run's start to its end. The system releases it when the process ends, even when killed, so no
     lock is ever left behind."""
 
-    def __init__(self, directory: str | Path) -> None:
-        """Take the lock; raises ConfigError when another training holds it."""
+    def __init__(self, directory: str | Path, instead: str = "Stop that one first, or continue as a new run (the "
+                 "CLI's --run NAME, the app's new run name).") -> None:
+        """Take the lock; raises ConfigError when another training holds it, ending with what to do ``instead``."""
         try:  # never through a symbolic link: the lock file is written
             fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
@@ -166,9 +167,8 @@ class RunLock:
             who = "another training in this process (a train() generator not run to its end nor closed)" \
                 if holder == _PID_TEXT.format(os.getpid()) else f"another process{f' ({holder})' if holder else ''}"
             raise ConfigError(
-                f"{str(directory)!r} is being trained by {who}: two trainings of one run would overwrite each "
-                "other's checkpoints. Stop that one first, or continue as a new run (the CLI's --run NAME, the "
-                "app's new run name).") from None
+                f"{str(directory)!r} is being trained by {who}: two writers of one run would overwrite each "
+                f"other's checkpoints. {instead}") from None
         except OSError as exc:  # a file system without locks: train, unguarded
             log.warning("cannot lock %s (%s); a second training of this run would not be refused", directory, exc)
         os.ftruncate(fd, 0)

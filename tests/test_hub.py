@@ -11,9 +11,10 @@ import textwrap
 import pytest
 from conftest import FAST
 
-from azr import AZRTrainer, CheckpointError, HubError
+from azr import AZRTrainer, CheckpointError, ConfigError, HubError
 from azr import hub
 from azr.checkpoint import Checkpoint
+from azr.runs import RunLock
 from azr.statefile import seal
 
 REPO = "user/run"
@@ -131,6 +132,30 @@ def test_pull_and_push_commands(pushed, tmp_path):
     commit = hub.push(pulled, "user/copy", private=False)
     assert len(commit) == 40
     assert [i.name for i in hub.list_checkpoints("hf://user/copy")] == ["model_iter_20"]
+
+
+def test_a_pull_into_a_run_being_trained_is_refused_and_changes_nothing(pushed, tmp_path):
+    target = tmp_path / "pulled"
+    target.mkdir()
+    training = RunLock(target)  # what a training of that run holds
+    with pytest.raises(ConfigError, match=r"is being trained by .* Pull into another directory \(--to\)"):
+        hub.pull(f"hf://{REPO}/model_iter_20", to=target)
+    assert [p.name for p in target.iterdir()] == [".lock"]
+    training.release()
+    assert hub.pull(f"hf://{REPO}/model_iter_20", to=target) == target / "model_iter_20"
+
+
+def test_a_pulled_corpus_name_leading_out_of_the_run_is_refused(pushed, hub_server, tmp_path):
+    state = json.loads(hub_server.files(REPO)["checkpoints/model_iter_20/trainer_state.json"])
+    state["corpus"]["file"] = "../planted.txt"  # a state file sealed anew: only the name is wrong
+    state.pop("state_sha256")
+    hub.api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
+                          path_in_repo="checkpoints/model_iter_20/trainer_state.json")
+    downloaded = hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
+    (downloaded.parent.parent.parent / "planted.txt").write_text("not the corpus")  # where the name leads there
+    with pytest.raises(CheckpointError, match="corpus '../planted.txt' is not a file of its run"):
+        hub.pull(f"hf://{REPO}/model_iter_20", to=tmp_path / "pulled")
+    assert not (tmp_path / "planted.txt").exists() and not (tmp_path / "pulled" / "model_iter_20").exists()
 
 
 def test_transient_server_errors_are_retried_until_every_checkpoint_is_pushed(hub_env, hub_server, make_model,
