@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .errors import ConfigError
 from .sharedarena import SharedArena, supported
 
@@ -58,13 +59,14 @@ def suits(model, device: torch.device) -> bool:
 
 
 def automatic_choice(device: torch.device) -> str:
-    """``process`` when training leaves a CPU free for the writer: on an accelerator, or on a CPU when torch's
-    threads are fewer than the CPUs this process may use. ``thread`` when training uses every CPU: there the
-    writer's start-up (about 10 s of CPU importing torch and transformers) would slow it more than the GIL does."""
+    """``process`` when training leaves a CPU free for the writer: on an accelerator, or on a CPU when the torch
+    threads of this machine's training processes are fewer than the CPUs this process may use. ``thread`` when
+    training uses every CPU: there the writer's start-up (about 10 s of CPU importing torch and transformers) would
+    slow it more than the GIL does."""
     if device.type != "cpu":
         return "process"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return "process" if torch.get_num_threads() < usable else "thread"
+    return "process" if torch.get_num_threads() * distributed.local_size() < usable else "thread"
 
 
 @dataclass

@@ -19,10 +19,10 @@ from conftest import FAST
 from test_async_save import digests
 from safetensors.torch import save
 
-from azr import AZRTrainer, ConfigError, history, list_checkpoints, saving
+from azr import AZRTrainer, ConfigError, distributed, history, list_checkpoints, saving
 from azr.checkpoint import Checkpoint
 from azr.staging import Stager
-from azr.writerprocess import WriterProcess
+from azr.writerprocess import WriterProcess, automatic_choice
 
 WRITER_START_S = 120  # a writer imports torch and transformers before it is ready: seconds on a loaded machine
 
@@ -227,6 +227,13 @@ def test_the_writer_is_chosen_by_free_cpus_and_by_azr_save_writer(tokenizer, mak
         assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
         torch.set_num_threads(3)  # one CPU is free for a writer process
         assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
+        torch.set_num_threads(1)  # torchrun's default: one thread per process, here four processes on four CPUs
+        with monkeypatch.context() as group:
+            group.setattr(distributed, "active", lambda: True)
+            group.setenv("LOCAL_WORLD_SIZE", "4")
+            assert automatic_choice(torch.device("cpu")) == "thread"
+            group.setenv("LOCAL_WORLD_SIZE", "3")
+            assert automatic_choice(torch.device("cpu")) == "process"
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
