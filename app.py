@@ -1,7 +1,7 @@
 """AZR Trainer web app: ``python app.py`` (locally on 127.0.0.1:7860; on 0.0.0.0 in a Hugging Face Space).
 
 Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, AZR_CHECKPOINT_DIR, AZR_HUB_REPO, AZR_MAX_UPLOAD_MB and HF_TOKEN,
-and the owner settings of :mod:`azr.owners` (AZR_OWNER_PASSWORD, AZR_OWNERS, AZR_PRIVATE, AZR_VISITORS_GENERATE).
+and the owner settings of :mod:`azr.app.owners` (AZR_OWNER_PASSWORD, AZR_OWNERS, AZR_PRIVATE, AZR_VISITORS_GENERATE).
 SIGTERM or Ctrl+C saves the running job as ``model_interrupted_<N>`` (and pushes it when pushing is on) and exits.
 At start, what earlier runs could not push (the Hub was down, or the app stopped) is pushed in the background.
 """
@@ -13,12 +13,12 @@ import threading
 
 from transformers.utils import logging as transformers_logging
 
-from azr.appapi import max_upload_bytes
-from azr.jobs import TrainingJob
-from azr.owners import Access
-from azr.signals import graceful_stop
-from azr.ui import build_ui
-from azr.uploader import start_pending
+from azr.app.api import max_upload_bytes
+from azr.app.jobs import TrainingJob
+from azr.app.owners import Access
+from azr.app.ui import build_ui
+from azr.hub.uploader import start_pending
+from azr.training.signals import graceful_stop
 
 
 def main() -> int:

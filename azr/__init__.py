@@ -5,17 +5,17 @@ transformers load only when a command needs them.
 """
 from __future__ import annotations
 
-from . import lazy
+from azr.utils import lazy
 
 __version__ = "0.1.0"
 
 _PUBLIC = {  # name -> the module that defines it
     "AZRError": "errors", "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors",
-    "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "trainer", "CheckpointInfo": "checkpoint",
-    "verify_checkpoint": "checkpoint", "list_checkpoints": "runs", "PRESETS": "config", "ModelConfig": "config",
-    "TrainConfig": "config", "preset": "config", "default_corpus": "data", "load_texts": "data",
-    "build_model": "model", "load_pretrained": "model", "ReferenceStats": "rewards", "score_tokens": "rewards",
-    "TrainingStatus": "status", "train_tokenizer": "tokenizer",
+    "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "training.trainer", "CheckpointInfo": "checkpoints.checkpoint",
+    "verify_checkpoint": "checkpoints.checkpoint", "list_checkpoints": "checkpoints.runs", "PRESETS": "config", "ModelConfig": "config",
+    "TrainConfig": "config", "preset": "config", "default_corpus": "data.corpus", "load_texts": "data.corpus",
+    "build_model": "models.causal_lm", "load_pretrained": "models.causal_lm", "ReferenceStats": "rl.rewards", "score_tokens": "rl.rewards",
+    "TrainingStatus": "training.status", "train_tokenizer": "data.tokenizer",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -1,6 +1,6 @@
 """``python -m azr``: the ``azr`` command."""
 from __future__ import annotations
 
-from .cli import main
+from azr.cli.main import main
 
 raise SystemExit(main())

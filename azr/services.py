@@ -12,15 +12,15 @@ from typing import Any
 
 import torch
 
-from .checkpoint import Checkpoint
-from .config import ModelConfig
-from .data import default_corpus
-from .errors import ConfigError
-from .lora import LoraSettings, apply_lora
-from .model import build_model, load_pretrained, max_length_of
-from .selfplay import generate
-from .session import decay_restart
-from .tokenizer import train_tokenizer
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.config import ModelConfig
+from azr.data.corpus import default_corpus
+from azr.data.tokenizer import train_tokenizer
+from azr.errors import ConfigError
+from azr.models.causal_lm import build_model, load_pretrained, max_length_of
+from azr.models.lora import LoraSettings, apply_lora
+from azr.rl.selfplay import generate
+from azr.training.session import decay_restart
 
 PREVIEW_POINTS = 200  # about this many points per part of the LR preview
 
@@ -31,7 +31,7 @@ def new_model(texts: list[str] | None, model_config: ModelConfig | None = None, 
 
     Without ``base_model``: a byte-level BPE trained on ``texts`` (None: the default corpus) and a model of
     ``model_config`` (None: the default size) with the tokenizer's vocabulary and initial weights from ``seed``.
-    With it: that model directory or Hub id, loaded with :func:`azr.model.load_pretrained`, and with ``lora``
+    With it: that model directory or Hub id, loaded with :func:`azr.models.causal_lm.load_pretrained`, and with ``lora``
     wrapped with new LoRA adapters (from ``seed``) that are all the run trains. Raises ConfigError for both at
     once, LoRA without a base model, a bad size or an unloadable base model, DataError for no text.
     """

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from azr.config import PRECISIONS  # noqa: E402
-from azr.precision import check  # noqa: E402
-from azr.trainer import resolve_device  # noqa: E402
+from azr.training.precision import check  # noqa: E402
+from azr.training.trainer import resolve_device  # noqa: E402
 
 from . import METRICS, async_saves, checkpoints, cli, generation, history, processes, training  # noqa: E402
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator  # noqa: E402

@@ -18,8 +18,8 @@ from unittest import mock
 import torch
 
 from azr import AZRTrainer, build_model
-from azr.saving import StepSnapshot
-from azr.writerprocess import automatic_choice
+from azr.checkpoints.writerprocess import automatic_choice
+from azr.training.saving import StepSnapshot
 
 from .checkpoints import Subject, larger_checkpoint, subject
 from .common import Bench, Entry, alternate, paired_ratio, progress, timed

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from azr import AZRTrainer, build_model, rng
-from azr.checkpoint import Checkpoint
-from azr.saving import CheckpointSaver, StepSnapshot
-from azr.session import Run, prepare_run
+from azr import AZRTrainer, build_model
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.training import rng
+from azr.training.saving import CheckpointSaver, StepSnapshot
+from azr.training.session import Run, prepare_run
 
 from .common import Bench, Entry, alternate, paired_ratio, progress, timed
 from .hf_checkpoints import HFCheckpoints

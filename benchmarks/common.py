@@ -22,8 +22,8 @@ import transformers
 from transformers import PreTrainedTokenizerFast
 
 from azr import ModelConfig, build_model, default_corpus, preset, train_tokenizer
-from azr.data import TokenWindows
-from azr.session import DEFAULT_MAX_WINDOW
+from azr.data.corpus import TokenWindows
+from azr.training.session import DEFAULT_MAX_WINDOW
 
 TOKENIZER_DIR = "tokenizer"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)

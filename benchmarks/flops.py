@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from azr import precision
+from azr.training import precision
 
 from .common import synchronize
 

@@ -1,4 +1,4 @@
-"""Self-play generation: azr.selfplay.generate (batched, KV-cached) against prompt-by-prompt sampling with a
+"""Self-play generation: azr.rl.selfplay.generate (batched, KV-cached) against prompt-by-prompt sampling with a
 full forward pass per token and no cache, as the original trainer generated."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from azr.model import max_length_of
-from azr.selfplay import PROMPT_FRACTION, generate
+from azr.models.causal_lm import max_length_of
+from azr.rl.selfplay import PROMPT_FRACTION, generate
 
 from .common import Bench, Entry, alternate, progress, synchronize
 from .loops import CONFIG

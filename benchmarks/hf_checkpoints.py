@@ -17,7 +17,7 @@ from transformers import Trainer, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from azr import storage
+from azr.checkpoints import storage
 
 
 class HFCheckpoints:

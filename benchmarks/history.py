@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as save_columns
 
-from azr import checkpoint as ckpt
-from azr.history import COLUMNS, History, forget_chunk_digests
-from azr.session import Run
-from azr.statefile import STATE_FILE
+from azr.checkpoints import checkpoint as ckpt
+from azr.checkpoints.history import COLUMNS, History, forget_chunk_digests
+from azr.checkpoints.statefile import STATE_FILE
+from azr.training.session import Run
 
 from .checkpoints import Subject
 from .common import Bench, Entry, alternate, progress, timed
@@ -128,7 +128,7 @@ def _saving(subject: Subject, run: Run, count: int) -> Callable[[], float]:
 
 def _list_in_process(run_dir: Path, expected: int) -> float:
     """Time ``azr list run_dir`` in this process as a fresh process would run it; check that all are valid."""
-    from azr import cli  # noqa: PLC0415 - only this group needs the command line
+    from azr.cli import main as cli  # noqa: PLC0415 - only this group needs the command line
 
     forget_chunk_digests()
     out = io.StringIO()

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from azr import AZRTrainer, TrainConfig
-from azr.checkpoint import Checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.config import training_defaults
-from azr.schedule import REWARM_FRACTION
+from azr.config.schedule import REWARM_FRACTION
 
 from .common import DEFAULT, Bench, Entry, progress
 

@@ -10,10 +10,11 @@ import time
 
 import torch
 
-from azr import TrainConfig, precision
+from azr import TrainConfig
 from azr.config import preset_training
-from azr.data import ResumableSampler
-from azr.model import model_config_of
+from azr.data.corpus import ResumableSampler
+from azr.models.causal_lm import model_config_of
+from azr.training import precision
 
 from .common import synchronize
 

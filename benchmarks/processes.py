@@ -19,8 +19,8 @@ import torch
 from transformers import AutoTokenizer
 
 from azr import AZRTrainer, ModelConfig, build_model
-from azr.data import TokenWindows
-from azr.trainer import resolve_device
+from azr.data.corpus import TokenWindows
+from azr.training.trainer import resolve_device
 
 from .common import TOKENIZER_DIR, Bench, Entry, alternate, corpus, progress, window_length
 from .loops import bare_loop, batches

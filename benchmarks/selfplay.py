@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from azr import AZRTrainer, build_model, default_corpus, preset, train_tokenizer
-from azr.data import TokenWindows
-from azr.losses import validation_loss
-from azr.rewards import build_rewards
-from azr.selfplay import PROMPT_FRACTION, generate
+from azr.data.corpus import TokenWindows
+from azr.rl.rewards import build_rewards
+from azr.rl.selfplay import PROMPT_FRACTION, generate
+from azr.training.losses import validation_loss
 
 from .common import learning_pool
 

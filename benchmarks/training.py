@@ -160,7 +160,7 @@ def _hub_server(root: Path) -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _hub_environment(url: str, home: Path) -> Iterator[None]:
-    """Point azr.hub (which reads the environment at call time) at the server, then restore the environment."""
+    """Point azr.hub.sync (which reads the environment at call time) at the server, then restore the environment."""
     values = {"HF_ENDPOINT": url, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "0",
               "HF_HUB_DISABLE_TELEMETRY": "1"}
     saved = {name: os.environ.get(name) for name in values}

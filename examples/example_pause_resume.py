@@ -14,7 +14,7 @@ import tempfile
 from transformers.utils import logging as transformers_logging
 
 from azr import TrainingStatus
-from azr.demo import run_demo
+from azr.cli.demo import run_demo
 
 
 def show(status: TrainingStatus) -> None:

@@ -42,7 +42,7 @@ def make_model(model_config):
 
 def temporaries(directory) -> list[str]:
     """The half-written, deleted or staged leftovers in ``directory`` (not the run's lock file)."""
-    from azr import storage
+    from azr.checkpoints import storage
 
     prefixes = (storage.TEMP_PREFIX, storage.TRASH_PREFIX, storage.STAGING_PREFIX)
     return [p.name for p in directory.iterdir() if p.name.startswith(prefixes)]

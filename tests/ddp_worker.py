@@ -13,8 +13,9 @@ from pathlib import Path
 import torch.distributed as dist
 from transformers import AutoTokenizer
 
-from azr import AZRTrainer, ModelConfig, build_model, distributed
-from azr.callbacks import TrainerCallback
+from azr import AZRTrainer, ModelConfig, build_model
+from azr.training import distributed
+from azr.training.callbacks import TrainerCallback
 
 TARGET, STOP_AT = 20, 10
 SETTINGS = dict(batch_size=16, save_every=10, status_every=5, self_play_every=5, val_every=10, keep_last=3,

@@ -16,11 +16,11 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from azr import ModelConfig
-from azr.appapi import read_uploads
-from azr.checkpoint import Checkpoint
+from azr.app.api import read_uploads
+from azr.app.feed import Feed, charts_stale, follow, status_key
+from azr.app.jobs import HubSettings, TrainingJob, default_runs_root
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.errors import CheckpointError, ConfigError, DataError
-from azr.feed import Feed, charts_stale, follow, status_key
-from azr.jobs import HubSettings, TrainingJob, default_runs_root
 
 TARGET = 600  # long enough to be stopped early, short enough to finish a resume quickly
 FAST = dict(batch_size=4, save_every=500)

@@ -13,7 +13,9 @@ import pytest
 from conftest import FAST, temporaries
 from safetensors import SafetensorError
 
-from azr import AZRTrainer, CheckpointError, list_checkpoints, saving, tensorfile
+from azr import AZRTrainer, CheckpointError, list_checkpoints
+from azr.checkpoints import tensorfile
+from azr.training import saving
 
 COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
             "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")

@@ -18,12 +18,12 @@ import pytest
 from conftest import FAST
 
 from azr import AZRError, AZRTrainer, TrainConfig
-from azr.appapi import AppAPI, as_endpoint
-from azr.checkpoint import Checkpoint
-from azr.cli import main
-from azr.jobs import TrainingJob
+from azr.app.api import AppAPI, as_endpoint
+from azr.app.jobs import TrainingJob
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.statefile import STATE_FILE, seal
+from azr.cli.main import main
 from azr.services import sample_text
-from azr.statefile import STATE_FILE, seal
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHECKPOINT = "model_iter_4"

@@ -17,10 +17,18 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from azr import AZRTrainer, CheckpointError, list_checkpoints, storage, tensorfile
-from azr.checkpoint import HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint, verify_checkpoint
-from azr.runs import rotate_checkpoints
-from azr.statefile import FORMAT_VERSION, STATE_FILE, seal
+from azr import AZRTrainer, CheckpointError, list_checkpoints
+from azr.checkpoints import storage, tensorfile
+from azr.checkpoints.checkpoint import (
+    HISTORY_FILE,
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    WEIGHTS_FILE,
+    Checkpoint,
+    verify_checkpoint,
+)
+from azr.checkpoints.runs import rotate_checkpoints
+from azr.checkpoints.statefile import FORMAT_VERSION, STATE_FILE, seal
 
 
 @pytest.fixture

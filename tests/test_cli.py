@@ -21,12 +21,12 @@ from safetensors.numpy import load as load_columns
 from safetensors.numpy import save as save_columns
 
 from azr import default_corpus, list_checkpoints
-from azr.checkpoint import HISTORY_FILE, Checkpoint, verify_checkpoint
-from azr.statefile import seal
-from azr.cli import SETTING_CHOICES, build_parser, main
-from azr.commands import _settings
+from azr.checkpoints.checkpoint import HISTORY_FILE, Checkpoint, verify_checkpoint
+from azr.checkpoints.statefile import seal
+from azr.cli.commands import _settings
+from azr.cli.main import SETTING_CHOICES, build_parser, main
+from azr.cli.selftest import first_difference
 from azr.config import FIXED_ON_RESUME, TrainConfig
-from azr.selftest import first_difference
 
 # One thread per process: the tiny models do not need more, and two test processes then fit on 2 cores.
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -428,8 +428,8 @@ def test_a_checkpoint_without_hf_is_a_local_path_and_never_asks_the_hub(tmp_path
 
 def test_a_checkpoint_saved_in_the_background_is_not_shown_with_the_iteration_training_reached(capsys):
     """model_iter_10 written while training went on to 12 reads as such, not as "model_iter_10 (iteration 12)"."""
-    from azr.status import TrainingStatus
-    from azr.terminal import Progress
+    from azr.cli.terminal import Progress
+    from azr.training.status import TrainingStatus
 
     progress = Progress()
     for iteration, checkpoint in ((12, "r/model_iter_10"), (20, "r/model_iter_20")):

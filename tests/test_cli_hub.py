@@ -9,7 +9,7 @@ import pytest
 from test_cli import FAST, TINY
 
 from azr import default_corpus
-from azr.checkpoint import Checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
 
 
 def azr(*args: object, cwd=None) -> subprocess.CompletedProcess:

@@ -14,9 +14,9 @@ import pytest
 from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, build_model
-from azr.checkpoint import Checkpoint
+from azr.app.jobs import TrainingJob
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.config import ModelConfig
-from azr.jobs import TrainingJob
 from azr.services import sample_text
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from azr import ReferenceStats, score_tokens
-from azr.data import TokenWindows
+from azr.data.corpus import TokenWindows
 
 WEIGHTS = {"diversity": 0.15, "coherence": 0.25, "repetition": 0.20, "length": 0.10, "vocabulary": 0.15,
            "naturalness": 0.15}

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 
-from azr import AZRTrainer, build_model, hub, storage
-from azr.checkpoint import Checkpoint
+from azr import AZRTrainer, build_model
+from azr.app.jobs import HubSettings, TrainingJob
+from azr.checkpoints import storage
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.statefile import SEAL, STATE_FILE, seal
 from azr.errors import CheckpointError
-from azr.jobs import HubSettings, TrainingJob
-from azr.statefile import SEAL, STATE_FILE, seal
+from azr.hub import sync as hub
 
 RUN, NAME = "linked", "model_iter_10"
 REPO = "user/leak"

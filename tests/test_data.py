@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from azr import DataError, default_corpus, load_texts
-from azr.data import ResumableSampler, TokenWindows, check_texts, fingerprint, save_corpus
+from azr.data.corpus import ResumableSampler, TokenWindows, check_texts, fingerprint, save_corpus
 
 
 @pytest.mark.parametrize(

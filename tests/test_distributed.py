@@ -15,7 +15,7 @@ import pytest
 from ddp_worker import SETTINGS, STOP_AT, TARGET
 
 from azr import AZRTrainer, ConfigError, build_model, list_checkpoints
-from azr.checkpoint import Checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
 
 TESTS = Path(__file__).resolve().parent
 TOLERANCE = 1e-5

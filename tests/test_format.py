@@ -10,12 +10,13 @@ import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRTrainer, list_checkpoints, runs, storage
-from azr import checkpoint as ckpt
-from azr.checkpoint import Checkpoint
-from azr.statefile import STATE_FILE
-from azr.writing import save_checkpoint
-from azr.history import CHUNK_DIR, CHUNK_RECORDS, History, forget_chunk_digests
+from azr import AZRTrainer, list_checkpoints
+from azr.checkpoints import checkpoint as ckpt
+from azr.checkpoints import runs, storage
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.history import CHUNK_DIR, CHUNK_RECORDS, History, forget_chunk_digests
+from azr.checkpoints.statefile import STATE_FILE
+from azr.checkpoints.writing import save_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

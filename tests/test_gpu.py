@@ -13,7 +13,7 @@ from test_precision import STOP, TARGET, losses, train
 from test_writer_process import spy, wait_for_the_writer
 
 from azr import AZRTrainer
-from azr.checkpoint import OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint
+from azr.checkpoints.checkpoint import OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

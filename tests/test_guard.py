@@ -13,10 +13,10 @@ from conftest import FAST
 from safetensors.torch import load_file
 
 from azr import AZRTrainer, CheckpointError, ConfigError, TrainConfig, TrainingError
-from azr.checkpoint import Checkpoint
-from azr.cli import main
-from azr.runs import list_checkpoints, rotate_checkpoints
-from azr.statefile import STATE_FILE, seal
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.runs import list_checkpoints, rotate_checkpoints
+from azr.checkpoints.statefile import STATE_FILE, seal
+from azr.cli.main import main
 
 
 @pytest.mark.parametrize("name", ["lr", "grad_clip", "weight_decay", "min_lr_ratio", "rl_weight", "temperature"])

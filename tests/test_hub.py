@@ -12,10 +12,10 @@ import pytest
 from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, HubError
-from azr import hub
-from azr.checkpoint import Checkpoint
-from azr.runs import RunLock
-from azr.statefile import seal
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.runs import RunLock
+from azr.checkpoints.statefile import seal
+from azr.hub import sync as hub
 
 REPO = "user/run"
 
@@ -254,7 +254,7 @@ def test_only_hf_urls_are_hub_references(tmp_path, monkeypatch, ref, expected):
 
 def test_history_chunks_travel_with_their_checkpoints(hub_env, hub_server, make_model, tokenizer, texts, tmp_path,
                                                       monkeypatch):
-    monkeypatch.setattr("azr.history.CHUNK_RECORDS", 8)  # 30 iterations make three full chunks and a tail
+    monkeypatch.setattr("azr.checkpoints.history.CHUNK_RECORDS", 8)  # 30 iterations make three full chunks and a tail
     trainer, statuses = train_and_push(make_model, tokenizer, texts, tmp_path / "local")
     assert statuses[-1].state == "completed" and "All 3 checkpoints pushed" in statuses[-1].message
     local = Checkpoint.open(tmp_path / "local" / "model_iter_30")
@@ -262,7 +262,7 @@ def test_history_chunks_travel_with_their_checkpoints(hub_env, hub_server, make_
     files = hub_server.files(REPO)
     assert {f"checkpoints/history/{d}.safetensors" for d in local.history_chunks} <= set(files)
     os.environ["HF_HOME"] = str(tmp_path / "empty_hf_home")  # another machine: nothing cached
-    remote = Checkpoint.open(f"hf://{REPO}")
+    remote = hub.open_checkpoint(f"hf://{REPO}")
     assert remote.name == "model_iter_30" and list(remote.history()) == list(trainer.history)
     pulled = Checkpoint.open(hub.pull(f"hf://{REPO}/model_iter_20", to=tmp_path / "pulled"))
     assert len(pulled.history()) == 20 and list(pulled.history()) == list(trainer.history)[:20]

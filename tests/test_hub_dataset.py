@@ -15,10 +15,10 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from test_cli import FAST, TINY, losses
 
 from azr import AZRTrainer, ConfigError, default_corpus, preset, services
-from azr.appapi import AppAPI
-from azr.checkpoint import Checkpoint
-from azr.data import fingerprint
-from azr.jobs import TrainingJob
+from azr.app.api import AppAPI
+from azr.app.jobs import TrainingJob
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.data.corpus import fingerprint
 
 CARD = """---
 configs:
@@ -35,7 +35,7 @@ SETTINGS = dict(batch_size=4, save_every=10, lr_schedule="constant", self_play_e
 PAUSED_RUN = f"""
 import sys
 from azr import AZRTrainer, preset, services
-from azr.hubdata import HubDataset
+from azr.data.hub_datasets import HubDataset
 dataset = HubDataset.parse("user/corpus")
 model, tokenizer = services.new_model(dataset.texts(), preset("tiny", **{SIZE}), seed=0)
 trainer = AZRTrainer(model, tokenizer, device="cpu")
@@ -47,7 +47,7 @@ print(status.message)
 ERRORS = """
 import json
 from azr import DataError
-from azr.hubdata import HubDataset
+from azr.data.hub_datasets import HubDataset
 cases = {"column": dict(text_column="body"), "empty": dict(split="empty"), "split": dict(split="nope"),
          "cap": dict(max_mb=0.001)}
 messages = {}

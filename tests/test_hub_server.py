@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from conftest_hub import hub_env, hub_server  # noqa: F401
+from hub_server import HubServer
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -20,7 +21,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from hub_server import HubServer
 
 REPO = "user/repo"
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRTrainer, list_checkpoints, session, storage
-from azr.signals import ForcedExit
+from azr import AZRTrainer, list_checkpoints
+from azr.checkpoints import storage
+from azr.training import session
+from azr.training.signals import ForcedExit
 
 TARGET = 14
 HIT = 8  # the interrupted step: the 8th (self-play runs on steps 3, 6, 9, 12)

@@ -10,9 +10,8 @@ from conftest import FAST
 from transformers import AutoModelForCausalLM
 
 from azr import AZRTrainer, ConfigError, services
-from azr.checkpoint import Checkpoint
-from azr.checkpoint import ADAPTER_WEIGHTS
-from azr.lora import LoraSettings
+from azr.checkpoints.checkpoint import ADAPTER_WEIGHTS, Checkpoint
+from azr.models.lora import LoraSettings
 
 LORA = LoraSettings(r=4, alpha=8.0)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from azr import default_corpus, train_tokenizer
-from azr.rewards.ngram import NgramReward
+from azr.rl.rewards.ngram import NgramReward
 
 LENGTH, PROMPT, SAMPLES = 24, 8, 30
 DEGENERATE = ("shuffled", "salad", "greedy", "random", "repeated")

@@ -18,10 +18,10 @@ from app_process import SMALL_MODEL, AppProcess, free_port, small_corpus
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from azr.app.jobs import TrainingJob
+from azr.app.owners import Access, Caller
+from azr.app.ui import build_ui
 from azr.errors import AccessError
-from azr.jobs import TrainingJob
-from azr.owners import Access, Caller
-from azr.ui import build_ui
 
 PASSWORD = "correct horse battery staple"
 REFUSED = "Only the app's owner can {}"

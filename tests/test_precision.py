@@ -7,9 +7,10 @@ import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRTrainer, ConfigError, TrainConfig, precision
-from azr.checkpoint import Checkpoint
-from azr.cli import build_parser
+from azr import AZRTrainer, ConfigError, TrainConfig
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.cli.main import build_parser
+from azr.training import precision
 
 TARGET, STOP = 12, 6
 

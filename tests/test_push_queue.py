@@ -16,10 +16,11 @@ from app_process import AppProcess
 from conftest import FAST
 from test_cli import TINY
 
-from azr import AZRTrainer, HubError, hub
-from azr.cli import main
-from azr.pending import PENDING_FILE, pending
-from azr.uploader import push_pending
+from azr import AZRTrainer, HubError
+from azr.cli.main import main
+from azr.hub import sync as hub
+from azr.hub.pending import PENDING_FILE, pending
+from azr.hub.uploader import push_pending
 
 REPO = "user/run"
 EVERY = {"model_iter_10", "model_iter_20", "model_iter_30"}

@@ -8,8 +8,8 @@ from conftest import FAST
 from safetensors.numpy import save
 
 from azr import AZRTrainer
-from azr.history import History
-from azr.quality import distinct, seq_rep
+from azr.checkpoints.history import History
+from azr.training.quality import distinct, seq_rep
 
 
 def test_seq_rep_and_distinct_by_hand():

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-from azr.render import LOSS_AXIS, LOSS_SERIES, LR_AXIS, REWARD_AXIS, REWARD_SERIES, history_frame, line_chart, lr_chart
+from azr.app.render import (
+    LOSS_AXIS,
+    LOSS_SERIES,
+    LR_AXIS,
+    REWARD_AXIS,
+    REWARD_SERIES,
+    history_frame,
+    line_chart,
+    lr_chart,
+)
 
 
 def test_a_single_self_play_round_is_a_line_up_to_the_newest_iteration():

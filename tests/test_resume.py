@@ -9,10 +9,10 @@ import torch
 from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, build_model, list_checkpoints, preset
-from azr import session
-from azr.data import TokenWindows
-from azr.checkpoint import Checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.config import OTHER_MODELS, PRESET_TRAINING
+from azr.data.corpus import TokenWindows
+from azr.training import session
 
 
 def losses(history):

@@ -6,8 +6,8 @@ import torch
 from conftest import FAST
 
 from azr import AZRTrainer, ConfigError
-from azr.checkpoint import Checkpoint
-from azr.rewards import RewardSet, build_rewards, builtins, parse_rewards
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.rl.rewards import RewardSet, build_rewards, builtins, parse_rewards
 
 CORPUS_IDS = torch.arange(3, 50)
 
@@ -127,7 +127,7 @@ def test_no_reference_file_without_a_kl_penalty(texts, tokenizer, make_model, tm
 
 
 def test_the_cli_has_the_rewards_option_and_checks_it_alone(capsys):
-    from azr.cli import build_parser
+    from azr.cli.main import build_parser
 
     args = build_parser().parse_args(["train", "--rewards", "ends_sentence(within=8)*2, composite",
                                       "--self-play-batch", "6", "--num-generations", "3"])

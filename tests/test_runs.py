@@ -10,9 +10,10 @@ import sys
 import pytest
 from conftest import FAST
 
-from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints, runs
-from azr.checkpoint import Checkpoint
-from azr.statefile import STATE_FILE, seal
+from azr import AZRTrainer, CheckpointError, ConfigError, list_checkpoints
+from azr.checkpoints import runs
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.statefile import STATE_FILE, seal
 
 
 def drain(trainer, *args, **kwargs):
@@ -120,7 +121,7 @@ def test_a_run_trains_in_one_process_at_a_time(texts, tokenizer, make_model, tmp
     assert [s.state for s in statuses][-1] == "completed"
     assert drain(second, None, 20, tmp_path, resume_from=tmp_path / "model_iter_10").state == "completed"
 
-    hold = "import sys; from azr.runs import RunLock; lock = RunLock(sys.argv[1]); print('held', flush=True); input()"
+    hold = "import sys; from azr.checkpoints.runs import RunLock; lock = RunLock(sys.argv[1]); print('held', flush=True); input()"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -174,7 +175,7 @@ def test_best_checkpoint_is_kept_through_rotation_and_chosen_by_best(texts, toke
                                                                        capsys):
     """model_best_<N> holds the lowest validation loss so far; rotation (keep_last=1) never deletes it, only
     one best is kept, a resume carries the best loss on, and ``--best`` picks it in the CLI."""
-    from azr.cli import main
+    from azr.cli.main import main
 
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     drain(trainer, texts, 40, tmp_path, keep_last=1, val_every=5, lr=3e-2, warmup=0, keep_best=True)  # loss bounces

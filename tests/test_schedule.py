@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from azr.schedule import LRPlan
+from azr.config.schedule import LRPlan
 
 PEAK, FINAL, WARMUP, TARGET = 1e-3, 1e-4, 10, 100
 

@@ -7,8 +7,8 @@ import torch
 from transformers import GenerationConfig
 
 from azr import ConfigError, TrainConfig
-from azr.grpo import Reference, Rollout, blend_rl_gradient, group_advantages, grpo_loss, sampled_log_probs
-from azr.selfplay import generate
+from azr.rl.grpo import Reference, Rollout, blend_rl_gradient, group_advantages, grpo_loss, sampled_log_probs
+from azr.rl.selfplay import generate
 
 PROMPT = [17, 42, 8, 99]
 CONTINUATIONS = [[120, 33, 250, 7, 64], [5, 211, 76, 150, 1], [120, 33, 9, 9, 9], [44, 2, 2, 2, 2]]

@@ -6,8 +6,8 @@ import torch
 from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, ModelConfig, build_model
-from azr.checkpoint import Checkpoint
-from azr.writing import copy_checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.writing import copy_checkpoint
 from azr.services import lr_preview, new_model, sample_text
 
 SIZE = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, max_seq_len=32)

@@ -8,8 +8,8 @@ import yaml
 from conftest_hub import hub_env, hub_server  # noqa: F401
 
 from azr.errors import AZRError
-from azr.hub import api
-from azr.space import CARD, PROJECT_ROOT, deploy_space, space_files
+from azr.hub.space import CARD, PROJECT_ROOT, deploy_space, space_files
+from azr.hub.sync import api
 
 SPACE = "user/azr-trainer"
 
@@ -35,7 +35,7 @@ def test_the_space_card_header_matches_the_project():
     assert (PROJECT_ROOT / header["app_file"]).is_file()
     assert header["python_version"] == "3.11"
     assert header["title"]
-    assert header["hf_oauth"] is True  # the owners sign in with Hugging Face (azr.owners)
+    assert header["hf_oauth"] is True  # the owners sign in with Hugging Face (azr.app.owners)
 
 
 def test_deploy_creates_the_space_with_the_app(hub_server, hub_env):

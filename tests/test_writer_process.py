@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST
-from test_async_save import digests
 from safetensors.torch import save
+from test_async_save import digests
 
-from azr import AZRTrainer, ConfigError, distributed, history, list_checkpoints, saving
-from azr.checkpoint import Checkpoint
-from azr.staging import Stager
-from azr.writerprocess import WriterProcess, automatic_choice
+from azr import AZRTrainer, ConfigError, list_checkpoints
+from azr.checkpoints import history
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.staging import Stager
+from azr.checkpoints.writerprocess import WriterProcess, automatic_choice
+from azr.training import distributed, saving
 
 WRITER_START_S = 120  # a writer imports torch and transformers before it is ready: seconds on a loaded machine
 
@@ -131,7 +133,7 @@ def test_a_run_whose_writer_dies_writes_its_saves_itself(texts, tokenizer, make_
         if status.state == "checkpoint" and status.iteration < 20:  # model_iter_10 is written: kill the writer
             os.kill(trainer._saver._writer.pid, signal.SIGKILL)
     trainer.status_callback = on_status
-    with caplog.at_level(logging.WARNING, logger="azr.saving"):
+    with caplog.at_level(logging.WARNING, logger="azr.training.saving"):
         final = list(trainer.train(texts, 30, tmp_path, **{**FAST, "status_every": 1}))[-1]
     assert final.state == "completed"
     assert seen["writer"] == ["model_iter_10"] and seen["here"] == ["model_iter_20", "model_iter_30"]
@@ -153,7 +155,7 @@ def test_a_writer_sent_what_it_cannot_read_exits_and_the_run_writes_its_saves(te
             writer._connection.send(("a message of another version",))
             writer._process.wait(30)  # raises TimeoutExpired while it lingers
     trainer.status_callback = on_status
-    with caplog.at_level(logging.WARNING, logger="azr.saving"):
+    with caplog.at_level(logging.WARNING, logger="azr.training.saving"):
         final = list(trainer.train(texts, 20, tmp_path, **FAST))[-1]
     assert final.state == "completed" and "the checkpoint writer process failed" in caplog.text
     assert seen["writer"] == [] and seen["here"] == ["model_iter_10", "model_iter_20"]
@@ -167,7 +169,7 @@ def test_a_model_the_writer_cannot_rebuild_is_saved_by_the_training_process(text
         pass
     model.__class__ = LocalModel
     trainer = AZRTrainer(model, tokenizer, device="cpu")
-    with caplog.at_level(logging.WARNING, logger="azr.saving"):
+    with caplog.at_level(logging.WARNING, logger="azr.training.saving"):
         final = list(trainer.train(texts, 10, tmp_path, **FAST))[-1]
     assert final.state == "completed" and "no checkpoint writer process" in caplog.text
     assert [i.name for i in list_checkpoints(tmp_path) if i.valid] == ["model_iter_10"]
@@ -231,9 +233,11 @@ def test_the_writer_is_chosen_by_free_cpus_and_by_azr_save_writer(tokenizer, mak
         with monkeypatch.context() as group:
             group.setattr(distributed, "active", lambda: True)
             group.setenv("LOCAL_WORLD_SIZE", "4")
-            assert automatic_choice(torch.device("cpu")) == "thread"
+            assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
             group.setenv("LOCAL_WORLD_SIZE", "3")
-            assert automatic_choice(torch.device("cpu")) == "process"
+            assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
+        assert automatic_choice(torch.device("cpu"), processes=4) == "thread"
+        assert automatic_choice(torch.device("cpu"), processes=3) == "process"
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("AZR_SAVE_WRITER", "thread")

@@ -10,8 +10,9 @@ import spaces
 from app_process import SMALL_MODEL, small_corpus
 from conftest import FAST
 
-from azr import ModelConfig, zerogpu
-from azr.jobs import TrainingJob
+from azr import ModelConfig
+from azr.app import zerogpu
+from azr.app.jobs import TrainingJob
 
 SLICE_S = 1.5
 

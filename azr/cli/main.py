@@ -1,0 +1,300 @@
+"""The ``azr`` command line: the parser, with an option for every TrainConfig field, and the entry point.
+
+The commands themselves are in :mod:`azr.cli.commands`. User errors (any :class:`AZRError`, a bad argument) become one
+line on stderr and exit status 2; Ctrl+C and SIGTERM leave a resumable checkpoint and exit with 130 and 143.
+This module and :mod:`azr.cli.commands` import only light modules, so help and usage errors answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import dataclasses
+import gc
+import math
+import os
+import re
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from azr import __version__
+from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, EXIT_USAGE
+from azr.config import (
+    DATASET_MAX_MB,
+    EXTEND_SCHEDULES,
+    FIXED_ON_RESUME,
+    LORA_TARGET,
+    LR_SCHEDULES,
+    PRECISIONS,
+    REPORT_TO,
+    SAMPLINGS,
+    TrainConfig,
+)
+from azr.errors import AZRError, ConfigError
+from azr.training.signals import last_exit_code
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "sampling": SAMPLINGS,
+                   "extend_schedule": EXTEND_SCHEDULES}
+SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``azr: error: <what>``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"azr: error: {message.removeprefix('argument ')} (see `{self.prog} --help`)\n")
+
+
+def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that converts a value and rejects it unless ``accept`` holds."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
+
+
+POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
+COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
+POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
+
+
+BEST_HELP = "use the run's model_best checkpoint (lowest validation loss) of CHECKPOINT's run"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``azr`` command; ``args.handler`` names the subcommand's function in
+    :mod:`azr.cli.commands` (imported only once the arguments are valid)."""
+    parser = _Parser(prog="azr", description="Train small causal LMs with the AZR method; pause and resume exactly.")
+    parser.add_argument("--version", action="version", version=f"azr {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a new model", description=(
+        "Train a new model. Ctrl+C or SIGTERM saves model_interrupted_<N> after the current batch and prints the "
+        "command that resumes it; a second Ctrl+C exits at once (every checkpoint on disk stays complete)."))
+    train.add_argument("--preset", help=f"model size: tiny, small or base (default: {DEFAULT_PRESET})")
+    for option, what in (("--d-model", "hidden size"), ("--num-layers", "transformer layers"),
+                         ("--num-heads", "attention heads"), ("--d-ff", "feed-forward size"),
+                         ("--max-seq-len", "longest sequence"), ("--vocab-size", "tokenizer vocabulary")):
+        train.add_argument(option, type=POSITIVE_INT, metavar="N", help=f"{what} (default: the preset's)")
+    train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
+                       help="start from an existing causal LM and its tokenizer instead of a new model")
+    lora = train.add_argument_group("LoRA", "With --base-model: train LoRA adapters (peft) instead of every weight.")
+    lora.add_argument("--lora-r", type=POSITIVE_INT, metavar="N", help="adapter rank; turns LoRA on")
+    lora.add_argument("--lora-alpha", type=POSITIVE_FLOAT, default=16.0, metavar="F",
+                      help="scaling: the update is scaled by alpha / r (default: 16)")
+    lora.add_argument("--lora-target", default=LORA_TARGET, metavar="MODULES",
+                      help=f"comma-separated module names, e.g. q_proj,v_proj (default: {LORA_TARGET})")
+    train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
+                       help=f"where runs go: each training gets a new run directory in it (default: "
+                            f"{DEFAULT_RUNS_DIR})")
+    train.add_argument("--run", "--run-name", type=_checked(_run_name), metavar="NAME",
+                       help="name of the new run directory (default: run-<date>-<time>); under torchrun write "
+                            "--run-name (torchrun takes --run for its own --run-path)")
+    _add_run_options(train, resume=False)
+    data = train.add_argument_group("Hub dataset", "Train on one split of a Hub dataset instead of --texts; the "
+                                    "run records its commit, so a resume anywhere loads the same data.")
+    data.add_argument("--dataset", metavar="USER/NAME[:CONFIG]", help="the dataset (and its configuration)")
+    data.add_argument("--split", default="train", help="the split to train on (default: train)")
+    data.add_argument("--text-column", default="text", metavar="NAME", help="the column of texts (default: text)")
+    data.add_argument("--dataset-max-mb", type=POSITIVE_FLOAT, default=DATASET_MAX_MB, metavar="MB",
+                      help=f"refuse a dataset with more data than this (default: {DATASET_MAX_MB:g})")
+    train.set_defaults(handler="cmd_train")
+
+    resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
+        "Continue a run from a checkpoint, in its own run directory, to the same or a new --max-iterations target. "
+        "Settings not given are the checkpoint's; without --texts the run's own corpus is used."))
+    resume.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[@rev][/name]")
+    resume.add_argument("--runs-dir", metavar="DIR", help=(
+        f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
+        f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
+    resume.add_argument("--run", "--run-name", type=_checked(_run_name), metavar="NAME", help=(
+        "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
+    _add_run_options(resume, resume=True)
+    resume.add_argument("--no-load-optimizer", action="store_true",
+                        help="start a fresh optimizer instead of the saved one (training then differs slightly)")
+    resume.set_defaults(handler="cmd_resume")
+
+    listing = commands.add_parser("list", help="list the checkpoints in a directory or Hub repo",
+                                  description="List checkpoints, newest first, each checked against its checksums.")
+    listing.add_argument("dir", nargs="?", default=DEFAULT_RUNS_DIR, metavar="DIR",
+                         help=f"runs directory, run directory or hf://user/run (default: {DEFAULT_RUNS_DIR})")
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(handler="cmd_list")
+
+    inspect = commands.add_parser("inspect", help="show what a checkpoint holds",
+                                  description="Show a checkpoint's state, settings and checksum status.")
+    inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(handler="cmd_inspect")
+
+    sample = commands.add_parser("generate", help="sample text from a checkpoint",
+                                 description="Sample a continuation of a prompt with a checkpoint's model and tokenizer.")
+    sample.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
+    sample.add_argument("--prompt", required=True, help="text to continue")
+    sample.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N", help="(default: 100)")
+    sample.add_argument("--temperature", type=POSITIVE_FLOAT, default=1.0, metavar="F", help="(default: 1.0)")
+    sample.add_argument("--top-k", type=COUNT, default=50, metavar="N", help="0 for no limit (default: 50)")
+    sample.add_argument("--seed", type=COUNT, help="makes the sample reproducible")
+    sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
+    sample.add_argument("--best", action="store_true", help=BEST_HELP)
+    sample.set_defaults(handler="cmd_generate")
+
+    demo = commands.add_parser("demo", help="the pause/resume demonstration (about a minute)", description=(
+        "Train 100 iterations, resume to 250, stop from another thread after 3 seconds, resume with a new target; "
+        "a tiny model on the embedded corpus."))
+    demo.add_argument("--dir", help="an empty or new directory for its checkpoints (default: a new temporary one)")
+    demo.set_defaults(handler="cmd_demo")
+
+    selftest = commands.add_parser("selftest", help="prove that stop and resume are exact on this machine",
+                                   description=(
+        "Train a tiny model uninterrupted, then again with a stop at a random iteration and a resume in a fresh "
+        "process; compare every loss and the final weights. Exit status 0 only when they are bit-identical."))
+    selftest.add_argument("--iterations", type=POSITIVE_INT, default=30, metavar="N", help="(default: 30)")
+    selftest.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
+    selftest.set_defaults(handler="cmd_selftest")
+
+    merge = commands.add_parser("merge", help="fold a LoRA checkpoint into a full model", description=(
+        "Merge a LoRA checkpoint's adapter into its base model and save the result with the tokenizer; the output "
+        "directory loads with AutoModelForCausalLM.from_pretrained and can be a new --base-model."))
+    merge.add_argument("checkpoint", metavar="CHECKPOINT", help="LoRA checkpoint directory or hf://user/run[/name]")
+    merge.add_argument("out_dir", metavar="OUT_DIR", help="where the merged model goes")
+    merge.set_defaults(handler="cmd_merge")
+
+    pull = commands.add_parser("pull", help="download a checkpoint from the Hub", description=(
+        "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "
+        "verified against its checksums."))
+    pull.add_argument("reference", metavar="REFERENCE", help="hf://user/run[@revision][/checkpoint-name]")
+    pull.add_argument("--to", metavar="DIR", help=f"run directory (default: {DEFAULT_RUNS_DIR}/<the repo's name>)")
+    pull.set_defaults(handler="cmd_pull")
+
+    push = commands.add_parser("push", help="upload a checkpoint to a Hub repo", usage=(
+        "azr push [-h] [--public] CHECKPOINT REPO\n       azr push --pending [DIR]"), description=(
+        "Upload one checkpoint to checkpoints/<name>/ of a Hub model repo (created private if missing); the newest "
+        "checkpoint also becomes the repo's root model with a model card. With --pending: push what the runs in DIR "
+        f"(a run, or a runs directory; default: {DEFAULT_RUNS_DIR}) could not push before, the newest first."))
+    push.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="checkpoint directory (with --pending: DIR)")
+    push.add_argument("repo_id", metavar="REPO", nargs="?", help="user/run")
+    push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--pending", action="store_true",
+                      help="push the pending pushes of DIR (kept when the Hub was down, hanging or the run stopped)")
+    push.add_argument("--best", action="store_true", help=BEST_HELP)
+    push.set_defaults(handler="cmd_push")
+
+    space = commands.add_parser("space", help="deploy the app as a Hugging Face Space",
+                                description="Work with the Hugging Face Space that runs the app.")
+    space_commands = space.add_subparsers(dest="space_command", required=True, metavar="COMMAND")
+    deploy = space_commands.add_parser("deploy", help="create or update a Space with app.py, azr/ and the card",
+                                       description=(
+        "Upload app.py, the azr package, requirements.txt and space_config/README.md (as the Space card) to a Gradio "
+        "Space in one commit, creating it if missing."))
+    deploy.add_argument("space_id", metavar="SPACE", help="user/space-name")
+    deploy.add_argument("--private", action="store_true", help="create the Space private (default: public)")
+    deploy.add_argument("--set-token-secret", action="store_true",
+                        help="store your token (HF_TOKEN or the saved login) as the Space's HF_TOKEN secret, so "
+                             "the app can push checkpoints")
+    deploy.set_defaults(handler="cmd_space_deploy")
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
+    """Add the options train and resume share, and one per training setting (see :func:`_add_settings`)."""
+    parser.add_argument("--texts", nargs="+", metavar="PATH",
+                        help="training files: .txt, .md, .jsonl or .csv (default: "
+                             + ("the run's own corpus)" if resume else "the embedded corpus)"))
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: CUDA, then MPS, then CPU)")
+    parser.add_argument("--push-to-hub", metavar="REPO",
+                        help="push every checkpoint to this Hub repo (user/run) in the background; the token comes "
+                             "from HF_TOKEN or `huggingface-cli login`")
+    parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
+    parser.add_argument("--no-push-corpus", action="store_true",
+                        help="do not upload the training corpus (another machine then needs --texts to resume)")
+    parser.add_argument("--report-to", nargs="+", choices=REPORT_TO, default=["none"], metavar="TARGET",
+                        help="report the metrics to tensorboard (event files in <run>/runs/, pushed with the run) "
+                             "and/or trackio (local) (default: none)")
+    _add_settings(parser, resume)
+
+
+def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
+    """Add ``--field-name`` for every TrainConfig field (on resume: those a resume may change), typed by the field's
+    annotation and checked by TrainConfig itself; an option not given is not passed on (see :func:`_settings`)."""
+    group = parser.add_argument_group("training settings", "Each is a field of TrainConfig." + (
+        " Those not given keep the checkpoint's values." if resume else ""))
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        if resume and field.name in FIXED_ON_RESUME:
+            continue
+        kind = next(t for t in typing.get_args(hints[field.name]) or (hints[field.name],) if t is not type(None))
+        text = field.metadata["help"]
+        own = re.search(r" \(default: (.*)\)$", text)  # a help text may describe its own default
+        default = "the checkpoint's" if resume else own.group(1) if own else field.default
+        choices = SETTING_CHOICES.get(field.name)
+        if kind is bool:  # --name / --no-name; neither given: not passed on
+            group.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                               help=f"{text} (default: {'off' if default is False else default})")
+            continue
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
+                           choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
+                           help=f"{text[:own.start()] if own else text} (default: {default})".replace("%", "%%"))
+
+
+def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that converts a value to ``kind`` and lets TrainConfig check it."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text}") from None
+        probe = TrainConfig()
+        setattr(probe, name, value)
+        probe.check_fields()  # combinations of settings are checked once all options are known
+        return value
+    return _checked(parse, name)
+
+
+def _run_name(text: str) -> str:
+    """Return a run name after :func:`azr.checkpoints.runs.check_run_name` has accepted it."""
+    from azr.checkpoints.runs import check_run_name  # noqa: PLC0415 - only when --run is given
+
+    return check_run_name(text)
+
+
+def _checked(parse: Callable[[str], Any], name: str = "") -> Callable[[str], Any]:
+    """Return an argparse ``type`` that turns the ConfigError of ``parse`` into a usage error (field name cut)."""
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name} ").rstrip(".")) from None
+    return checked
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``azr`` command and return its exit status."""
+    atexit.register(gc.freeze)  # at exit, the interpreter's final collections skip what is left: seconds saved
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers on import
+    args = build_parser().parse_args(argv)
+    from azr.cli import commands  # noqa: PLC0415 - after parsing: help and usage errors need none of it
+
+    try:
+        return getattr(commands, args.handler)(args)
+    except AZRError as exc:
+        print(f"azr: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        commands.let_signals_end_the_process()
+        print("azr: interrupted.", file=sys.stderr)
+        return last_exit_code() or EXIT_INTERRUPTED

@@ -1,0 +1,236 @@
+"""Training texts: loading files, token windows, the train/validation split and the resumable sampler."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from azr.errors import DataError
+
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+DEFAULT_CORPUS = "tinyshakespeare.txt"
+VAL_EVERY_NTH_WINDOW = 10  # every 10th window goes to validation: a 90/10 split
+
+
+def default_corpus() -> list[str]:
+    """Return the embedded default corpus (tiny Shakespeare, in azr/corpus/) as a one-item list."""
+    return [resources.files("azr.data.embedded").joinpath(DEFAULT_CORPUS).read_text(encoding="utf-8")]
+
+
+def load_texts(paths: list[str | Path] | str | Path) -> list[str]:
+    """Read training texts from .txt/.md (whole file), .jsonl (`text` field) and .csv (`text` column) files.
+
+    Raises DataError naming the file for a missing file, a directory, a binary or undecodable file,
+    an unsupported suffix or a file with no text.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise DataError("No training files given; pass at least one .txt, .md, .jsonl or .csv file.")
+    texts: list[str] = []
+    for path in map(Path, paths):
+        texts.extend(_read_file(path))
+    return texts
+
+
+def _read_file(path: Path) -> list[str]:
+    if not path.exists():
+        raise DataError(f"Training file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory; pass the text files inside it.")
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_SUFFIXES:
+        raise DataError(f"{str(path)!r} has an unsupported type; use one of {', '.join(TEXT_SUFFIXES)}.")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise DataError(f"{str(path)!r} looks like a binary file, not text.")
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{str(path)!r} is not valid UTF-8 text (byte {exc.start}).") from exc
+    if suffix == ".jsonl":
+        texts = _jsonl_texts(path, content)
+    elif suffix == ".csv":
+        texts = _csv_texts(path, content)
+    else:
+        texts = [content]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DataError(f"{str(path)!r} contains no text.")
+    return texts
+
+
+def _jsonl_texts(path: Path, content: str) -> list[str]:
+    texts = []
+    # Split on "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON keeps raw.
+    for number, line in enumerate(content.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{str(path)!r} line {number} is not valid JSON: {exc.msg}.") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f"{str(path)!r} line {number} has no string field 'text'.")
+        texts.append(record["text"])
+    return texts
+
+
+def _csv_texts(path: Path, content: str) -> list[str]:
+    reader = csv.DictReader(io.StringIO(content))
+    if not reader.fieldnames or "text" not in reader.fieldnames:
+        raise DataError(f"{str(path)!r} has no 'text' column (columns: {', '.join(reader.fieldnames or [])}).")
+    return [row["text"] or "" for row in reader]
+
+
+def check_texts(texts: Any) -> list[str]:
+    """Return the non-blank ``texts`` as a list; raises DataError for no text or non-strings."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise DataError("The list of training texts is empty; give at least one text.")
+    if not all(isinstance(t, str) for t in texts):
+        raise DataError("Training texts must be strings.")
+    texts = [t for t in texts if t.strip()]  # as load_texts does, so a stored corpus reads back equal
+    if not texts:
+        raise DataError("The training texts are all empty.")
+    return texts
+
+
+def fingerprint(texts: list[str]) -> str:
+    """Return a sha256 identifying the texts (order and boundaries included)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        encoded = text.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
+@dataclass
+class TokenWindows:
+    """The corpus as fixed-length token windows, split 90/10 into train and validation.
+
+    ``shift_limits`` says per training window how far a random-offset sample may move its start (negative:
+    backwards) without reading a validation window's tokens.
+    """
+
+    train: torch.Tensor  # (n_train, seq_len + 1) int64
+    val: torch.Tensor  # (n_val, seq_len + 1) int64
+    num_tokens: int
+    stream: torch.Tensor | None = None  # the windows' tokens in corpus order
+    train_starts: torch.Tensor | None = None  # where each training window starts in ``stream``
+    shift_limits: torch.Tensor | None = None  # (n_train,) the largest shift, signed
+
+    def draw(self, sampler: ResumableSampler, batch_size: int, sampling: str = "random_offset") -> torch.Tensor:
+        """Return the sampler's next batch of training windows: at random offsets, or as cut ("windows")."""
+        indices, shifts = sampler.next_batch(batch_size)
+        if sampling == "windows" or self.stream is None:
+            return self.train[indices]
+        starts = self.train_starts[indices] + (shifts * self.shift_limits[indices]).long()
+        return self.stream[starts[:, None] + torch.arange(self.train.shape[1])]
+
+    @classmethod
+    def from_texts(cls, texts: list[str], tokenizer, seq_len: int) -> TokenWindows:
+        """Tokenize ``texts`` (joined by EOS) and cut windows of ``seq_len + 1`` tokens.
+
+        Raises DataError when the corpus is too short for one training window.
+        """
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        eos = tokenizer.eos_token_id
+        ids: list[int] = []
+        for piece in encoded:
+            ids.extend(piece)
+            ids.append(eos)
+        window = seq_len + 1
+        count = len(ids) // window
+        if count < 1:
+            raise DataError(
+                f"The corpus has {len(ids)} tokens but one training window needs {window}; "
+                "add more text or use a smaller max_seq_len."
+            )
+        windows = torch.tensor(ids[: count * window], dtype=torch.long).view(count, window)
+        is_val = (torch.arange(count) % VAL_EVERY_NTH_WINDOW) == VAL_EVERY_NTH_WINDOW - 1
+        if count < VAL_EVERY_NTH_WINDOW:
+            is_val[:] = False
+        starts = torch.arange(count)[~is_val] * window
+        after = torch.cat([~is_val[1:], torch.tensor([False])])[~is_val]  # the next window is a training one
+        before = torch.cat([torch.tensor([False]), ~is_val[:-1]])[~is_val]
+        limits = torch.where(after, window - 1, torch.where(before, -(window - 1), 0))
+        return cls(train=windows[~is_val], val=windows[is_val], num_tokens=len(ids), stream=windows.reshape(-1),
+                   train_starts=starts, shift_limits=limits)
+
+
+class ResumableSampler:
+    """Visits training windows in a seeded random order, epoch after epoch, each with a seeded random shift
+    (a fraction in [0, 1): how far into its neighbour a random-offset sample starts).
+
+    The position is counted in samples (epoch, offset), so it survives a change of batch size; the order and
+    the shifts are functions of (seed, epoch), so the position is all a resume needs.
+    """
+
+    def __init__(self, num_samples: int, seed: int, epoch: int = 0, offset: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = epoch
+        self.offset = offset
+        self._order = self._permutation(epoch)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.num_samples, generator=generator)
+        self._shifts = torch.rand(self.num_samples, generator=generator, dtype=torch.float64)
+        return order
+
+    def next_indices(self, batch_size: int) -> torch.Tensor:
+        """Return the next ``batch_size`` window indices, crossing into new epochs as needed."""
+        return self.next_batch(batch_size)[0]
+
+    def next_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the next ``batch_size`` window indices and their shifts, crossing into new epochs as needed."""
+        parts, shifts = [], []
+        needed = batch_size
+        while needed:
+            take = min(needed, self.num_samples - self.offset)
+            parts.append(self._order[self.offset : self.offset + take])
+            shifts.append(self._shifts[self.offset : self.offset + take])
+            self.offset += take
+            needed -= take
+            if self.offset == self.num_samples:
+                self.epoch += 1
+                self.offset = 0
+                self._order = self._permutation(self.epoch)
+        return torch.cat(parts), torch.cat(shifts)
+
+    def state_dict(self) -> dict[str, int]:
+        """Return the position as plain ints."""
+        return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed, "num_samples": self.num_samples}
+
+    def load_state_dict(self, position: dict[str, int]) -> None:
+        """Continue from a position returned by :meth:`state_dict` (of a sampler over the same samples)."""
+        self.epoch, self.offset = position["epoch"], position["offset"]
+        self._order = self._permutation(self.epoch)
+
+
+def save_corpus(texts: list[str], directory: str | Path) -> str:
+    """Store ``texts`` once under ``directory/corpus/`` (named by fingerprint); return the relative path."""
+    relative = f"corpus/{fingerprint(texts)[:16]}.jsonl"
+    target = Path(directory) / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_suffix(f".tmp{os.getpid()}")
+        with open(temp, "w", encoding="utf-8") as handle:
+            for text in texts:
+                handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+        temp.replace(target)
+    return relative
+

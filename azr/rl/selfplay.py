@@ -1,0 +1,87 @@
+"""Self-play rollouts: prompts cut from the training windows, ``num_generations`` sampled continuations of each
+(a group), their rewards, and a few samples to show. The estimator that learns from them is :mod:`azr.rl.grpo`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from azr.config import TrainConfig
+from azr.models.causal_lm import max_length_of
+from azr.rl.grpo import Rollout
+from azr.rl.rewards import RewardSet
+
+PROMPT_FRACTION = 4  # self-play prompts are a quarter of a window
+SHOWN_SAMPLES = 3  # samples kept for the status
+SHOWN_CHARS = 160  # characters of a shown prompt or continuation
+
+
+@torch.no_grad()
+def generate(model, prompts: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
+             eos_token_id: int, pad_token_id: int, top_p: float = 1.0, with_support: bool = False) -> Rollout:
+    """Sample continuations of equal-length ``prompts`` in one batched, KV-cached ``generate`` call.
+
+    With ``with_support`` the rollout records, per position, which tokens top-k/top-p left to sample from.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        config = GenerationConfig(
+            do_sample=True, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
+            top_p=top_p if top_p < 1 else None, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            use_cache=True, output_scores=with_support, return_dict_in_generate=True)
+        attention = torch.ones_like(prompts)
+        output = model.generate(input_ids=prompts, attention_mask=attention, generation_config=config)
+    finally:
+        model.train(was_training)
+    sequences = output.sequences
+    support = torch.stack([torch.isfinite(s) for s in output.scores], dim=1) if with_support else None
+    return Rollout(sequences, prompts.shape[1], _mask_after_eos(sequences[:, prompts.shape[1] :], eos_token_id),
+                   support, temperature)
+
+
+def _mask_after_eos(new_tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1.0 for every token up to and including the first EOS of each row, 0.0 after it."""
+    is_eos = (new_tokens == eos_token_id).int()
+    eos_before = torch.cumsum(is_eos, dim=1) - is_eos
+    return (eos_before == 0).float()
+
+
+@dataclass
+class SelfPlay:
+    """One self-play round: the rollout, each continuation's reward, and what the status shows of it."""
+
+    rollout: Rollout
+    rewards: torch.Tensor  # (batch,) weighted totals, on the model's device
+    by_function: dict[str, float]  # mean reward of each function
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def self_play_round(model, tokenizer, windows: torch.Tensor, rewards: RewardSet, config: TrainConfig,
+                    iteration: int) -> SelfPlay:
+    """Generate ``num_generations`` continuations of each of ``self_play_batch / num_generations`` prompts cut
+    from training ``windows`` and score them with ``rewards``.
+
+    Deterministic in (seed, iteration): prompts and sampling use their own seeded generators, so resuming replays
+    them exactly and the global RNG is left as it was.
+    """
+    device = model.device
+    prompt_len = max(1, config.seq_len // PROMPT_FRACTION)
+    new_tokens = max(1, min(config.gen_max_new_tokens, max_length_of(model) - prompt_len))
+    picker = torch.Generator().manual_seed(config.seed * 7_919 + iteration)
+    rows = torch.randint(len(windows), (config.self_play_batch // config.num_generations,), generator=picker)
+    prompts = windows[rows, :prompt_len].repeat_interleave(config.num_generations, dim=0).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed * 104_729 + iteration)
+        rollout = generate(model, prompts, new_tokens, config.temperature, config.top_k, tokenizer.eos_token_id,
+                           tokenizer.pad_token_id, config.top_p, with_support=True)
+    prompt_ids, completion_ids = prompts.tolist(), rollout.continuations()
+    prompt_texts, completions = tokenizer.batch_decode(prompt_ids), tokenizer.batch_decode(completion_ids)
+    totals, each = rewards.score(prompt_texts, completions, prompt_ids=prompt_ids, completion_ids=completion_ids,
+                                 max_new_tokens=new_tokens)
+    shown = range(0, len(completions), max(1, len(completions) // SHOWN_SAMPLES))  # one per group first
+    samples = [{"prompt": prompt_texts[i][-SHOWN_CHARS:], "continuation": completions[i][:SHOWN_CHARS],
+                "reward": float(totals[i])} for i in list(shown)[:SHOWN_SAMPLES]]
+    return SelfPlay(rollout, totals.to(device), dict(zip(rewards.labels, each.mean(dim=1).tolist())), samples)
