@@ -1,4 +1,4 @@
-"""The app's single training job: a worker thread drives the trainer's generator; the UI reads snapshots.
+"""The app's single training job: its runs and checkpoints; a :class:`azr.app.worker.Worker` thread trains.
 
 One :class:`TrainingJob` per process. Every browser session and API client sees the same job, so a reloaded
 page re-attaches to the run, and closing the browser does not stop it. The job works on a *runs root*: each
@@ -14,13 +14,9 @@ Environment variables (read when the job is created):
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import logging
 import os
-import queue
 import tempfile
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,29 +25,25 @@ from typing import Any
 from azr import services
 from azr.app import zerogpu
 from azr.app.catalog import Catalog, HubSettings
+from azr.app.worker import Source, Start, Worker
 from azr.checkpoints import containment, runs, storage
 from azr.checkpoints.checkpoint import Checkpoint
-from azr.checkpoints.history import CHUNK_DIR, History
+from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.runs import RUN_FILE
 from azr.config import ModelConfig, TrainConfig
 from azr.data.hub_datasets import HubDataset
-from azr.errors import AZRError, CheckpointError, ConfigError, HubError
+from azr.errors import CheckpointError, ConfigError, HubError
 from azr.hub import sync as hub
 from azr.training.status import TrainingStatus
 from azr.training.trainer import AZRTrainer
 
 __all__ = ["HubSettings", "TrainingJob", "default_runs_root"]
 
-log = logging.getLogger(__name__)
-
 CHECKPOINT_DIR_ENV = "AZR_CHECKPOINT_DIR"
 HUB_REPO_ENV = "AZR_HUB_REPO"
 SPACES_STORAGE = Path("/data")
-HISTORY_READS = 3  # attempts at reading new history records while the worker appends one
-BUSY = "A training run is already active; press Stop (or call /stop_training) and wait until it is paused."
 
 Prepare = Callable[[float | None], tuple[AZRTrainer, Iterator[TrainingStatus]]]  # time budget -> the run
-Start = Callable[[], tuple[Any, Iterator[TrainingStatus]]]  # a trainer (or a SlicedRun) and its statuses
 
 
 def default_runs_root() -> Path:
@@ -64,22 +56,15 @@ def default_runs_root() -> Path:
 
 
 class TrainingJob:
-    """The process's one training run: start, stop, interrupt, resume, and thread-safe status snapshots."""
+    """The process's one training run (start, stop, interrupt, resume, its status) and the actions on the
+    checkpoints of its runs root (list, delete, zip, push, preview, generate)."""
 
     def __init__(self, runs_root: str | Path | None = None, hub_repo: str | None = None) -> None:
         self.runs_root = Path(runs_root) if runs_root else default_runs_root()
         runs.remove_leftovers(self.runs_root)
         repo = hub_repo if hub_repo is not None else os.environ.get(HUB_REPO_ENV, "").strip()
         self.catalog = Catalog(self.runs_root, repo)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._trainer: AZRTrainer | zerogpu.SlicedRun | None = None
-        self._status: TrainingStatus | None = None
-        self._launch = 0  # counts the starts and resumes; the page resets its curves when it changes
-        self._run_dir: Path | None = None
-        self._source: tuple[Path, str] | None = None  # the resumed checkpoint: path and listed name
-        self._closing = False
-        self._stop_requested = False
+        self.worker = Worker()
         self._archive_dir: Path | None = None
 
     @property
@@ -88,11 +73,6 @@ class TrainingJob:
         return self.catalog.hub_repo
 
     # ------------------------------------------------------------------ runs
-
-    def _active(self) -> bool:
-        """True while a run is being prepared or trains (call with the lock held)."""
-        alive = self._thread is not None and self._thread.is_alive()
-        return alive and (self._status is None or self._status.is_training)
 
     def start(self, texts: list[str] | None, model: ModelConfig, max_iterations: int, *, run_name: str | None = None,
               time_budget_s: float | None = None, hub_settings: HubSettings | None = None,
@@ -150,7 +130,7 @@ class TrainingJob:
         return self._start_worker(prepare, target, run_dir, (checkpoint.path, name.strip()), time_budget_s,
                                   hub_settings)
 
-    def _start_worker(self, prepare: Prepare, target: int, run_dir: Path, source: tuple[Path, str] | None,
+    def _start_worker(self, prepare: Prepare, target: int, run_dir: Path, source: Source | None,
                       budget: float | None, hub_settings: HubSettings) -> dict[str, Any]:
         """Run ``prepare`` and then the training loop in a worker thread; raise what ``prepare`` raised.
 
@@ -162,79 +142,20 @@ class TrainingJob:
             start: Start = lambda: (run, run.statuses())
         else:
             start = functools.partial(prepare, budget)
-        ready: queue.Queue[BaseException | None] = queue.Queue(maxsize=1)
-        with self._lock:
-            if self._closing:
-                raise AZRError("The app is shutting down; start training again after it restarts.")
-            if self._active():
-                raise AZRError(BUSY)
-            previous = (self._status, self._source, self._run_dir, self._launch)
-            self._status = TrainingStatus("starting", 0, target, message="Preparing the run…", history=History())
-            self._source, self._run_dir, self._launch = source, run_dir, self._launch + 1
-            self._stop_requested = False
-            self._thread = threading.Thread(target=self._work, args=(start, ready), name="azr-training-job",
-                                            daemon=True)
-            self._thread.start()
-        error = ready.get()
-        if error is not None:
-            with self._lock:
-                self._status, self._source, self._run_dir, self._launch = previous
-            raise error
+        self.worker.launch(start, target, run_dir, source)
         return self.status(history_since=None)
-
-    def _work(self, start: Start, ready: queue.Queue[BaseException | None]) -> None:
-        try:
-            trainer, statuses = start()
-        except Exception as exc:  # handed to the caller of start()/resume()
-            ready.put(exc)
-            return
-        with self._lock:
-            self._trainer = trainer
-            if self._closing:
-                trainer.interrupt()
-            elif self._stop_requested:
-                trainer.stop_training()
-        ready.put(None)
-        try:
-            for status in statuses:
-                with self._lock:
-                    self._status = status
-        except Exception as exc:  # the trainer saved a checkpoint and yielded an "error" status first
-            log.exception("training failed")
-            with self._lock:
-                if self._status is not None and self._status.is_training:
-                    self._status = dataclasses.replace(self._status, state="error",
-                                                       message=f"Training failed: {exc}")
-        finally:
-            with self._lock:
-                if self._trainer is trainer:  # a new run may already have started
-                    self._trainer = None
 
     def stop(self) -> bool:
         """Ask the run to pause after the current batch (saving ``model_paused_<N>``); False when none runs."""
-        with self._lock:
-            if not self._active():
-                return False
-            self._stop_requested = True  # applied after preparation when the run is still being prepared
-            trainer = self._trainer
-        if trainer is not None:
-            trainer.stop_training()
-        return True
+        return self.worker.stop()
 
     def interrupt(self) -> None:
         """Refuse new runs and ask the current one to save ``model_interrupted_<N>`` (for SIGTERM/SIGINT)."""
-        with self._lock:
-            self._closing = True
-            trainer = self._trainer
-        if trainer is not None:
-            trainer.interrupt()
+        self.worker.interrupt()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the worker (training and its final pushes) to finish; return True when it has."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return thread is None or not thread.is_alive()
+        return self.worker.wait(timeout)
 
     def status(self, history_since: int | None = 0) -> dict[str, Any]:
         """Return the current status as a JSON-able dict.
@@ -243,19 +164,16 @@ class TrainingJob:
         ``history_since`` is None); ``checkpoint`` is the last checkpoint's listed name; ``run`` the run
         directory's name; ``launch`` counts the starts and resumes; ``is_training`` tells whether a run is active.
         """
-        with self._lock:
-            status = self._status or TrainingStatus("idle", 0, 0, message="No training run yet; press Start.",
-                                                   history=History())
-            active, launch, run_dir, source = self._active(), self._launch, self._run_dir, self._source
-        values = status.as_dict(with_history=False)
-        name = self._listed_name(status.checkpoint, source)
-        values.update(checkpoint=name, checkpoint_path=name, is_training=active, launch=launch,
-                      run=run_dir.name if run_dir else None)
+        now = self.worker.snapshot()
+        values = now.status.as_dict(with_history=False)
+        name = self._listed_name(now.status.checkpoint, now.source)
+        values.update(checkpoint=name, checkpoint_path=name, is_training=now.active, launch=now.launch,
+                      run=now.run_dir.name if now.run_dir else None)
         if history_since is not None:
-            values["history"] = _records(status.history, history_since, status.iteration)
+            values["history"] = now.records(history_since)
         return values
 
-    def _listed_name(self, path: str | None, source: tuple[Path, str] | None) -> str | None:
+    def _listed_name(self, path: str | None, source: Source | None) -> str | None:
         """Return the listed name of a checkpoint the job saved or resumed (``source``: path and name)."""
         if not path:
             return None
@@ -280,12 +198,8 @@ class TrainingJob:
             raise CheckpointError(f"{name!r} is on the Hub; only local checkpoints can be deleted here.")
         path = self.catalog.local_path(name)
         containment.check_contained(path)  # a link is refused, never followed to what it points to
-        path = path.resolve()
-        with self._lock:
-            in_use = [self._source[0] if self._source else None,
-                      self._status.checkpoint if self._status else None]
-            if self._active() and path in {Path(p).resolve() for p in in_use if p}:
-                raise CheckpointError(f"{name.strip()} is used by the running job; stop it before deleting.")
+        if self.worker.uses(path):
+            raise CheckpointError(f"{name.strip()} is used by the running job; stop it before deleting.")
         storage.discard(path)
 
     def archive(self, name: str, hub_settings: HubSettings | None = None) -> Path:
@@ -347,20 +261,6 @@ def _resumed(path: Path | str, budget: float | None, *, run_dir: Path, hub_setti
     trainer = AZRTrainer.from_checkpoint(path)
     return trainer, trainer.train(None, max_iterations, run_dir, time_budget_s=budget, **settings,
                                   **hub_settings.train_kwargs())
-
-
-def _records(history: History, after: int, upto: int) -> list[dict[str, Any]]:
-    """Return the history records with ``after < iteration <= upto`` without copying the older ones.
-
-    The worker appends to the history while this reads it: a record it is appending can be half there (an
-    IndexError); the records up to the status's iteration are complete, so reading again gets them.
-    """
-    for _ in range(HISTORY_READS):
-        try:
-            return [r for r in history.since(after) if r["iteration"] <= upto]
-        except IndexError:
-            continue
-    return []
 
 
 def _corpus_root(checkpoint: Checkpoint) -> Path:
