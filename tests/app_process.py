@@ -4,6 +4,7 @@ Use its fixture with ``from app_process import app`` in a test module.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,33 @@ def small_corpus() -> str:
     """About 60 kB of the default corpus: enough for a 300-token vocabulary and quick to tokenize."""
     from azr import default_corpus
     return default_corpus()[0][:60_000]
+
+
+class PageSession:
+    """One browser session of the app without a browser: calls the page's own events (the Download and Refresh
+    buttons, which are not API endpoints) by name, as the page's JavaScript does, over Gradio's queue."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = uuid.uuid4().hex  # Gradio keeps the session's dropdown choices under it
+        with urllib.request.urlopen(url + "config", timeout=30) as response:
+            self.events = {d["api_name"]: d["id"] for d in json.load(response)["dependencies"]}
+
+    def call(self, event: str, *data: object) -> list:
+        """Run the page's event ``event`` with the values of its inputs; return its outputs (raises on an error)."""
+        body = json.dumps({"data": list(data), "fn_index": self.events[event], "session_hash": self.session,
+                           "event_data": None, "trigger_id": None}).encode()
+        join = urllib.request.Request(self.url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
+        urllib.request.urlopen(join, timeout=30).close()
+        with urllib.request.urlopen(f"{self.url}gradio_api/queue/data?session_hash={self.session}",
+                                    timeout=300) as stream:
+            for line in stream:
+                message = json.loads(line[5:]) if line.startswith(b"data:") else {}
+                if message.get("msg") == "process_completed":
+                    if not message["success"]:
+                        raise RuntimeError(f"{event} failed: {message['output']}")
+                    return message["output"]["data"]
+        raise RuntimeError(f"{event} did not complete")
 
 
 @dataclass

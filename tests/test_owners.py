@@ -10,17 +10,19 @@ import base64
 import hashlib
 import json
 import time
+import zipfile
 
 import gradio.oauth
 import itsdangerous
 import pytest
-from app_process import SMALL_MODEL, AppProcess, free_port, small_corpus
+from app_process import SMALL_MODEL, AppProcess, PageSession, free_port, small_corpus
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from azr.app.jobs import TrainingJob
 from azr.app.owners import Access, Caller
 from azr.app.ui import build_ui
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.errors import AccessError
 
 PASSWORD = "correct horse battery staple"
@@ -82,6 +84,57 @@ def test_a_visitor_watches_and_only_the_owner_controls(owned):
     assert client.predict(api_name="/list_checkpoints")["checkpoints"] == []
 
 
+def trained(app: AppProcess, run: str) -> str:
+    """Train a short run on an uploaded corpus as the owner; return its checkpoint's listed name."""
+    client = Client(app.url, verbose=False)
+    client.predict(corpus_text=small_corpus(), max_iterations=10, batch_size=4, save_every=100_000, run_name=run,
+                   owner_password=PASSWORD, api_name="/train", **SMALL_MODEL)
+    return wait_idle(client)["checkpoint"]
+
+
+def download(app: AppProcess, name: str, password: str) -> tuple[list[str] | None, str]:
+    """Press the Checkpoints tab's Download for ``name`` with ``password``; return the zip's names and the message."""
+    page = PageSession(app.url)
+    page.call("poll", None, password, "", "", None, None, None)  # lists the checkpoints in this session's dropdowns
+    archive, message = page.call("download", name, password, "", "")
+    if not archive.get("visible"):
+        return None, message
+    with zipfile.ZipFile(archive["value"]["path"]) as zipped:
+        return zipped.namelist(), message
+
+
+def test_a_visitors_zip_holds_the_checkpoint_but_never_the_corpus_and_only_the_owner_verifies(owned):
+    name = trained(owned, "shared")
+    corpus = f"shared/{Checkpoint.open(owned.checkpoint_dir / name).corpus['file']}"
+    weights = f"{name}/model.safetensors"
+    visitor, _ = download(owned, name, "")
+    assert weights in visitor and corpus not in visitor
+    owner, _ = download(owned, name, PASSWORD)
+    assert weights in owner and corpus in owner
+
+    page = PageSession(owned.url)
+    page.call("poll", None, "", "", "", None, None, None)
+    *listing, message = page.call("refresh", "", "", "", None, None, None)
+    assert REFUSED.format("verify checkpoint files") in message
+    client = Client(owned.url, verbose=False)
+    with pytest.raises(AppError, match=REFUSED.format("verify checkpoint files")):
+        client.predict(verify=True, api_name="/list_checkpoints")
+    verified = client.predict(verify=True, owner_password=PASSWORD, api_name="/list_checkpoints")["checkpoints"]
+    assert all(e["valid"] for e in verified) and name in [e["name"] for e in verified]
+
+
+def test_without_visitors_generate_only_the_owner_downloads(tmp_path):
+    closed = AppProcess.start(tmp_path, AZR_OWNER_PASSWORD=PASSWORD, AZR_VISITORS_GENERATE="0")
+    try:
+        name = trained(closed, "closed")
+        visitor, message = download(closed, name, "")
+        assert visitor is None and REFUSED.format("download checkpoints") in message
+        owner, _ = download(closed, name, PASSWORD)
+        assert f"{name}/model.safetensors" in owner
+    finally:
+        closed.stop()
+
+
 def test_owners_come_from_the_environment(monkeypatch):
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
@@ -100,8 +153,8 @@ def test_owners_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("AZR_VISITORS_GENERATE", "0")
     owners_only = Access.from_environment("0.0.0.0")
     with pytest.raises(AccessError, match=REFUSED.format("generate text here")):
-        owners_only.check_generate(Caller())
-    owners_only.check_generate(Caller(password=PASSWORD))
+        owners_only.check_use(Caller(), "generate text here")
+    owners_only.check_use(Caller(password=PASSWORD), "generate text here")
 
 
 def signed_session(secret: str, user: str, orgs: tuple[str, ...] = ()) -> str:

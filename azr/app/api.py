@@ -8,8 +8,9 @@ Uploads: ``.txt``, ``.md``, ``.jsonl`` and ``.csv`` files of at most ``AZR_MAX_U
 any work: ``corpus_text`` the same limit as an upload, a prompt :data:`MAX_PROMPT_CHARS` characters, any other
 field :data:`MAX_FIELD_CHARS`; ``max_new_tokens`` is at most :data:`MAX_NEW_TOKENS`.
 
-Control actions (train, stop, resume, delete, push) need an owner (see :mod:`azr.app.owners`): API clients give
-``owner_password=``, or sign in with Hugging Face on a Space; a visitor's call is refused with one sentence.
+Control actions (train, stop, resume, delete, push, verifying every file) need an owner (see :mod:`azr.app.owners`):
+API clients give ``owner_password=``, or sign in with Hugging Face on a Space; a visitor's call is refused with one
+sentence. Generating and downloading are for visitors too unless ``AZR_VISITORS_GENERATE=0``.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def _budget_s(minutes: Any) -> float | None:
 
 
 class AppAPI:
-    """The app's actions on its :class:`TrainingJob`; each public method is also an API endpoint.
+    """The app's actions on its :class:`TrainingJob`; the methods of :data:`API_NAMES` are also API endpoints.
 
     The methods raise AZRError (or ValueError) for bad input; the API turns that into a ``gr.Error`` and the
     page shows it next to the form. ``caller`` says who asks (None: this process); control actions refuse a
@@ -226,8 +227,10 @@ class AppAPI:
                          caller: Caller | None = None) -> dict[str, Any]:
         """Return ``{"checkpoints": [...], "warning": ...}``: local and Hub checkpoints, newest first.
 
-        With ``verify`` every local file is checked against its checksum.
+        With ``verify`` (owners only: it reads every file) every local file is checked against its checksum.
         """
+        if verify:
+            self.access.check(caller, "verify checkpoint files")
         entries, warning = self.job.list_checkpoints(self.hub_settings(hub_repo_id, hub_token, caller=caller),
                                                      bool(verify))
         return {"checkpoints": entries, "warning": warning}
@@ -244,7 +247,7 @@ class AppAPI:
 
         With ``seed`` the same request gives the same text.
         """
-        self.access.check_generate(caller)
+        self.access.check_use(caller, "generate text here")
         new_tokens = whole("max_new_tokens", max_new_tokens)
         if new_tokens is not None and new_tokens > MAX_NEW_TOKENS:
             raise ConfigError(f"max_new_tokens must be at most {MAX_NEW_TOKENS:,}, got {new_tokens:,}.")
@@ -252,6 +255,18 @@ class AppAPI:
                                  new_tokens, self.hub_settings(hub_repo_id, hub_token, caller=caller),
                                  whole("seed", seed))
         return {"checkpoint": checkpoint, "text": text}
+
+    @capped
+    def archive(self, checkpoint: str, hub_repo_id: str = "", hub_token: str = "", *,
+                caller: Caller | None = None) -> Path:
+        """Zip a listed checkpoint for the page's Download (see :meth:`TrainingJob.archive`); return the zip's path.
+
+        Visitors download where they may generate (not with ``AZR_VISITORS_GENERATE=0``), and their zip never
+        holds the run's corpus: the texts the owner trained on stay the owner's.
+        """
+        self.access.check_use(caller, "download checkpoints")
+        return self.job.archive(checkpoint, self.hub_settings(hub_repo_id, hub_token, caller=caller),
+                                with_corpus=self.access.is_owner(caller))
 
     @capped
     def delete_checkpoint(self, checkpoint: str, *, caller: Caller | None = None) -> dict[str, Any]:

@@ -203,9 +203,16 @@ def wire_checkpoints(page: Page) -> None:
     access_fields = [page.owner_password, hub["hub_repo_id"], hub["hub_token"]]
 
     def refresh(profile: Profile, password: str, repo: str, token: str, *current: str | None) -> tuple[Any, ...]:
-        return page.listing(page.settings(profile, password, repo, token), *current, verify=True)
+        """List again, verifying every file for an owner; a visitor gets the list unverified and why."""
+        settings = page.settings(profile, password, repo, token)
+        try:
+            page.api.access.check(Caller(profile, password or ""), "verify checkpoint files")
+        except AZRError as exc:
+            return (*page.listing(settings, *current), _warning(exc))
+        return (*page.listing(settings, *current, verify=True), "")
 
-    tab.refresh.click(refresh, inputs=page.listing_inputs, outputs=page.listing_outputs, api_visibility="private")
+    tab.refresh.click(refresh, inputs=page.listing_inputs, outputs=[*page.listing_outputs, tab.message],
+                      api_visibility="private")
 
     def ask_delete(name: str | None) -> tuple[Any, str]:
         if not name:
@@ -230,7 +237,7 @@ def wire_checkpoints(page: Page) -> None:
 
     def download(profile: Profile, name: str | None, password: str, repo: str, token: str) -> tuple[Any, str]:
         try:
-            path = page.api.job.archive(name or "", page.settings(profile, password, repo, token))
+            path = page.api.archive(name or "", repo, token, caller=Caller(profile, password or ""))
         except (AZRError, ValueError) as exc:
             return gr.update(visible=False), _warning(exc)
         return gr.update(value=str(path), visible=True), f"{path.name} is ready."

@@ -202,20 +202,21 @@ class TrainingJob:
             raise CheckpointError(f"{name.strip()} is used by the running job; stop it before deleting.")
         storage.discard(path)
 
-    def archive(self, name: str, hub_settings: HubSettings | None = None) -> Path:
-        """Zip a listed checkpoint as a run directory (the checkpoint, its history chunks, ``run.json`` and the
-        corpus) into this job's temporary directory; return the zip's path. Unzipped into a runs root, it is
-        a run that can be resumed."""
+    def archive(self, name: str, hub_settings: HubSettings | None = None, with_corpus: bool = True) -> Path:
+        """Zip a listed checkpoint as a run directory (the checkpoint, its history chunks, ``run.json`` and, with
+        ``with_corpus``, the corpus) into this job's temporary directory; return the zip's path. Unzipped into a
+        runs root, it is a run that can be resumed (without its corpus: given the same texts again)."""
         checkpoint = self.catalog.open(name, hub_settings)
         run = name.strip().split("/")[-2]
         if self._archive_dir is None:
             self._archive_dir = Path(tempfile.mkdtemp(prefix="azr-zip-"))
-        target = self._archive_dir / f"{run}-{checkpoint.path.name}.zip"  # replaced when made again
+        kind = "" if with_corpus else "-no-corpus"  # never the same file as a zip with the corpus
+        target = self._archive_dir / f"{run}-{checkpoint.path.name}{kind}.zip"  # replaced when made again
         files = {f"{checkpoint.path.name}/{p.name}": p for p in checkpoint.path.iterdir() if p.is_file()}
         files.update({f"{CHUNK_DIR}/{p.name}": p for p in containment.history_files(checkpoint)})
-        corpus = containment.corpus_file(checkpoint, _corpus_root(checkpoint))
+        corpus = containment.corpus_file(checkpoint, _corpus_root(checkpoint))  # refused when it leads out
         run_file = checkpoint.path.parent / RUN_FILE
-        if corpus is not None:
+        if corpus is not None and with_corpus:
             files[checkpoint.corpus["file"]] = corpus
         if run_file.is_file() and not run_file.is_symlink():
             files[RUN_FILE] = run_file

@@ -1,4 +1,5 @@
-"""Owners and visitors: owners control the app (train, stop, resume, delete, push, Hub settings); visitors watch.
+"""Owners and visitors: owners control the app (train, stop, resume, delete, push, verify files, Hub settings);
+visitors watch.
 
 Who is an owner is decided from the environment when the app starts (:meth:`Access.from_environment`):
 
@@ -12,7 +13,8 @@ Who is an owner is decided from the environment when the app starts (:meth:`Acce
 - Neither, bound to 127.0.0.1: everyone who can reach the app is an owner (only this machine can).
 - Neither, bound to another address: nobody controls the app; it can only be watched.
 
-Generating text is watching unless ``AZR_VISITORS_GENERATE=0``. A visitor's Hub settings are ignored: visitors see
+Visitors use the checkpoints (generate text, download a checkpoint's zip) unless ``AZR_VISITORS_GENERATE=0``; a
+visitor's zip never holds the run's corpus (the owner's texts). A visitor's Hub settings are ignored: visitors see
 the checkpoints of ``AZR_HUB_REPO`` only, and nothing of theirs reaches the Hub.
 """
 from __future__ import annotations
@@ -87,10 +89,11 @@ class Access:
         if not self.is_owner(caller):
             raise AccessError(f"Only the app's owner can {action}; {self.how()}.")
 
-    def check_generate(self, caller: Caller | None) -> None:
-        """Raise AccessError when generating is for owners (``AZR_VISITORS_GENERATE=0``) and ``caller`` is none."""
+    def check_use(self, caller: Caller | None, action: str) -> None:
+        """Raise AccessError for ``action`` on a checkpoint (generating, downloading) when the checkpoints are for
+        owners (``AZR_VISITORS_GENERATE=0``) and ``caller`` is none."""
         if not self.visitors_generate:
-            self.check(caller, "generate text here")
+            self.check(caller, action)
 
     def how(self) -> str:
         """Say how to become an owner of this app."""
