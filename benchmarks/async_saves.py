@@ -156,8 +156,7 @@ def _blocking(bench: Bench, current: Subject) -> Callable[[], float]:
         run = dataclasses.replace(current.run, run_dir=root)
         seconds = []
         for _ in range(bench.sizes.saves_per_sample):
-            seconds.append(timed(lambda: current.saver.save_in_background(run, "iter", StepSnapshot(),
-                                                                          lambda path: None)))
+            seconds.append(timed(lambda: current.saver.save_in_background(run, "iter", StepSnapshot())))
             current.saver.finished(wait=True)
         shutil.rmtree(root)
         return statistics.mean(seconds)

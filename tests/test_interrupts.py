@@ -40,13 +40,13 @@ class Injector:
 def inject(phase: str, trainer: AZRTrainer, monkeypatch, error: type[BaseException]) -> None:
     """Arrange for ``error`` to be raised at ``phase`` of step HIT (or during the second periodic save)."""
     if phase == "before forward":
-        injector, original = Injector(HIT, error), trainer._lm_loss
+        injector, original = Injector(HIT, error), trainer._stepper._lm_loss
 
         def lm_loss(batch):
             if trainer.model.training:
                 injector.hit()
             return original(batch)
-        trainer._lm_loss = lm_loss
+        trainer._stepper._lm_loss = lm_loss
     elif phase == "after backward":
         injector, original = Injector(HIT, error), torch.nn.utils.clip_grad_norm_
 

@@ -270,6 +270,13 @@ class Checkpoint:
             self._invalid(f"{SCHEDULER_FILE} does not hold a learning-rate plan")
         return plan
 
+    def train_state(self) -> tuple[dict[str, Any], History, dict[str, dict[str, Any]]]:
+        """What ``TrainState.load_state_dict`` takes: the saved values with the LR plan, the history, and the
+        state's tensors (the self-play reference policy, when the run has one)."""
+        reference = self.reference_tensors()
+        tensors = {} if reference is None else {"reference": reference}
+        return {**self.state, "plan": self.plan().to_dict()}, self.history(), tensors
+
     def history(self) -> History:
         """The run's history up to this checkpoint."""
         if self.format_version < 2:

@@ -69,6 +69,13 @@ class Stager:
             torch.cuda.synchronize()
         return filled(structure)
 
+    def release(self) -> None:
+        """Drop the buffers (and the shared arena): their memory goes once no staged copy is in use; the next
+        :meth:`stage` allocates again."""
+        if self.arena is not None:
+            self.arena.close()
+        self.arena, self._layout, self._buffers = None, [], []
+
     def _allocate(self, layout: list[tuple[torch.dtype, torch.Size, bool]]) -> None:
         """New buffers for tensors of this (dtype, shape, on a GPU) layout."""
         pin = any(on_gpu for _, _, on_gpu in layout)

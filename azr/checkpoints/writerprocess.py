@@ -128,10 +128,18 @@ class WriterProcess:
         return cls()
 
     def give_back(self) -> None:
-        """Return the writer to the pool (it forgets its arena at the next save that brings another)."""
-        if self.alive():
-            with _idle_lock:
-                _idle.append(self)
+        """Return the writer to the pool, once it has let go of its arena (an idle writer maps no memory of a
+        run's state)."""
+        if not self.alive():
+            return
+        if self._arena is not None:
+            try:
+                self._send("release", None)
+            except WriterFailed:
+                return
+            self._arena = None
+        with _idle_lock:
+            _idle.append(self)
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -242,16 +250,13 @@ def _serve(connection: Connection) -> None:
     (or dies)."""
     from transformers.utils import logging as hf_logging  # noqa: PLC0415 (the writer's imports, not the trainer's)
 
-    from azr.checkpoints.checkpoint import Checkpoint  # noqa: PLC0415
-    from azr.checkpoints.writing import write_contents  # noqa: PLC0415
-
     hf_logging.set_verbosity_error()
     messages: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(connection, messages), daemon=True).start()
     arena, model = None, None
     while True:
         number, kind, value = messages.get()
-        if kind == "arena":
+        if kind in ("arena", "release"):
             if arena is not None:
                 arena.close()
             arena = value
@@ -260,13 +265,21 @@ def _serve(connection: Connection) -> None:
             if kind == "model":
                 model, reply = _skeleton(pickle.loads(value)), ("ready", None)
             else:
-                job = _Unpickler(io.BytesIO(value), arena).load()
-                path = write_contents(job.contents, model, job.files, workers=1)
-                Checkpoint.open(path)  # verifies every file; raises CheckpointError
-                reply = "saved", str(path)
+                reply = "saved", str(_write(value, arena, model))
         except Exception as exc:  # noqa: BLE001 - the parent writes the save itself and reports what fails there
             reply = "failed", f"{type(exc).__name__}: {exc}"
         connection.send((number, *reply))
+
+
+def _write(value: bytes, arena: SharedArena, model) -> Path:
+    """Write and verify the save a request carries; nothing of it (whose tensors map the arena) outlives the call."""
+    from azr.checkpoints.checkpoint import Checkpoint  # noqa: PLC0415
+    from azr.checkpoints.writing import write_contents  # noqa: PLC0415
+
+    job = _Unpickler(io.BytesIO(value), arena).load()
+    path = write_contents(job.contents, model, job.files, workers=1)
+    Checkpoint.open(path)  # verifies every file; raises CheckpointError
+    return path
 
 
 def _receive(connection: Connection, messages: queue.SimpleQueue) -> None:

@@ -39,7 +39,7 @@ from azr.checkpoints.writing import CheckpointContents, missing_chunks, write_co
 from azr.errors import CheckpointError
 from azr.models.causal_lm import model_config_of
 from azr.models.lora import is_peft_model
-from azr.training import distributed, precision, rng
+from azr.training import distributed, rng
 from azr.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -107,26 +107,23 @@ class CheckpointSaver:
         self._pending: tuple[str, Future] | None = None  # the name of the save in flight, and its result
 
     def save(self, run, kind: str, snapshot: StepSnapshot, collective: bool = True) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` in the run directory now, after the save in flight (if any) ended;
-        return its path, or None when a step was cut mid-update.
+        """Save ``model_<kind>_<iteration>`` in the run directory now; return its path, or None when a step was cut
+        mid-update. Collect the save in flight with :meth:`finished` first.
 
         In a process group only rank 0 writes; a ``collective`` save (every process calls it) also stores every
         process's random state.
         """
-        self.settle()
+        self._check_collected()
         contents = self._contents(run, kind, snapshot, staged=False, collective=collective)
         if contents is None or not distributed.is_main():
             return None if contents is None else contents.run_dir / contents.name
         return self._write(contents)
 
-    def save_in_background(self, run, kind: str, snapshot: StepSnapshot,
-                           on_saved: Callable[[Path], None]) -> None:
-        """Copy the state to CPU memory now; write, verify and pass the checkpoint to ``on_saved`` in a thread.
-
-        Call :meth:`finished` (``wait=True``) first: the copy reuses the buffers of the previous save.
+    def save_in_background(self, run, kind: str, snapshot: StepSnapshot) -> None:
+        """Copy the state to CPU memory now; write and verify the checkpoint in a thread (:meth:`finished` gives
+        its path). Collect the previous one first: the copy reuses its buffers.
         """
-        if self._pending is not None:
-            raise RuntimeError("the previous background save was not collected with finished()")
+        self._check_collected()
         main = distributed.is_main()  # every process gives its random state; rank 0 alone copies and writes
         contents = self._contents(run, kind, snapshot, staged=main, collective=True)
         if contents is None or not main:
@@ -134,7 +131,7 @@ class CheckpointSaver:
         if self._worker is None:
             self._worker = SaveWorker()
             self._worker.start()
-        self._pending = contents.name, self._worker.submit(lambda: self._write_verified(contents, on_saved))
+        self._pending = contents.name, self._worker.submit(lambda: self._write_verified(contents))
 
     def finished(self, wait: bool) -> Path | None:
         """Return the path of the background save that ended since the last call (with ``wait``: waiting for the
@@ -162,8 +159,8 @@ class CheckpointSaver:
             self._writer = writer
 
     def close(self) -> None:
-        """End the writing thread once the save in flight (if any) is written, and give the writer process back;
-        a later save starts another thread."""
+        """End the writing thread once the save in flight (if any) is written, give the writer process back and
+        release the staged copy's memory; a later save starts another thread."""
         if self._worker is not None:
             self._worker.stop()
             self._worker.join()  # no writing thread outlives its run (nor the interpreter's shutdown)
@@ -171,13 +168,11 @@ class CheckpointSaver:
         if self._writer is not None:
             self._writer.give_back()
             self._writer = None
+        self._stager.release()
 
-    def settle(self) -> None:
-        """Wait for the save in flight, logging its failure (for the saves that end a run, which go on)."""
-        try:
-            self.finished(wait=True)
-        except CheckpointError:
-            log.exception("the background save failed")
+    def _check_collected(self) -> None:
+        if self._pending is not None:
+            raise RuntimeError("the previous background save was not collected with finished()")
 
     def _contents(self, run, kind: str, snapshot: StepSnapshot, staged: bool,
                   collective: bool) -> CheckpointContents | None:
@@ -187,7 +182,7 @@ class CheckpointSaver:
             log.warning("not saving %s: the step was interrupted while the weights were being updated", kind)
             return None
         state = run.state
-        values = state.state_dict()
+        values, tensors = state.state_dict(), state.tensors()
         plan = values.pop("plan")
         if snapshot.phase == "before_update":
             values["data_position"], rng_state = snapshot.position, snapshot.rng_state
@@ -198,10 +193,8 @@ class CheckpointSaver:
         values.update(
             kind=kind, max_iterations=run.config.max_iterations, timestamp=datetime.now(timezone.utc).isoformat(),
             **self._settings(run.config), lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
-            processes=distributed.size(), grad_scaler=precision.scaler_state(run.scaler))
-        tensors = {"optimizer": run.optimizer.state_dict(), "rng": rng_state}
-        if state.reference.tensors is not None:
-            tensors["reference"] = state.reference.tensors
+            processes=distributed.size())
+        tensors.update(optimizer=run.optimizer.state_dict(), rng=rng_state)
         if staged:
             tensors = self._stager.stage({**tensors, "weights": self.model.state_dict()})
         return CheckpointContents(run.run_dir, checkpoint_name(kind, state.iteration), values, plan,
@@ -224,15 +217,14 @@ class CheckpointSaver:
         """Write the checkpoint atomically (in up to ``workers`` threads besides this one); return its path."""
         return write_contents(contents, self.model, self._files(), workers)
 
-    def _write_verified(self, contents: CheckpointContents, on_saved: Callable[[Path], None]) -> Path:
-        """Write the checkpoint, read it back against its checksums, and hand it to ``on_saved``: in the writer
-        process when there is one, else in one thread besides this one, so that a save in the background leaves
-        the other cores to training."""
+    def _write_verified(self, contents: CheckpointContents) -> Path:
+        """Write the checkpoint and read it back against its checksums: in the writer process when there is one,
+        else in one thread besides this one, so that a save in the background leaves the other cores to
+        training."""
         path = self._write_in_writer(contents)
         if path is None:
             path = self._write(contents, workers=1)
             Checkpoint.open(path)  # verifies every file; raises CheckpointError
-        on_saved(path)
         return path
 
     def _write_in_writer(self, contents: CheckpointContents) -> Path | None:

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 import transformers
 
-from azr.checkpoints import runs
+from azr.checkpoints import containment, runs
 from azr.checkpoints.checkpoint import Checkpoint, checkpoint_name
 from azr.checkpoints.history import History
 from azr.config import FIXED_ON_RESUME, TrainConfig, training_defaults
+from azr.config.rewards import parse_rewards
 from azr.config.schedule import LRPlan
 from azr.data.corpus import (
     ResumableSampler,
@@ -30,10 +31,12 @@ from azr.data.corpus import (
 from azr.data.hub_datasets import SOURCE as DATASET_SOURCE
 from azr.data.hub_datasets import HubDataset
 from azr.errors import CheckpointError, ConfigError, DataError
+from azr.hub.pending import PushTarget
 from azr.models.causal_lm import architecture_differences, max_length_of, model_config_of
-from azr.rl.grpo import Reference
 from azr.rl.rewards import RewardFn, RewardSet, build_rewards
 from azr.training import distributed, precision, rng
+from azr.training.callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
+from azr.training.reporting import reporters
 from azr.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,6 @@ class Run:
     rewards: RewardSet
     optimizer: torch.optim.Optimizer
     state: TrainState
-    scaler: torch.amp.GradScaler | None = None  # fp16 only
     warnings: list[str] = field(default_factory=list)
     last_checkpoint: str | None = None
     left_ahead: list[str] = field(default_factory=list)  # the run's checkpoints after the one it resumed from
@@ -104,12 +106,7 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
         elif saved.get("source") == "default":
             texts = default_corpus()
         else:
-            file = saved.get("file", "")  # in the run directory, or at a Hub snapshot's root
-            base = checkpoint.path.parent
-            found = next((p for p in (base / file, base.parent / file, run_dir / file) if file and p.is_file()), None)
-            if found is None:
-                raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
-            texts = load_texts(found)
+            texts = _stored_corpus(checkpoint, run_dir)
     if dataset is not None:
         return dataset.texts(), dataset.record()
     if texts is None:
@@ -119,6 +116,21 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
     digest = fingerprint(texts)
     source = "default" if digest == fingerprint(default_corpus()) else "custom"
     return texts, {"source": source, "fingerprint": digest, "num_texts": len(texts)}
+
+
+def _stored_corpus(checkpoint: Checkpoint, run_dir: Path) -> list[str]:
+    """The texts of the corpus a checkpoint's run stored (in its run directory, or at a Hub snapshot's root),
+    read only inside those folders and only when they are the texts the checkpoint recorded."""
+    base = checkpoint.path.parent
+    found = next(filter(None, (containment.corpus_file(checkpoint, root) for root in (base, base.parent, run_dir))),
+                 None)
+    if found is None:
+        raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
+    texts = load_texts(found)
+    if fingerprint(texts) != checkpoint.corpus.get("fingerprint"):
+        raise DataError(f"The corpus stored beside {str(checkpoint.path)!r} is not the one it was trained on (its "
+                        "fingerprint differs); pass texts=.")
+    return texts
 
 
 def decay_restart(checkpoint: Checkpoint, config: TrainConfig, verify: bool = True) -> Checkpoint | None:
@@ -170,46 +182,96 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         checkpoint, weights_loaded = earlier, False
     precision.check(config.precision, device)
     texts, corpus = resolve_corpus(texts, checkpoint, run_dir, dataset)
-    windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
-    vocab = model.get_input_embeddings().num_embeddings
-    if int(windows.train.max()) >= vocab:
-        raise ConfigError(f"The tokenizer produces ids up to {int(windows.train.max())} but the model's "
-                          f"vocab_size is {vocab}; build the model with vocab_size >= len(tokenizer).")
-    run_id, adopt = (checkpoint.run_id if checkpoint else None), False
-    if checkpoint is not None and run_id is None:  # format 1 has no run id: its own directory becomes the run
-        adopt = checkpoint.path.parent.resolve() == run_dir.resolve()
-        existing = runs.read_run(run_dir) if adopt else None
-        run_id = existing.id if existing else uuid.uuid4().hex
-    runs.check_room(run_dir, checkpoint_bytes(model))  # before anything is written there
-    base_model = getattr(model.config, "_name_or_path", None) or None
-
-    def open_run() -> tuple[runs.RunInfo, str | None]:  # rank 0 writes; every process gets its run id
-        info = runs.open_run(run_dir, run_id=run_id, seed=config.seed, corpus=corpus, adopt=adopt,
-                             base_model=base_model)  # a dataset is not copied: its record names the revision
-        return info, (save_corpus(texts, run_dir) if corpus["source"] == "custom" else None)
-    info, corpus_file = distributed.from_main(open_run)
-    if corpus_file:
-        corpus["file"] = corpus_file
-    optimizer = new_optimizer(model, config)
-    sampler = ResumableSampler(len(windows.train), config.seed)
+    windows = _windows(texts, tokenizer, config, model)
+    if reward_fn is None and checkpoint is not None and settings.get("rewards") is None:
+        _check_imported_rewards(config.rewards)
     rewards = RewardSet([(getattr(reward_fn, "__name__", "reward_fn"), reward_fn, 1.0)]) if reward_fn else \
         build_rewards(config.rewards, tokenizer, windows.train.reshape(-1))
-    run = Run(config, run_dir, windows, rewards, optimizer, TrainState(
-        info.id, 0, History(), sampler, LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio,
-                                                     config.warmup, config.max_iterations), corpus),
-              scaler=precision.new_scaler(config.precision, device))
+    run_id, adopt = _identity(checkpoint, run_dir)
+    runs.check_room(run_dir, checkpoint_bytes(model))
+    plan = LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio, config.warmup, config.max_iterations)
+    run = Run(config, run_dir, windows, rewards, new_optimizer(model, config), TrainState(
+        run_id or "", 0, History(), ResumableSampler(len(windows.train), config.seed), plan, corpus,
+        scaler=precision.new_scaler(config.precision, device)))
     if earlier:
         run.warnings.append(f"Re-planned the wsd decay for the new target from {earlier.path.name}, where the "
                             "decay began: the decayed iterations are trained again at the stable LR.")
-    if checkpoint is None:
-        rng.seed_all(distributed.rank_seed(config.seed))
-    else:
+    if checkpoint is not None:
         run.left_ahead = runs.later_checkpoints(run_dir, checkpoint.iteration)
         run.warnings += _later_note(checkpoint.iteration, run.left_ahead)
         if not weights_loaded:
             checkpoint.load_weights(model)
         _restore(run, checkpoint, device, load_optimizer, settings.get("lr"))
+    _open(run, texts, adopt, getattr(model.config, "_name_or_path", None) or None)  # nothing refused the start
+    if checkpoint is None:
+        rng.seed_all(distributed.rank_seed(config.seed))
     return run
+
+
+def _check_imported_rewards(text: str) -> None:
+    """Raise ConfigError when a checkpoint's reward setting names code to import: a resume imports only the code
+    its user names (a checkpoint from elsewhere must not choose what runs)."""
+    imported = [spec.target for spec in parse_rewards(text) if ":" in spec.target]
+    if imported:
+        raise ConfigError(f"The checkpoint's rewards import {', '.join(imported)}; a resume runs code only when you "
+                          f"name it: pass rewards={text!r} (--rewards) to allow it, or choose built-in rewards.")
+
+
+def _windows(texts: list[str], tokenizer, config: TrainConfig, model) -> TokenWindows:
+    """The run's token windows; raises ConfigError when the tokenizer's ids do not fit the model."""
+    windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
+    vocab = model.get_input_embeddings().num_embeddings
+    if int(windows.train.max()) >= vocab:
+        raise ConfigError(f"The tokenizer produces ids up to {int(windows.train.max())} but the model's "
+                          f"vocab_size is {vocab}; build the model with vocab_size >= len(tokenizer).")
+    return windows
+
+
+def _identity(checkpoint: Checkpoint | None, run_dir: Path) -> tuple[str | None, bool]:
+    """The run id a start continues (None: a new run's) and whether a format-1 checkpoint's own directory becomes
+    its run (format 1 has no run id)."""
+    run_id, adopt = (checkpoint.run_id if checkpoint else None), False
+    if checkpoint is not None and run_id is None:
+        adopt = checkpoint.path.parent.resolve() == run_dir.resolve()
+        existing = runs.read_run(run_dir) if adopt else None
+        run_id = existing.id if existing else uuid.uuid4().hex
+    return run_id, adopt
+
+
+def _open(run: Run, texts: list[str], adopt: bool, base_model: str | None) -> None:
+    """Create (or reopen) the run's directory and store its corpus: the start's first write, made once nothing
+    can refuse it. Rank 0 writes; every process gets the run id."""
+    corpus = run.state.corpus
+
+    def open_run() -> tuple[runs.RunInfo, str | None]:
+        info = runs.open_run(run.run_dir, run_id=run.state.run_id or None, seed=run.config.seed, corpus=corpus,
+                             adopt=adopt, base_model=base_model)  # a dataset is not copied: its record names it
+        return info, (save_corpus(texts, run.run_dir) if corpus["source"] == "custom" else None)
+    info, corpus_file = distributed.from_main(open_run)
+    run.state.run_id = info.id
+    if corpus_file:
+        corpus["file"] = corpus_file
+
+
+def lock_run(run: Run) -> None:
+    """Take the run's lock: rank 0 takes it, and its refusal (another training writes the run) is every
+    process's."""
+    held: list[runs.RunLock] = []
+    distributed.from_main(lambda: held.append(runs.RunLock(run.run_dir)))
+    run.lock = held[0] if held else None
+
+
+def run_hooks(user: list[TrainerCallback], run: Run, targets: list[str], time_budget_s: float | None,
+              target: PushTarget | None, hub_token: str | None, hub_flush_timeout_s: float) -> list[TrainerCallback]:
+    """The run's hooks: the user's, then (rank 0's) reports and rotation, the time budget, the Hub push."""
+    callbacks = list(user)
+    if distributed.is_main():  # in a process group, rank 0 alone reports, rotates and pushes
+        callbacks += [*reporters(targets, run.run_dir, run.state.iteration),
+                      Rotation(run.run_dir, run.config.keep_last, run.left_ahead)]
+    if time_budget_s is not None:
+        callbacks.append(TimeBudget(time_budget_s))
+    push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s) if distributed.is_main() else None
+    return callbacks + ([push] if push else [])
 
 
 def _later_note(iteration: int, later: list[str]) -> list[str]:
@@ -226,8 +288,8 @@ def _later_note(iteration: int, later: list[str]) -> list[str]:
 
 def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimizer: bool,
              new_lr: float | None) -> None:
-    """Continue ``run`` from a verified checkpoint whose weights are loaded: optimizer, plan, RNG, data position,
-    history."""
+    """Continue ``run`` from a verified checkpoint whose weights are loaded: optimizer, random generators and the
+    train state (through :meth:`TrainState.load_state_dict`), its LR plan re-planned for the run's target."""
     state, config = run.state, run.config
     if load_optimizer and checkpoint.has_optimizer:
         run.optimizer.load_state_dict(checkpoint.optimizer_state(device))
@@ -238,35 +300,21 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
         rng.seed_all(distributed.rank_seed(config.seed) + checkpoint.iteration)
     else:
         notes += rng.restore(rng_state, device)
-    run.warnings += notes
-    if run.scaler is not None and checkpoint.state.get("grad_scaler"):
-        run.scaler.load_state_dict(checkpoint.state["grad_scaler"])
-    position = checkpoint.data_position
-    if checkpoint.corpus.get("fingerprint") == state.corpus["fingerprint"] and \
-            position.get("num_samples") == len(run.windows.train):
-        state.sampler.load_state_dict(position)
-    else:
-        run.warnings.append("The texts differ from the checkpoint's corpus; continuing with a fresh data order.")
+    run.warnings += notes + state.load_state_dict(*checkpoint.train_state(), device) + _origin_notes(checkpoint, device)
+    state.plan = state.plan.replanned(state.iteration, config.max_iterations, new_lr, config.min_lr_ratio,
+                                      config.lr_schedule, config.extend_schedule)
+    run.last_checkpoint = str(checkpoint.path)
+
+
+def _origin_notes(checkpoint: Checkpoint, device: torch.device) -> list[str]:
+    """Warnings when the checkpoint comes from other library versions or another kind of device."""
+    notes = []
     versions = checkpoint.state.get("versions", {})
     if versions.get("torch") != torch.__version__ or versions.get("transformers") != transformers.__version__:
-        run.warnings.append("Resumed with other library versions than the checkpoint's; exact reproduction "
-                            "is not guaranteed.")
+        notes.append("Resumed with other library versions than the checkpoint's; exact reproduction is not "
+                     "guaranteed.")
     saved_device = checkpoint.state.get("device_type", "cpu")
     if saved_device != device.type:
-        run.warnings.append(f"Resumed on {device.type} a checkpoint saved on {saved_device}; exact reproduction "
-                            "is not guaranteed.")
-    state.plan = checkpoint.plan().replanned(checkpoint.iteration, config.max_iterations, new_lr,
-                                             config.min_lr_ratio, config.lr_schedule,
-                                             config.extend_schedule)
-    state.iteration, state.history = checkpoint.iteration, checkpoint.history()
-    for name in ("loss", "val_loss", "reward", "best_val_loss"):
-        setattr(state, name, checkpoint.state.get(name))
-    state.reward_components = dict(checkpoint.state.get("reward_components") or {})
-    state.reward_std, state.kl = checkpoint.state.get("reward_std"), checkpoint.state.get("kl")
-    state.samples = list(checkpoint.state.get("samples") or [])
-    state.quality = dict(checkpoint.state.get("quality") or {})
-    tensors = checkpoint.reference_tensors()
-    if tensors is not None:
-        state.reference = Reference({k: v.to(device) for k, v in tensors.items()},
-                                    checkpoint.state.get("reference_iteration"))
-    run.last_checkpoint = str(checkpoint.path)
+        notes.append(f"Resumed on {device.type} a checkpoint saved on {saved_device}; exact reproduction is not "
+                     "guaranteed.")
+    return notes

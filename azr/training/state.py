@@ -1,22 +1,36 @@
-"""TrainState: what the training loop carries from one iteration to the next, apart from weights and optimizer.
+"""TrainState: everything a run carries from one iteration to the next apart from weights, optimizer and random
+generators, and the one place where it becomes a checkpoint's values and comes back from them.
 
-Its :meth:`TrainState.state_dict` is small and of constant size (the history is stored in its own columnar
-files by :mod:`azr.checkpoints.checkpoint`), so a checkpoint's cost does not grow with the length of the run.
+A field holding a plain value (a number, text, or lists and dicts of them) is saved under its name as it is and
+restored as it was: adding such a field to the dataclass is all a new piece of state needs. The few fields with a
+stored form of their own say so in :data:`_STORED_AS`. The history is stored as columns and the reference
+policy's tensors in a file of their own, so :meth:`TrainState.state_dict` stays small whatever the run's length.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+import torch
 
 from azr.checkpoints.history import History
 from azr.config.schedule import LRPlan
 from azr.data.corpus import ResumableSampler
 from azr.rl.grpo import Reference
+from azr.training import precision
+
+# Fields whose stored form differs from their value: the key they are stored under. The history has files of its
+# own; run_id and corpus are the run's identity, saved for reference and set by the run rather than restored.
+_STORED_AS = {"sampler": "data_position", "plan": "plan", "scaler": "grad_scaler",
+              "reference": "reference_iteration", "history": None}
+_IDENTITY = ("run_id", "corpus")
 
 
 @dataclass
 class TrainState:
-    """Iteration, history, data position, LR plan, corpus reference and the latest metrics of one run."""
+    """Iteration, history, data position, LR plan, gradient scaler, reference policy, corpus reference and the
+    latest metrics of one run."""
 
     run_id: str
     iteration: int
@@ -24,6 +38,7 @@ class TrainState:
     sampler: ResumableSampler
     plan: LRPlan
     corpus: dict[str, Any]
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
     loss: float | None = None
     val_loss: float | None = None
     reward: float | None = None
@@ -36,22 +51,41 @@ class TrainState:
     reference: Reference = field(default_factory=Reference)  # its tensors are saved in their own file
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the JSON-able state (without the history, which is stored as columns)."""
-        return {"run_id": self.run_id, "iteration": self.iteration, "data_position": self.sampler.state_dict(),
-                "plan": self.plan.to_dict(), "corpus": self.corpus, "loss": self.loss, "val_loss": self.val_loss,
-                "reward": self.reward, "reward_components": dict(self.reward_components),
-                "reward_std": self.reward_std, "kl": self.kl, "samples": list(self.samples),
-                "reference_iteration": self.reference.iteration, "best_val_loss": self.best_val_loss,
-                "quality": dict(self.quality)}
+        """Return the JSON-able state: every field under its name, or its stored form (without the history and
+        the reference tensors: see :meth:`tensors`)."""
+        values = {name: copy.deepcopy(getattr(self, name)) for name in self._plain_fields()}
+        values.update(data_position=self.sampler.state_dict(), plan=self.plan.to_dict(),
+                      grad_scaler=precision.scaler_state(self.scaler), reference_iteration=self.reference.iteration)
+        return values
 
-    def load_state_dict(self, values: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (the sampler continues from the saved position)."""
-        self.run_id, self.iteration, self.corpus = values["run_id"], values["iteration"], values["corpus"]
-        self.sampler.load_state_dict(values["data_position"])
-        self.plan = LRPlan.from_dict(values["plan"])
-        self.loss, self.val_loss, self.reward = values["loss"], values["val_loss"], values["reward"]
-        self.reward_components = dict(values["reward_components"])
-        self.reward_std, self.kl = values.get("reward_std"), values.get("kl")
-        self.samples = list(values.get("samples") or [])
-        self.best_val_loss = values.get("best_val_loss")
-        self.quality = dict(values.get("quality") or {})
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The state's tensors, each group saved in a file of its own: the self-play reference policy's."""
+        return {} if self.reference.tensors is None else {"reference": self.reference.tensors}
+
+    def load_state_dict(self, values: dict[str, Any], history: History,
+                        tensors: dict[str, dict[str, torch.Tensor]], device: torch.device) -> list[str]:
+        """Restore what :meth:`state_dict` and :meth:`tensors` returned (the run's own ``run_id`` and ``corpus``
+        stay); return notes for the user (a data order that cannot continue, say)."""
+        for name in self._plain_fields():
+            if name not in _IDENTITY and name in values:
+                setattr(self, name, copy.deepcopy(values[name]))
+        self.history, self.plan = history, LRPlan.from_dict(values["plan"])
+        if self.scaler is not None and values.get("grad_scaler"):
+            self.scaler.load_state_dict(values["grad_scaler"])
+        if "reference" in tensors:
+            self.reference = Reference({k: v.to(device) for k, v in tensors["reference"].items()},
+                                       values.get("reference_iteration"))
+        return self._load_position(values)
+
+    def _load_position(self, values: dict[str, Any]) -> list[str]:
+        """Continue the data order where it stopped, when the texts are the checkpoint's."""
+        position = values.get("data_position") or {}
+        saved_fingerprint = (values.get("corpus") or {}).get("fingerprint")
+        if saved_fingerprint == self.corpus["fingerprint"] and position.get("num_samples") == self.sampler.num_samples:
+            self.sampler.load_state_dict(position)
+            return []
+        return ["The texts differ from the checkpoint's corpus; continuing with a fresh data order."]
+
+    @classmethod
+    def _plain_fields(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in _STORED_AS]

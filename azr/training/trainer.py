@@ -8,42 +8,33 @@ bit for bit.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from azr.checkpoints.checkpoint import Checkpoint, checkpoint_name
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import History
-from azr.checkpoints.runs import RunLock
 from azr.data.hub_datasets import HubDataset
 from azr.errors import AZRError, ConfigError
 from azr.hub.http import check_repo_id
 from azr.hub.pending import PushTarget
 from azr.hub.sync import open_checkpoint
-from azr.rl.grpo import blend_rl_gradient, group_advantages, grpo_loss
 from azr.rl.rewards import RewardFn
-from azr.rl.selfplay import self_play_round
-from azr.training import distributed, precision
-from azr.training.callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
+from azr.training import distributed
+from azr.training.callbacks import HubPush, TrainerCallback
+from azr.training.checkpointing import RunSaves
 from azr.training.determinism import use_deterministic_kernels
-from azr.training.guard import check_step, grad_norm
-from azr.training.losses import next_token_loss, validation_loss
+from azr.training.losses import validation_loss
 from azr.training.quality import greedy_measures
-from azr.training.reporting import report_targets, reporters
+from azr.training.reporting import report_targets
 from azr.training.saving import CheckpointSaver, StepSnapshot
-from azr.training.session import Run, check_architecture, prepare_run
+from azr.training.session import Run, check_architecture, lock_run, prepare_run, run_hooks
 from azr.training.signals import ForcedExit, graceful_stop
 from azr.training.status import StatusClock, TrainingStatus
-
-log = logging.getLogger(__name__)
-
+from azr.training.step import Stepper
 
 
 def _same_path(ref: str | Path, path: Path) -> bool:
@@ -91,7 +82,7 @@ class AZRTrainer:
         self._loaded: Checkpoint | None = None  # opened by from_checkpoint/load_checkpoint, weights in place
         self._load_optimizer = True
         self._saver = CheckpointSaver(self.model, tokenizer, self.device)
-        self._forward = self.model  # what the training forward passes call: DDP-wrapped and compiled when asked
+        self._stepper = Stepper(self.model, tokenizer, self.device)
 
     @classmethod
     def from_checkpoint(cls, ref: str | Path | Checkpoint, device: str | torch.device = "auto",
@@ -113,8 +104,8 @@ class AZRTrainer:
                         hub_token: str | None = None) -> Checkpoint:
         """Make a checkpoint the point the next ``train()`` resumes from, and load its weights now.
 
-        Returns the opened :class:`~azr.checkpoints.checkpoint.Checkpoint`. Raises CheckpointError for a missing or invalid
-        checkpoint or one whose architecture differs from the model (nothing is changed then).
+        Returns the opened :class:`~azr.checkpoints.checkpoint.Checkpoint`. Raises CheckpointError for a missing or
+        invalid checkpoint or one whose architecture differs from the model (nothing is changed then).
         """
         checkpoint = open_checkpoint(ref, token=hub_token)
         check_architecture(checkpoint, self.model)
@@ -146,14 +137,14 @@ class AZRTrainer:
         ``checkpoint_dir`` is the run's directory: a new run refuses one that holds another run's checkpoints.
         ``settings`` are :class:`TrainConfig` fields; on resume, settings not given are the checkpoint's.
         ``resume_from`` may be a local checkpoint or ``hf://user/run[@rev][/name]``. ``dataset`` (instead of
-        ``texts``) trains on a Hub dataset, ``"user/name[:config]"`` or a :class:`~azr.data.hub_datasets.HubDataset`; its
-        revision is pinned in the run, and a resume loads the run's dataset at that revision. ``report_to``
+        ``texts``) trains on a Hub dataset, ``"user/name[:config]"`` or a
+        :class:`~azr.data.hub_datasets.HubDataset`; its revision is pinned in the run, and a resume loads the run's
+        dataset at that revision. ``report_to``
         ("none", "tensorboard", "trackio" or a list) reports the scalars of every status and checkpoint. The
         generator yields every ``status_every`` iterations and at every state change. With ``hub_repo_id`` every
         checkpoint is pushed to that repo in the background (``status.pushes``), after what the run has pending
         from before; at the end pushes get up to ``hub_flush_timeout_s``, and what is left stays pending in the
-        run. Raises ConfigError, DataError, CheckpointError or HubError (an invalid repo id) before anything is
-        changed.
+        run. Raises ConfigError, DataError, CheckpointError or HubError (a bad repo id) before anything changes.
         """
         targets = report_targets(report_to)
         if time_budget_s is not None and not time_budget_s > 0:
@@ -171,35 +162,21 @@ class AZRTrainer:
         run = prepare_run(self.model, self.tokenizer, self.device, texts, max_iterations, Path(checkpoint_dir),
                           checkpoint, load_optimizer, settings, weights_loaded=loaded, reward_fn=self.reward_fn,
                           dataset=HubDataset.parse(dataset) if isinstance(dataset, str) else dataset)
-        held: list[RunLock] = []
-        distributed.from_main(lambda: held.append(RunLock(run.run_dir)))  # rank 0's refusal is every process's
-        run.lock = held[0] if held else None  # before anything (a report's files) is written in the run
+        lock_run(run)  # before anything (a report's files) is written in the run
         try:
-            callbacks = self._callbacks(run, targets, time_budget_s, target, hub_token, hub_flush_timeout_s)
+            callbacks = run_hooks(self.callbacks, run, targets, time_budget_s, target, hub_token, hub_flush_timeout_s)
             self._loaded, self._load_optimizer = None, True
             self.optimizer, self.history = run.optimizer, run.state.history
             if run.config.deterministic:
                 use_deterministic_kernels()
-            self._forward = distributed.wrap(self.model, self.device)
+            self._stepper.forward = distributed.wrap(self.model, self.device)
             if run.config.compile:
-                self._forward = torch.compile(self._forward)
+                self._stepper.forward = torch.compile(self._stepper.forward)
         except BaseException:
             if run.lock is not None:
                 run.lock.release()
             raise
         return self._loop(run, callbacks)
-
-    def _callbacks(self, run: Run, targets: list[str], time_budget_s: float | None, target: PushTarget | None,
-                   hub_token: str | None, hub_flush_timeout_s: float) -> list[TrainerCallback]:
-        """The run's hooks: the user's, then (rank 0's) reports and rotation, the time budget, the Hub push."""
-        callbacks = list(self.callbacks)
-        if distributed.is_main():  # in a process group, rank 0 alone reports, rotates and pushes
-            callbacks += [*reporters(targets, run.run_dir, run.state.iteration),
-                          Rotation(run.run_dir, run.config.keep_last, run.left_ahead)]
-        if time_budget_s is not None:
-            callbacks.append(TimeBudget(time_budget_s))
-        push = HubPush.for_run(run.run_dir, target, hub_token, hub_flush_timeout_s) if distributed.is_main() else None
-        return callbacks + ([push] if push else [])
 
     def train_continuous(self, texts: list[str] | None = None, max_iterations: int | None = None,
                          checkpoint_dir: str | Path = "checkpoints", resume_from: str | Path | None = None,
@@ -218,192 +195,94 @@ class AZRTrainer:
 
     def _loop(self, run: Run, callbacks: list[TrainerCallback]) -> Iterator[TrainingStatus]:
         state, config, clock = run.state, run.config, StatusClock()
-        snapshot = StepSnapshot()
-        finished = False
+        snapshot, saves, finished = StepSnapshot(), RunSaves(self._saver, run, callbacks), False
         try:
             if config.async_save:
                 self._saver.open_background()
             opening = f"Resumed at iteration {state.iteration}" if state.iteration else "Started"
             yield self._emit(run, clock, callbacks, "running", f"{opening}; training to {config.max_iterations}.")
             while state.iteration < config.max_iterations:
-                yield from self._saved(run, clock, callbacks, wait=False)
+                yield from self._reports(run, clock, callbacks, saves, wait=False)
                 kind = distributed.agree(self._stop_kind if self._stop.is_set() else
                                          "paused" if any(c.should_pause() for c in callbacks) else None)
                 if kind is not None:
-                    yield from self._saved(run, clock, callbacks, wait=True)
-                    path = self._save(run, kind, callbacks, snapshot)
+                    path = saves.save(kind, snapshot)
+                    yield from self._reports(run, clock, callbacks, saves, wait=False)
                     finished = True
                     yield self._final(run, clock, callbacks, kind,
                                       f"{kind.capitalize()} at iteration {state.iteration}; saved {path.name}.")
                     return
-                self._step(run, snapshot)
+                self._stepper.step(run, snapshot)
                 clock.count()
-                if config.val_every and state.iteration % config.val_every == 0:
-                    with self._autocast(config):
-                        state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
-                    state.history.set_last("val_loss", state.val_loss)
-                    state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
-                    for name, value in state.quality.items():
-                        state.history.set_last(name, value)
-                    if config.keep_best and (state.best_val_loss is None or state.val_loss < state.best_val_loss):
-                        state.best_val_loss = state.val_loss
-                        self._save(run, "best", callbacks, snapshot)
-                if state.iteration == state.plan.decay_start():  # where a later extension re-plans the decay
-                    self._save(run, "predecay", callbacks, snapshot)
-                if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
-                    yield from self._save_iter(run, clock, callbacks, snapshot)
-                if state.iteration % config.status_every == 0 and state.iteration < config.max_iterations:
-                    yield self._emit(run, clock, callbacks, "running")
-            yield from self._saved(run, clock, callbacks, wait=True)
+                yield from self._after_step(run, clock, callbacks, saves, snapshot)
+            yield from self._reports(run, clock, callbacks, saves, wait=True)
             finished = True
             done = "Completed" if clock.steps else "Already at the target of"
             yield self._final(run, clock, callbacks, "completed", f"{done} {config.max_iterations} iterations.")
         except GeneratorExit:
             if not finished:  # closed early: a requested interrupt keeps its name
-                self._save(run, self._stop_kind if self._stop.is_set() else "paused", callbacks, snapshot, local=True)
+                saves.save(self._stop_kind if self._stop.is_set() else "paused", snapshot, local=True)
                 self._end(callbacks)
             raise
         except ForcedExit:  # a second Ctrl+C: exit at once, write nothing
             raise
         except KeyboardInterrupt:
-            self._save(run, "interrupted", callbacks, snapshot, local=True)
+            saves.save("interrupted", snapshot, local=True)
             raise
         except Exception as exc:
             finished = True
-            saved = self._save_error(run, callbacks, snapshot)
+            saved = saves.save_error(snapshot)
             yield self._final(run, clock, callbacks, "error",
                               f"Training failed at iteration {state.iteration}: {str(exc).rstrip('.')}{saved}.")
             if isinstance(exc, AZRError):  # the user's error names the checkpoint that holds the last good state
                 raise type(exc)(self.last_status.message) from exc
             raise
         finally:
-            self._saver.close()
-            for callback in callbacks:
-                callback.close()
-            if run.lock is not None:
-                run.lock.release()
+            self._close(run, callbacks)
 
-    def _step(self, run: Run, snapshot: StepSnapshot) -> None:
-        """One optimizer step on one global batch (this process's share of it, in ``grad_accum_steps``
-        micro-batches), with self-play on every ``self_play_every``-th iteration."""
+    def _after_step(self, run: Run, clock: StatusClock, callbacks, saves: RunSaves,
+                    snapshot: StepSnapshot) -> Iterator[TrainingStatus]:
+        """What follows a step: validation (and the best checkpoint), the checkpoints it is due, its status."""
         state, config = run.state, run.config
-        snapshot.begin(state, self.device)  # until the update starts, a save stores the state from before
-        lr = state.plan.lr_at(state.iteration)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
-        batch = run.windows.draw(state.sampler, config.batch_size, config.sampling)  # the global batch
-        pieces = distributed.micro_batches(batch, config.grad_accum_steps)  # this process's share, in pieces
-        self.model.train()
-        play = None
-        if config.self_play_every and (state.iteration + 1) % config.self_play_every == 0:
-            with self._autocast(config):  # every process plays the same round: see the README
-                play = self_play_round(self.model, self.tokenizer, run.windows.train, run.rewards, config,
-                                       state.iteration)
-        run.optimizer.zero_grad(set_to_none=True)
-        lm_total = torch.zeros((), device=self.device)
-        for number, piece in enumerate(pieces):
-            with self._synced(number == len(pieces) - 1), self._autocast(config):
-                lm_loss = self._lm_loss(piece.to(self.device))
-                loss = lm_loss / len(pieces)
-            (run.scaler.scale(loss) if run.scaler else loss).backward()
-            lm_total += lm_loss.detach()
-        if run.scaler:  # a GradScaler skips a step whose gradients overflow by itself: only the loss is guarded
-            run.scaler.unscale_(run.optimizer)
-        kl = self._reinforce(run, play) if play is not None else None
-        norm = grad_norm(self.model.parameters(), config.grad_clip)
-        check_step(lm_total, None if run.scaler else norm, state.iteration + 1, config, lr)
-        snapshot.updating()  # from here until the bookkeeping is done, no consistent checkpoint exists
-        if run.scaler:
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-        else:
-            run.optimizer.step()
-        state.iteration += 1
-        state.loss = distributed.mean(lm_total / len(pieces))
-        reward = float(play.rewards.mean()) if play else None
-        if play:
-            state.reward, state.reward_components, state.samples = reward, play.by_function, play.samples
-            state.reward_std, state.kl = float(play.rewards.std()), kl
-        state.history.append({"iteration": state.iteration, "loss": state.loss, "reward": reward, "lr": lr,
-                              "time": time.time()})
-        snapshot.end()
+        if config.val_every and state.iteration % config.val_every == 0:
+            self._validate(run)
+            if config.keep_best and (state.best_val_loss is None or state.val_loss < state.best_val_loss):
+                state.best_val_loss = state.val_loss
+                saves.save("best", snapshot)
+        if state.iteration == state.plan.decay_start():  # where a later extension re-plans the decay
+            saves.save("predecay", snapshot)
+        if state.iteration % config.save_every == 0 or state.iteration == config.max_iterations:
+            saves.save("iter", snapshot)
+            yield from self._reports(run, clock, callbacks, saves, wait=False)
+        if state.iteration % config.status_every == 0 and state.iteration < config.max_iterations:
+            yield self._emit(run, clock, callbacks, "running")
 
-    def _reinforce(self, run: Run, play) -> float | None:
-        """Blend the GRPO gradient of a self-play round into the LM gradients; return the mean KL to the reference.
-
-        Every process plays the same round with the same weights, so the RL gradient needs no averaging.
-        """
+    def _validate(self, run: Run) -> None:
+        """Validation loss and greedy text quality on the validation windows, recorded in the history."""
         state, config = run.state, run.config
-        if config.beta and state.reference.due(state.iteration, config.ref_sync_every):
-            state.reference.refresh(self.model, state.iteration)
-        with self._autocast(config):
-            rl_loss, kl = grpo_loss(self.model, play.rollout, group_advantages(play.rewards, config.num_generations),
-                                    config.beta, state.reference)
-        blend_rl_gradient(self.model, rl_loss, config.rl_weight)
-        return kl
+        with self._stepper.autocast(config):
+            state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
+        state.history.set_last("val_loss", state.val_loss)
+        state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
+        for name, value in state.quality.items():
+            state.history.set_last(name, value)
 
-    def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """Return the mean next-token cross-entropy over the tokens of ``batch``."""
-        return next_token_loss(self._forward, batch)
-
-    def _autocast(self, config):
-        """The autocast context of the run's precision (nothing for fp32)."""
-        return precision.autocast(config.precision, self.device)
-
-    def _synced(self, last: bool):
-        """Inside a process group, gradients are averaged only on the last micro-batch of a step."""
-        ddp = getattr(self._forward, "_orig_mod", self._forward)  # the DDP module under torch.compile
-        return contextlib.nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
-
-    # ------------------------------------------------------------------ saving and reporting
-
-    def _save(self, run: Run, kind: str, callbacks: list[TrainerCallback], snapshot: StepSnapshot,
-              local: bool = False) -> Path | None:
-        """Save ``model_<kind>_<iteration>`` now and run the hooks; None when a step was cut mid-update.
-
-        Every process takes part in a save (rank 0 writes), except a ``local`` one: after an error or an
-        interrupt seen by this process alone, where the others may never arrive.
-        """
-        path = self._saver.save(run, kind, snapshot, collective=not local)
-        if not local:
-            distributed.barrier()  # no process runs ahead (or exits) before rank 0 has written the checkpoint
-        if path is not None:
-            run.last_checkpoint = str(path)
-            self._on_save(callbacks, kind, path)
-        return path
-
-    def _save_error(self, run: Run, callbacks: list[TrainerCallback], snapshot: StepSnapshot) -> str:
-        """Save ``model_error_<N>`` after a failure; return what the final message says of it (when it cannot be
-        saved either, e.g. on a full disk: why, and the newest checkpoint that was)."""
-        try:
-            path = self._save(run, "error", callbacks, snapshot, local=True)
-        except Exception as failure:  # the first failure is the one to report; this one is part of the message
-            log.info("saving the error checkpoint failed", exc_info=True)
-            newest = f"; the newest checkpoint is {run.last_checkpoint}" if run.last_checkpoint else ""
-            return f"; {checkpoint_name('error', run.state.iteration)} could not be saved either " \
-                   f"({type(failure).__name__}){newest}"
-        return f"; saved {path.name}" if path else "; the step was cut mid-update, so nothing was saved"
-
-    @staticmethod
-    def _on_save(callbacks: list[TrainerCallback], kind: str, path: Path) -> None:
+    def _close(self, run: Run, callbacks: list[TrainerCallback]) -> None:
+        """A run's end, however it ends: the writer, the staged memory, the hooks and the run's lock let go."""
+        self._saver.close()
         for callback in callbacks:
-            callback.on_save(path, kind)
+            callback.close()
+        if run.lock is not None:
+            run.lock.release()
 
-    def _save_iter(self, run: Run, clock: StatusClock, callbacks, snapshot: StepSnapshot) -> Iterator[TrainingStatus]:
-        """The periodic save: with ``async_save`` written in the background (hooks run there), else now."""
-        if not run.config.async_save:
-            path = self._save(run, "iter", callbacks, snapshot)
-            yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
-            return
-        yield from self._saved(run, clock, callbacks, wait=True)  # at most one save in flight
-        self._saver.save_in_background(run, "iter", snapshot, functools.partial(self._on_save, callbacks, "iter"))
+    # ------------------------------------------------------------------ reporting
 
-    def _saved(self, run: Run, clock: StatusClock, callbacks, wait: bool) -> Iterator[TrainingStatus]:
-        """Report the background save that ended (with ``wait``: the one in flight, once it ends); a failed one
-        raises CheckpointError."""
-        path = self._saver.finished(wait)
-        if path is not None:
-            run.last_checkpoint = str(path)
+    def _reports(self, run: Run, clock: StatusClock, callbacks, saves: RunSaves,
+                 wait: bool) -> Iterator[TrainingStatus]:
+        """Report the periodic saves written since the last report, after collecting the background save that
+        ended (with ``wait``: the one in flight); a failed one raises CheckpointError."""
+        saves.collect(wait)
+        for path in saves.unreported():
             yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
 
     def _final(self, run: Run, clock: StatusClock, callbacks, state: str, message: str) -> TrainingStatus:
