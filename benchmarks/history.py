@@ -128,7 +128,7 @@ def _saving(subject: Subject, run: Run, count: int) -> Callable[[], float]:
 
 def _list_in_process(run_dir: Path, expected: int) -> float:
     """Time ``azr list run_dir`` in this process as a fresh process would run it; check that all are valid."""
-    from azr.cli import main as cli  # noqa: PLC0415 - only this group needs the command line
+    from azr.cli.main import main as cli  # noqa: PLC0415 - only this group needs the command line
 
     forget_chunk_digests()
     out = io.StringIO()

@@ -24,7 +24,7 @@ HEAVY = ("torch", "transformers", "gradio", "huggingface_hub", "safetensors", "n
 # Run commands in one process, printing after each the heavy modules it has imported so far.
 PROBE = """
 import json, sys
-from azr.cli import main
+from azr.cli.main import main
 for argv in json.loads(sys.argv[1]):
     try:
         status = main(argv)

@@ -12,7 +12,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, get_token
 from azr.errors import AZRError, HubError
 from azr.hub import sync as hub
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "azr"
 ROOT_FILES = ("app.py", "requirements.txt")
 CARD = Path("space_config") / "README.md"
