@@ -7,6 +7,7 @@ import torch
 from transformers import GenerationConfig
 
 from azr import ConfigError, TrainConfig
+from azr.models.lora import LoraSettings, apply_lora
 from azr.rl.grpo import Reference, Rollout, blend_rl_gradient, group_advantages, grpo_loss, sampled_log_probs
 from azr.rl.selfplay import generate
 
@@ -192,3 +193,34 @@ def test_generate_shapes_mask_and_mode(make_model, training):
         assert row[length:] == [pad] * (len(row) - length)
         ended_early += length < len(row)
     assert ended_early  # the mask's zeros were exercised
+
+
+def test_top_k_zero_and_top_p_one_leave_the_whole_vocabulary_to_sample_from(make_model):
+    """0 = no limit: not transformers' default top-50 (the tiny vocabulary has 300 tokens)."""
+    model = make_model(seed=5)
+    assert model.config.vocab_size > 50
+    torch.manual_seed(0)
+    rollout = generate(model, torch.randint(3, 200, (4, 4)), 6, 1.0, 0, eos_token_id=1, pad_token_id=2,
+                       top_p=1.0, with_support=True)
+    live = rollout.mask.bool()
+    assert rollout.support[live].all()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_models_own_generation_config_does_not_change_what_is_sampled(make_model, lora):
+    """A base model's generation_config (repetition penalty, min_p, top_k...) is not applied behind the caller's back,
+    with or without LoRA adapters around it: the same seed gives the same tokens and the same support as the same
+    weights without it, and the model keeps its own setting."""
+    plain, configured = make_model(seed=6), make_model(seed=6)
+    configured.generation_config = GenerationConfig(repetition_penalty=3.0, min_p=0.2, top_k=5, top_p=0.5,
+                                                    no_repeat_ngram_size=2, suppress_tokens=[7, 8, 9])
+    if lora:
+        plain, configured = apply_lora(plain, LoraSettings(r=2)), apply_lora(configured, LoraSettings(r=2))
+    prompts = torch.randint(3, 200, (4, 4), generator=torch.Generator().manual_seed(1))
+    rollouts = []
+    for model in (plain, configured):
+        torch.manual_seed(3)
+        rollouts.append(generate(model, prompts, 12, 0.9, 0, eos_token_id=1, pad_token_id=2, with_support=True))
+    assert torch.equal(rollouts[0].sequences, rollouts[1].sequences)
+    assert torch.equal(rollouts[0].support, rollouts[1].support) and rollouts[0].support.all()
+    assert configured.generation_config.repetition_penalty == 3.0

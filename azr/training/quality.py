@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from azr.models.generation import exact_generate
+
 PROMPTS = 8  # the first N validation windows give the prompts
 PROMPT_TOKENS = 16
 NEW_TOKENS = 32
@@ -38,11 +40,10 @@ def greedy_measures(model, windows: torch.Tensor, eos_token_id: int | None = Non
     was_training = model.training
     model.eval()
     try:
-        output = model.generate(prompts.to(model.device), attention_mask=torch.ones_like(prompts).to(model.device),
-                                do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                eos_token_id=eos_token_id, pad_token_id=eos_token_id)
+        output = exact_generate(model, prompts.to(model.device), max_new_tokens=new_tokens, eos_token_id=eos_token_id,
+                                pad_token_id=eos_token_id, sample=False, min_new_tokens=new_tokens)
     finally:
         model.train(was_training)
-    continuations = output[:, prompts.shape[1]:].tolist()
+    continuations = output.sequences[:, prompts.shape[1]:].tolist()
     return {"seq_rep_4": sum(seq_rep(c) for c in continuations) / len(continuations),
             "distinct_2": distinct(continuations)}
