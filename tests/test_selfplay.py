@@ -40,6 +40,14 @@ def test_group_advantages_are_normalised_within_each_group():
     assert group_advantages(rewards, 4).tolist() == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize("value, size", [(0.9, 3), (0.3, 6), (0.1, 7)])
+def test_a_group_whose_rewards_agree_has_advantages_of_exactly_zero(value, size):
+    """Not the rounding error of its mean over (std + eps), which the blend would scale up to the RL share."""
+    rewards = torch.cat([torch.full((size,), value), torch.arange(size, dtype=torch.float32)])
+    advantages = group_advantages(rewards, size)
+    assert torch.equal(advantages[:size], torch.zeros(size)) and advantages[size:].abs().max() > 0.5
+
+
 def test_loss_and_kl_match_a_hand_computation(make_model):
     """L = -mean_i (1/|o_i|) sum_t (A_i log pi_T(o_t) - beta KL(pi || pi_ref)_t), KL exact over the vocabulary."""
     model, other = make_model(seed=1), make_model(seed=2)
@@ -224,3 +232,53 @@ def test_the_models_own_generation_config_does_not_change_what_is_sampled(make_m
     assert torch.equal(rollouts[0].sequences, rollouts[1].sequences)
     assert torch.equal(rollouts[0].support, rollouts[1].support) and rollouts[0].support.all()
     assert configured.generation_config.repetition_penalty == 3.0
+
+
+def lm_gradient(model) -> torch.Tensor:
+    """The LM gradient of one fixed window, left in the parameters' ``.grad``; returned flattened."""
+    model.zero_grad(set_to_none=True)
+    batch = torch.tensor([PROMPT + CONTINUATIONS[0]])
+    torch.nn.functional.cross_entropy(model(input_ids=batch[:, :-1]).logits[0], batch[0, 1:]).backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_a_round_without_reward_signal_leaves_the_lm_gradient_as_it_was(make_model, beta):
+    """Every group's rewards agree: no advantage, so no RL share (not a damped LM step, nor a KL pull scaled up to
+    the share); the KL to the reference is still measured."""
+    model, other = make_model(seed=4), make_model(seed=5)
+    reference = Reference()
+    reference.refresh(other, iteration=0)
+    lm_grad = lm_gradient(model)
+    advantages = group_advantages(torch.tensor([0.7, 0.7, 0.2, 0.2]), 2)
+    rl_loss, kl = grpo_loss(model, fixed_rollout(), advantages, beta, reference)
+    blend_rl_gradient(model, rl_loss, 0.4)
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), lm_grad)
+    assert (kl is None) == (beta == 0) and (kl is None or kl > 0)
+
+
+def test_an_rl_gradient_of_zero_leaves_the_lm_gradient_as_it_was(make_model):
+    model = make_model(seed=4)
+    lm_grad = lm_gradient(model)
+    zero_signal = grpo_loss(model, fixed_rollout(), torch.tensor([1.0, -1.0, 0.5, -0.5]), 0.0, None)[0] * 0
+    blend_rl_gradient(model, zero_signal, 0.4)
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), lm_grad)
+
+
+def test_rl_log_probs_and_kl_are_the_sampling_policys_even_with_dropout(make_model):
+    """Sampling runs in eval mode, so the loss takes its log-probs and KL there too (dropout off), whatever mode
+    the model is in; the mode is left as it was and the loss still has a gradient."""
+    model, other = make_model(seed=1, dropout=0.5), make_model(seed=2, dropout=0.5)
+    rollout, advantages = fixed_rollout(), torch.tensor([1.2, -0.4, 0.5, -1.3])
+    reference = Reference()
+    reference.refresh(other, iteration=0)
+    model.train()
+    assert not torch.equal(model(input_ids=rollout.sequences).logits, model(input_ids=rollout.sequences).logits)
+    loss, kl = grpo_loss(model, rollout, advantages, 0.3, reference)
+    assert model.training
+    model.eval()
+    expected_loss, expected_kl = grpo_loss(model, rollout, advantages, 0.3, reference)
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-6) and kl == pytest.approx(expected_kl, rel=1e-6)
+    model.train()
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from azr.config import TrainConfig
-from azr.models.causal_lm import max_length_of
+from azr.models.causal_lm import evaluating, max_length_of
 from azr.models.generation import exact_generate
 from azr.rl.grpo import Rollout
 from azr.rl.rewards import RewardSet
@@ -26,14 +26,10 @@ def generate(model, prompts: torch.Tensor, max_new_tokens: int, temperature: flo
 
     With ``with_support`` the rollout records, per position, which tokens top-k/top-p left to sample from.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         output = exact_generate(model, prompts, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
                                 pad_token_id=pad_token_id, temperature=temperature, top_k=top_k, top_p=top_p,
                                 output_scores=with_support)
-    finally:
-        model.train(was_training)
     sequences = output.sequences
     support = torch.stack([torch.isfinite(s) for s in output.scores], dim=1) if with_support else None
     return Rollout(sequences, prompts.shape[1], _mask_after_eos(sequences[:, prompts.shape[1] :], eos_token_id),
