@@ -166,6 +166,7 @@ def test_reference_refresh_cadence(make_model):
     (dict(top_k=1), "greedily"),
     (dict(top_p=0.0), "top_p"),
     (dict(rewards="no_such_reward"), "Unknown reward"),
+    (dict(rl_weight=0.0), "rl_weight 0 .*self_play_every=0"),
 ])
 def test_settings_that_would_silently_disable_rl_are_refused(settings, words):
     with pytest.raises(ConfigError, match=words):
@@ -173,7 +174,13 @@ def test_settings_that_would_silently_disable_rl_are_refused(settings, words):
 
 
 def test_without_self_play_the_self_play_combinations_are_not_checked():
-    TrainConfig(self_play_batch=1, num_generations=2, top_k=1, self_play_every=0)
+    TrainConfig(self_play_batch=1, num_generations=2, top_k=1, rl_weight=0.0, self_play_every=0)
+
+
+def test_a_stored_config_with_rl_weight_0_loads_with_self_play_off():
+    """Such a run's self-play never changed its weights; refusing its checkpoints would strand them."""
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), "rl_weight": 0.0, "self_play_every": 10})
+    assert (config.self_play_every, config.rl_weight) == (0, 0.0)
 
 
 @pytest.mark.parametrize("training", [True, False])
