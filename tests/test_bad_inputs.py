@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+import torch
 from conftest import FAST
 
 from azr import AZRError, AZRTrainer, TrainConfig
@@ -222,6 +223,37 @@ def test_a_damaged_checkpoint_gets_one_sentence_everywhere(damage, original, mak
         assert outcome.clean, f"{damage} / {label}: {outcome.text}"
         assert tree_digest(path.parent) == before, f"{damage} / {label} changed the run directory"
     assert not [p for p in path.parent.iterdir() if p.name.startswith("model_") and p.name != CHECKPOINT]
+
+
+@pytest.fixture(scope="module")
+def nan_weights(texts, tokenizer, model_config, tmp_path_factory):
+    """A checkpoint whose weights are NaN with valid checksums: the one the trainer saves when step 1 diverges."""
+    from azr import TrainingError, build_model
+
+    root = tmp_path_factory.mktemp("nan-weights")
+    model = build_model(model_config, seed=0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(TrainingError):
+        list(AZRTrainer(model, tokenizer, device="cpu").train(texts, 3, root / "run", **FAST))
+    Checkpoint.open(root / "run" / "model_error_0")  # its files verify
+    return root / "run" / "model_error_0"
+
+
+def test_sampling_a_checkpoint_with_nan_weights_gets_one_sentence(nan_weights, corpus_report):
+    api = AppAPI(TrainingJob(runs_root=nan_weights.parent.parent))
+    before = tree_digest(nan_weights.parent)
+    attempts = {
+        "api sample_text": lambda: api_outcome(lambda: sample_text(Checkpoint.open(nan_weights), "a")),
+        "cli generate": lambda: cli_outcome(["generate", str(nan_weights), "--prompt", "a"]),
+        "app generate": lambda: app_outcome(lambda: as_endpoint(api.generate)("run/model_error_0", "a")),
+    }
+    for label, attempt in attempts.items():
+        outcome = attempt()
+        corpus_report.append((f"NaN weights / {label}", outcome))
+        assert outcome.clean and "NaN" in outcome.text, f"{label}: {outcome.text}"
+    assert tree_digest(nan_weights.parent) == before
 
 
 # ---------------------------------------------------------------------------- settings and paths
