@@ -90,9 +90,8 @@ def test_log_probs_equal_the_samplers_distribution(make_model, temperature, top_
     rollout = generate(model, prompts, 10, temperature, top_k, eos_token_id=1, pad_token_id=2, top_p=top_p,
                        with_support=True)
     torch.manual_seed(7)
-    config = GenerationConfig(do_sample=True, max_new_tokens=10, temperature=temperature, top_k=top_k or None,
-                              top_p=top_p if top_p < 1 else None, eos_token_id=1, pad_token_id=2,
-                              output_scores=True, return_dict_in_generate=True)
+    config = GenerationConfig(do_sample=True, max_new_tokens=10, temperature=temperature, top_k=top_k, top_p=top_p,
+                              eos_token_id=1, pad_token_id=2, output_scores=True, return_dict_in_generate=True)
     output = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), generation_config=config)
     assert torch.equal(output.sequences, rollout.sequences)
     scores = torch.stack(output.scores, dim=1)
