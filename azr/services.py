@@ -16,7 +16,7 @@ from azr.checkpoints.checkpoint import Checkpoint
 from azr.config import ModelConfig
 from azr.data.corpus import default_corpus
 from azr.data.tokenizer import train_tokenizer
-from azr.errors import ConfigError
+from azr.errors import CheckpointError, ConfigError
 from azr.models.causal_lm import build_model, load_pretrained, max_length_of
 from azr.models.lora import LoraSettings, apply_lora
 from azr.rl.selfplay import generate
@@ -65,11 +65,14 @@ def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0
     model's length keeps its end: at least half the length stays prompt and the continuation gets the rest (the
     returned text still starts with the whole prompt). An empty prompt starts from the end-of-text token. With
     ``seed`` the sample is reproducible, and the global random state is left as it was. Raises ConfigError
-    for a bad setting, CheckpointError for a damaged or unloadable checkpoint.
+    for a bad setting, CheckpointError for a damaged or unloadable checkpoint or one whose weights are not finite.
     """
     check_sampling(temperature, top_k, max_new_tokens)
     checkpoint.verify()
     model, tokenizer = checkpoint.load_model(device)
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise CheckpointError(f"{checkpoint.name}'s weights hold NaN or infinite values (its run diverged), so it "
+                              "cannot be sampled; sample an earlier checkpoint of the run.")
     limit = max_length_of(model)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
     ids = ids[-max(limit // 2, limit - max_new_tokens, 1):]

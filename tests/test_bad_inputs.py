@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+import torch
 from conftest import FAST
 
 from azr import AZRError, AZRTrainer, TrainConfig
@@ -224,6 +225,37 @@ def test_a_damaged_checkpoint_gets_one_sentence_everywhere(damage, original, mak
     assert not [p for p in path.parent.iterdir() if p.name.startswith("model_") and p.name != CHECKPOINT]
 
 
+@pytest.fixture(scope="module")
+def nan_weights(texts, tokenizer, model_config, tmp_path_factory):
+    """A checkpoint whose weights are NaN with valid checksums: the one the trainer saves when step 1 diverges."""
+    from azr import TrainingError, build_model
+
+    root = tmp_path_factory.mktemp("nan-weights")
+    model = build_model(model_config, seed=0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(TrainingError):
+        list(AZRTrainer(model, tokenizer, device="cpu").train(texts, 3, root / "run", **FAST))
+    Checkpoint.open(root / "run" / "model_error_0")  # its files verify
+    return root / "run" / "model_error_0"
+
+
+def test_sampling_a_checkpoint_with_nan_weights_gets_one_sentence(nan_weights, corpus_report):
+    api = AppAPI(TrainingJob(runs_root=nan_weights.parent.parent))
+    before = tree_digest(nan_weights.parent)
+    attempts = {
+        "api sample_text": lambda: api_outcome(lambda: sample_text(Checkpoint.open(nan_weights), "a")),
+        "cli generate": lambda: cli_outcome(["generate", str(nan_weights), "--prompt", "a"]),
+        "app generate": lambda: app_outcome(lambda: as_endpoint(api.generate)("run/model_error_0", "a")),
+    }
+    for label, attempt in attempts.items():
+        outcome = attempt()
+        corpus_report.append((f"NaN weights / {label}", outcome))
+        assert outcome.clean and "NaN" in outcome.text, f"{label}: {outcome.text}"
+    assert tree_digest(nan_weights.parent) == before
+
+
 # ---------------------------------------------------------------------------- settings and paths
 
 BAD_SETTINGS = {
@@ -231,7 +263,7 @@ BAD_SETTINGS = {
     "grad_clip": [float("nan"), float("inf"), -1.0],
     "weight_decay": [float("inf"), float("nan"), -0.5],
     "min_lr_ratio": [1.5, float("nan")],
-    "rl_weight": [float("nan"), 2.0],
+    "rl_weight": [float("nan"), 2.0, 0.0],
     "temperature": [0.0, float("inf")],
     "batch_size": [0, -3, 2.5, True],
     "max_iterations": [0, -10],
@@ -273,7 +305,7 @@ def test_a_bad_setting_gets_one_sentence_everywhere(name, value, texts, make_mod
 
 
 APP_FIELDS = {"lr": [float("inf"), "x", -1.0], "batch_size": [0, 2.5, "many"], "max_iterations": [0, None, -4],
-              "rl_weight": [3.0], "warmup": [-2], "seed": [-1], "save_every": [0], "self_play_every": [-1],
+              "rl_weight": [3.0, 0.0], "warmup": [-2], "seed": [-1], "save_every": [0], "self_play_every": [-1],
               "d_model": [33], "num_heads": [0], "vocab_size": [-1], "preset": ["huge"], "lr_schedule": ["zigzag"],
               "time_budget_min": [-5], "run_name": ["../escape", "a/b"]}
 

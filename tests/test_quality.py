@@ -4,12 +4,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from conftest import FAST
 from safetensors.numpy import save
+from transformers import GenerationConfig
 
 from azr import AZRTrainer
 from azr.checkpoints.history import History
-from azr.training.quality import distinct, seq_rep
+from azr.training.quality import distinct, greedy_measures, seq_rep
 
 
 def test_seq_rep_and_distinct_by_hand():
@@ -34,3 +36,11 @@ def test_a_history_without_the_new_columns_still_loads():
     history.extend_encoded(save(old))
     assert len(history) == 3 and history[2]["loss"] == 2.0
     assert history[2].get("seq_rep_4") is None or math.isnan(history[2]["seq_rep_4"])
+
+
+def test_greedy_measures_ignore_the_models_own_generation_settings(make_model):
+    """A base model's repetition penalty or n-gram ban would flatter seq-rep-4: the measure uses plain greedy."""
+    windows = torch.randint(3, 300, (8, 32), generator=torch.Generator().manual_seed(0))
+    plain, configured = make_model(seed=2), make_model(seed=2)
+    configured.generation_config = GenerationConfig(repetition_penalty=3.0, no_repeat_ngram_size=2)
+    assert greedy_measures(configured, windows, eos_token_id=1) == greedy_measures(plain, windows, eos_token_id=1)

@@ -7,6 +7,7 @@ import torch
 from transformers import GenerationConfig
 
 from azr import ConfigError, TrainConfig
+from azr.models.lora import LoraSettings, apply_lora
 from azr.rl.grpo import Reference, Rollout, blend_rl_gradient, group_advantages, grpo_loss, sampled_log_probs
 from azr.rl.selfplay import generate
 
@@ -37,6 +38,14 @@ def test_group_advantages_are_normalised_within_each_group():
     expected = [0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, 0, 0, 0, 0,
                 -0.3 / (std3 + 1e-4), 0.3 / (std3 + 1e-4), -0.1 / (std3 + 1e-4), 0.1 / (std3 + 1e-4)]
     assert group_advantages(rewards, 4).tolist() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("value, size", [(0.9, 3), (0.3, 6), (0.1, 7)])
+def test_a_group_whose_rewards_agree_has_advantages_of_exactly_zero(value, size):
+    """Not the rounding error of its mean over (std + eps), which the blend would scale up to the RL share."""
+    rewards = torch.cat([torch.full((size,), value), torch.arange(size, dtype=torch.float32)])
+    advantages = group_advantages(rewards, size)
+    assert torch.equal(advantages[:size], torch.zeros(size)) and advantages[size:].abs().max() > 0.5
 
 
 def test_loss_and_kl_match_a_hand_computation(make_model):
@@ -81,9 +90,8 @@ def test_log_probs_equal_the_samplers_distribution(make_model, temperature, top_
     rollout = generate(model, prompts, 10, temperature, top_k, eos_token_id=1, pad_token_id=2, top_p=top_p,
                        with_support=True)
     torch.manual_seed(7)
-    config = GenerationConfig(do_sample=True, max_new_tokens=10, temperature=temperature, top_k=top_k or None,
-                              top_p=top_p if top_p < 1 else None, eos_token_id=1, pad_token_id=2,
-                              output_scores=True, return_dict_in_generate=True)
+    config = GenerationConfig(do_sample=True, max_new_tokens=10, temperature=temperature, top_k=top_k, top_p=top_p,
+                              eos_token_id=1, pad_token_id=2, output_scores=True, return_dict_in_generate=True)
     output = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), generation_config=config)
     assert torch.equal(output.sequences, rollout.sequences)
     scores = torch.stack(output.scores, dim=1)
@@ -157,6 +165,7 @@ def test_reference_refresh_cadence(make_model):
     (dict(top_k=1), "greedily"),
     (dict(top_p=0.0), "top_p"),
     (dict(rewards="no_such_reward"), "Unknown reward"),
+    (dict(rl_weight=0.0), "rl_weight 0 .*self_play_every=0"),
 ])
 def test_settings_that_would_silently_disable_rl_are_refused(settings, words):
     with pytest.raises(ConfigError, match=words):
@@ -164,7 +173,13 @@ def test_settings_that_would_silently_disable_rl_are_refused(settings, words):
 
 
 def test_without_self_play_the_self_play_combinations_are_not_checked():
-    TrainConfig(self_play_batch=1, num_generations=2, top_k=1, self_play_every=0)
+    TrainConfig(self_play_batch=1, num_generations=2, top_k=1, rl_weight=0.0, self_play_every=0)
+
+
+def test_a_stored_config_with_rl_weight_0_loads_with_self_play_off():
+    """Such a run's self-play never changed its weights; refusing its checkpoints would strand them."""
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), "rl_weight": 0.0, "self_play_every": 10})
+    assert (config.self_play_every, config.rl_weight) == (0, 0.0)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -192,3 +207,84 @@ def test_generate_shapes_mask_and_mode(make_model, training):
         assert row[length:] == [pad] * (len(row) - length)
         ended_early += length < len(row)
     assert ended_early  # the mask's zeros were exercised
+
+
+def test_top_k_zero_and_top_p_one_leave_the_whole_vocabulary_to_sample_from(make_model):
+    """0 = no limit: not transformers' default top-50 (the tiny vocabulary has 300 tokens)."""
+    model = make_model(seed=5)
+    assert model.config.vocab_size > 50
+    torch.manual_seed(0)
+    rollout = generate(model, torch.randint(3, 200, (4, 4)), 6, 1.0, 0, eos_token_id=1, pad_token_id=2,
+                       top_p=1.0, with_support=True)
+    live = rollout.mask.bool()
+    assert rollout.support[live].all()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_models_own_generation_config_does_not_change_what_is_sampled(make_model, lora):
+    """A base model's generation_config (repetition penalty, min_p, top_k...) is not applied behind the caller's back,
+    with or without LoRA adapters around it: the same seed gives the same tokens and the same support as the same
+    weights without it, and the model keeps its own setting."""
+    plain, configured = make_model(seed=6), make_model(seed=6)
+    configured.generation_config = GenerationConfig(repetition_penalty=3.0, min_p=0.2, top_k=5, top_p=0.5,
+                                                    no_repeat_ngram_size=2, suppress_tokens=[7, 8, 9])
+    if lora:
+        plain, configured = apply_lora(plain, LoraSettings(r=2)), apply_lora(configured, LoraSettings(r=2))
+    prompts = torch.randint(3, 200, (4, 4), generator=torch.Generator().manual_seed(1))
+    rollouts = []
+    for model in (plain, configured):
+        torch.manual_seed(3)
+        rollouts.append(generate(model, prompts, 12, 0.9, 0, eos_token_id=1, pad_token_id=2, with_support=True))
+    assert torch.equal(rollouts[0].sequences, rollouts[1].sequences)
+    assert torch.equal(rollouts[0].support, rollouts[1].support) and rollouts[0].support.all()
+    assert configured.generation_config.repetition_penalty == 3.0
+
+
+def lm_gradient(model) -> torch.Tensor:
+    """The LM gradient of one fixed window, left in the parameters' ``.grad``; returned flattened."""
+    model.zero_grad(set_to_none=True)
+    batch = torch.tensor([PROMPT + CONTINUATIONS[0]])
+    torch.nn.functional.cross_entropy(model(input_ids=batch[:, :-1]).logits[0], batch[0, 1:]).backward()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_a_round_without_reward_signal_leaves_the_lm_gradient_as_it_was(make_model, beta):
+    """Every group's rewards agree: no advantage, so no RL share (not a damped LM step, nor a KL pull scaled up to
+    the share); the KL to the reference is still measured."""
+    model, other = make_model(seed=4), make_model(seed=5)
+    reference = Reference()
+    reference.refresh(other, iteration=0)
+    lm_grad = lm_gradient(model)
+    advantages = group_advantages(torch.tensor([0.7, 0.7, 0.2, 0.2]), 2)
+    rl_loss, kl = grpo_loss(model, fixed_rollout(), advantages, beta, reference)
+    blend_rl_gradient(model, rl_loss, 0.4)
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), lm_grad)
+    assert (kl is None) == (beta == 0) and (kl is None or kl > 0)
+
+
+def test_an_rl_gradient_of_zero_leaves_the_lm_gradient_as_it_was(make_model):
+    model = make_model(seed=4)
+    lm_grad = lm_gradient(model)
+    zero_signal = grpo_loss(model, fixed_rollout(), torch.tensor([1.0, -1.0, 0.5, -0.5]), 0.0, None)[0] * 0
+    blend_rl_gradient(model, zero_signal, 0.4)
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), lm_grad)
+
+
+def test_rl_log_probs_and_kl_are_the_sampling_policys_even_with_dropout(make_model):
+    """Sampling runs in eval mode, so the loss takes its log-probs and KL there too (dropout off), whatever mode
+    the model is in; the mode is left as it was and the loss still has a gradient."""
+    model, other = make_model(seed=1, dropout=0.5), make_model(seed=2, dropout=0.5)
+    rollout, advantages = fixed_rollout(), torch.tensor([1.2, -0.4, 0.5, -1.3])
+    reference = Reference()
+    reference.refresh(other, iteration=0)
+    model.train()
+    assert not torch.equal(model(input_ids=rollout.sequences).logits, model(input_ids=rollout.sequences).logits)
+    loss, kl = grpo_loss(model, rollout, advantages, 0.3, reference)
+    assert model.training
+    model.eval()
+    expected_loss, expected_kl = grpo_loss(model, rollout, advantages, 0.3, reference)
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-6) and kl == pytest.approx(expected_kl, rel=1e-6)
+    model.train()
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -234,9 +234,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, ignoring unknown keys; a field that the dict lacks and whose default has changed
-        since (``LEGACY_DEFAULTS``) takes its old default."""
+        since (``LEGACY_DEFAULTS``) takes its old default, and a stored rl_weight 0 means self-play off."""
         known = {f.name for f in fields(cls)}
-        return cls(**{**LEGACY_DEFAULTS, **{k: v for k, v in values.items() if k in known}})
+        values = {**LEGACY_DEFAULTS, **{k: v for k, v in values.items() if k in known}}
+        if values.get("rl_weight") == 0:  # accepted before: self-play that never changed the weights
+            values["self_play_every"] = 0
+        return cls(**values)
 
     def updated(self, **overrides: Any) -> TrainConfig:
         """Return a copy with the given non-None fields replaced (validated)."""
@@ -256,6 +259,9 @@ def check_self_play(config: TrainConfig) -> None:
     if config.top_k == 1:
         raise ConfigError("top_k 1 samples greedily, so every continuation in a group is the same and RL does "
                           "nothing; use top_k 0 (no limit) or above 1.")
+    if config.rl_weight == 0:
+        raise ConfigError("rl_weight 0 gives self-play no share of the step, so its generation would be paid for "
+                          "and never used; set self_play_every=0 to turn self-play off, or rl_weight above 0.")
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:

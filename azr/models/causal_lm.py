@@ -1,7 +1,9 @@
 """Causal LMs: build a Llama-style model from a ModelConfig, or load a pretrained one."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,17 @@ def max_length_of(model: PreTrainedModel) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 2048
+
+
+@contextlib.contextmanager
+def evaluating(model) -> Iterator[None]:
+    """Run the block with the model in eval mode (dropout off), then put its mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def load_pretrained(name_or_path: str, device: str | torch.device = "cpu"):

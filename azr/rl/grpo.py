@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
+from azr.models.causal_lm import evaluating
+
 ADVANTAGE_EPS = 1e-4  # as TRL: a group whose rewards all agree gets advantages of 0
 
 
@@ -36,10 +38,12 @@ class Rollout:
 
 def group_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
     """Return (r - group mean) / (group std + eps) for rewards whose groups are consecutive runs of
-    ``num_generations`` (std with Bessel's correction, as TRL)."""
+    ``num_generations`` (std with Bessel's correction, as TRL); exactly 0 in a group whose rewards all agree (not
+    the rounding error of its mean)."""
     groups = rewards.view(-1, num_generations)
     mean, std = groups.mean(dim=1, keepdim=True), groups.std(dim=1, keepdim=True)
-    return ((groups - mean) / (std + ADVANTAGE_EPS)).reshape(-1)
+    agree = (groups == groups[:, :1]).all(dim=1, keepdim=True)
+    return torch.where(agree, 0.0, (groups - mean) / (std + ADVANTAGE_EPS)).reshape(-1)
 
 
 def _logits(model, rollout: Rollout, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -67,18 +71,25 @@ def token_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tens
 
 
 def grpo_loss(model, rollout: Rollout, advantages: torch.Tensor, beta: float,
-              reference: Reference | None) -> tuple[torch.Tensor, float | None]:
-    """Return the GRPO loss of ``rollout`` and the mean KL to the reference (None without one or with beta 0)."""
-    logits = _logits(model, rollout)
-    per_token = advantages[:, None] * sampled_log_probs(logits, rollout)
-    kl_mean = None
-    if beta and reference is not None and reference.tensors is not None:
-        with torch.no_grad():
-            reference_logits = _logits(model, rollout, reference.tensors)
-        kl = token_kl(logits, reference_logits)
-        per_token = per_token - beta * kl
-        kl_mean = float(_sequence_means(kl.detach(), rollout.mask).mean())
-    return -_sequence_means(per_token, rollout.mask).mean(), kl_mean
+              reference: Reference | None) -> tuple[torch.Tensor | None, float | None]:
+    """Return the GRPO loss of ``rollout`` and the mean KL to the reference (None without one or with beta 0).
+
+    The forward passes run in eval mode, as the sampling did (with dropout the train-mode log-probs would not be
+    the sampling policy's). The loss is None when every advantage is 0 (every group's rewards agree): such a round
+    has no reward signal, and its KL term alone is not an RL step.
+    """
+    signal = bool(advantages.any())
+    with evaluating(model), torch.set_grad_enabled(signal and torch.is_grad_enabled()):
+        logits = _logits(model, rollout)
+        per_token = advantages[:, None] * sampled_log_probs(logits, rollout)
+        kl_mean = None
+        if beta and reference is not None and reference.tensors is not None:
+            with torch.no_grad():
+                reference_logits = _logits(model, rollout, reference.tensors)
+            kl = token_kl(logits, reference_logits)
+            per_token = per_token - beta * kl
+            kl_mean = float(_sequence_means(kl.detach(), rollout.mask).mean())
+    return (-_sequence_means(per_token, rollout.mask).mean() if signal else None), kl_mean
 
 
 def _sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -86,17 +97,22 @@ def _sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def blend_rl_gradient(model, rl_loss: torch.Tensor, rl_weight: float) -> None:
+def blend_rl_gradient(model, rl_loss: torch.Tensor | None, rl_weight: float) -> None:
     """Turn the LM gradients in the parameters' ``.grad`` into (1 - w) g_lm + w (|g_lm| / |g_rl|) g_rl: the RL
     gradient is scaled to the LM gradient's norm, so ``rl_weight`` w is the RL share of the step whatever the
-    reward's scale."""
+    reward's scale. Without an RL gradient (``rl_loss`` None, or a gradient of zero) the LM gradients stay as
+    they are: there is nothing to share the step with."""
+    if rl_loss is None:
+        return
     params = [p for p in model.parameters() if p.requires_grad]
     rl = torch.autograd.grad(rl_loss, params, allow_unused=True)
     lm = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     rl = [torch.zeros_like(p) if g is None else g for p, g in zip(params, rl)]
     rl_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in rl]))
+    if rl_norm == 0:
+        return
     lm_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in lm]))
-    scale = rl_weight * lm_norm / rl_norm if rl_norm > 0 else torch.zeros(())
+    scale = rl_weight * lm_norm / rl_norm
     for p, a, b in zip(params, lm, rl):
         p.grad = (1.0 - rl_weight) * a + scale * b
 

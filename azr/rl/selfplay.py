@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import GenerationConfig
 
 from azr.config import TrainConfig
-from azr.models.causal_lm import max_length_of
+from azr.models.causal_lm import evaluating, max_length_of
+from azr.models.generation import exact_generate
 from azr.rl.grpo import Rollout
 from azr.rl.rewards import RewardSet
 
@@ -21,21 +21,15 @@ SHOWN_CHARS = 160  # characters of a shown prompt or continuation
 @torch.no_grad()
 def generate(model, prompts: torch.Tensor, max_new_tokens: int, temperature: float, top_k: int,
              eos_token_id: int, pad_token_id: int, top_p: float = 1.0, with_support: bool = False) -> Rollout:
-    """Sample continuations of equal-length ``prompts`` in one batched, KV-cached ``generate`` call.
+    """Sample continuations of equal-length ``prompts`` in one batched, KV-cached ``generate`` call, under exactly
+    these settings (``top_k`` 0 and ``top_p`` 1: no limit; the model's own generation settings are not applied).
 
     With ``with_support`` the rollout records, per position, which tokens top-k/top-p left to sample from.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        config = GenerationConfig(
-            do_sample=True, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None,
-            top_p=top_p if top_p < 1 else None, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            use_cache=True, output_scores=with_support, return_dict_in_generate=True)
-        attention = torch.ones_like(prompts)
-        output = model.generate(input_ids=prompts, attention_mask=attention, generation_config=config)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        output = exact_generate(model, prompts, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id,
+                                pad_token_id=pad_token_id, temperature=temperature, top_k=top_k, top_p=top_p,
+                                output_scores=with_support)
     sequences = output.sequences
     support = torch.stack([torch.isfinite(s) for s in output.scores], dim=1) if with_support else None
     return Rollout(sequences, prompts.shape[1], _mask_after_eos(sequences[:, prompts.shape[1] :], eos_token_id),
