@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as save_columns
 
-from azr.checkpoints import checkpoint as ckpt
+from azr.checkpoints import names
 from azr.checkpoints.history import COLUMNS, History, forget_chunk_digests
 from azr.checkpoints.statefile import STATE_FILE
 from azr.training.session import Run
@@ -52,7 +52,7 @@ def run(bench: Bench, subject: Subject) -> list[Entry]:
     shutil.rmtree(short_run.run_dir)
     for _ in range(sizes.listed_checkpoints - 1):
         _next_save(subject, long_run)
-    listed = sorted(p.name for p in long_run.run_dir.iterdir() if ckpt.NAME_PATTERN.match(p.name))
+    listed = sorted(p.name for p in long_run.run_dir.iterdir() if names.NAME_PATTERN.match(p.name))
     progress(f"listing {len(listed)} checkpoints of {long_records:,} iterations: in-process, then in new processes")
     in_process = alternate({"azr_list_in_process": lambda: _list_in_process(long_run.run_dir, len(listed))},
                            sizes.repeats)

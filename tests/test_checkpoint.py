@@ -19,14 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints
 from azr.checkpoints import storage, tensorfile
-from azr.checkpoints.checkpoint import (
-    HISTORY_FILE,
-    OPTIMIZER_FILE,
-    RNG_FILE,
-    WEIGHTS_FILE,
-    Checkpoint,
-    verify_checkpoint,
-)
+from azr.checkpoints.checkpoint import Checkpoint, verify_checkpoint
+from azr.checkpoints.names import HISTORY_FILE, OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE
 from azr.checkpoints.runs import rotate_checkpoints
 from azr.checkpoints.statefile import FORMAT_VERSION, STATE_FILE, seal
 

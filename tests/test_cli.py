@@ -21,7 +21,8 @@ from safetensors.numpy import load as load_columns
 from safetensors.numpy import save as save_columns
 
 from azr import default_corpus, list_checkpoints
-from azr.checkpoints.checkpoint import HISTORY_FILE, Checkpoint, verify_checkpoint
+from azr.checkpoints.checkpoint import Checkpoint, verify_checkpoint
+from azr.checkpoints.names import HISTORY_FILE
 from azr.checkpoints.statefile import seal
 from azr.cli.commands import _settings
 from azr.cli.main import SETTING_CHOICES, build_parser, main
@@ -156,7 +157,7 @@ def test_a_second_sigint_exits_at_once_and_leaves_only_complete_checkpoints(corp
     # The second signal writes nothing: an interrupted checkpoint exists only when the first one's save had
     # finished before it, and then the output says so.
     interrupted = [info.name for info in infos if info.kind == "interrupted"]
-    assert interrupted == [] or f"Interrupted at iteration" in output, (interrupted, output)
+    assert interrupted == [] or "Interrupted at iteration" in output, (interrupted, output)
     assert "Stopped at once by a second signal" in output or interrupted
 
 

@@ -11,8 +11,7 @@ import torch
 from conftest import FAST
 
 from azr import AZRTrainer, list_checkpoints
-from azr.checkpoints import checkpoint as ckpt
-from azr.checkpoints import runs, storage
+from azr.checkpoints import names, runs, storage
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR, CHUNK_RECORDS, History, forget_chunk_digests
 from azr.checkpoints.statefile import STATE_FILE
@@ -82,7 +81,7 @@ def saving(texts, tokenizer, make_model, tmp_path):
     for _ in trainer.train(texts, 5, tmp_path / "run", **FAST):
         pass
     source = Checkpoint.open(tmp_path / "run" / "model_iter_5")
-    model_files = (STATE_FILE, ckpt.HISTORY_FILE, ckpt.WEIGHTS_FILE, ckpt.CONFIG_FILE, "generation_config.json")
+    model_files = (STATE_FILE, names.HISTORY_FILE, names.WEIGHTS_FILE, names.CONFIG_FILE, "generation_config.json")
     files = {p.name: p.read_bytes() for p in source.path.iterdir() if p.name not in model_files}
 
     def save(run_dir, name, history):
@@ -107,7 +106,7 @@ def test_the_state_file_and_a_save_do_not_grow_with_the_history(saving, tmp_path
         assert len(written) == length // CHUNK_RECORDS
         saved = Checkpoint.open(run_dir / "model_iter_2")
         assert saved.history() == history
-        sizes[length] = (saved.path / STATE_FILE).stat().st_size, (saved.path / ckpt.HISTORY_FILE).stat().st_size
+        sizes[length] = (saved.path / STATE_FILE).stat().st_size, (saved.path / names.HISTORY_FILE).stat().st_size
     short, long = sizes[1_000], sizes[3 * CHUNK_RECORDS + 17]
     assert long[0] < short[0] + 500  # three chunk digests more in trainer_state.json
     assert long[1] < short[1]  # the tail holds only the records after the last full chunk

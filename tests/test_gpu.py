@@ -13,7 +13,8 @@ from test_precision import STOP, TARGET, losses, train
 from test_writer_process import spy, wait_for_the_writer
 
 from azr import AZRTrainer
-from azr.checkpoints.checkpoint import OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE, Checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.names import OPTIMIZER_FILE, RNG_FILE, WEIGHTS_FILE
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

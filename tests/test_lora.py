@@ -10,7 +10,8 @@ from conftest import FAST
 from transformers import AutoModelForCausalLM
 
 from azr import AZRTrainer, ConfigError, services
-from azr.checkpoints.checkpoint import ADAPTER_WEIGHTS, Checkpoint
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.names import ADAPTER_WEIGHTS
 from azr.models.lora import LoraSettings
 
 LORA = LoraSettings(r=4, alpha=8.0)

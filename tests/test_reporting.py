@@ -56,7 +56,7 @@ def test_tensorboard_logs_each_step_once_locally_and_in_the_pushed_repo(make_mod
 
 
 def test_trackio_logs_each_step_once_locally(tmp_path):
-    script = f"""
+    script = """
 import json, sys
 from pathlib import Path
 from conftest import FAST

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 from azr.checkpoints import containment, storage
 from azr.checkpoints.history import CHUNK_DIR, History, chunk_path, chunk_problem
+from azr.checkpoints.names import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    NAME_PATTERN,
+    OPTIMIZER_FILE,
+    REFERENCE_FILE,
+    REQUIRED_FILES,
+    RNG_FILE,
+    SCHEDULER_FILE,
+    V1_OPTIMIZER_FILE,
+    V1_RNG_FILE,
+    WEIGHTS_FILE,
+    hub_hint,
+    is_hub_reference,
+)
 from azr.checkpoints.statefile import FORMAT_VERSION, read_state
 from azr.config import LR_SCHEDULES, TrainConfig
 from azr.config.schedule import LRPlan
@@ -28,54 +44,6 @@ from azr.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
-RNG_FILE = "rng_state.safetensors"
-SCHEDULER_FILE = "scheduler.json"
-HISTORY_FILE = "history_tail.safetensors"
-ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # a LoRA checkpoint's model
-REFERENCE_FILE = "reference.safetensors"  # the self-play reference policy, when the run has one
-V1_OPTIMIZER_FILE, V1_RNG_FILE = "optimizer.pt", "rng_state.pt"
-REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
-                  2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
-KINDS = ("iter", "paused", "interrupted", "error", "best", "predecay")
-ASIDE_KINDS = ("best", "predecay")  # kept beside the run, one each: the lowest validation loss so far, and the
-# state where a wsd decay began (an extension re-plans the decay from there)
-NAME_PATTERN = re.compile(rf"^model_({'|'.join(KINDS)})_(\d+)$")
-HUB_SCHEME = "hf://"
-HUB_LIKE = re.compile(r"^([\w.-]+)/([\w.-]+)(@[^/]+)?(/[\w.-]+)?/?$")
-
-
-def is_hub_reference(ref: str | os.PathLike) -> bool:
-    """True for ``hf://…``, the only way to name the Hub; anything else (a bare ``user/run`` too) is a local path."""
-    return isinstance(ref, str) and ref.startswith(HUB_SCHEME)
-
-
-def hub_hint(text: str) -> str:
-    """Return advice to write ``hf://`` when a missing local path looks like ``user/run[/name]`` (not like
-    ``folder/model_iter_N``) and its first folder does not exist here either; otherwise an empty string."""
-    match = HUB_LIKE.match(text)
-    if match and not NAME_PATTERN.match(match.group(2)) and not Path(match.group(1)).exists():
-        return f"; for a Hub repo write hf://{text}"
-    return ""
-
-
-def checkpoint_name(kind: str, iteration: int) -> str:
-    """Return the directory name of a checkpoint of ``kind`` at ``iteration``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    return f"model_{kind}_{iteration}"
-
-
-def iteration_in_name(name: str) -> int:
-    """Return the iteration a checkpoint directory's name holds (``model_iter_30`` → 30)."""
-    match = NAME_PATTERN.match(name)
-    if match is None:
-        raise ValueError(f"{name!r} is not a checkpoint name")
-    return int(match.group(2))
-
 
 @dataclass
 class CheckpointInfo:

@@ -25,17 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from azr.checkpoints import storage
-from azr.checkpoints.checkpoint import (
-    ASIDE_KINDS,
-    NAME_PATTERN,
-    OPTIMIZER_FILE,
-    V1_OPTIMIZER_FILE,
-    Checkpoint,
-    CheckpointInfo,
-    checkpoint_size,
-    iteration_in_name,
-)
+from azr.checkpoints.checkpoint import Checkpoint, CheckpointInfo, checkpoint_size
 from azr.checkpoints.history import CHUNK_DIR
+from azr.checkpoints.names import ASIDE_KINDS, NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, iteration_in_name
 from azr.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)

@@ -10,15 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azr.checkpoints import storage
-from azr.checkpoints.checkpoint import (
-    HISTORY_FILE,
-    OPTIMIZER_FILE,
-    REFERENCE_FILE,
-    RNG_FILE,
-    SCHEDULER_FILE,
-    Checkpoint,
-)
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR, EncodedHistory, FrozenHistory, History, chunk_path
+from azr.checkpoints.names import HISTORY_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE
 from azr.checkpoints.statefile import FORMAT_VERSION, STATE_FILE, seal
 from azr.errors import CheckpointError
 from azr.utils.quiet import progress_bars_off

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azr.checkpoints import runs
-from azr.checkpoints.checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, hub_hint, is_hub_reference
+from azr.checkpoints.checkpoint import Checkpoint, CheckpointError
+from azr.checkpoints.names import CONFIG_FILE, hub_hint, is_hub_reference
 from azr.checkpoints.runs import list_checkpoints
 from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED
 from azr.cli.terminal import Progress, format_checkpoints, format_report, say, say_resume

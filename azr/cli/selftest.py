@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from azr.checkpoints.checkpoint import WEIGHTS_FILE, Checkpoint, checkpoint_name
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.names import WEIGHTS_FILE, checkpoint_name
 from azr.config import ModelConfig
 from azr.data.corpus import default_corpus
 from azr.errors import ConfigError

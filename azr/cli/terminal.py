@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from azr.checkpoints.checkpoint import iteration_in_name
+from azr.checkpoints.names import iteration_in_name
 
 if TYPE_CHECKING:  # annotations only: rendering a listing must not import torch
     from azr.checkpoints.checkpoint import CheckpointInfo

@@ -37,7 +37,7 @@ from huggingface_hub.errors import (
 )
 
 from azr.checkpoints import checkpoint as ckpt
-from azr.checkpoints import containment, runs, storage
+from azr.checkpoints import containment, names, runs, storage
 from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.statefile import STATE_FILE
 from azr.checkpoints.writing import copy_checkpoint
@@ -45,7 +45,7 @@ from azr.errors import CheckpointError, HubError
 from azr.hub.card import chart_svg, model_card
 from azr.hub.http import check_repo_id, request_timeout, use_timeout
 
-SCHEME = ckpt.HUB_SCHEME
+SCHEME = names.HUB_SCHEME
 CHECKPOINTS = "checkpoints"
 INDEX = f"{CHECKPOINTS}/index.json"
 CHART = "training_curves.svg"
@@ -72,7 +72,7 @@ class HubReference:
         return f"{SCHEME}{self.repo_id}{revision}" + (f"/{self.name}" if self.name else "")
 
 
-is_hub_reference = ckpt.is_hub_reference  # defined with the checkpoint references, which stay light to import
+is_hub_reference = names.is_hub_reference  # defined with the checkpoint references, which stay light to import
 
 
 def parse_reference(ref: str) -> HubReference:
@@ -82,7 +82,7 @@ def parse_reference(ref: str) -> HubReference:
     if not match:
         raise HubError(f"{ref!r} is not a Hub reference; use hf://user/run[@revision][/checkpoint-name].")
     name = match.group("name")
-    if name and not ckpt.NAME_PATTERN.match(name):
+    if name and not names.NAME_PATTERN.match(name):
         raise HubError(f"{name!r} is not a checkpoint name (like model_iter_1000) in {ref!r}.")
     return HubReference(match.group("repo"), match.group("revision"), name)
 
@@ -140,7 +140,7 @@ HUB_EXCEPTIONS = (HfHubHTTPError, OfflineModeIsEnabled, LocalEntryNotFoundError,
 
 def _checkpoint_names(files: list[str]) -> list[str]:
     names = {parts[1] for parts in (f.split("/") for f in files)
-             if len(parts) == 3 and parts[0] == CHECKPOINTS and ckpt.NAME_PATTERN.match(parts[1])}
+             if len(parts) == 3 and parts[0] == CHECKPOINTS and names.NAME_PATTERN.match(parts[1])}
     return sorted(names)
 
 
@@ -175,12 +175,12 @@ def list_checkpoints(ref: str, token: str | None = None) -> list[ckpt.Checkpoint
         missing = [f for f in recorded if f"{CHECKPOINTS}/{name}/{f}" not in present]
         if not recorded and f"{CHECKPOINTS}/{name}/{STATE_FILE}" not in present:
             missing = [STATE_FILE]
-        match = ckpt.NAME_PATTERN.match(name)
+        match = names.NAME_PATTERN.match(name)
         infos.append(ckpt.CheckpointInfo(
             name=name, path=str(HubReference(reference.repo_id, reference.revision, name)), kind=match.group(1),
             iteration=entry.get("iteration", int(match.group(2))), max_iterations=entry.get("max_iterations"),
             loss=entry.get("loss"), val_loss=entry.get("val_loss"), timestamp=entry.get("timestamp"),
-            size_bytes=entry.get("size_bytes", 0), has_optimizer=ckpt.OPTIMIZER_FILE in recorded,
+            size_bytes=entry.get("size_bytes", 0), has_optimizer=names.OPTIMIZER_FILE in recorded,
             valid=not missing, reason=f"{missing[0]} is missing" if missing else None,
         ))
     infos.sort(key=lambda i: (i.timestamp or "", i.iteration or 0), reverse=True)
@@ -286,7 +286,7 @@ def push(checkpoint: str | Path, repo_id: str, token: str | None = None, private
     check_repo_id(repo_id)
     opened = ckpt.Checkpoint.open(Path(checkpoint))
     checkpoint, state = opened.path, opened.state
-    name = checkpoint.name if ckpt.NAME_PATTERN.match(checkpoint.name) else state["name"]
+    name = checkpoint.name if names.NAME_PATTERN.match(checkpoint.name) else state["name"]
     corpus_file = containment.corpus_file(opened, Path(corpus_root)) if push_corpus and corpus_root else None
 
     def add(files: set[str], index: dict[str, Any]) -> list:

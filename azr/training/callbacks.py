@@ -10,7 +10,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from azr.checkpoints.checkpoint import ASIDE_KINDS
+from azr.checkpoints.names import ASIDE_KINDS
 from azr.checkpoints.runs import discard_older, rotate_checkpoints
 from azr.hub import pending
 from azr.hub.pending import PushTarget

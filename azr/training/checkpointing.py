@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from azr.checkpoints.checkpoint import checkpoint_name
+from azr.checkpoints.names import checkpoint_name
 from azr.errors import CheckpointError
 from azr.training import distributed
 from azr.training.callbacks import TrainerCallback

@@ -31,8 +31,9 @@ import transformers
 
 from azr import __version__
 from azr.checkpoints import storage
-from azr.checkpoints.checkpoint import CONFIG_FILE, Checkpoint, checkpoint_name
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR
+from azr.checkpoints.names import CONFIG_FILE, checkpoint_name
 from azr.checkpoints.staging import Stager
 from azr.checkpoints.writerprocess import SaveJob, WriterFailed, WriterProcess, suits
 from azr.checkpoints.writing import CheckpointContents, missing_chunks, write_contents

@@ -14,8 +14,9 @@ import torch
 import transformers
 
 from azr.checkpoints import containment, runs
-from azr.checkpoints.checkpoint import Checkpoint, checkpoint_name
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import History
+from azr.checkpoints.names import checkpoint_name
 from azr.config import FIXED_ON_RESUME, TrainConfig, training_defaults
 from azr.config.rewards import parse_rewards
 from azr.config.schedule import LRPlan
