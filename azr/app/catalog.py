@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from azr.checkpoints import runs
-from azr.checkpoints.checkpoint import Checkpoint, CheckpointInfo
+from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.info import CheckpointInfo
 from azr.checkpoints.names import NAME_PATTERN
 from azr.checkpoints.runs import list_checkpoints
 from azr.errors import CheckpointError, HubError

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,6 @@ from azr.checkpoints.names import (
     ADAPTER_WEIGHTS,
     CONFIG_FILE,
     HISTORY_FILE,
-    NAME_PATTERN,
     OPTIMIZER_FILE,
     REFERENCE_FILE,
     REQUIRED_FILES,
@@ -44,28 +42,6 @@ from azr.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
-
-@dataclass
-class CheckpointInfo:
-    """One checkpoint as listed: what it is and whether it can be loaded."""
-
-    name: str
-    path: str
-    kind: str
-    iteration: int | None
-    max_iterations: int | None
-    loss: float | None
-    val_loss: float | None
-    timestamp: str | None
-    size_bytes: int
-    has_optimizer: bool
-    valid: bool
-    reason: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict."""
-        return asdict(self)
-
 
 class Checkpoint:
     """One checkpoint: opened (and verified) once, then asked for its parts.
@@ -341,22 +317,6 @@ class Checkpoint:
             raise CheckpointError(f"Checkpoint {str(self.path)!r} cannot be loaded as a model: its config, weights "
                                   f"or tokenizer files do not fit together ({type(exc).__name__}).") from exc
         return model.to(device), tokenizer
-
-    def info(self, valid: bool = True, reason: str | None = None) -> CheckpointInfo:
-        """Describe this checkpoint for listings."""
-        kind = self.kind if NAME_PATTERN.match(self.path.name) else "unknown"
-        return CheckpointInfo(
-            name=self.path.name, path=str(self.path), kind=kind, iteration=self.state.get("iteration"),
-            max_iterations=self.state.get("max_iterations"), loss=self.state.get("loss"),
-            val_loss=self.state.get("val_loss"), timestamp=self.state.get("timestamp"),
-            size_bytes=checkpoint_size(self.path), has_optimizer=self.has_optimizer, valid=valid, reason=reason)
-
-
-def checkpoint_size(path: Path) -> int:
-    """Return the bytes of a checkpoint directory's own files (0 when it is not a directory or is a link)."""
-    if path.is_symlink() or not path.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and not p.is_symlink())
 
 
 def verify_checkpoint(path: str | Path) -> Checkpoint:

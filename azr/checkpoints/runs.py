@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from azr.checkpoints import storage
-from azr.checkpoints.checkpoint import Checkpoint, CheckpointInfo, checkpoint_size
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR
+from azr.checkpoints.info import CheckpointInfo, checkpoint_size, describe
 from azr.checkpoints.names import ASIDE_KINDS, NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, iteration_in_name
 from azr.errors import CheckpointError, ConfigError
 
@@ -232,7 +233,7 @@ def checkpoint_info(path: str | Path, verify: bool = True) -> CheckpointInfo:
                               int(match.group(2)) if match else None, None, None, None, None, checkpoint_size(path),
                               (path / OPTIMIZER_FILE).is_file() or (path / V1_OPTIMIZER_FILE).is_file(), False,
                               reason)
-    return checkpoint.info()
+    return describe(checkpoint)
 
 
 def list_checkpoints(run_dir: str | Path, verify: bool = True) -> list[CheckpointInfo]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from azr.checkpoints import runs
 from azr.checkpoints.checkpoint import Checkpoint, CheckpointError
+from azr.checkpoints.info import checkpoint_size
 from azr.checkpoints.names import CONFIG_FILE, hub_hint, is_hub_reference
 from azr.checkpoints.runs import list_checkpoints
 from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED
@@ -280,7 +281,7 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
         **{field: state.get(field) for field in INSPECT_FIELDS},
         "has_optimizer": checkpoint.has_optimizer, "history_length": checkpoint.history_length,
         "model_config": state.get("model_config") or architecture, "files": len(checkpoint.files),
-        "size_bytes": checkpoint.info().size_bytes, "valid": valid, "reason": reason,
+        "size_bytes": checkpoint_size(checkpoint.path), "valid": valid, "reason": reason,
     }
 
 

@@ -37,7 +37,7 @@ from huggingface_hub.errors import (
 )
 
 from azr.checkpoints import checkpoint as ckpt
-from azr.checkpoints import containment, names, runs, storage
+from azr.checkpoints import containment, info, names, runs, storage
 from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.statefile import STATE_FILE
 from azr.checkpoints.writing import copy_checkpoint
@@ -154,7 +154,7 @@ def _read_index(hf: HfApi, repo_id: str, revision: str | None) -> dict[str, Any]
     return json.loads(Path(path).read_text())
 
 
-def list_checkpoints(ref: str, token: str | None = None) -> list[ckpt.CheckpointInfo]:
+def list_checkpoints(ref: str, token: str | None = None) -> list[info.CheckpointInfo]:
     """Return the checkpoints of a Hub repo, newest first (the same records as for a local directory).
 
     A checkpoint is invalid when a file its index entry names is missing from the repo.
@@ -176,7 +176,7 @@ def list_checkpoints(ref: str, token: str | None = None) -> list[ckpt.Checkpoint
         if not recorded and f"{CHECKPOINTS}/{name}/{STATE_FILE}" not in present:
             missing = [STATE_FILE]
         match = names.NAME_PATTERN.match(name)
-        infos.append(ckpt.CheckpointInfo(
+        infos.append(info.CheckpointInfo(
             name=name, path=str(HubReference(reference.repo_id, reference.revision, name)), kind=match.group(1),
             iteration=entry.get("iteration", int(match.group(2))), max_iterations=entry.get("max_iterations"),
             loss=entry.get("loss"), val_loss=entry.get("val_loss"), timestamp=entry.get("timestamp"),
