@@ -12,9 +12,12 @@ import pytest
 from conftest import FAST
 from test_async_save import hold_background_saves
 
-from azr import AZRTrainer, CheckpointError
+import torch
+
+from azr import AZRTrainer, CheckpointError, TrainingError
 from azr.checkpoints.checkpoint import Checkpoint
-from azr.training import session
+from azr.training import session, step
+from azr.training.callbacks import TrainerCallback
 from azr.training.saving import CheckpointSaver, StepSnapshot
 from azr.training.state import TrainState
 
@@ -107,3 +110,46 @@ def test_a_background_save_collected_by_a_best_checkpoint_is_reported(texts, tok
     saved = [s.message for s in statuses if s.state == "checkpoint"]
     assert saved == ["Saved model_iter_4.", "Saved model_iter_8."]
     assert statuses[-1].state == "completed"
+
+
+class ThreadRecorder(TrainerCallback):
+    """Records the thread each hook runs on."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def on_status(self, status) -> None:
+        self.threads.add(threading.current_thread().name)
+
+    def on_save(self, path, kind) -> None:
+        self.threads.add(threading.current_thread().name)
+
+
+def test_every_hook_runs_on_the_training_thread_background_saves_too(texts, tokenizer, make_model, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
+    recorder = ThreadRecorder()
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", callbacks=[recorder])
+    statuses = list(trainer.train(texts, 20, tmp_path, **{**FAST, "self_play_every": 0}))
+    assert [s.message for s in statuses if s.state == "checkpoint"] == ["Saved model_iter_10.", "Saved model_iter_20."]
+    assert recorder.threads == {threading.current_thread().name}
+
+
+def test_a_non_finite_rl_gradient_under_fp16_stops_the_step_before_the_update(texts, tokenizer, make_model,
+                                                                              tmp_path, monkeypatch):
+    """The GradScaler checks the LM gradients when it unscales them; the RL gradient blended in after must be
+    guarded too."""
+    blend = step.blend_rl_gradient
+
+    def poisoned(model, rl_loss, rl_weight):
+        blend(model, rl_loss, rl_weight)
+        next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = float("nan")
+    monkeypatch.setattr(step, "blend_rl_gradient", poisoned)
+    model = make_model()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    trainer = AZRTrainer(model, tokenizer, device="cpu")
+    with pytest.raises(TrainingError, match="gradient norm is nan"):
+        for _ in trainer.train(texts, 5, tmp_path, **{**FAST, "precision": "fp16", "self_play_every": 1}):
+            pass
+    assert trainer.last_status.state == "error" and trainer.last_status.iteration == 0
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())

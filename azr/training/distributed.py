@@ -113,6 +113,15 @@ def agree(kind: str | None) -> str | None:
     return STOP_KINDS[int(code.item())]
 
 
+def everywhere(flag: bool) -> bool:
+    """True when ``flag`` is true in every process of the group (one collective)."""
+    if not active():
+        return flag
+    value = torch.tensor([int(flag)], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def mean(value: torch.Tensor) -> float:
     """Return the mean over the processes of a scalar tensor, as a float."""
     if not active():

@@ -7,6 +7,7 @@ import torch
 
 from azr.config import TrainConfig
 from azr.errors import TrainingError
+from azr.training import distributed
 
 HIGH_LR = 1e-2  # above this peak learning rate, divergence is the likely cause of a non-finite loss
 
@@ -24,8 +25,12 @@ def check_step(loss: torch.Tensor, norm: torch.Tensor | None, step: int, config:
     sync for both)."""
     norm = torch.zeros(()) if norm is None else norm
     values = torch.stack([loss.detach().float().reshape(()), norm.detach().float().reshape(()).to(loss.device)])
-    if bool(torch.isfinite(values).all()):
+    finite = bool(torch.isfinite(values).all())
+    if distributed.everywhere(finite):  # every process stops at the same step, or none does
         return
+    if finite:
+        raise TrainingError(f"Step {step} stopped the run because another process's loss or gradient is not "
+                            f"finite ({likely_cause(config, lr)}).")
     loss_value, norm_value = (float(v) for v in values.cpu())
     what = f"the loss is {loss_value}" if not math.isfinite(loss_value) else f"the gradient norm is {norm_value}"
     raise TrainingError(f"Step {step} stopped the run because {what} ({likely_cause(config, lr)}).")

@@ -41,11 +41,14 @@ class Stepper:
                                        state.iteration)
         run.optimizer.zero_grad(set_to_none=True)
         lm_loss = self._backward(run, distributed.micro_batches(batch, config.grad_accum_steps))
-        if state.scaler:  # a GradScaler skips a step whose gradients overflow by itself: only the loss is guarded
+        if state.scaler:  # the RL gradient is blended in unscaled, after the LM gradients are unscaled
             state.scaler.unscale_(run.optimizer)
+        # A GradScaler skips a step whose LM gradients overflowed by itself; what it did not see (the RL gradient
+        # blended in after) is guarded here like any gradient.
+        guard_norm = not state.scaler or (play is not None and self._finite_gradients())
         kl = self._reinforce(run, play) if play is not None else None
         norm = grad_norm(self.model.parameters(), config.grad_clip)
-        check_step(lm_loss, None if state.scaler else norm, state.iteration + 1, config, lr)
+        check_step(lm_loss, norm if guard_norm else None, state.iteration + 1, config, lr)
         snapshot.updating()  # from here until the bookkeeping is done, no consistent checkpoint exists
         if state.scaler:
             state.scaler.step(run.optimizer)
@@ -66,6 +69,10 @@ class Stepper:
             (scaler.scale(loss) if scaler else loss).backward()
             total += lm_loss.detach()
         return total / len(pieces)
+
+    def _finite_gradients(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
     def _record(self, run: Run, lm_loss: torch.Tensor, lr: float, play, kl: float | None) -> None:
         """The step's bookkeeping: iteration, metrics and history."""
