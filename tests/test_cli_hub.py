@@ -91,6 +91,6 @@ def test_space_deploy_command(hub_env, hub_server):
     assert result.returncode == 0, result.stderr
     assert "Deployed user/azr-space" in result.stdout
     files = hub_server.files("user/azr-space", repo_type="space")
-    assert {"app.py", "requirements.txt", "README.md", "azr/trainer.py", "azr/corpus/tinyshakespeare.txt"} <= set(files)
+    assert {"app.py", "requirements.txt", "README.md", "azr/training/trainer.py", "azr/data/embedded/tinyshakespeare.txt"} <= set(files)
     assert hub_server.space_secrets("user/azr-space") == {"HF_TOKEN": hub_env["token"]}
     assert hub_env["token"] not in result.stdout + result.stderr

@@ -18,7 +18,8 @@ from test_cli import TINY
 
 from azr import AZRTrainer, HubError
 from azr.cli.main import main
-from azr.hub import sync as hub
+from azr.hub import publish
+from azr.hub.http import api
 from azr.hub.pending import PENDING_FILE, pending
 from azr.hub.uploader import push_pending
 
@@ -160,13 +161,13 @@ def test_concurrent_pushes_to_one_repo_keep_every_index_entry(hub_env, hub_serve
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     for _ in trainer.train(texts, 20, tmp_path, **FAST):
         pass
-    hub.api().create_repo(REPO, exist_ok=True)
+    api().create_repo(REPO, exist_ok=True)
     hub_server.hang_next(1, 1.0, methods=("POST",), path="/commit/")  # the first commit waits: the other goes first
     results: dict[str, str | Exception] = {}
 
     def push(name: str) -> None:
         try:
-            results[name] = hub.push(tmp_path / name, REPO)
+            results[name] = publish.push(tmp_path / name, REPO)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             results[name] = exc
 

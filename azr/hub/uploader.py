@@ -25,8 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.errors import AZRError, HubError
-from azr.hub import pending
-from azr.hub import sync as hub
+from azr.hub import pending, publish
 from azr.hub.http import env_seconds
 from azr.hub.pending import PendingPush, PushTarget
 
@@ -52,7 +51,7 @@ def push_once(push: PendingPush, token: str | None, source: Path | None = None) 
     later try with another token; an unsettled one failed transiently. Never raises for a failed push.
     """
     try:
-        commit = hub.push(source or push.path, push.target.repo_id, token, push.target.private, push.run_dir,
+        commit = publish.push(source or push.path, push.target.repo_id, token, push.target.private, push.run_dir,
                           push.target.push_corpus)
     except Exception as exc:  # noqa: BLE001 - an upload thread must never die: every failure becomes a state
         reason = str(exc) if isinstance(exc, AZRError) else f"{type(exc).__name__}: {exc}"
@@ -157,7 +156,7 @@ class HubUploader:
 
     def _queue(self, push: PendingPush) -> None:
         try:
-            staged = hub.staging_copy(push.path)
+            staged = publish.staging_copy(push.path)
         except (AZRError, OSError) as exc:  # damaged or gone: it can never be pushed
             pending.forget(push)
             with self._changed:
