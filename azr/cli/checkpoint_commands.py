@@ -14,7 +14,7 @@ from azr.checkpoints import runs
 from azr.checkpoints.checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, hub_hint, is_hub_reference
 from azr.checkpoints.runs import list_checkpoints
 from azr.cli.defaults import DEFAULT_RUNS_DIR
-from azr.cli.resolve import checked_device, chosen, open_checkpoint, repo_run
+from azr.cli.resolve import checked_device, chosen, hub_repo, open_checkpoint, repo_run
 from azr.cli.terminal import format_checkpoints, format_report
 from azr.errors import ConfigError, HubError
 
@@ -81,10 +81,10 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``azr generate``: print the prompt and a sampled continuation."""
+    checkpoint = open_checkpoint(chosen(args), verify=False)  # first: a wrong path is refused before torch loads
     from azr import services  # noqa: PLC0415
     from azr.training.trainer import resolve_device  # noqa: PLC0415
 
-    checkpoint = open_checkpoint(chosen(args), verify=False)  # sample_text verifies it
     print(services.sample_text(checkpoint, args.prompt, temperature=args.temperature, top_k=args.top_k,
                                max_new_tokens=args.max_new_tokens, seed=args.seed,
                                device=resolve_device(checked_device(args.device))))
@@ -93,9 +93,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """``azr merge``: a LoRA checkpoint's adapter folded into its base model, saved as a full model."""
+    path = open_checkpoint(args.checkpoint).path  # first: a wrong path is refused before torch loads
     from azr.models.lora import merge  # noqa: PLC0415
 
-    out = merge(open_checkpoint(args.checkpoint).path, Path(args.out_dir).expanduser())
+    out = merge(path, Path(args.out_dir).expanduser())
     print(f"Merged {args.checkpoint} into {out}")
     return 0
 
@@ -114,16 +115,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     """``azr push``: one local checkpoint to a Hub repo, or (``--pending``) what runs have pending."""
     from azr.hub import publish  # noqa: PLC0415
-    from azr.hub.http import check_repo_id  # noqa: PLC0415
 
     if args.pending:
         return _push_pending(args)
     if args.checkpoint is None or args.repo_id is None:
         raise ConfigError("azr push needs a CHECKPOINT and a REPO (or --pending [DIR]); see `azr push --help`.")
-    check_repo_id(args.repo_id)
+    repo_id = hub_repo(args.repo_id)
     path = open_checkpoint(chosen(args), verify=False).path  # push verifies it
-    commit = publish.push(path, args.repo_id, private=not args.public, corpus_root=path.parent)
-    print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
+    commit = publish.push(path, repo_id, private=not args.public, corpus_root=path.parent)
+    print(f"Pushed {args.checkpoint} to {repo_id} (commit {commit})")
     return 0
 
 

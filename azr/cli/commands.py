@@ -21,7 +21,7 @@ from azr.checkpoints import runs
 from azr.checkpoints.checkpoint import is_hub_reference
 from azr.checkpoints.runs import list_checkpoints
 from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED
-from azr.cli.resolve import checked_device, open_checkpoint, repo_run
+from azr.cli.resolve import checked_device, hub_repo, open_checkpoint, repo_run
 from azr.cli.terminal import Progress, format_checkpoints, say, say_resume
 from azr.config import TrainConfig, preset
 from azr.errors import ConfigError
@@ -128,11 +128,11 @@ def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
+    hub_options = _hub(args)
+    checkpoint = open_checkpoint(args.checkpoint)  # verified once, before torch loads; the trainer reuses it
     from azr.data.corpus import load_texts  # noqa: PLC0415
     from azr.training.trainer import AZRTrainer  # noqa: PLC0415
 
-    hub_options = _hub(args)
-    checkpoint = open_checkpoint(args.checkpoint)  # verified once; the trainer reuses it
     directory = _resume_directory(args, checkpoint.path)
     texts = load_texts(args.texts) if args.texts else None
     trainer = AZRTrainer.from_checkpoint(checkpoint, device=_process_device(args.device))
@@ -165,9 +165,7 @@ def _hub(args: argparse.Namespace) -> dict[str, Any]:
     invalid repo id."""
     if not args.push_to_hub:
         return {"report_to": args.report_to}
-    from azr.hub.http import check_repo_id  # noqa: PLC0415
-
-    return {"hub_repo_id": check_repo_id(args.push_to_hub), "hub_private": not args.hub_public,
+    return {"hub_repo_id": hub_repo(args.push_to_hub), "hub_private": not args.hub_public,
             "hub_push_corpus": not args.no_push_corpus, "report_to": args.report_to}
 
 

@@ -211,7 +211,7 @@ def _add_push(commands: argparse._SubParsersAction) -> None:
         "checkpoint also becomes the repo's root model with a model card. With --pending: push what the runs in DIR "
         f"(a run, or a runs directory; default: {DEFAULT_RUNS_DIR}) could not push before, the newest first."))
     push.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="checkpoint directory (with --pending: DIR)")
-    push.add_argument("repo_id", metavar="REPO", nargs="?", help="user/run")
+    push.add_argument("repo_id", metavar="REPO", nargs="?", help="hf://user/run (or user/run)")
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.add_argument("--pending", action="store_true",
                       help="push the pending pushes of DIR (kept when the Hub was down, hanging or the run stopped)")
@@ -242,7 +242,7 @@ def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
                              + ("the run's own corpus)" if resume else "the embedded corpus)"))
     parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--push-to-hub", metavar="REPO",
-                        help="push every checkpoint to this Hub repo (user/run) in the background; the token comes "
+                        help="push every checkpoint to this Hub repo (hf://user/run or user/run) in the background; the token comes "
                              "from HF_TOKEN or `huggingface-cli login`")
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
