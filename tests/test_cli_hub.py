@@ -6,10 +6,13 @@ import os
 import subprocess
 
 import pytest
+from conftest import FAST as FAST_SETTINGS
 from test_cli import FAST, TINY
 
-from azr import default_corpus
+from azr import AZRTrainer, default_corpus
 from azr.checkpoints.checkpoint import Checkpoint
+from azr.cli.commands import _hub
+from azr.cli.main import build_parser, main
 
 
 def azr(*args: object, cwd=None) -> subprocess.CompletedProcess:
@@ -91,6 +94,24 @@ def test_space_deploy_command(hub_env, hub_server):
     assert result.returncode == 0, result.stderr
     assert "Deployed user/azr-space" in result.stdout
     files = hub_server.files("user/azr-space", repo_type="space")
-    assert {"app.py", "requirements.txt", "README.md", "azr/trainer.py", "azr/corpus/tinyshakespeare.txt"} <= set(files)
+    assert {"app.py", "requirements.txt", "README.md", "azr/training/trainer.py",
+            "azr/data/embedded/tinyshakespeare.txt"} <= set(files)
     assert hub_server.space_secrets("user/azr-space") == {"HF_TOKEN": hub_env["token"]}
     assert hub_env["token"] not in result.stdout + result.stderr
+
+
+def test_push_takes_the_repo_as_hf_url_like_every_other_command(hub_env, hub_server, make_model, tokenizer, texts,
+                                                                tmp_path, capsys):
+    AZRTrainer(make_model(), tokenizer, device="cpu").train_continuous(texts, 10, tmp_path / "a", **FAST_SETTINGS)
+    checkpoint = str(tmp_path / "a" / "model_iter_10")
+    assert main(["push", checkpoint, "hf://user/copy"]) == 0, capsys.readouterr().err
+    assert "Pushed" in capsys.readouterr().out
+    assert main(["push", checkpoint, "user/plain"]) == 0, capsys.readouterr().err  # the documented form still works
+    for repo in ("user/copy", "user/plain"):
+        assert "checkpoints/model_iter_10/trainer_state.json" in hub_server.files(repo)
+    for target in ("hf://user/copy@v1", "hf://user/copy/model_iter_10"):
+        assert main(["push", checkpoint, target]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("azr: error: ") and "a repo" in error and len(error.splitlines()) == 1, error
+    train = build_parser().parse_args(["train", "--push-to-hub", "hf://user/run"])
+    assert _hub(train)["hub_repo_id"] == "user/run"  # --push-to-hub takes the same two forms

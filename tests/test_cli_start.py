@@ -63,6 +63,19 @@ def test_help_usage_errors_and_list_import_no_heavy_library(run):
     assert "model_iter_10" in stdout and stdout.rstrip().endswith("valid")
 
 
+@pytest.mark.parametrize("command", [["generate", "checkpoints/nope", "--prompt", "x"], ["resume", "alice/run"],
+                                     ["inspect", "nope"], ["merge", "nope", "out"], ["push", "nope", "user/run"]])
+def test_a_missing_checkpoint_is_refused_before_any_heavy_import(command, tmp_path):
+    """The path is checked first: the one-line error comes at once, not after torch has loaded."""
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), json.dumps([command])],
+                          capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("azr: error: ")]
+    assert len(errors) == 1 and "does not exist" in errors[0], done.stderr[-2000:]
+    status, imported = json.loads(done.stderr.splitlines()[-1])
+    assert status == 2 and not {"torch", "transformers"} & set(imported), (status, imported)
+    assert not list(tmp_path.iterdir())  # nothing was created
+
+
 def test_import_azr_is_lazy_and_every_public_name_resolves():
     code = ("import sys, azr; light = 'torch' not in sys.modules; names = [getattr(azr, n) for n in azr.__all__]; "
             "print(light, 'torch' in sys.modules, set(azr.__all__) <= set(dir(azr)))")

@@ -22,7 +22,7 @@ from azr.checkpoints import storage
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.statefile import SEAL, STATE_FILE, seal
 from azr.errors import CheckpointError
-from azr.hub import sync as hub
+from azr.hub import publish
 
 RUN, NAME = "linked", "model_iter_10"
 REPO = "user/leak"
@@ -86,8 +86,8 @@ def refused_everywhere(root: Path, name: str, hub_server, message: str) -> None:
     assert not entry["valid"] and re.match(f"it {message}", entry["reason"])
     path = root / name
     for attempt in (lambda: Checkpoint.open(path), lambda: job.archive(name), lambda: job.delete(name),
-                    lambda: job.push(name, HubSettings(REPO)), lambda: hub.push(path, REPO, corpus_root=root / RUN),
-                    lambda: hub.staging_copy(path)):
+                    lambda: job.push(name, HubSettings(REPO)), lambda: publish.push(path, REPO, corpus_root=root / RUN),
+                    lambda: publish.staging_copy(path)):
         with pytest.raises(CheckpointError, match=f"is invalid: it {message}.*nothing outside a checkpoint"):
             attempt()
     with pytest.raises(KeyError):
@@ -125,7 +125,7 @@ def test_links_in_the_history_or_a_corpus_out_of_the_run_are_refused(root, outsi
     with pytest.raises(CheckpointError, match=r"holds a symbolic link \(history\)"):
         TrainingJob(root, hub_repo="").archive(f"{RUN}/{NAME}")
     with pytest.raises(CheckpointError, match="symbolic link"):
-        hub.push(root / RUN / NAME, REPO)
+        publish.push(root / RUN / NAME, REPO)
     assert outside == []
     history.unlink()
 
@@ -138,7 +138,7 @@ def test_links_in_the_history_or_a_corpus_out_of_the_run_are_refused(root, outsi
     with pytest.raises(CheckpointError, match="corpus '../outside/secret.txt' is not a file of its run"):
         TrainingJob(root, hub_repo="").archive(f"{RUN}/{NAME}")
     with pytest.raises(CheckpointError, match="is not a file of its run"):
-        hub.push(root / RUN / NAME, REPO, corpus_root=root / RUN)
+        publish.push(root / RUN / NAME, REPO, corpus_root=root / RUN)
     with pytest.raises(KeyError):
         hub_server.files(REPO)
     assert outside == []

@@ -13,9 +13,12 @@ from conftest import FAST
 
 from azr import AZRTrainer, CheckpointError, ConfigError, HubError
 from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.names import is_hub_reference
 from azr.checkpoints.runs import RunLock
 from azr.checkpoints.statefile import seal
+from azr.hub import publish
 from azr.hub import sync as hub
+from azr.hub.http import api
 
 REPO = "user/run"
 
@@ -113,14 +116,14 @@ def test_from_pretrained_on_the_repo_gives_the_newest_weights(pushed):
 
 def test_named_checkpoints_and_revisions_resolve(pushed, hub_server):
     directory, _ = pushed
-    path = hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
+    path = hub.download_checkpoint(f"hf://{REPO}/model_iter_20").path
     assert Checkpoint.open(path).state["iteration"] == 20
-    assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}")).state["iteration"] == 30
-    first_commit = [c.commit_id for c in hub.api().list_repo_commits(REPO)][-2]  # the push of model_iter_10
-    path = hub.resolve_checkpoint(f"hf://{REPO}@{first_commit}")
+    assert hub.download_checkpoint(f"hf://{REPO}").state["iteration"] == 30
+    first_commit = [c.commit_id for c in api().list_repo_commits(REPO)][-2]  # the push of model_iter_10
+    path = hub.download_checkpoint(f"hf://{REPO}@{first_commit}").path
     assert Checkpoint.open(path).state["iteration"] == 10
-    hub.api().create_tag(REPO, tag="v1", revision=first_commit)
-    assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}@v1/model_iter_10")).state["iteration"] == 10
+    api().create_tag(REPO, tag="v1", revision=first_commit)
+    assert hub.download_checkpoint(f"hf://{REPO}@v1/model_iter_10").state["iteration"] == 10
 
 
 def test_pull_and_push_commands(pushed, tmp_path):
@@ -129,7 +132,7 @@ def test_pull_and_push_commands(pushed, tmp_path):
     assert Checkpoint.open(pulled).state["iteration"] == 20
     corpus = Checkpoint.open(pulled).state["corpus"]["file"]
     assert (tmp_path / "pulled" / corpus).is_file()  # resumable here without the original files
-    commit = hub.push(pulled, "user/copy", private=False)
+    commit = publish.push(pulled, "user/copy", private=False)
     assert len(commit) == 40
     assert [i.name for i in hub.list_checkpoints("hf://user/copy")] == ["model_iter_20"]
 
@@ -149,9 +152,9 @@ def test_a_pulled_corpus_name_leading_out_of_the_run_is_refused(pushed, hub_serv
     state = json.loads(hub_server.files(REPO)["checkpoints/model_iter_20/trainer_state.json"])
     state["corpus"]["file"] = "../planted.txt"  # a state file sealed anew: only the name is wrong
     state.pop("state_sha256")
-    hub.api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
+    api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
                           path_in_repo="checkpoints/model_iter_20/trainer_state.json")
-    downloaded = hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
+    downloaded = hub.download_checkpoint(f"hf://{REPO}/model_iter_20").path
     (downloaded.parent.parent.parent / "planted.txt").write_text("not the corpus")  # where the name leads there
     with pytest.raises(CheckpointError, match="corpus '../planted.txt' is not a file of its run"):
         hub.pull(f"hf://{REPO}/model_iter_20", to=tmp_path / "pulled")
@@ -194,9 +197,9 @@ def test_a_server_gone_mid_run_is_reported_and_training_completes(hub_env, hub_s
     ("hf://user/empty", "Repository 'user/empty' has no checkpoints"),
 ])
 def test_each_hub_error_has_its_message(pushed, reference, message):
-    hub.api().create_repo("user/empty", exist_ok=True)
+    api().create_repo("user/empty", exist_ok=True)
     with pytest.raises(HubError) as error:
-        hub.resolve_checkpoint(reference)
+        hub.download_checkpoint(reference)
     assert message in str(error.value)
 
 
@@ -204,30 +207,30 @@ def test_no_access_without_a_token_says_so(pushed, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("HF_HOME", os.environ["HF_HOME"] + "-anonymous")
     with pytest.raises(HubError, match="no access \\(no token was used\\)"):
-        hub.resolve_checkpoint(f"hf://{REPO}")  # the repo is private by default
+        hub.download_checkpoint(f"hf://{REPO}")  # the repo is private by default
 
 
 def test_offline_with_nothing_cached(pushed, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     with pytest.raises(HubError, match="offline .* nothing is cached"):
-        hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
+        hub.download_checkpoint(f"hf://{REPO}/model_iter_20")
 
 
 def test_offline_uses_what_is_cached(pushed, monkeypatch):
-    hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
+    hub.download_checkpoint(f"hf://{REPO}/model_iter_20")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert Checkpoint.open(hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")).state["iteration"] == 20
+    assert hub.download_checkpoint(f"hf://{REPO}/model_iter_20").state["iteration"] == 20
 
 
 def test_a_corrupted_download_fails_its_checksums(pushed, hub_server):
     state = json.loads(hub_server.files(REPO)["checkpoints/model_iter_20/trainer_state.json"])
     state["files"]["model.safetensors"] = "0" * 64
     state.pop("state_sha256")
-    hub.api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
+    api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
                           path_in_repo="checkpoints/model_iter_20/trainer_state.json")
     with pytest.raises(CheckpointError, match="failed verification: checksum mismatch in model.safetensors"):
-        hub.resolve_checkpoint(f"hf://{REPO}/model_iter_20")
+        hub.download_checkpoint(f"hf://{REPO}/model_iter_20")
 
 
 def test_the_token_is_written_nowhere(hub_env, hub_server, make_model, tokenizer, texts, tmp_path, caplog):
@@ -249,7 +252,7 @@ def test_the_token_is_written_nowhere(hub_env, hub_server, make_model, tokenizer
 ])
 def test_only_hf_urls_are_hub_references(tmp_path, monkeypatch, ref, expected):
     monkeypatch.chdir(tmp_path)  # nothing exists here: a missing path is still a path
-    assert hub.is_hub_reference(ref) is expected
+    assert is_hub_reference(ref) is expected
 
 
 def test_history_chunks_travel_with_their_checkpoints(hub_env, hub_server, make_model, tokenizer, texts, tmp_path,

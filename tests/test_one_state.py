@@ -9,10 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST
 from test_async_save import hold_background_saves
-
-import torch
 
 from azr import AZRTrainer, CheckpointError, TrainingError
 from azr.checkpoints.checkpoint import Checkpoint

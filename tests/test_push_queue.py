@@ -13,14 +13,16 @@ import time
 
 import pytest
 from app_process import AppProcess
-from conftest import FAST
+from conftest import FAST, temporaries
 from test_cli import TINY
 
 from azr import AZRTrainer, HubError
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.cli.main import main
-from azr.hub import sync as hub
-from azr.hub.pending import PENDING_FILE, pending
-from azr.hub.uploader import push_pending
+from azr.hub import publish
+from azr.hub.http import api
+from azr.hub.pending import PENDING_FILE, PushTarget, pending
+from azr.hub.uploader import HubUploader, push_pending
 
 REPO = "user/run"
 EVERY = {"model_iter_10", "model_iter_20", "model_iter_30"}
@@ -36,6 +38,13 @@ def azr(*args: object, **env: str) -> subprocess.CompletedProcess:
 def index_of(hub_server, repo: str = REPO) -> dict:
     files = hub_server.files(repo)
     return json.loads(files["checkpoints/index.json"]) if "checkpoints/index.json" in files else {}
+
+
+def wait_until(condition, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def train_while_the_hub_hangs(hub_server, make_model, tokenizer, texts, run_dir, monkeypatch):
@@ -160,13 +169,13 @@ def test_concurrent_pushes_to_one_repo_keep_every_index_entry(hub_env, hub_serve
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     for _ in trainer.train(texts, 20, tmp_path, **FAST):
         pass
-    hub.api().create_repo(REPO, exist_ok=True)
+    api().create_repo(REPO, exist_ok=True)
     hub_server.hang_next(1, 1.0, methods=("POST",), path="/commit/")  # the first commit waits: the other goes first
     results: dict[str, str | Exception] = {}
 
     def push(name: str) -> None:
         try:
-            results[name] = hub.push(tmp_path / name, REPO)
+            results[name] = publish.push(tmp_path / name, REPO)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             results[name] = exc
 
@@ -179,3 +188,66 @@ def test_concurrent_pushes_to_one_repo_keep_every_index_entry(hub_env, hub_serve
     assert set(index_of(hub_server)) == {"model_iter_10", "model_iter_20"}
     commits = [status for method, path, status in hub_server.answers if method == "POST" and "/commit/" in path]
     assert sorted(commits) == [200, 200, 412]  # one pusher's commit was refused and made again on the new head
+
+
+def test_a_replaced_queued_push_leaves_no_staging_and_a_push_to_another_repo_is_kept(
+        hub_env, hub_server, make_model, tokenizer, texts, tmp_path):
+    run = tmp_path / "a"
+    AZRTrainer(make_model(), tokenizer, device="cpu").train_continuous(texts, 20, run, **FAST)
+    hub_server.outage()  # the first push hangs in flight: the next ones wait in the queue
+    uploader = HubUploader()
+    try:
+        uploader.submit(run / "model_iter_20", PushTarget(REPO))
+        wait_until(lambda: uploader.states().get("model_iter_20") == "uploading")
+        for repo in ("user/x", "user/y", "user/y"):  # the same checkpoint to two repos, the second one twice
+            uploader.submit(run / "model_iter_10", PushTarget(repo))
+        assert len(temporaries(run)) == 3  # one staged copy per push in flight or waiting; the replaced one is gone
+        hub_server.recover()
+        states = uploader.finish(60)
+    finally:
+        uploader.close()
+    assert all(state.startswith("pushed") for state in states.values()), states
+    assert set(index_of(hub_server)) == {"model_iter_20"}
+    assert set(index_of(hub_server, "user/x")) == set(index_of(hub_server, "user/y")) == {"model_iter_10"}
+    assert not pending(run) and not temporaries(run)
+
+
+def test_an_older_push_in_flight_does_not_forget_the_newer_content_of_its_name(
+        hub_env, hub_server, make_model, tokenizer, texts, tmp_path):
+    run, aside = tmp_path / "a", tmp_path / "aside"
+    aside.mkdir()
+    AZRTrainer(make_model(), tokenizer, device="cpu").train_continuous(texts, 20, run, **FAST)
+    (run / "model_iter_20").rename(aside / "old")
+    AZRTrainer.from_checkpoint(run / "model_iter_10", device="cpu").train_continuous(
+        texts, 20, run, resume_from=run / "model_iter_10", **{**FAST, "lr": 1e-4})  # model_iter_20 again, changed
+    (run / "model_iter_20").rename(aside / "new")
+    (aside / "old").rename(run / "model_iter_20")
+    new = Checkpoint.open(aside / "new", verify=False).state["timestamp"]
+    hub_server.hang_next(1, 5.0, methods=("POST",), path="/commit/")  # the old content's commit takes a while
+    uploader = HubUploader()
+    try:
+        uploader.submit(run / "model_iter_20", PushTarget(REPO))
+        wait_until(lambda: any(method == "POST" and "/commit/" in path for method, path in hub_server.requests))
+        (run / "model_iter_20").rename(aside / "old")  # meanwhile the run saves model_iter_20 again
+        (aside / "new").rename(run / "model_iter_20")
+        hub_server.outage(503, methods=("POST",))  # and the Hub fails from now on: the new content stays pending
+        uploader.submit(run / "model_iter_20", PushTarget(REPO))
+        wait_until(lambda: uploader.states()["model_iter_20"].startswith("retrying"))  # the old one has landed
+    finally:
+        uploader.close()
+    assert [push.timestamp for push in pending(run)] == [new]
+    hub_server.recover()
+    assert [state.split(" ")[0] for _, state in push_pending(run)] == ["pushed"]
+    assert index_of(hub_server)["model_iter_20"]["timestamp"] == new and not pending(run)
+
+
+def test_transient_errors_in_a_short_run_are_retried_within_its_flush_window(
+        hub_env, hub_server, make_model, tokenizer, texts, tmp_path, monkeypatch):
+    for name in ("AZR_HUB_BACKOFF_S", "AZR_HUB_BACKOFF_MAX_S"):  # the default backoff: 1 s, doubling up to 60 s
+        monkeypatch.delenv(name)
+    hub_server.fail_next(3, 503, methods=("POST",), path="/api/repos/create")
+    hub_server.fail_next(3, 500, methods=("POST",), path="/api/repos/create")
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    *_, final = trainer.train(texts, 30, tmp_path / "a", hub_repo_id=REPO, hub_flush_timeout_s=30, **FAST)
+    assert "All 3 checkpoints pushed to user/run." in final.message, final.pushes
+    assert set(index_of(hub_server)) == EVERY and not pending(tmp_path / "a")

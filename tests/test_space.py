@@ -8,8 +8,8 @@ import yaml
 from conftest_hub import hub_env, hub_server  # noqa: F401
 
 from azr.errors import AZRError
+from azr.hub.http import api
 from azr.hub.space import CARD, PROJECT_ROOT, deploy_space, space_files
-from azr.hub.sync import api
 
 SPACE = "user/azr-trainer"
 
@@ -42,8 +42,8 @@ def test_deploy_creates_the_space_with_the_app(hub_server, hub_env):
     url = deploy_space(SPACE, token=hub_env["token"], set_token_secret=True)
     assert url.endswith(f"/spaces/{SPACE}")
     files = hub_server.files(SPACE, repo_type="space")
-    for name in ("app.py", "requirements.txt", "README.md", "azr/__init__.py", "azr/jobs.py", "azr/ui.py",
-                 "azr/corpus/tinyshakespeare.txt"):
+    for name in ("app.py", "requirements.txt", "README.md", "azr/__init__.py", "azr/app/jobs.py", "azr/app/ui.py",
+                 "azr/data/embedded/tinyshakespeare.txt"):
         assert name in files
     assert files["README.md"] == (PROJECT_ROOT / CARD).read_bytes()
     assert files["app.py"] == (PROJECT_ROOT / "app.py").read_bytes()

@@ -33,6 +33,7 @@ from azr.checkpoints.runs import RUN_FILE
 from azr.config import ModelConfig, TrainConfig
 from azr.data.hub_datasets import HubDataset
 from azr.errors import CheckpointError, ConfigError, HubError
+from azr.hub import publish
 from azr.hub import sync as hub
 from azr.training.status import TrainingStatus
 from azr.training.trainer import AZRTrainer
@@ -230,8 +231,8 @@ class TrainingJob:
         """Push a listed checkpoint to ``hub_settings.repo_id``; return the commit id. Raises AZRError."""
         if not hub_settings.repo_id:
             raise HubError("Set a Hub repo id (like user/my-run) in the Hub settings first.")
-        checkpoint = self.catalog.open(name, hub_settings, verify=False)  # hub.push verifies it
-        return hub.push(checkpoint.path, hub_settings.repo_id, hub_settings.token, hub_settings.private,
+        checkpoint = self.catalog.open(name, hub_settings, verify=False)  # publish.push verifies it
+        return publish.push(checkpoint.path, hub_settings.repo_id, hub_settings.token, hub_settings.private,
                         corpus_root=_corpus_root(checkpoint))
 
     def lr_preview(self, name: str, max_iterations: int | None, lr: float | None = None,

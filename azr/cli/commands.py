@@ -1,14 +1,14 @@
-"""What each ``azr`` command does (the parser is in :mod:`azr.cli`): each drives the library and renders what it
+"""The ``azr`` commands that train: train, resume, demo and selftest (the parser is in :mod:`azr.cli.main`, the
+checkpoint and Hub commands in :mod:`azr.cli.checkpoint_commands`). Each drives the library and renders what it
 reports through :mod:`azr.cli.terminal`; user errors are AZRError exceptions, turned into one line by ``cli.main``.
 
-torch, transformers and huggingface_hub are imported inside the commands that use them, so ``azr --help``, a
-usage error and ``azr list`` of local checkpoints start at once.
+torch, transformers and huggingface_hub are imported inside the commands that use them, so ``azr --help`` and a
+usage error answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azr.checkpoints import runs
-from azr.checkpoints.checkpoint import Checkpoint, CheckpointError
-from azr.checkpoints.info import checkpoint_size
-from azr.checkpoints.names import CONFIG_FILE, hub_hint, is_hub_reference
+from azr.checkpoints.names import is_hub_reference
 from azr.checkpoints.runs import list_checkpoints
 from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED
-from azr.cli.terminal import Progress, format_checkpoints, format_report, say, say_resume
+from azr.cli.resolve import checked_device, hub_repo, open_checkpoint, repo_run
+from azr.cli.terminal import Progress, format_checkpoints, say, say_resume
 from azr.config import TrainConfig, preset
-from azr.errors import ConfigError, HubError
+from azr.errors import ConfigError
 from azr.training.signals import EXIT_CODES, graceful_stop
 
 if TYPE_CHECKING:
@@ -36,19 +35,6 @@ if TYPE_CHECKING:
     from azr.training.trainer import AZRTrainer
 
 SHAPE_OPTIONS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
-INSPECT_FIELDS = ("kind", "iteration", "max_iterations", "loss", "val_loss", "reward", "timestamp", "lr",
-                  "train_config", "data_position", "corpus", "device_type", "versions", "format_version")
-
-
-def _device(name: str) -> str:
-    """Return ``name`` after checking that the device exists; raises ConfigError otherwise."""
-    import torch  # noqa: PLC0415 - see the module docstring for why the heavy imports are local
-
-    missing = (name == "cuda" and not torch.cuda.is_available()) or \
-        (name == "mps" and not torch.backends.mps.is_available())
-    if missing:
-        raise ConfigError(f"--device {name} is not available on this machine; use --device auto or cpu.")
-    return name
 
 
 def _process_device(name: str) -> str | torch.device:
@@ -56,7 +42,7 @@ def _process_device(name: str) -> str | torch.device:
     torchrun; there only rank 0 reports progress (every process still reports its errors)."""
     from azr.training import distributed  # noqa: PLC0415 - torch: see the module docstring
 
-    device = distributed.join(_device(name))
+    device = distributed.join(checked_device(name))
     if not distributed.is_main():
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the rest of the process
     return device
@@ -142,11 +128,11 @@ def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
+    hub_options = _hub(args)
+    checkpoint = open_checkpoint(args.checkpoint)  # verified once, before torch loads; the trainer reuses it
     from azr.data.corpus import load_texts  # noqa: PLC0415
     from azr.training.trainer import AZRTrainer  # noqa: PLC0415
 
-    hub_options = _hub(args)
-    checkpoint = _open_checkpoint(args.checkpoint)  # verified once; the trainer reuses it
     directory = _resume_directory(args, checkpoint.path)
     texts = load_texts(args.texts) if args.texts else None
     trainer = AZRTrainer.from_checkpoint(checkpoint, device=_process_device(args.device))
@@ -160,19 +146,12 @@ def _resume_directory(args: argparse.Namespace, path: Path) -> Path:
     """Return the run directory a resume continues in: a local checkpoint's own (its parent) unless --runs-dir or
     --run is given, else ``<runs-dir>/<run>`` with the checkpoint's run or the Hub repo's name as the default run."""
     if is_hub_reference(args.checkpoint):
-        own_run = _repo_run(args.checkpoint)
+        own_run = repo_run(args.checkpoint)
     elif args.runs_dir is None and args.run is None:
         return path.parent
     else:
         own_run = runs.check_run_name(path.resolve().parent.name)
     return Path(args.runs_dir or DEFAULT_RUNS_DIR).expanduser() / (args.run or own_run)
-
-
-def _repo_run(reference: str) -> str:
-    """Return the run name a Hub reference gives by default: the repo's name (``run`` of ``hf://user/run``)."""
-    from azr.hub import sync as hub  # noqa: PLC0415
-
-    return runs.check_run_name(hub.parse_reference(reference).repo_id.split("/")[1])
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,9 +165,7 @@ def _hub(args: argparse.Namespace) -> dict[str, Any]:
     invalid repo id."""
     if not args.push_to_hub:
         return {"report_to": args.report_to}
-    from azr.hub.http import check_repo_id  # noqa: PLC0415
-
-    return {"hub_repo_id": check_repo_id(args.push_to_hub), "hub_private": not args.hub_public,
+    return {"hub_repo_id": hub_repo(args.push_to_hub), "hub_private": not args.hub_public,
             "hub_push_corpus": not args.no_push_corpus, "report_to": args.report_to}
 
 
@@ -228,80 +205,6 @@ def let_signals_end_the_process() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    """``azr list``: the checkpoints of a run directory, of every run in a runs directory, or of a Hub repo, as a
-    table or JSON."""
-    where, path, run_names = args.dir, Path(args.dir).expanduser(), None
-    if is_hub_reference(where):
-        from azr.hub import sync as hub  # noqa: PLC0415
-
-        infos = hub.list_checkpoints(where)
-    elif not path.exists():
-        print(f"No checkpoints yet in {where}; train a run with `azr train`{hub_hint(where)}.")
-        return 0
-    elif not path.is_dir():
-        raise ConfigError(f"{where!r} is a file, not a run or runs directory; give the directory of a run.")
-    elif runs.is_run_directory(path):
-        infos = list_checkpoints(path)
-    else:  # a runs directory: every run's checkpoints, the newest run first
-        pairs = [(run.name, info) for run in runs.list_runs(path) for info in list_checkpoints(run)]
-        run_names, infos = [name for name, _ in pairs], [info for _, info in pairs]
-    if args.json:
-        entries = [info.as_dict() for info in infos]
-        print(json.dumps(entries if run_names is None else
-                         [{"run": run, **entry} for run, entry in zip(run_names, entries)], indent=2))
-    elif infos:
-        print(format_checkpoints(infos, run_names))
-    else:
-        print(f"No checkpoints in {where}.")
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    """``azr inspect``: what one checkpoint holds."""
-    report = inspect_checkpoint(_open_checkpoint(args.checkpoint, verify=False))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
-
-
-def inspect_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
-    """Return what a checkpoint holds, read from its state, plus whether its files match their checksums."""
-    from azr.models.causal_lm import ARCHITECTURE_FIELDS  # noqa: PLC0415
-
-    try:
-        checkpoint.verify()
-        valid, reason = True, None
-    except CheckpointError as exc:
-        valid, reason = False, str(exc).split(" is invalid: ", 1)[-1].rstrip(".")
-    state = checkpoint.state
-    architecture = {label: checkpoint.model_config[key] for key, label in ARCHITECTURE_FIELDS.items()
-                    if key in checkpoint.model_config} if (checkpoint.path / CONFIG_FILE).is_file() else None
-    return {
-        "name": checkpoint.path.name, "path": str(checkpoint.path), "run_id": checkpoint.run_id,
-        **{field: state.get(field) for field in INSPECT_FIELDS},
-        "has_optimizer": checkpoint.has_optimizer, "history_length": checkpoint.history_length,
-        "model_config": state.get("model_config") or architecture, "files": len(checkpoint.files),
-        "size_bytes": checkpoint_size(checkpoint.path), "valid": valid, "reason": reason,
-    }
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    """``azr generate``: print the prompt and a sampled continuation."""
-    from azr import services  # noqa: PLC0415
-    from azr.training.trainer import resolve_device  # noqa: PLC0415
-
-    checkpoint = _open_checkpoint(_chosen(args), verify=False)  # sample_text verifies it
-    print(services.sample_text(checkpoint, args.prompt, temperature=args.temperature, top_k=args.top_k,
-                               max_new_tokens=args.max_new_tokens, seed=args.seed,
-                               device=resolve_device(_device(args.device))))
-    return 0
-
-
-def _chosen(args: argparse.Namespace) -> str | Path:
-    """The checkpoint a command works on: the one named, or with ``--best`` its run's model_best."""
-    return runs.best_checkpoint(args.checkpoint) if args.best else args.checkpoint
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``azr demo``: the seed guide's pause/resume demonstration, narrated, ending with the checkpoint list."""
     from azr.cli.demo import run_demo  # noqa: PLC0415
@@ -314,79 +217,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
-    """``azr merge``: a LoRA checkpoint's adapter folded into its base model, saved as a full model."""
-    from azr.models.lora import merge  # noqa: PLC0415
-
-    out = merge(_open_checkpoint(args.checkpoint).path, Path(args.out_dir).expanduser())
-    print(f"Merged {args.checkpoint} into {out}")
-    return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    """``azr pull``: a Hub checkpoint into a local run directory."""
-    from azr.hub import sync as hub  # noqa: PLC0415
-
-    if not is_hub_reference(args.reference):
-        raise HubError(f"{args.reference!r} is not a Hub reference; write hf://user/run[@revision][/checkpoint-name].")
-    path = hub.pull(args.reference, to=args.to or Path(DEFAULT_RUNS_DIR) / _repo_run(args.reference))
-    print(f"Pulled {args.reference} to {path}")
-    return 0
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    """``azr push``: one local checkpoint to a Hub repo, or (``--pending``) what runs have pending."""
-    from azr.hub import sync as hub  # noqa: PLC0415
-    from azr.hub.http import check_repo_id  # noqa: PLC0415
-
-    if args.pending:
-        return _push_pending(args)
-    if args.checkpoint is None or args.repo_id is None:
-        raise ConfigError("azr push needs a CHECKPOINT and a REPO (or --pending [DIR]); see `azr push --help`.")
-    check_repo_id(args.repo_id)
-    path = _open_checkpoint(_chosen(args), verify=False).path  # push verifies it
-    commit = hub.push(path, args.repo_id, private=not args.public, corpus_root=path.parent)
-    print(f"Pushed {args.checkpoint} to {args.repo_id} (commit {commit})")
-    return 0
-
-
-def _push_pending(args: argparse.Namespace) -> int:
-    """Push what a run (or every run of a runs directory) has pending, newest first; exit 1 when some stay."""
-    from azr.hub.uploader import push_pending  # noqa: PLC0415
-
-    if args.repo_id is not None:
-        raise ConfigError("azr push --pending takes one DIR (a run or a runs directory), not a repo.")
-    where = Path(args.checkpoint or DEFAULT_RUNS_DIR).expanduser()
-    if not where.is_dir():
-        raise ConfigError(f"{str(where)!r} is not a directory; give a run or a runs directory.")
-    left = done = 0
-    for push, state in push_pending(where):
-        print(f"{push.run_dir.name}/{push.checkpoint} -> {push.target.repo_id}: {state}")
-        left, done = left + state.startswith("pending"), done + 1
-    print(f"Nothing pending in {where}." if not done else
-          f"{left} pushes still pending; run `azr push --pending` again when the Hub answers." if left else
-          "Every pending push is done.")
-    return 1 if left else 0
-
-
-def cmd_space_deploy(args: argparse.Namespace) -> int:
-    """``azr space deploy``: the app as a Hugging Face Space."""
-    from azr.hub.space import deploy_space  # noqa: PLC0415
-
-    url = deploy_space(args.space_id, private=args.private, set_token_secret=args.set_token_secret)
-    print(f"Deployed {args.space_id}: {url}")
-    return 0
-
-
 def cmd_selftest(args: argparse.Namespace) -> int:
     """``azr selftest``: exit 0 only when a stopped and resumed run is bit-identical to an uninterrupted one."""
     from azr.cli.selftest import run_selftest  # noqa: PLC0415
 
-    return 0 if run_selftest(args.iterations, device=_device(args.device), say=say) else 1
+    return 0 if run_selftest(args.iterations, device=checked_device(args.device), say=say) else 1
 
 
-def _open_checkpoint(ref: str, verify: bool = True) -> Checkpoint:
-    """The checkpoint a command names, local or ``hf://`` (huggingface_hub is imported only here)."""
-    from azr.hub.sync import open_checkpoint  # noqa: PLC0415
-
-    return open_checkpoint(ref, verify=verify)

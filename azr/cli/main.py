@@ -1,8 +1,9 @@
 """The ``azr`` command line: the parser, with an option for every TrainConfig field, and the entry point.
 
-The commands themselves are in :mod:`azr.cli.commands`. User errors (any :class:`AZRError`, a bad argument) become one
-line on stderr and exit status 2; Ctrl+C and SIGTERM leave a resumable checkpoint and exit with 130 and 143.
-This module and :mod:`azr.cli.commands` import only light modules, so help and usage errors answer at once.
+The commands themselves are in :mod:`azr.cli.commands` (training) and :mod:`azr.cli.checkpoint_commands`. User
+errors (any :class:`AZRError`, a bad argument) become one line on stderr and exit status 2; Ctrl+C and SIGTERM
+leave a resumable checkpoint and exit with 130 and 143.
+This module and the command modules import only light modules, so help and usage errors answer at once.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import atexit
 import dataclasses
 import gc
+import importlib
 import math
 import os
 import re
@@ -68,16 +70,23 @@ COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 
 
+TRAINING, CHECKPOINTS = "commands.", "checkpoint_commands."  # the modules of azr.cli that hold the handlers
 BEST_HELP = "use the run's model_best checkpoint (lowest validation loss) of CHECKPOINT's run"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of the ``azr`` command; ``args.handler`` names the subcommand's function in
-    :mod:`azr.cli.commands` (imported only once the arguments are valid)."""
+    """Return the parser of the ``azr`` command; ``args.handler`` names the subcommand's function as
+    ``module.function`` in :mod:`azr.cli` (imported only once the arguments are valid)."""
     parser = _Parser(prog="azr", description="Train small causal LMs with the AZR method; pause and resume exactly.")
     parser.add_argument("--version", action="version", version=f"azr {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_resume, _add_list, _add_inspect, _add_generate, _add_demo, _add_selftest, _add_merge,
+                _add_pull, _add_push, _add_space):
+        add(commands)
+    return parser
 
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a new model", description=(
         "Train a new model. Ctrl+C or SIGTERM saves model_interrupted_<N> after the current batch and prints the "
         "command that resumes it; a second Ctrl+C exits at once (every checkpoint on disk stays complete)."))
@@ -108,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--text-column", default="text", metavar="NAME", help="the column of texts (default: text)")
     data.add_argument("--dataset-max-mb", type=POSITIVE_FLOAT, default=DATASET_MAX_MB, metavar="MB",
                       help=f"refuse a dataset with more data than this (default: {DATASET_MAX_MB:g})")
-    train.set_defaults(handler="cmd_train")
+    train.set_defaults(handler=TRAINING + "cmd_train")
 
+
+def _add_resume(commands: argparse._SubParsersAction) -> None:
     resume = commands.add_parser("resume", help="continue a run from a checkpoint", description=(
         "Continue a run from a checkpoint, in its own run directory, to the same or a new --max-iterations target. "
         "Settings not given are the checkpoint's; without --texts the run's own corpus is used."))
@@ -122,23 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",
                         help="start a fresh optimizer instead of the saved one (training then differs slightly)")
-    resume.set_defaults(handler="cmd_resume")
+    resume.set_defaults(handler=TRAINING + "cmd_resume")
 
+
+def _add_list(commands: argparse._SubParsersAction) -> None:
     listing = commands.add_parser("list", help="list the checkpoints in a directory or Hub repo",
                                   description="List checkpoints, newest first, each checked against its checksums.")
     listing.add_argument("dir", nargs="?", default=DEFAULT_RUNS_DIR, metavar="DIR",
                          help=f"runs directory, run directory or hf://user/run (default: {DEFAULT_RUNS_DIR})")
     listing.add_argument("--json", action="store_true", help="print a JSON list")
-    listing.set_defaults(handler="cmd_list")
+    listing.set_defaults(handler=CHECKPOINTS + "cmd_list")
 
+
+def _add_inspect(commands: argparse._SubParsersAction) -> None:
     inspect = commands.add_parser("inspect", help="show what a checkpoint holds",
                                   description="Show a checkpoint's state, settings and checksum status.")
     inspect.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
     inspect.add_argument("--json", action="store_true", help="print JSON")
-    inspect.set_defaults(handler="cmd_inspect")
+    inspect.set_defaults(handler=CHECKPOINTS + "cmd_inspect")
 
-    sample = commands.add_parser("generate", help="sample text from a checkpoint",
-                                 description="Sample a continuation of a prompt with a checkpoint's model and tokenizer.")
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    sample = commands.add_parser(
+        "generate", help="sample text from a checkpoint",
+        description="Sample a continuation of a prompt with a checkpoint's model and tokenizer.")
     sample.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
     sample.add_argument("--prompt", required=True, help="text to continue")
     sample.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N", help="(default: 100)")
@@ -147,49 +165,61 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=COUNT, help="makes the sample reproducible")
     sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     sample.add_argument("--best", action="store_true", help=BEST_HELP)
-    sample.set_defaults(handler="cmd_generate")
+    sample.set_defaults(handler=CHECKPOINTS + "cmd_generate")
 
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="the pause/resume demonstration (about a minute)", description=(
         "Train 100 iterations, resume to 250, stop from another thread after 3 seconds, resume with a new target; "
         "a tiny model on the embedded corpus."))
     demo.add_argument("--dir", help="an empty or new directory for its checkpoints (default: a new temporary one)")
-    demo.set_defaults(handler="cmd_demo")
+    demo.set_defaults(handler=TRAINING + "cmd_demo")
 
+
+def _add_selftest(commands: argparse._SubParsersAction) -> None:
     selftest = commands.add_parser("selftest", help="prove that stop and resume are exact on this machine",
                                    description=(
         "Train a tiny model uninterrupted, then again with a stop at a random iteration and a resume in a fresh "
         "process; compare every loss and the final weights. Exit status 0 only when they are bit-identical."))
     selftest.add_argument("--iterations", type=POSITIVE_INT, default=30, metavar="N", help="(default: 30)")
     selftest.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
-    selftest.set_defaults(handler="cmd_selftest")
+    selftest.set_defaults(handler=TRAINING + "cmd_selftest")
 
+
+def _add_merge(commands: argparse._SubParsersAction) -> None:
     merge = commands.add_parser("merge", help="fold a LoRA checkpoint into a full model", description=(
         "Merge a LoRA checkpoint's adapter into its base model and save the result with the tokenizer; the output "
         "directory loads with AutoModelForCausalLM.from_pretrained and can be a new --base-model."))
     merge.add_argument("checkpoint", metavar="CHECKPOINT", help="LoRA checkpoint directory or hf://user/run[/name]")
     merge.add_argument("out_dir", metavar="OUT_DIR", help="where the merged model goes")
-    merge.set_defaults(handler="cmd_merge")
+    merge.set_defaults(handler=CHECKPOINTS + "cmd_merge")
 
+
+def _add_pull(commands: argparse._SubParsersAction) -> None:
     pull = commands.add_parser("pull", help="download a checkpoint from the Hub", description=(
         "Download a Hub checkpoint (the newest one without a name) and the run's corpus into a checkpoint directory, "
         "verified against its checksums."))
     pull.add_argument("reference", metavar="REFERENCE", help="hf://user/run[@revision][/checkpoint-name]")
     pull.add_argument("--to", metavar="DIR", help=f"run directory (default: {DEFAULT_RUNS_DIR}/<the repo's name>)")
-    pull.set_defaults(handler="cmd_pull")
+    pull.set_defaults(handler=CHECKPOINTS + "cmd_pull")
 
+
+def _add_push(commands: argparse._SubParsersAction) -> None:
     push = commands.add_parser("push", help="upload a checkpoint to a Hub repo", usage=(
         "azr push [-h] [--public] CHECKPOINT REPO\n       azr push --pending [DIR]"), description=(
         "Upload one checkpoint to checkpoints/<name>/ of a Hub model repo (created private if missing); the newest "
         "checkpoint also becomes the repo's root model with a model card. With --pending: push what the runs in DIR "
         f"(a run, or a runs directory; default: {DEFAULT_RUNS_DIR}) could not push before, the newest first."))
     push.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="checkpoint directory (with --pending: DIR)")
-    push.add_argument("repo_id", metavar="REPO", nargs="?", help="user/run")
+    push.add_argument("repo_id", metavar="REPO", nargs="?", help="hf://user/run (or user/run)")
     push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     push.add_argument("--pending", action="store_true",
                       help="push the pending pushes of DIR (kept when the Hub was down, hanging or the run stopped)")
     push.add_argument("--best", action="store_true", help=BEST_HELP)
-    push.set_defaults(handler="cmd_push")
+    push.set_defaults(handler=CHECKPOINTS + "cmd_push")
 
+
+def _add_space(commands: argparse._SubParsersAction) -> None:
     space = commands.add_parser("space", help="deploy the app as a Hugging Face Space",
                                 description="Work with the Hugging Face Space that runs the app.")
     space_commands = space.add_subparsers(dest="space_command", required=True, metavar="COMMAND")
@@ -202,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--set-token-secret", action="store_true",
                         help="store your token (HF_TOKEN or the saved login) as the Space's HF_TOKEN secret, so "
                              "the app can push checkpoints")
-    deploy.set_defaults(handler="cmd_space_deploy")
-    return parser
+    deploy.set_defaults(handler=CHECKPOINTS + "cmd_space_deploy")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
@@ -213,7 +242,7 @@ def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
                              + ("the run's own corpus)" if resume else "the embedded corpus)"))
     parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--push-to-hub", metavar="REPO",
-                        help="push every checkpoint to this Hub repo (user/run) in the background; the token comes "
+                        help="push every checkpoint to this Hub repo (hf://user/run or user/run) in the background; the token comes "
                              "from HF_TOKEN or `huggingface-cli login`")
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
@@ -287,14 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(gc.freeze)  # at exit, the interpreter's final collections skip what is left: seconds saved
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers on import
     args = build_parser().parse_args(argv)
-    from azr.cli import commands  # noqa: PLC0415 - after parsing: help and usage errors need none of it
-
+    module, handler = args.handler.split(".")
+    # after parsing: help and usage errors need none of the commands
+    run = getattr(importlib.import_module(f"azr.cli.{module}"), handler)
     try:
-        return getattr(commands, args.handler)(args)
+        return run(args)
     except AZRError as exc:
         print(f"azr: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        commands.let_signals_end_the_process()
+        from azr.cli.commands import let_signals_end_the_process  # noqa: PLC0415 - light: see the docstring
+
+        let_signals_end_the_process()
         print("azr: interrupted.", file=sys.stderr)
         return last_exit_code() or EXIT_INTERRUPTED

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from azr.checkpoints.names import iteration_in_name
 
 if TYPE_CHECKING:  # annotations only: rendering a listing must not import torch
-    from azr.checkpoints.checkpoint import CheckpointInfo
+    from azr.checkpoints.info import CheckpointInfo
     from azr.training.status import TrainingStatus
 
 
@@ -109,7 +109,7 @@ def format_checkpoints(infos: list[CheckpointInfo], run_names: list[str] | None 
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Return a checkpoint report (see ``azr.cli.commands.inspect_checkpoint``) as aligned lines."""
+    """Return a checkpoint report (see ``azr.cli.checkpoint_commands.inspect_checkpoint``) as aligned lines."""
     config = report["train_config"] or {}
     position = report["data_position"] or {}
     corpus = report["corpus"] or {}

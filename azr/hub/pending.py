@@ -2,13 +2,17 @@
 
 A push is recorded before it starts and forgotten once the Hub has the checkpoint, so whatever stops it (a Hub
 that is down or hangs, Ctrl+C, a crash) leaves it here, to be pushed at the run's next resume, by
-``azr push --pending`` or when the app starts. The file is small JSON, replaced atomically (temporary file,
-fsync, rename) under an exclusive lock on the run directory, so one process's uploader, ``azr push --pending``
-and the app can share it; it is removed when nothing is pending. It never holds a token.
+``azr push --pending`` or when the app starts. A run holds one record per checkpoint name and repo, for the content
+saved last under that name: a push of older content (in flight when the name was saved again) forgets nothing.
+
+The file is small JSON, replaced atomically (temporary file, fsync, rename) under an exclusive lock on the run
+directory, so one process's uploader, ``azr push --pending`` and the app can share it; it is removed when nothing
+is pending. It never holds a token.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -17,7 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.runs import list_runs, write_json
+from azr.checkpoints.statefile import STATE_FILE
 
 PENDING_FILE = "pending_pushes.json"
 
@@ -40,6 +46,15 @@ class PendingPush:
     target: PushTarget
     iteration: int | None = None
     timestamp: str | None = None
+    content: str | None = None  # the sha256 of the checkpoint's state file (which holds every file's): what is pushed
+
+    @classmethod
+    def of(cls, checkpoint: Path, target: PushTarget) -> PendingPush:
+        """Return the push of the checkpoint saved now at ``checkpoint``; raises CheckpointError for one that is
+        missing or unreadable."""
+        state = Checkpoint.open(checkpoint, verify=False).state
+        content = hashlib.sha256((checkpoint / STATE_FILE).read_bytes()).hexdigest()
+        return cls(checkpoint.parent, checkpoint.name, target, state.get("iteration"), state.get("timestamp"), content)
 
     @property
     def path(self) -> Path:
@@ -79,21 +94,23 @@ def _write(run_dir: Path, entries: list[dict[str, Any]]) -> None:
 
 
 def record(push: PendingPush) -> None:
-    """Record a push as pending in its run (once per checkpoint and repo)."""
+    """Record a push as pending in its run, replacing the record of older content under its name and repo."""
     with _locked(push.run_dir):
         entries = [e for e in _read(push.run_dir) if _key(e) != (push.checkpoint, push.target.repo_id)]
         entry = {"checkpoint": push.checkpoint, "target": asdict(push.target), "iteration": push.iteration,
-                 "timestamp": push.timestamp}
+                 "timestamp": push.timestamp, "content": push.content}
         _write(push.run_dir, [*entries, entry])
 
 
 def forget(push: PendingPush) -> None:
-    """Remove a push from its run's pending pushes (done, or impossible)."""
+    """Remove a push from its run's pending pushes (done, or impossible), unless newer content of its name was
+    recorded since."""
     if not push.run_dir.is_dir():
         return
     with _locked(push.run_dir):
         entries = _read(push.run_dir)
-        kept = [e for e in entries if _key(e) != (push.checkpoint, push.target.repo_id)]
+        kept = [e for e in entries if _key(e) != (push.checkpoint, push.target.repo_id)
+                or e.get("content") != push.content]
         if len(kept) != len(entries):
             _write(push.run_dir, kept)
 
@@ -105,7 +122,7 @@ def pending(run_dir: str | Path) -> list[PendingPush]:
     for entry in _read(run_dir):
         try:
             pushes.append(PendingPush(run_dir, entry["checkpoint"], PushTarget(**entry["target"]),
-                                      entry.get("iteration"), entry.get("timestamp")))
+                                      entry.get("iteration"), entry.get("timestamp"), entry.get("content")))
         except TypeError:  # a hand-edited entry: ignored
             continue
     return sorted(pushes, key=PendingPush.newness, reverse=True)

@@ -1,7 +1,7 @@
 """Deploy the app as a Hugging Face Space: app.py, the azr package, requirements.txt and the Space card.
 
 The card is ``space_config/README.md`` (uploaded as the Space's README.md). Hub settings come from the
-environment as for :mod:`azr.hub.sync` (``HF_ENDPOINT``, ``HF_TOKEN``).
+environment as for :mod:`azr.hub.http` (``HF_ENDPOINT``, ``HF_TOKEN``).
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, get_token
 
 from azr.errors import AZRError, HubError
-from azr.hub import sync as hub
+from azr.hub.http import HUB_EXCEPTIONS, api, hub_error
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # azr/hub/space.py: the checkout holds azr/
 PACKAGE = "azr"
 ROOT_FILES = ("app.py", "requirements.txt")
 CARD = Path("space_config") / "README.md"
@@ -50,7 +50,7 @@ def deploy_space(space_id: str, token: str | None = None, private: bool = False,
     secret = (token or get_token()) if set_token_secret else None
     if set_token_secret and not secret:
         raise HubError(f"Setting the {TOKEN_SECRET} secret needs a token; pass one or set {TOKEN_SECRET}.")
-    hf = hub.api(token)
+    hf = api(token)
     try:
         url = hf.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         stale = [name for name in hf.list_repo_files(space_id, repo_type="space")
@@ -60,6 +60,6 @@ def deploy_space(space_id: str, token: str | None = None, private: bool = False,
         hf.create_commit(space_id, operations, repo_type="space", commit_message="Deploy AZR Trainer")
         if secret:
             hf.add_space_secret(space_id, TOKEN_SECRET, secret, description="Pushes checkpoints to the Hub.")
-    except hub.HUB_EXCEPTIONS as exc:
-        raise hub.hub_error(exc, space_id, token) from exc
+    except HUB_EXCEPTIONS as exc:
+        raise hub_error(exc, space_id, token) from exc
     return str(url)

@@ -3,9 +3,14 @@
 Every push is recorded in its run before it starts (:mod:`azr.hub.pending`) and forgotten once the Hub has the
 checkpoint. Failures the Hub may get over (no connection, a timeout, 408, 429, 5xx) are retried with exponential
 backoff — ``AZR_HUB_BACKOFF_S`` (default 1 s) first, doubling up to ``AZR_HUB_BACKOFF_MAX_S`` (default 60 s) —
-for as long as the uploader runs, the newest checkpoint first; what is still not pushed when it stops stays
-pending in the run, for the next resume, ``azr push --pending`` or the app's next start. Every request has a
-timeout (:mod:`azr.hub.http`).
+for as long as the uploader runs, the newest checkpoint first. At the end of a run (:meth:`HubUploader.finish`) a
+push waiting out its backoff is tried again at once, the backoff starts over, and no wait is longer than a quarter
+of the time left, so a Hub that comes back within the window gets its pushes. What is still not pushed when the
+uploader stops stays pending in the run, for the next resume, ``azr push --pending`` or the app's next start. Every
+request has a timeout (:mod:`azr.hub.http`).
+
+A push is one checkpoint name to one repo: a newer save of the name replaces a waiting push of older content (its
+staged copy is removed), and pushes of one name to two repos are two pushes.
 
 A thread of our own rather than ``create_commit(run_as_future=True)``: the library's futures run in a
 ThreadPoolExecutor, whose threads Python joins at exit, so a hanging Hub would hold up Ctrl+C; and a push is
@@ -17,16 +22,15 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError
 
-from azr.checkpoints.checkpoint import Checkpoint
 from azr.errors import AZRError, HubError
-from azr.hub import pending
-from azr.hub import sync as hub
+from azr.hub import pending, publish
 from azr.hub.http import env_seconds
 from azr.hub.pending import PendingPush, PushTarget
 
@@ -52,7 +56,7 @@ def push_once(push: PendingPush, token: str | None, source: Path | None = None) 
     later try with another token; an unsettled one failed transiently. Never raises for a failed push.
     """
     try:
-        commit = hub.push(source or push.path, push.target.repo_id, token, push.target.private, push.run_dir,
+        commit = publish.push(source or push.path, push.target.repo_id, token, push.target.private, push.run_dir,
                           push.target.push_corpus)
     except Exception as exc:  # noqa: BLE001 - an upload thread must never die: every failure becomes a state
         reason = str(exc) if isinstance(exc, AZRError) else f"{type(exc).__name__}: {exc}"
@@ -90,6 +94,15 @@ class _Job:
     staged: Path
     failure: str = "not pushed yet"
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What one push is: a checkpoint name to a repo (the content is the newest saved under the name)."""
+        return self.push.target.repo_id, self.push.checkpoint
+
+    def discard(self) -> None:
+        """Remove the staged copy."""
+        shutil.rmtree(self.staged.parent, ignore_errors=True)
+
 
 class HubUploader:
     """Pushes submitted checkpoints in a worker thread, newest first; ``states()`` tells how each push stands.
@@ -107,6 +120,7 @@ class HubUploader:
         self._current: _Job | None = None
         self._states: dict[str, str] = {}
         self._closed = False
+        self._deadline: float | None = None  # set by finish(): the end of the run's flush window
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="azr-hub-uploader", daemon=True)
         self._thread.start()
@@ -114,9 +128,7 @@ class HubUploader:
     def submit(self, checkpoint: Path, target: PushTarget) -> None:
         """Record a checkpoint's push in its run and queue it (a hard-linked copy is pushed, so local rotation
         cannot remove it mid-upload)."""
-        checkpoint = Path(checkpoint)
-        state = Checkpoint.open(checkpoint, verify=False).state
-        push = PendingPush(checkpoint.parent, checkpoint.name, target, state.get("iteration"), state.get("timestamp"))
+        push = PendingPush.of(Path(checkpoint), target)
         pending.record(push)
         self._queue(push)
 
@@ -138,8 +150,11 @@ class HubUploader:
             return dict(self._states)
 
     def finish(self, timeout_s: float) -> dict[str, str]:
-        """Wait up to ``timeout_s`` for the queued pushes, stop, and return the states (what is left is pending)."""
+        """Wait up to ``timeout_s`` for the queued pushes, retrying within that window, stop, and return the states
+        (what is left is pending)."""
         with self._changed:
+            self._deadline = time.monotonic() + max(timeout_s, 0)
+            self._changed.notify_all()  # a push waiting out its backoff is tried again now
             self._changed.wait_for(lambda: not self._jobs and self._current is None, max(timeout_s, 0))
         self.close()
         return self.states()
@@ -153,25 +168,40 @@ class HubUploader:
             waiting, self._jobs = self._jobs, []
             self._changed.notify_all()
         for job in waiting:
-            shutil.rmtree(job.staged.parent, ignore_errors=True)
+            job.discard()
 
     def _queue(self, push: PendingPush) -> None:
         try:
-            staged = hub.staging_copy(push.path)
+            staged = publish.staging_copy(push.path)
         except (AZRError, OSError) as exc:  # damaged or gone: it can never be pushed
             pending.forget(push)
             with self._changed:
                 self._set(push.checkpoint, f"failed: {exc}")
             return
+        job = _Job(push, staged)
         with self._changed:
-            if self._closed:
-                shutil.rmtree(staged.parent, ignore_errors=True)
+            current = self._current
+            if self._closed or (current and current.key == job.key and current.push.content == push.content):
+                job.discard()  # stopped, or this very content is being pushed now
                 return
             self.repos.add(push.target.repo_id)
-            self._jobs = [j for j in self._jobs if j.push.checkpoint != push.checkpoint] + [_Job(push, staged)]
-            self._jobs.sort(key=lambda j: j.push.newness())
+            self._wait_in_line(job, replace=True)
             self._set(push.checkpoint, "queued")
-            self._changed.notify_all()
+
+    def _wait_in_line(self, job: _Job, replace: bool) -> bool:
+        """Queue ``job`` (the caller holds the lock) and return True, unless a push of the same name and repo waits
+        and ``job`` is a retry (the name was saved over while it was in flight): then ``job`` is discarded. A new
+        save (``replace``) discards the waiting one instead."""
+        older = [j for j in self._jobs if j.key == job.key]
+        if older and not replace:
+            job.discard()
+            return False
+        for replaced in older:
+            replaced.discard()
+        self._jobs = [j for j in self._jobs if j.key != job.key] + [job]
+        self._jobs.sort(key=lambda j: j.push.newness())
+        self._changed.notify_all()
+        return True
 
     def _set(self, name: str, state: str) -> None:
         self._states[name] = state
@@ -190,22 +220,31 @@ class HubUploader:
             with self._changed:
                 self._current = None
                 if settled:
-                    shutil.rmtree(job.staged.parent, ignore_errors=True)
+                    job.discard()
                     failures = 0
                     self._set(job.push.checkpoint, state)
                     self._changed.notify_all()
                     continue
                 if self._closed:  # stopped while this push was in flight: it stays pending
-                    shutil.rmtree(job.staged.parent, ignore_errors=True)
+                    job.discard()
                     return
                 failures += 1
-                delay = min(self._backoff_s * 2 ** (failures - 1), self._max_backoff_s)
+                delay = self._delay(failures)
                 job.failure = state
-                self._jobs.append(job)
-                self._jobs.sort(key=lambda j: j.push.newness())
-                self._set(job.push.checkpoint, f"retrying in {delay:g}s (attempt {failures} failed: {state})")
-                self._changed.notify_all()
-                self._changed.wait_for(lambda: self._closed, delay)
+                if self._wait_in_line(job, replace=False):
+                    self._set(job.push.checkpoint, f"retrying in {delay:g}s (attempt {failures} failed: {state})")
+                window = self._deadline
+                self._changed.wait_for(lambda: self._closed or self._deadline != window, delay)
+                if self._deadline != window:  # the run's end has come: try at once, and the backoff starts over
+                    failures = 0
+
+    def _delay(self, failures: int) -> float:
+        """The backoff after ``failures`` failures in a row; while finishing, at most a quarter of the time left
+        (but at least the first backoff), so that the window holds several more tries."""
+        delay = min(self._backoff_s * 2 ** (failures - 1), self._max_backoff_s)
+        if self._deadline is None:
+            return delay
+        return min(delay, max((self._deadline - time.monotonic()) / 4, self._backoff_s))
 
 
 def start_pending(root: str | Path, token: str | None = None) -> HubUploader | None:
