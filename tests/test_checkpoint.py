@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,3 +236,27 @@ def test_saving_prints_nothing_and_leaves_transformers_progress_bars_as_they_wer
     captured = capfd.readouterr()
     assert "Writing model shards" not in captured.err + captured.out
     assert transformers_logging.is_progress_bar_enabled()
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["atomic exchange", "two renames"])
+def test_an_interrupt_while_a_name_is_replaced_leaves_it_a_complete_version(tmp_path, monkeypatch, exchange):
+    """A second Ctrl+C right after the old version was renamed aside must not cost the name both versions."""
+    final, temp = tmp_path / "model_iter_10", tmp_path / ".tmp-model_iter_10-1-x"
+    for directory, text in ((final, "old"), (temp, "new")):
+        directory.mkdir()
+        (directory / "model.safetensors").write_text(text)
+    if not exchange:
+        monkeypatch.setattr(storage, "_exchange", lambda first, second: False)
+    rename = os.rename
+
+    def interrupted(source, target):
+        if Path(source) == temp and Path(target) == final:
+            raise KeyboardInterrupt
+        rename(source, target)
+    monkeypatch.setattr(os, "rename", interrupted)
+    try:
+        storage.publish(temp, final)
+    except KeyboardInterrupt:
+        storage.discard(temp)  # what a writer does with its temporary when interrupted
+    assert (final / "model.safetensors").read_text() == ("new" if exchange else "old")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(storage.TRASH_PREFIX)]

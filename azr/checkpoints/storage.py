@@ -7,6 +7,7 @@ symbolic link out of a directory: :func:`link_out` finds one, deleting removes t
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import mmap
@@ -26,6 +27,7 @@ MAP_THRESHOLD = 1 << 20  # files at least this large are mapped, not read
 SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread of its own while it is written
 
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
 T = TypeVar("T")
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
@@ -145,17 +147,45 @@ def write_file_atomically(path: Path, make_data: Callable[[], bytes]) -> None:
 
 
 def publish(temp: Path, final: Path) -> None:
-    """Fsync the finished temporary directory and rename it to its final name; an older one of that name is
-    renamed aside just before and deleted only after, so the name is without a complete directory only between
-    two renames (not while the old one is deleted)."""
+    """Fsync the finished temporary directory and rename it to its final name; an older directory of that name is
+    replaced so that the name always holds a complete version (see :func:`_replace`)."""
     fsync_dir(temp)
-    older = hidden_sibling(final.parent, TRASH_PREFIX, final.name) if final.is_symlink() or final.exists() else None
-    if older is not None:
+    if final.is_symlink() or final.exists():
+        _replace(temp, final)
+    else:
+        os.rename(temp, final)
+        fsync_dir(final.parent)
+
+
+def _replace(temp: Path, final: Path) -> None:
+    """Put ``temp`` in the place of ``final`` and delete the older version: swapped in one system call where the
+    file system can, else renamed aside just before and put back if the second rename is interrupted."""
+    older = hidden_sibling(final.parent, TRASH_PREFIX, final.name)
+    if _exchange(temp, final):
+        os.rename(temp, older)  # the old version, now under the temporary name, goes to the trash
+    else:
         os.rename(final, older)
-    os.rename(temp, final)
+        try:
+            os.rename(temp, final)
+        except BaseException:  # a Ctrl+C between the renames: the name keeps its older version
+            os.rename(older, final)
+            raise
     fsync_dir(final.parent)
-    if older is not None:
-        _remove(older)
+    _remove(older)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directory entries atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where the system
+    or the file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first))
 
 
 def copy_directory(source: Path, final: Path) -> None:
