@@ -152,3 +152,17 @@ def test_a_non_finite_rl_gradient_under_fp16_stops_the_step_before_the_update(te
             pass
     assert trainer.last_status.state == "error" and trainer.last_status.iteration == 0
     assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("async_save", [True, False])
+def test_a_step_saved_as_best_and_as_iter_stores_its_files_once(texts, tokenizer, make_model, tmp_path, monkeypatch,
+                                                                 async_save):
+    monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for _ in trainer.train(texts, 10, tmp_path, **{**FAST, "val_every": 10, "keep_best": True,
+                                                   "self_play_every": 0, "async_save": async_save}):
+        pass
+    best, last = tmp_path / "model_best_10", tmp_path / "model_iter_10"
+    for name in ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors"):
+        assert (best / name).stat().st_ino == (last / name).stat().st_ino, name
+    Checkpoint.open(best), Checkpoint.open(last)  # both still verify

@@ -223,6 +223,14 @@ def discard(path: Path) -> None:
     _remove(trash)
 
 
+def same_file(first: Path, second: Path) -> bool:
+    """True when both paths are one file on disk (hard links of each other)."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

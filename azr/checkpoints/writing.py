@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from azr.checkpoints import storage
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR, EncodedHistory, FrozenHistory, History, chunk_path
 from azr.checkpoints.names import HISTORY_FILE, OPTIMIZER_FILE, REFERENCE_FILE, RNG_FILE, SCHEDULER_FILE
-from azr.checkpoints.statefile import FORMAT_VERSION, STATE_FILE, seal
+from azr.checkpoints.statefile import FORMAT_VERSION, STATE_FILE, read_state, seal
 from azr.errors import CheckpointError
 from azr.utils.quiet import progress_bars_off
 
@@ -137,3 +138,20 @@ def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:
                   lambda number, digest: chunk_path(checkpoint.chunk_dir, digest).read_bytes())
     storage.copy_directory(checkpoint.path, root / checkpoint.path.name)
     return root / checkpoint.path.name
+
+
+def share_identical_files(checkpoint: Path, twin: Path) -> None:
+    """Make the files of ``checkpoint`` that have the same recorded sha256 as ``twin``'s hard links to them (a
+    ``model_best_N`` and a ``model_iter_N`` of the same step hold the same weights and optimizer state), so that
+    a step saved twice takes its room once. Each file is swapped in with one rename; a file system without hard
+    links keeps the copies."""
+    mine, theirs = (read_state(path).get("files", {}) for path in (checkpoint, twin))
+    for name, digest in mine.items():
+        if theirs.get(name) != digest or storage.same_file(checkpoint / name, twin / name):
+            continue
+        link = storage.hidden_sibling(checkpoint, storage.TEMP_PREFIX, name)
+        try:
+            os.link(twin / name, link)
+        except OSError:
+            return
+        os.replace(link, checkpoint / name)

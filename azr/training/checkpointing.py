@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from azr.checkpoints.names import checkpoint_name
+from azr.checkpoints.names import checkpoint_name, iteration_in_name
+from azr.checkpoints.writing import share_identical_files
 from azr.errors import CheckpointError
 from azr.training import distributed
 from azr.training.callbacks import TrainerCallback
@@ -20,6 +21,7 @@ from azr.training.session import Run
 log = logging.getLogger(__name__)
 
 REPORTED_KIND = "iter"  # the kind whose saves the run reports in a status of their own
+TWINS = {"iter": "best", "best": "iter"}  # kinds a step may be saved as twice: its files are stored once
 
 
 class RunSaves:
@@ -86,6 +88,9 @@ class RunSaves:
 
     def _saved(self, kind: str, path: Path) -> None:
         self.run.last_checkpoint = str(path)
+        twin = path.parent / checkpoint_name(TWINS.get(kind, kind), iteration_in_name(path.name))
+        if twin != path and twin.is_dir():
+            share_identical_files(path, twin)
         if kind == REPORTED_KIND:
             self._unreported.append(path)
         for callback in self.callbacks:
