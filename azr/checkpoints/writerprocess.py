@@ -248,11 +248,11 @@ def _dumps(job: SaveJob, arena: SharedArena) -> bytes:
 def _serve(connection: Connection) -> None:
     """Build each model's skeleton and write each save that arrives; exit when the parent closes the connection
     (or dies)."""
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415 (the writer's imports, not the trainer's)
+    messages: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_receive, args=(connection, messages), daemon=True).start()  # before the slow imports:
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 (a parent killed meanwhile ends it at once)
 
     hf_logging.set_verbosity_error()
-    messages: queue.SimpleQueue = queue.SimpleQueue()
-    threading.Thread(target=_receive, args=(connection, messages), daemon=True).start()
     arena, model = None, None
     while True:
         number, kind, value = messages.get()
