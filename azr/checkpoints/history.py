@@ -84,14 +84,6 @@ class History(Sequence):
             start -= 1
         return self[start:]
 
-    def truncated(self, length: int) -> History:
-        """Return a copy with the first ``length`` records."""
-        copy = History()
-        for name, column in self._columns.items():
-            copy._columns[name] = column[:length]
-        copy._digests = self._digests[: length // CHUNK_RECORDS]
-        return copy
-
     # ------------------------------------------------------------------ storage
 
     def encode(self, start: int, stop: int) -> bytes:
