@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ddp_worker import SETTINGS, STOP_AT, TARGET
+from ddp_worker import DIVERGE_AT, SETTINGS, STOP_AT, TARGET
 
 from azr import AZRTrainer, ConfigError, build_model, list_checkpoints
 from azr.checkpoints.checkpoint import Checkpoint
@@ -71,6 +71,12 @@ def test_a_stop_asked_by_one_process_is_made_by_all_and_resumes_in_one_process(t
     for _ in trainer.train(texts, TARGET, two_processes / "stopped", resume_from=stopped["checkpoint"]):
         pass
     assert_close(losses(trainer), full["losses"])
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process_at_that_step(two_processes):
+    diverged = json.loads((two_processes / "diverged.json").read_text())
+    assert diverged["final"] == "error" and diverged["iteration"] == DIVERGE_AT - 1
+    assert f"Step {DIVERGE_AT} stopped the run because another process's loss or gradient" in diverged["message"]
 
 
 def test_a_global_batch_that_cannot_be_split_is_refused_with_a_clear_message(two_processes, texts):
