@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from azr.checkpoints.checkpoint import Checkpoint
-from azr.config import ModelConfig
+from azr.config import SAMPLING_RANGES, ModelConfig
 from azr.data.corpus import default_corpus
 from azr.data.tokenizer import train_tokenizer
 from azr.errors import CheckpointError, ConfigError
@@ -47,14 +47,13 @@ def new_model(texts: list[str] | None, model_config: ModelConfig | None = None, 
     return build_model(dataclasses.replace(config, vocab_size=len(tokenizer)), seed=seed), tokenizer
 
 
-def check_sampling(temperature: Any, top_k: Any, max_new_tokens: Any) -> None:
-    """Raise ConfigError when a sampling setting is not usable."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-        raise ConfigError(f"temperature must be a positive number, got {temperature!r}.")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ConfigError(f"top_k must be zero (no limit) or a positive integer, got {top_k!r}.")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+def check_sampling(temperature: Any, top_k: Any, max_new_tokens: Any, seed: Any = None) -> None:
+    """Raise ConfigError naming the setting and its range (``azr.config.SAMPLING_RANGES``) when a sampling setting is
+    not usable; no ``seed`` (None) is fine."""
+    values = {"temperature": temperature, "top_k": top_k, "max_new_tokens": max_new_tokens, "seed": seed}
+    for name, value in values.items():
+        if not (name == "seed" and value is None):
+            SAMPLING_RANGES[name].check(name, value)
 
 
 def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0, top_k: int = 50,
@@ -67,7 +66,7 @@ def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0
     ``seed`` the sample is reproducible, and the global random state is left as it was. Raises ConfigError
     for a bad setting, CheckpointError for a damaged or unloadable checkpoint or one whose weights are not finite.
     """
-    check_sampling(temperature, top_k, max_new_tokens)
+    check_sampling(temperature, top_k, max_new_tokens, seed)
     checkpoint.verify()
     model, tokenizer = checkpoint.load_model(device)
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):

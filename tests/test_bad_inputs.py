@@ -4,9 +4,11 @@ changes nothing. The summary is written to tests/artifacts/bad_inputs.txt."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -14,16 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import orjson
 import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRError, AZRTrainer, TrainConfig
+from azr import AZRError, AZRTrainer, ModelConfig, TrainConfig
 from azr.app.api import AppAPI, as_endpoint
 from azr.app.jobs import TrainingJob
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.statefile import STATE_FILE, seal
 from azr.cli.main import main
+from azr.config import SAMPLING_RANGES
+from azr.config.ranges import Range
 from azr.services import sample_text
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -121,6 +126,15 @@ def edit_json(name: str, change: Callable[[dict], None]) -> Callable[[Path], Non
     return apply
 
 
+def link_corpus(run: Path) -> None:
+    """Replace the run's stored corpus by a symbolic link to a copy of it outside the run."""
+    [corpus] = (run / "corpus").iterdir()
+    outside = run.parent / "outside.txt"
+    shutil.copy(corpus, outside)
+    corpus.unlink()
+    corpus.symlink_to(outside)
+
+
 class Pickled:
     def __reduce__(self):
         return (shutil.rmtree, ("/",))
@@ -163,6 +177,9 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
                                                  sealed=False), "outside"),
     "data position not counts": (edit_state(lambda s: s.update(data_position={"epoch": "x"}), sealed=False),
                                  "data position"),
+    "corpus a link out of the run": (lambda d: link_corpus(d.parent), "corpus"),
+    "corpus recorded outside the run": (edit_state(lambda s: s["corpus"].update(file="../../../../etc/hostname"),
+                                                   sealed=True), "corpus"),
     "missing weights": (lambda d: (d / "model.safetensors").unlink(), "model.safetensors"),
     "state file missing": (lambda d: (d / STATE_FILE).unlink(), STATE_FILE),
 }
@@ -275,11 +292,52 @@ BAD_SETTINGS = {
     "top_k": [-5],
     "seq_len": [1],
 }
-CLI_VALUES = {"nan", "inf", "-1", "0", "fast", "1.5", "-3", "2.5", "-10", "zigzag", "-5", "1", "-0.5", "2"}
+
+
+def beyond(within: Range) -> list[object]:
+    """Values outside a declared range: below it, above it, far above it, and of the wrong kind."""
+    if within.integer:
+        return [within.low - 1, within.high + 1, 10**30, 2.5, "ten"]
+    return [within.low if within.above else within.low - 1, within.high * 2, 1e300, math.nan, math.inf, -math.inf,
+            "x"]
+
+
+def same(one: object, other: object) -> bool:
+    return type(one) is type(other) and repr(one) == repr(other) or \
+        isinstance(one, (int, float)) and isinstance(other, (int, float)) and one == other
+
+
+def add_cases(table: dict[str, list[object]], more: dict[str, list[object]]) -> dict[str, list[object]]:
+    """``table`` with the values of ``more`` it does not hold yet (no case twice)."""
+    merged = {name: list(values) for name, values in table.items()}
+    for name, values in more.items():
+        for value in values:
+            if not any(same(value, known) for known in merged.setdefault(name, [])):
+                merged[name].append(value)
+    return merged
+
+
+def ranges(settings: type) -> dict[str, Range]:
+    return {f.name: f.metadata["range"] for f in dataclasses.fields(settings) if "range" in f.metadata}
+
+
+BAD_SETTINGS = add_cases(BAD_SETTINGS, {name: beyond(within) for name, within in ranges(TrainConfig).items()})
 
 
 def setting_cases() -> list[tuple[str, object]]:
     return [(name, value) for name, values in BAD_SETTINGS.items() for value in values]
+
+
+def cli_option(name: str, value: object) -> str | None:
+    """``--name=value`` as typed on a command line (None for a value no command line can hold)."""
+    return None if isinstance(value, bool) else f"--{name.replace('_', '-')}={str(value).lower()}"
+
+
+def named(name: str, outcome: Outcome) -> Outcome:
+    """The outcome, unclean unless its text names the setting (as ``name`` or ``--name``)."""
+    if outcome.clean and name not in outcome.text and name.replace("_", "-") not in outcome.text:
+        return Outcome(False, f"does not name {name}: {outcome.text}")
+    return outcome
 
 
 @pytest.mark.parametrize("name,value", setting_cases(), ids=lambda v: str(v))
@@ -291,23 +349,98 @@ def test_a_bad_setting_gets_one_sentence_everywhere(name, value, texts, make_mod
         "api train": lambda: api_outcome(lambda: AZRTrainer(make_model(), tokenizer, device="cpu").train(
             texts, checkpoint_dir=run_dir, **{"max_iterations": 5, name: value})),
     }
-    text = str(value).lower() if not isinstance(value, bool) else "true"
-    if text in CLI_VALUES or text.rstrip("0").rstrip(".") in CLI_VALUES:
-        option = f"--{name.replace('_', '-')}"
-        attempts["cli train"] = lambda: cli_outcome(["train", option, text, "--runs-dir", str(tmp_path)])
+    if cli_option(name, value):
+        attempts["cli train"] = lambda: cli_outcome(["train", cli_option(name, value), "--runs-dir", str(tmp_path)])
     for label, attempt in attempts.items():
-        outcome = attempt()
-        if outcome.clean and name not in outcome.text and name.replace("_", "-") not in outcome.text:
-            outcome = Outcome(False, f"does not name {name}: {outcome.text}")
+        outcome = named(name, attempt())
         corpus_report.append((f"{name}={value!r} / {label}", outcome))
         assert outcome.clean, f"{name}={value!r} / {label}: {outcome.text}"
     assert not run_dir.exists()
+
+
+RESUME_SETTINGS = {name: [within.low - 1 if within.integer else math.nan, within.high + 1,
+                          "ten" if within.integer else "x"]
+                   for name, within in ranges(TrainConfig).items() if name != "seed"}
+APP_RESUME = {"max_iterations": [10**30, 2.5], "batch_size": [10**30, 65_537], "lr": [math.inf, 11.0, math.nan]}
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, vs in add_cases(RESUME_SETTINGS, APP_RESUME).items()
+                                        for v in vs], ids=lambda v: str(v))
+def test_a_bad_setting_on_resume_gets_one_sentence_and_changes_nothing(name, value, original, tmp_path,
+                                                                       corpus_report):
+    path = damaged_copy(original, tmp_path, lambda d: None)
+    before = tree_digest(path.parent)
+    api = AppAPI(TrainingJob(runs_root=tmp_path))
+    attempts = {"api from_checkpoint": lambda: api_outcome(lambda: AZRTrainer.from_checkpoint(path, device="cpu")
+                                                           .train(**{"max_iterations": 5, name: value})),
+                "cli resume": lambda: cli_outcome(["resume", str(path), cli_option(name, value)])}
+    if any(same(value, known) for known in APP_RESUME.get(name, [])):  # the app's 0 keeps the checkpoint's
+        attempts["app resume_training"] = lambda: app_outcome(lambda: as_endpoint(api.resume_training)(
+            f"run/{CHECKPOINT}", **{"max_iterations": 5, name: value}))
+    for label, attempt in attempts.items():
+        outcome = named(name, attempt())
+        corpus_report.append((f"resume {name}={value!r} / {label}", outcome))
+        assert outcome.clean, f"{name}={value!r} / {label}: {outcome.text}"
+        assert tree_digest(path.parent) == before
+    orjson.dumps([api.status(), api.list_checkpoints()])  # what every client polls still answers
+
+
+MODEL_SETTINGS = {**{name: beyond(within) for name, within in ranges(ModelConfig).items() if name != "dropout"},
+                  "vocab_size": [10**9, *beyond(ranges(ModelConfig)["vocab_size"])],
+                  "dropout": [-0.5, 1.0, math.nan, math.inf, "x"]}
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, vs in MODEL_SETTINGS.items() for v in vs], ids=lambda v: str(v))
+def test_a_bad_model_size_gets_one_sentence_everywhere(name, value, tmp_path, corpus_report):
+    api = AppAPI(TrainingJob(runs_root=tmp_path))
+    attempts = {"api ModelConfig": lambda: api_outcome(lambda: ModelConfig(**{name: value}))}
+    if name != "dropout":  # a ModelConfig field, not an option
+        attempts["cli train"] = lambda: cli_outcome(["train", cli_option(name, value), "--runs-dir", str(tmp_path)])
+        attempts["app train"] = lambda: app_outcome(lambda: as_endpoint(api.train)("", max_iterations=5,
+                                                                                   **{name: value}))
+    for label, attempt in attempts.items():
+        outcome = named(name, attempt())
+        corpus_report.append((f"{name}={value!r} / {label}", outcome))
+        assert outcome.clean, f"{name}={value!r} / {label}: {outcome.text}"
+    assert list(tmp_path.iterdir()) == []
+    orjson.dumps(api.status())
+
+
+SAMPLING = {"temperature": [0, -1, 101, math.nan, math.inf, "hot"],
+            **{name: beyond(within)[:2] + [2.5, "ten"] for name, within in SAMPLING_RANGES.items()
+               if name != "temperature"},
+            "seed": [-1, 2**63, 10**30, 2.5, "ten"]}
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, vs in SAMPLING.items() for v in vs], ids=lambda v: str(v))
+def test_a_bad_sampling_setting_gets_one_sentence_everywhere(name, value, original, corpus_report):
+    path = original / CHECKPOINT
+    before = tree_digest(original)
+    api = AppAPI(TrainingJob(runs_root=original.parent))
+    attempts = {
+        "api sample_text": lambda: api_outcome(lambda: sample_text(Checkpoint.open(path, verify=False), "a",
+                                                                   **{name: value})),
+        "cli generate": lambda: cli_outcome(["generate", str(path), "--prompt", "a", cli_option(name, value)]),
+        "app generate": lambda: app_outcome(lambda: as_endpoint(api.generate)(f"run/{CHECKPOINT}", "a",
+                                                                              **{name: value})),
+    }
+    for label, attempt in attempts.items():
+        outcome = named(name, attempt())
+        corpus_report.append((f"generate {name}={value!r} / {label}", outcome))
+        assert outcome.clean, f"{name}={value!r} / {label}: {outcome.text}"
+    assert tree_digest(original) == before
 
 
 APP_FIELDS = {"lr": [float("inf"), "x", -1.0], "batch_size": [0, 2.5, "many"], "max_iterations": [0, None, -4],
               "rl_weight": [3.0, 0.0], "warmup": [-2], "seed": [-1], "save_every": [0], "self_play_every": [-1],
               "d_model": [33], "num_heads": [0], "vocab_size": [-1], "preset": ["huge"], "lr_schedule": ["zigzag"],
               "time_budget_min": [-5], "run_name": ["../escape", "a/b"]}
+APP_WHOLE = ("d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "vocab_size", "max_iterations",
+             "batch_size", "warmup", "save_every", "self_play_every", "seed", "grad_accum_steps")
+APP_FIELDS = add_cases(APP_FIELDS, {  # beyond each range, and numbers beyond 64 bits (a form sends floats)
+    **{name: [{**ranges(ModelConfig), **ranges(TrainConfig)}[name].high + 1, 1e30] for name in APP_WHOLE},
+    "vocab_size": [10**9], "max_iterations": [10**30], "seed": [10**30],
+    "lr": [math.nan, 1e30, -math.inf], "rl_weight": [math.nan, 1e30, -math.inf]})
 
 
 @pytest.mark.parametrize("field,value", [(f, v) for f, vs in APP_FIELDS.items() for v in vs], ids=lambda v: str(v))
@@ -316,7 +449,29 @@ def test_a_bad_app_form_gets_one_sentence(field, value, tmp_path, corpus_report)
     outcome = app_outcome(lambda: as_endpoint(api.train)("", **{"max_iterations": 5, field: value}))
     corpus_report.append((f"app train {field}={value!r}", outcome))
     assert outcome.clean, outcome.text
+    orjson.dumps([api.status(), api.list_checkpoints()])  # what every client polls still answers
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("run")] or field == "run_name"
+
+
+APP_ONLY = {  # case -> (endpoint, arguments)
+    "status history_since='x'": ("status", {"history_since": "x"}),
+    "status history_since=2.5": ("status", {"history_since": 2.5}),
+    "status history_since=nan": ("status", {"history_since": math.nan}),
+    "generate max_new_tokens=4097 (over the app's cap)": ("generate", {"prompt": "a", "max_new_tokens": 4097}),
+    "generate seed=1e30": ("generate", {"prompt": "a", "seed": 1e30}),
+}
+
+
+@pytest.mark.parametrize("case", list(APP_ONLY))
+def test_a_bad_app_request_gets_one_sentence(case, original, corpus_report):
+    before = tree_digest(original)
+    api = AppAPI(TrainingJob(runs_root=original.parent))
+    endpoint, arguments = APP_ONLY[case]
+    listed = {"checkpoint": f"run/{CHECKPOINT}"} if endpoint == "generate" else {}
+    outcome = app_outcome(lambda: as_endpoint(getattr(api, endpoint))(**listed, **arguments))
+    corpus_report.append((f"app {case}", outcome))
+    assert outcome.clean, outcome.text
+    assert tree_digest(original) == before
 
 
 PATH_CASES = {
@@ -334,6 +489,13 @@ PATH_CASES = {
     "cli unknown option": ["train", "--learning-rate", "3"],
     "cli generate with zero tokens": ["generate", "x", "--prompt", "a", "--max-new-tokens", "0"],
     "cli list of a file": ["list", "/etc/hostname"],
+    "cli resume of a bare Hub-like name": ["resume", "alice/run"],
+    "cli generate of a missing run's checkpoint": ["generate", "checkpoints/nope", "--prompt", "a"],
+    **{f"cli {' '.join(arguments)}": arguments for arguments in (
+        ["train", "--lora-r=0"], ["train", "--lora-r=-2"], ["train", "--lora-r=2.5"], ["train", "--lora-alpha=0"],
+        ["train", "--lora-alpha=nan"], ["train", "--lora-alpha=inf"], ["train", "--dataset-max-mb=0"],
+        ["train", "--dataset-max-mb=-1"], ["train", "--dataset-max-mb=nan"], ["selftest", "--iterations=0"],
+        ["selftest", "--iterations=2.5"])},
 }
 
 
@@ -372,8 +534,9 @@ def corpus_report():
     (ARTIFACTS / "bad_inputs.txt").write_text("\n".join(lines) + "\n")
 
 
-def test_the_corpus_has_200_cases_and_all_are_clean(corpus_report):
-    """Runs last in this module (pytest keeps a file's order): every case above reported here."""
+def test_the_corpus_has_1000_reports_and_all_are_clean(corpus_report):
+    """Runs last in this module (pytest keeps a file's order): every attempt of the cases above (at least 380 cases,
+    each tried through every front-end that takes it) reported here."""
     unclean = [f"{name}: {outcome.text}" for name, outcome in corpus_report if not outcome.clean]
-    assert len(corpus_report) >= 200, len(corpus_report)
+    assert len(corpus_report) >= 1000, len(corpus_report)
     assert not unclean, "\n".join(unclean)

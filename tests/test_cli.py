@@ -234,8 +234,8 @@ def user_errors(corpus_file, reference, tmp_path_factory) -> dict[str, subproces
     ("missing checkpoint", "does not exist"),
     ("invalid checkpoint", "checksum mismatch in model.safetensors"),
     ("architecture mismatch", "Architecture mismatch"),
-    ("zero iterations", "--max-iterations: must be a positive integer, got 0"),
-    ("negative batch size", "--batch-size: must be a positive integer, got -1"),
+    ("zero iterations", "--max-iterations: must be a positive integer up to 1,000,000,000, got 0"),
+    ("negative batch size", "--batch-size: must be a positive integer up to 65,536, got -1"),
     ("unknown preset", "Unknown preset 'huge'"),
     ("missing texts", "missing.txt' does not exist"),
     ("target below checkpoint", "below the checkpoint's iteration"),
@@ -369,7 +369,8 @@ def test_every_train_config_field_is_an_option_whose_value_reaches_the_trainer(c
         main(["train", "--warmup", "-1"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == \
-        "azr: error: --warmup: must be an integer >= 0, got -1 (see `azr train --help`)\n"
+        "azr: error: --warmup: must be zero or a positive integer up to 1,000,000,000, got -1 " \
+        "(see `azr train --help`)\n"
 
 
 def run_directory(result: subprocess.CompletedProcess) -> Path:

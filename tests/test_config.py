@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
+from pathlib import Path
 
 import pytest
 
 from azr import PRESETS, ConfigError, ModelConfig, TrainConfig, preset
-from azr.config import OTHER_MODELS, PRESET_TRAINING, preset_training, training_defaults
+from azr.cli.main import range_rows
+from azr.config import OTHER_MODELS, PRESET_TRAINING, SAMPLING_RANGES, preset_training, range_of, training_defaults
+from azr.config.ranges import Range, markdown_table
 
 SIZE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
 
@@ -23,7 +28,7 @@ def test_d_model_not_divisible_by_num_heads_names_both_fields():
 @pytest.mark.parametrize("value", [0, -1])
 @pytest.mark.parametrize("field", SIZE_FIELDS)
 def test_non_positive_size_names_the_field(field, value):
-    with pytest.raises(ConfigError, match=rf"^{field} must be a positive integer"):
+    with pytest.raises(ConfigError, match=rf"^{field} must be (a positive integer up to|an integer from 2 to) "):
         ModelConfig(**{field: value})
 
 
@@ -112,3 +117,64 @@ def test_an_lr_or_warmup_not_given_is_left_to_the_model_and_a_given_one_is_check
         TrainConfig(lr=0)
     with pytest.raises(ConfigError, match=r"^warmup must be"):
         TrainConfig(warmup=-1)
+
+
+# ---------------------------------------------------------------------------- ranges
+
+NUMERIC = [(cls, field) for cls in (ModelConfig, TrainConfig) for field in dataclasses.fields(cls)
+           if {int, float} & {*typing.get_args(typing.get_type_hints(cls)[field.name]),
+                              typing.get_type_hints(cls)[field.name]}]
+
+
+def build(cls, name: str, value):
+    """``cls`` with ``name`` set to ``value`` and the other fields made to fit it (heads that divide the width,
+    self-play off), so that only the value's own range decides."""
+    if cls is ModelConfig:
+        fit = {"d_model": {"num_heads": 1}, "num_heads": {"d_model": 2 * value}}
+        return ModelConfig(**{**(fit.get(name, {}) if range_of(cls, name).holds(value) else {}), name: value})
+    return TrainConfig(**{"self_play_every": 0, name: value} if name != "self_play_every" else {name: value})
+
+
+def test_every_numeric_setting_declares_a_range():
+    assert len(NUMERIC) == 32
+    assert all(isinstance(field.metadata.get("range"), Range) for _, field in NUMERIC)
+
+
+@pytest.mark.parametrize("cls,field", NUMERIC, ids=lambda v: getattr(v, "name", getattr(v, "__name__", v)))
+def test_a_setting_takes_its_bounds_and_refuses_what_lies_beyond_naming_the_field_and_the_range(cls, field):
+    within = field.metadata["range"]
+    for inside in (within.low + (1 if within.above else 0) if within.integer else within.low + 0.5 * within.above,
+                   within.high - (0.5 if within.below else 0)):
+        assert getattr(build(cls, field.name, inside), field.name) == inside
+    outside = [within.low - 1, within.high + 1, within.high * 10**12]
+    outside += [2.5, "3", True] if within.integer else [float("nan"), float("inf"), float("-inf"), "0.5", False]
+    outside += [within.low] if within.above else []
+    outside += [within.high] if within.below else []
+    for value in outside:
+        message = re.escape(f"{field.name} must be {within.describe()}, got {value!r}")
+        with pytest.raises(ConfigError, match=rf"^{message}(\.|: [^\n]*\.)$"):  # the range, then maybe why
+            build(cls, field.name, value)
+
+
+def test_the_inputs_that_aborted_or_broke_the_process_are_refused_and_real_sizes_accepted():
+    for cls, values in ((ModelConfig, {"vocab_size": 10**9}), (TrainConfig, {"max_iterations": 10**30}),
+                        (TrainConfig, {"seed": 10**30}), (TrainConfig, {"seed": -1})):
+        with pytest.raises(ConfigError, match=f"^{next(iter(values))} must be .* up to [0-9,]+, got "):
+            cls(**values)
+    qwen_half_b = ModelConfig(vocab_size=151_936, d_model=896, num_layers=24, num_heads=14, d_ff=4864,
+                              max_seq_len=32_768)
+    assert qwen_half_b.d_model == 896
+    assert TrainConfig(max_iterations=10**9, seed=2**63 - 1, batch_size=4096, warmup=10**6).seed == 2**63 - 1
+
+
+def test_sampling_takes_self_plays_ranges():
+    assert SAMPLING_RANGES == {"temperature": range_of(TrainConfig, "temperature"),
+                               "top_k": range_of(TrainConfig, "top_k"), "seed": range_of(TrainConfig, "seed"),
+                               "max_new_tokens": range_of(TrainConfig, "gen_max_new_tokens")}
+
+
+def test_the_cli_docs_list_every_range():
+    """docs/cli.md holds the table the declarations make (regenerate it with azr.cli.main.range_rows)."""
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    assert markdown_table(range_rows()) in text
+    assert len(range_rows()) == len(NUMERIC) + len(SAMPLING_RANGES)

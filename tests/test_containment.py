@@ -21,6 +21,7 @@ from azr.app.jobs import HubSettings, TrainingJob
 from azr.checkpoints import storage
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.statefile import SEAL, STATE_FILE, seal
+from azr.cli.main import main
 from azr.errors import CheckpointError
 from azr.hub import publish
 
@@ -169,3 +170,29 @@ def test_leftovers_and_their_links_are_removed_at_the_next_start(root, outside, 
     assert leftovers == [] and not linked.is_symlink()
     assert (folder / "secret.txt").read_text().startswith("root:x")
     assert Checkpoint.open(run / NAME).iteration == 10
+
+
+def test_a_corpus_that_is_a_link_is_refused_alike_by_listing_resume_download_and_push(root, outside, hub_env,
+                                                                                     hub_server, tmp_path, capsys):
+    run, name = root / RUN, f"{RUN}/{NAME}"
+    [corpus] = (run / "corpus").iterdir()
+    shutil.copy(corpus, tmp_path / "outside" / "corpus.txt")  # the same text: only the link is wrong
+    corpus.unlink()
+    corpus.symlink_to(tmp_path / "outside" / "corpus.txt")
+    outside.clear()
+    reason = f"its corpus 'corpus/{corpus.name}' is not a file of its run"
+    job = TrainingJob(root, hub_repo="")
+    for verify in (False, True):
+        [entry] = [e for e in job.list_checkpoints(verify=verify)[0] if e["name"] == name]
+        assert (entry["valid"], entry["reason"]) == (False, reason)
+    for attempt in (lambda: job.resume(name, 12), lambda: job.archive(name), lambda: job.push(name, HubSettings(REPO)),
+                    lambda: hub.push(run / NAME, REPO, corpus_root=run),
+                    lambda: AZRTrainer.from_checkpoint(run / NAME, device="cpu")):
+        with pytest.raises(CheckpointError) as refused:
+            attempt()
+        assert str(refused.value).endswith(f" is invalid: {reason}.")
+    assert main(["resume", str(run / NAME), "--max-iterations", "12"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f" is invalid: {reason}.")
+    with pytest.raises(KeyError):
+        hub_server.files(REPO)
+    assert outside == [] and sorted(p.name for p in run.glob("model_*")) == [NAME]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import FAST
@@ -154,8 +155,10 @@ def test_a_pulled_corpus_name_leading_out_of_the_run_is_refused(pushed, hub_serv
     state.pop("state_sha256")
     api().upload_file(path_or_fileobj=seal(state), repo_id=REPO,
                           path_in_repo="checkpoints/model_iter_20/trainer_state.json")
-    downloaded = hub.download_checkpoint(f"hf://{REPO}/model_iter_20").path
-    (downloaded.parent.parent.parent / "planted.txt").write_text("not the corpus")  # where the name leads there
+    with pytest.raises(CheckpointError, match="corpus '../planted.txt' is not a file of its run"):
+        hub.download_checkpoint(f"hf://{REPO}/model_iter_20")  # opening it refuses it
+    [snapshots] = (Path(os.environ["HF_HOME"]) / "hub").glob("models--*/snapshots")
+    (snapshots / "planted.txt").write_text("not the corpus")  # where the name leads from a snapshot's root
     with pytest.raises(CheckpointError, match="corpus '../planted.txt' is not a file of its run"):
         hub.pull(f"hf://{REPO}/model_iter_20", to=tmp_path / "pulled")
     assert not (tmp_path / "planted.txt").exists() and not (tmp_path / "pulled" / "model_iter_20").exists()

@@ -73,6 +73,7 @@ class Checkpoint:
             raise CheckpointError(f"Checkpoint {text!r} does not exist{hint}.")
         containment.check_contained(path)
         checkpoint = cls(path, read_state(path))
+        containment.check_corpus(checkpoint)
         if verify:
             checkpoint.verify()
         return checkpoint

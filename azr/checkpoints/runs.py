@@ -156,7 +156,7 @@ class RunLock:
                  "CLI's --run NAME, the app's new run name).") -> None:
         """Take the lock; raises ConfigError when another training holds it, ending with what to do ``instead``."""
         try:  # never through a symbolic link: the lock file is written
-            fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise ConfigError(f"Cannot lock {str(Path(directory) / LOCK_FILE)!r} ({exc.strerror or exc}); remove it "
                               "(it is only a lock) and start again.") from exc

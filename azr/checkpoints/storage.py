@@ -120,9 +120,23 @@ def sha256_file(path: Path) -> str:
 
 
 def fsync_and_hash(path: Path) -> str:
-    """Fsync a file written by someone else and return its sha256."""
+    """Fsync a file written by someone else, with the mode a new file of this process gets (safetensors writes
+    0o600: see :func:`new_file_mode`), and return its sha256."""
+    os.chmod(path, new_file_mode(), follow_symlinks=False)
     fsync_file(path)
     return sha256_file(path)
+
+
+def new_file_mode() -> int:
+    """The mode of a new ordinary file of this process: 0o666 less the umask. Every file of a checkpoint gets it,
+    also those that a library writes through a private temporary file (safetensors >= 0.8 leaves them 0o600)."""
+    try:
+        with open("/proc/self/status") as status:  # Linux: the umask, read without changing it
+            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)  # elsewhere: set and restored at once
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def in_parallel(function: Callable[[Path], T], paths: list[Path]) -> dict[str, T]:

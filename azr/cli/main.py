@@ -30,9 +30,12 @@ from azr.config import (
     LR_SCHEDULES,
     PRECISIONS,
     REPORT_TO,
+    SAMPLING_RANGES,
     SAMPLINGS,
+    ModelConfig,
     TrainConfig,
 )
+from azr.config.ranges import Range
 from azr.errors import AZRError, ConfigError
 from azr.training.signals import last_exit_code
 
@@ -40,6 +43,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "sampling": SAMPLINGS,
                    "extend_schedule": EXTEND_SCHEDULES}
 SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
+SIZE_OPTIONS = ("d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "vocab_size")  # ModelConfig fields
+SAMPLING_HELP = {"max_new_tokens": "tokens to generate", "temperature": "sampling temperature",
+                 "top_k": "sample from the k most likely tokens (0: no limit)", "seed": "makes the sample reproducible"}
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -66,7 +72,6 @@ def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: 
 
 
 POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
-COUNT = _number(int, lambda v: v >= 0, "zero or a positive integer")
 POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 
 
@@ -91,10 +96,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "Train a new model. Ctrl+C or SIGTERM saves model_interrupted_<N> after the current batch and prints the "
         "command that resumes it; a second Ctrl+C exits at once (every checkpoint on disk stays complete)."))
     train.add_argument("--preset", help=f"model size: tiny, small or base (default: {DEFAULT_PRESET})")
-    for option, what in (("--d-model", "hidden size"), ("--num-layers", "transformer layers"),
-                         ("--num-heads", "attention heads"), ("--d-ff", "feed-forward size"),
-                         ("--max-seq-len", "longest sequence"), ("--vocab-size", "tokenizer vocabulary")):
-        train.add_argument(option, type=POSITIVE_INT, metavar="N", help=f"{what} (default: the preset's)")
+    sizes = {field.name: field for field in dataclasses.fields(ModelConfig)}
+    for name in SIZE_OPTIONS:
+        within = sizes[name].metadata["range"]
+        train.add_argument(f"--{name.replace('_', '-')}", type=_ranged(name, within, int), metavar="N",
+                           help=f"{sizes[name].metadata['help']} ({within.describe()}; default: the preset's)")
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
     lora = train.add_argument_group("LoRA", "With --base-model: train LoRA adapters (peft) instead of every weight.")
@@ -159,10 +165,11 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         description="Sample a continuation of a prompt with a checkpoint's model and tokenizer.")
     sample.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or hf://user/run[/name]")
     sample.add_argument("--prompt", required=True, help="text to continue")
-    sample.add_argument("--max-new-tokens", type=POSITIVE_INT, default=100, metavar="N", help="(default: 100)")
-    sample.add_argument("--temperature", type=POSITIVE_FLOAT, default=1.0, metavar="F", help="(default: 1.0)")
-    sample.add_argument("--top-k", type=COUNT, default=50, metavar="N", help="0 for no limit (default: 50)")
-    sample.add_argument("--seed", type=COUNT, help="makes the sample reproducible")
+    for name, default in (("max_new_tokens", 100), ("temperature", 1.0), ("top_k", 50), ("seed", None)):
+        within = SAMPLING_RANGES[name]
+        sample.add_argument(f"--{name.replace('_', '-')}", type=_ranged(name, within, int if within.integer else float),
+                            default=default, metavar="N" if within.integer else "F",
+                            help=f"{SAMPLING_HELP[name]} ({within.describe()}; default: {default or 'none'})")
     sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
     sample.add_argument("--best", action="store_true", help=BEST_HELP)
     sample.set_defaults(handler=CHECKPOINTS + "cmd_generate")
@@ -271,24 +278,49 @@ def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
             group.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                                help=f"{text} (default: {'off' if default is False else default})")
             continue
+        bounds = f"{field.metadata['range'].describe()}; " if "range" in field.metadata else ""
+        help_text = f"{text[:own.start()] if own else text} ({bounds}default: {default})"
         group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
                            choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
-                           help=f"{text[:own.start()] if own else text} (default: {default})".replace("%", "%%"))
+                           help=help_text.replace("%", "%%"))
 
 
 def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
     """Return an argparse ``type`` that converts a value to ``kind`` and lets TrainConfig check it."""
+    def check(value: Any) -> None:
+        probe = TrainConfig()
+        setattr(probe, name, value)
+        probe.check_fields()  # combinations of settings are checked once all options are known
+    return _converted(name, kind, check)
+
+
+def _ranged(name: str, within: Range, kind: type) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that converts a value to ``kind`` and checks it against ``within``."""
+    return _converted(name, kind, lambda value: within.check(name, value))
+
+
+def _converted(name: str, kind: type, check: Callable[[Any], None]) -> Callable[[str], Any]:
+    """Return an argparse ``type`` that converts a value to ``kind`` and runs ``check`` (a ConfigError: a usage
+    error)."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
                                              f"got {text}") from None
-        probe = TrainConfig()
-        setattr(probe, name, value)
-        probe.check_fields()  # combinations of settings are checked once all options are known
+        check(value)
         return value
     return _checked(parse, name)
+
+
+def range_rows() -> list[tuple[str, str, Range]]:
+    """The numeric settings' ranges as ``(option, setting, range)``: the table of docs/cli.md."""
+    rows = [(f"`azr train --{f.name.replace('_', '-')}`" if f.name in SIZE_OPTIONS else "(Python only)",
+             f"`ModelConfig.{f.name}`", f.metadata["range"]) for f in dataclasses.fields(ModelConfig)]
+    rows += [(f"`azr train --{f.name.replace('_', '-')}`", f"`TrainConfig.{f.name}`", f.metadata["range"])
+             for f in dataclasses.fields(TrainConfig) if "range" in f.metadata]
+    return rows + [(f"`azr generate --{name.replace('_', '-')}`", SAMPLING_HELP[name], within)
+                   for name, within in SAMPLING_RANGES.items()]
 
 
 def _run_name(text: str) -> str:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from azr.config.ranges import MAX_ITERATIONS, MAX_SEED, MAX_TOKENS, MAX_VOCAB, Range
 from azr.config.rewards import parse_rewards
 from azr.errors import ConfigError
 
@@ -21,23 +21,39 @@ FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 LEGACY_DEFAULTS = {"sampling": "windows"}
 
 
+def _setting(default: Any, help: str, within: Range | None = None) -> Any:
+    """A settings field with the help text the CLI and the app show for it, and the range of a numeric one."""
+    return dataclasses.field(default=default, metadata={"help": help, **({"range": within} if within else {})})
+
+
+def check_ranges(settings: Any) -> None:
+    """Raise ConfigError naming the first numeric field of ``settings`` outside its declared range (a field whose
+    default is None may be None: left to the model)."""
+    for field in fields(settings):
+        value = getattr(settings, field.name)
+        if "range" in field.metadata and not (value is None and field.default is None):
+            field.metadata["range"].check(field.name, value)
+
+
+def range_of(settings: type, name: str) -> Range:
+    """The declared range of the numeric field ``name`` of the settings class ``settings``."""
+    return next(f.metadata["range"] for f in fields(settings) if f.name == name)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Size of a Llama-style causal LM built from scratch."""
 
-    vocab_size: int = 2048
-    d_model: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    d_ff: int = 256
-    max_seq_len: int = 128
-    dropout: float = 0.0
+    vocab_size: int = _setting(2048, "tokenizer vocabulary", Range(1, MAX_VOCAB))
+    d_model: int = _setting(64, "hidden size", Range(2, 16_384))
+    num_layers: int = _setting(2, "transformer layers", Range(1, 256))
+    num_heads: int = _setting(4, "attention heads", Range(1, 256))
+    d_ff: int = _setting(256, "feed-forward size", Range(1, 65_536))
+    max_seq_len: int = _setting(128, "longest sequence", Range(1, MAX_TOKENS))
+    dropout: float = _setting(0.0, "dropout probability", Range(0, 1, integer=False, below=True))
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        check_ranges(self)
         if self.d_model % self.num_heads:
             raise ConfigError(
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})."
@@ -46,8 +62,6 @@ class ModelConfig:
             raise ConfigError(
                 f"d_model / num_heads must be even for rotary embeddings, got {self.d_model // self.num_heads}."
             )
-        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict."""
@@ -110,11 +124,6 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _setting(default: Any, help: str) -> Any:
-    """A TrainConfig field with the help text the CLI and the app show for it."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
     """Everything that shapes a training run; saved in every checkpoint.
@@ -122,52 +131,61 @@ class TrainConfig:
     Each field's ``metadata["help"]`` says what it does; the CLI builds its options from these fields.
     """
 
-    max_iterations: int = _setting(1000, "iteration target of the run (optimizer steps)")
-    batch_size: int = _setting(16, "token windows per optimizer step, over all processes (the global batch)")
+    max_iterations: int = _setting(1000, "iteration target of the run (optimizer steps)", Range(1, MAX_ITERATIONS))
+    batch_size: int = _setting(16, "token windows per optimizer step, over all processes (the global batch)",
+                               Range(1, 65_536))
     grad_accum_steps: int = _setting(1, "micro-batches per optimizer step and process: the same step in N "
-                                        "smaller pieces (less memory)")
+                                        "smaller pieces (less memory)", Range(1, 4_096))
     precision: str = _setting("fp32", "precision of the forward passes: fp32, bf16 or fp16 (autocast; fp16 with "
                                       "a gradient scaler)")
     compile: bool = _setting(False, "compile the model with torch.compile (a slower start, faster steps on a GPU)")
     deterministic: bool = _setting(True, "use PyTorch's deterministic kernels (for the whole process), so that a "
                                          "resumed run repeats the uninterrupted one bit for bit; off: some GPU "
                                          "kernels and compiled models are faster")
-    lr: float | None = _setting(None, f"peak learning rate {_per_preset('lr')}")
+    lr: float | None = _setting(None, f"peak learning rate {_per_preset('lr')}",
+                                Range(0, 10, integer=False, above=True))
     lr_schedule: str = _setting("cosine", "learning-rate schedule: cosine, constant or wsd (warmup-stable-decay)")
     warmup: int | None = _setting(None, "iterations of linear warmup at the start of the run "
-                                        + _per_preset("warmup", "; at most half the run"))
-    min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak")
+                                        + _per_preset("warmup", "; at most half the run"), Range(0, MAX_ITERATIONS))
+    min_lr_ratio: float = _setting(0.1, "final learning rate as a fraction of the peak", Range(0, 1, integer=False))
     extend_schedule: str = _setting("rewarm", "when a finished run gets a larger target: rewarm (ramp into the "
                                     "schedule re-planned for the new target) or final_lr (stay at the final LR)")
-    weight_decay: float = _setting(0.1, "AdamW weight decay of the matrices")
-    grad_clip: float = _setting(1.0, "clip the gradient norm to this value (0: no clipping)")
-    seq_len: int | None = _setting(None, "tokens per training window (default: the model's length, at most 256)")
-    save_every: int = _setting(100, "save a model_iter checkpoint every N iterations")
+    weight_decay: float = _setting(0.1, "AdamW weight decay of the matrices", Range(0, 10, integer=False))
+    grad_clip: float = _setting(1.0, "clip the gradient norm to this value (0: no clipping)",
+                                Range(0, 1_000_000, integer=False))
+    seq_len: int | None = _setting(None, "tokens per training window (default: the model's length, at most 256)",
+                                   Range(2, MAX_TOKENS))
+    save_every: int = _setting(100, "save a model_iter checkpoint every N iterations", Range(1, MAX_ITERATIONS))
     async_save: bool = _setting(True, "write model_iter checkpoints in the background: a save blocks training only "
                                       "while the state is copied to CPU memory")
-    status_every: int = _setting(10, "report progress every N iterations")
-    keep_last: int = _setting(5, "keep the newest N model_iter checkpoints of the run")
-    val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)")
+    status_every: int = _setting(10, "report progress every N iterations", Range(1, MAX_ITERATIONS))
+    keep_last: int = _setting(5, "keep the newest N model_iter checkpoints of the run", Range(1, 1_000_000))
+    val_every: int = _setting(50, "compute the validation loss every N iterations (0: never)", Range(0, MAX_ITERATIONS))
     keep_best: bool = _setting(True, "save model_best_<N> at each new lowest validation loss (one per run, never "
                                      "rotated away)")
-    val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)")
-    seed: int = _setting(0, "seed of the initial weights and the data order")
+    val_windows: int = _setting(64, "validation windows used for the validation loss (the first N of the split)",
+                                Range(1, 1_000_000))
+    seed: int = _setting(0, "seed of the initial weights and the data order", Range(0, MAX_SEED))
     sampling: str = _setting("random_offset", "training windows: random_offset (each starts at a random token) "
                              "or windows (the fixed cut)")
-    self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)")
-    self_play_batch: int = _setting(8, "continuations generated per self-play step (prompts x num_generations)")
-    num_generations: int = _setting(4, "continuations per prompt: a group, whose rewards give the advantages")
-    rl_weight: float = _setting(0.1, "share of the RL gradient in a self-play step (scaled to the LM gradient's norm)")
-    beta: float = _setting(0.04, "weight of the KL penalty to the reference policy (0: none, and no reference)")
+    self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)", Range(0, MAX_ITERATIONS))
+    self_play_batch: int = _setting(8, "continuations generated per self-play step (prompts x num_generations)",
+                                    Range(1, 65_536))
+    num_generations: int = _setting(4, "continuations per prompt: a group, whose rewards give the advantages",
+                                    Range(2, 65_536))
+    rl_weight: float = _setting(0.1, "share of the RL gradient in a self-play step (scaled to the LM gradient's norm)",
+                                Range(0, 1, integer=False))
+    beta: float = _setting(0.04, "weight of the KL penalty to the reference policy (0: none, and no reference)",
+                           Range(0, 100, integer=False))
     ref_sync_every: int = _setting(100, "copy the current weights into the reference policy every N iterations "
-                                        "(0: keep the first copy)")
+                                        "(0: keep the first copy)", Range(0, MAX_ITERATIONS))
     rewards: str = _setting("composite", "self-play reward functions with weights, e.g. "
                                          "'ends_sentence(within=8)*2, composite, package.module:function'")
-    gen_max_new_tokens: int = _setting(24, "tokens generated per self-play continuation")
-    temperature: float = _setting(1.0, "sampling temperature of self-play")
-    top_k: int = _setting(50, "sample self-play tokens from the k most likely (0: no limit)")
+    gen_max_new_tokens: int = _setting(24, "tokens generated per self-play continuation", Range(1, MAX_TOKENS))
+    temperature: float = _setting(1.0, "sampling temperature of self-play", Range(0, 100, integer=False, above=True))
+    top_k: int = _setting(50, "sample self-play tokens from the k most likely (0: no limit)", Range(0, MAX_VOCAB))
     top_p: float = _setting(1.0, "sample self-play tokens from the most likely whose probability adds up to p "
-                                 "(1: no limit)")
+                                 "(1: no limit)", Range(0, 1, integer=False, above=True))
 
     def __post_init__(self) -> None:
         self.check_fields()
@@ -175,41 +193,12 @@ class TrainConfig:
 
     def check_fields(self) -> None:
         """Check each field on its own; raises ConfigError naming the first bad one."""
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{field.name} must be a finite number, got {value!r}.")
-        positive = ("max_iterations", "batch_size", "grad_accum_steps", "save_every", "status_every", "keep_last",
-                    "self_play_batch", "gen_max_new_tokens", "val_windows")
-        for name in positive:
-            _require_int(name, getattr(self, name), minimum=1)
-        _require_int("num_generations", self.num_generations, minimum=1)
-        if self.num_generations < 2:
-            raise ConfigError("num_generations must be at least 2: one continuation per prompt has no group to be "
-                              "better or worse than, so RL would do nothing.")
-        left_to_the_model = {name for name in OTHER_MODELS if getattr(self, name) is None}  # training_defaults
-        for name in ("warmup", "val_every", "self_play_every", "seed", "top_k", "ref_sync_every"):
-            if name not in left_to_the_model:
-                _require_int(name, getattr(self, name), minimum=0)
-        if self.seq_len is not None:
-            _require_int("seq_len", self.seq_len, minimum=2)
-        for name in ("lr", "temperature"):
-            value = getattr(self, name)
-            if name in left_to_the_model:
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ConfigError(f"{name} must be a positive number, got {value!r}.")
-        for name in ("min_lr_ratio", "rl_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be between 0 and 1, got {value!r}.")
-        if not isinstance(self.top_p, (int, float)) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be above 0 and at most 1, got {self.top_p!r}.")
+        if self.num_generations == 1 and not isinstance(self.num_generations, bool):
+            raise ConfigError(f"num_generations must be {range_of(TrainConfig, 'num_generations').describe()}, got "
+                              "1: a group needs at least 2, as one continuation per prompt has nothing to be better or "
+                              "worse than, so RL would do nothing.")
+        check_ranges(self)
         parse_rewards(self.rewards)
-        for name in ("weight_decay", "grad_clip", "beta"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{name} must be zero or positive, got {value!r}.")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if not isinstance(self.compile, bool):
@@ -249,6 +238,11 @@ class TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+
+# Sampling from a checkpoint (azr generate, the app's Generate) takes the ranges of self-play's settings.
+SAMPLING_RANGES = {"temperature": range_of(TrainConfig, "temperature"), "top_k": range_of(TrainConfig, "top_k"),
+                   "max_new_tokens": range_of(TrainConfig, "gen_max_new_tokens"), "seed": range_of(TrainConfig, "seed")}
+
 def check_self_play(config: TrainConfig) -> None:
     """Refuse settings under which self-play would run but RL could never change the model."""
     if not config.self_play_every:
@@ -263,8 +257,3 @@ def check_self_play(config: TrainConfig) -> None:
         raise ConfigError("rl_weight 0 gives self-play no share of the step, so its generation would be paid for "
                           "and never used; set self_play_every=0 to turn self-play off, or rl_weight above 0.")
 
-
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}.")
