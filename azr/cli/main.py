@@ -12,16 +12,15 @@ import atexit
 import dataclasses
 import gc
 import importlib
-import math
 import os
 import re
 import sys
 import typing
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from azr import __version__
 from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, EXIT_USAGE
+from azr.cli.options import POSITIVE_FLOAT, POSITIVE_INT, checked, ranged, run_name, setting_type
 from azr.config import (
     DATASET_MAX_MB,
     EXTEND_SCHEDULES,
@@ -36,7 +35,7 @@ from azr.config import (
     TrainConfig,
 )
 from azr.config.ranges import Range
-from azr.errors import AZRError, ConfigError
+from azr.errors import AZRError
 from azr.training.signals import last_exit_code
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -56,23 +55,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"azr: error: {message.removeprefix('argument ')} (see `{self.prog} --help`)\n")
-
-
-def _number(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
-    """Return an argparse ``type`` that converts a value and rejects it unless ``accept`` holds."""
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-    return parse
-
-
-POSITIVE_INT = _number(int, lambda v: v > 0, "a positive integer")
-POSITIVE_FLOAT = _number(float, lambda v: 0 < v < math.inf, "a positive number")
 
 
 TRAINING, CHECKPOINTS = "commands.", "checkpoint_commands."  # the modules of azr.cli that hold the handlers
@@ -99,7 +81,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     sizes = {field.name: field for field in dataclasses.fields(ModelConfig)}
     for name in SIZE_OPTIONS:
         within = sizes[name].metadata["range"]
-        train.add_argument(f"--{name.replace('_', '-')}", type=_ranged(name, within, int), metavar="N",
+        train.add_argument(f"--{name.replace('_', '-')}", type=ranged(name, within, int), metavar="N",
                            help=f"{sizes[name].metadata['help']} ({within.describe()}; default: the preset's)")
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
@@ -112,7 +94,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
                             f"{DEFAULT_RUNS_DIR})")
-    train.add_argument("--run", "--run-name", type=_checked(_run_name), metavar="NAME",
+    train.add_argument("--run", "--run-name", type=checked(run_name), metavar="NAME",
                        help="name of the new run directory (default: run-<date>-<time>); under torchrun write "
                             "--run-name (torchrun takes --run for its own --run-path)")
     _add_run_options(train, resume=False)
@@ -134,7 +116,7 @@ def _add_resume(commands: argparse._SubParsersAction) -> None:
     resume.add_argument("--runs-dir", metavar="DIR", help=(
         f"continue in DIR/<run> instead of the checkpoint's own run directory (default: its parent for a local "
         f"checkpoint, {DEFAULT_RUNS_DIR} for hf://)"))
-    resume.add_argument("--run", "--run-name", type=_checked(_run_name), metavar="NAME", help=(
+    resume.add_argument("--run", "--run-name", type=checked(run_name), metavar="NAME", help=(
         "run directory to continue in, under --runs-dir (default: the checkpoint's run, or the Hub repo's name)"))
     _add_run_options(resume, resume=True)
     resume.add_argument("--no-load-optimizer", action="store_true",
@@ -167,7 +149,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     sample.add_argument("--prompt", required=True, help="text to continue")
     for name, default in (("max_new_tokens", 100), ("temperature", 1.0), ("top_k", 50), ("seed", None)):
         within = SAMPLING_RANGES[name]
-        sample.add_argument(f"--{name.replace('_', '-')}", type=_ranged(name, within, int if within.integer else float),
+        sample.add_argument(f"--{name.replace('_', '-')}", type=ranged(name, within, int if within.integer else float),
                             default=default, metavar="N" if within.integer else "F",
                             help=f"{SAMPLING_HELP[name]} ({within.describe()}; default: {default or 'none'})")
     sample.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto)")
@@ -249,8 +231,8 @@ def _add_run_options(parser: argparse.ArgumentParser, resume: bool) -> None:
                              + ("the run's own corpus)" if resume else "the embedded corpus)"))
     parser.add_argument("--device", choices=DEVICES, default="auto", help="(default: auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--push-to-hub", metavar="REPO",
-                        help="push every checkpoint to this Hub repo (hf://user/run or user/run) in the background; the token comes "
-                             "from HF_TOKEN or `huggingface-cli login`")
+                        help="push every checkpoint to this Hub repo (hf://user/run or user/run) in the background; "
+                             "the token comes from HF_TOKEN or `huggingface-cli login`")
     parser.add_argument("--hub-public", action="store_true", help="create the Hub repo public (default: private)")
     parser.add_argument("--no-push-corpus", action="store_true",
                         help="do not upload the training corpus (another machine then needs --texts to resume)")
@@ -280,37 +262,9 @@ def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
             continue
         bounds = f"{field.metadata['range'].describe()}; " if "range" in field.metadata else ""
         help_text = f"{text[:own.start()] if own else text} ({bounds}default: {default})"
-        group.add_argument(f"--{field.name.replace('_', '-')}", type=_setting_type(field.name, kind),
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=setting_type(field.name, kind),
                            choices=choices, metavar=None if choices else SETTING_METAVARS[kind],
                            help=help_text.replace("%", "%%"))
-
-
-def _setting_type(name: str, kind: type) -> Callable[[str], Any]:
-    """Return an argparse ``type`` that converts a value to ``kind`` and lets TrainConfig check it."""
-    def check(value: Any) -> None:
-        probe = TrainConfig()
-        setattr(probe, name, value)
-        probe.check_fields()  # combinations of settings are checked once all options are known
-    return _converted(name, kind, check)
-
-
-def _ranged(name: str, within: Range, kind: type) -> Callable[[str], Any]:
-    """Return an argparse ``type`` that converts a value to ``kind`` and checks it against ``within``."""
-    return _converted(name, kind, lambda value: within.check(name, value))
-
-
-def _converted(name: str, kind: type, check: Callable[[Any], None]) -> Callable[[str], Any]:
-    """Return an argparse ``type`` that converts a value to ``kind`` and runs ``check`` (a ConfigError: a usage
-    error)."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text}") from None
-        check(value)
-        return value
-    return _checked(parse, name)
 
 
 def range_rows() -> list[tuple[str, str, Range]]:
@@ -321,23 +275,6 @@ def range_rows() -> list[tuple[str, str, Range]]:
              for f in dataclasses.fields(TrainConfig) if "range" in f.metadata]
     return rows + [(f"`azr generate --{name.replace('_', '-')}`", SAMPLING_HELP[name], within)
                    for name, within in SAMPLING_RANGES.items()]
-
-
-def _run_name(text: str) -> str:
-    """Return a run name after :func:`azr.checkpoints.runs.check_run_name` has accepted it."""
-    from azr.checkpoints.runs import check_run_name  # noqa: PLC0415 - only when --run is given
-
-    return check_run_name(text)
-
-
-def _checked(parse: Callable[[str], Any], name: str = "") -> Callable[[str], Any]:
-    """Return an argparse ``type`` that turns the ConfigError of ``parse`` into a usage error (field name cut)."""
-    def checked(text: str) -> Any:
-        try:
-            return parse(text)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name} ").rstrip(".")) from None
-    return checked
 
 
 # ---------------------------------------------------------------------------- entry point
