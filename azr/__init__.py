@@ -11,11 +11,12 @@ __version__ = "0.1.0"
 
 _PUBLIC = {  # name -> the module that defines it
     "AZRError": "errors", "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors",
-    "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "training.trainer", "CheckpointInfo": "checkpoints.info",
-    "verify_checkpoint": "checkpoints.checkpoint", "list_checkpoints": "checkpoints.runs", "PRESETS": "config", "ModelConfig": "config",
-    "TrainConfig": "config", "preset": "config", "default_corpus": "data.corpus", "load_texts": "data.corpus",
-    "build_model": "models.causal_lm", "load_pretrained": "models.causal_lm", "ReferenceStats": "rl.rewards", "score_tokens": "rl.rewards",
-    "TrainingStatus": "training.status", "train_tokenizer": "data.tokenizer",
+    "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "training.trainer",
+    "CheckpointInfo": "checkpoints.info", "verify_checkpoint": "checkpoints.checkpoint",
+    "list_checkpoints": "checkpoints.runs", "PRESETS": "config", "ModelConfig": "config", "TrainConfig": "config",
+    "preset": "config", "default_corpus": "data.corpus", "load_texts": "data.corpus",
+    "build_model": "models.causal_lm", "load_pretrained": "models.causal_lm", "ReferenceStats": "rl.rewards",
+    "score_tokens": "rl.rewards", "TrainingStatus": "training.status", "train_tokenizer": "data.tokenizer",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -91,8 +91,8 @@ def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: fl
 
     Part "trained": the run's history (about :data:`PREVIEW_POINTS` of its records); part "planned": the rest
     up to the target, re-planned exactly as the trainer does on resume with ``max_iterations``, ``lr`` and
-    ``extend_schedule`` (None: the checkpoint's own). Record ``i`` holds the LR of the step that made iteration ``i``. Raises ConfigError
-    for a target below the checkpoint's iteration or a bad LR.
+    ``extend_schedule`` (None: the checkpoint's own). Record ``i`` holds the LR of the step that made iteration ``i``.
+    Raises ConfigError for a target below the checkpoint's iteration or a bad LR.
     """
     config = checkpoint.train_config.updated(max_iterations=max_iterations, lr=lr, extend_schedule=extend_schedule)
     if config.max_iterations < checkpoint.iteration:

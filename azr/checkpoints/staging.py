@@ -3,7 +3,8 @@
 As in PyTorch DCP's stager, the CPU buffers are allocated on the first save (pinned when the state is on a GPU)
 and refilled by every later one, and tensors that share memory (tied weights) share their copy, so that the
 copy is written exactly as the live state would be. A shared stager puts every buffer in one
-:class:`~azr.checkpoints.sharedarena.SharedArena`, which a writer process maps (see :mod:`azr.checkpoints.writerprocess`).
+:class:`~azr.checkpoints.sharedarena.SharedArena`, which a writer process maps (see
+:mod:`azr.checkpoints.writerprocess`).
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """A process that writes background checkpoints, so that writing takes neither the training process's GIL nor
 its CPU priority (cf. PyTorch DCP's process-based ``async_save``).
 
-The training process stages a save into a :class:`~azr.checkpoints.sharedarena.SharedArena` and sends the writer the arena's
-file descriptor once, then per save a pickle of the checkpoint's contents in which every staged tensor is only its
-place in the arena. The writer builds the model's skeleton on the meta device (``save_pretrained`` needs a model
-object, not its weights), writes the checkpoint atomically with :func:`azr.checkpoints.writing.write_contents`, verifies it and
-answers with its path. It runs at a lower CPU priority, ignores Ctrl+C (its parent decides when to stop) and exits
-as soon as its parent does, mid-write or not: a temporary is all that is left, as with a thread.
+The training process stages a save into a :class:`~azr.checkpoints.sharedarena.SharedArena` and sends the writer the
+arena's file descriptor once, then per save a pickle of the checkpoint's contents in which every staged tensor is only
+its place in the arena. The writer builds the model's skeleton on the meta device (``save_pretrained`` needs a model
+object, not its weights), writes the checkpoint atomically with :func:`azr.checkpoints.writing.write_contents`, verifies
+it and answers with its path. It runs at a lower CPU priority, ignores Ctrl+C (its parent decides when to stop) and
+exits as soon as its parent does, mid-write or not: a temporary is all that is left, as with a thread.
 
 Writers are pooled per process: a run takes an idle one (or starts one, which imports torch and transformers in
 the background), and gives it back at its end.
@@ -60,8 +60,8 @@ def suits(model, device: torch.device, processes: int = 1) -> bool:
 
 def automatic_choice(device: torch.device, processes: int = 1) -> str:
     """``process`` when training leaves a CPU free for the writer: on an accelerator, or on a CPU when the torch
-    threads of this machine's ``processes`` training processes are fewer than the CPUs this process may use. ``thread`` when
-    training uses every CPU: there the writer's start-up (about 10 s of CPU importing torch and transformers) would
+    threads of this machine's ``processes`` training processes are fewer than the CPUs this process may use. ``thread``
+    when training uses every CPU: there the writer's start-up (about 10 s of CPU importing torch and transformers) would
     slow it more than the GIL does."""
     if device.type != "cpu":
         return "process"

@@ -82,7 +82,8 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
     ``files`` are the sidecars and tokenizer files as bytes (written and hashed from memory
     in up to ``workers`` threads while the model is saved with ``save_pretrained``; every file is fsynced);
     ``tensor_states`` are nested states written as safetensors files (:func:`azr.checkpoints.tensorfile.write`); the
-    history's new full chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a complete one.
+    history's new full chunks go to ``<run_dir>/history/``. A crash at any moment leaves either no new checkpoint or a
+    complete one.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     for directory in (run_dir, run_dir / CHUNK_DIR):

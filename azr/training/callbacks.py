@@ -69,7 +69,8 @@ class TimeBudget(TrainerCallback):
 class HubPush(TrainerCallback):
     """Pushes every checkpoint to ``target`` in the background, and first what the run has pending from before;
     at the end, waits a bounded time for them: ``flush_timeout_s``, and after a signal no longer than
-    :func:`~azr.training.signals.stop_deadline`. What is not pushed by then stays pending in the run (see :mod:`azr.hub.uploader`)."""
+    :func:`~azr.training.signals.stop_deadline`. What is not pushed by then stays pending in the run (see
+    :mod:`azr.hub.uploader`)."""
 
     def __init__(self, uploader: HubUploader, target: PushTarget | None, flush_timeout_s: float) -> None:
         self.uploader, self.target, self.flush_timeout_s = uploader, target, flush_timeout_s

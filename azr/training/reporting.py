@@ -1,11 +1,11 @@
 """Reporting a run's scalars to TensorBoard or trackio (cf. transformers' ``report_to`` and its integrations).
 
-Each target is a :class:`~azr.training.callbacks.TrainerCallback`: at every checkpoint it records the checkpoint's metrics
-(so a push right after carries them) and at every status the status's metrics, each tag at most once per
+Each target is a :class:`~azr.training.callbacks.TrainerCallback`: at every checkpoint it records the checkpoint's
+metrics (so a push right after carries them) and at every status the status's metrics, each tag at most once per
 iteration. A resumed run appends to the same logs: it writes only iterations after the one it resumed from, and
 TensorBoard's ``purge_step`` hides anything an earlier session wrote past that point (a crash after the last
-checkpoint). TensorBoard event files go to ``<run>/runs/``, pushed with each checkpoint to the Hub repo's
-``runs/``, where the Hub shows them as training metrics. trackio logs locally (its own directory, no network).
+checkpoint). TensorBoard event files go to ``<run>/runs/``, pushed with each checkpoint to the Hub repo's ``runs/``,
+where the Hub shows them as training metrics. trackio logs locally (its own directory, no network).
 """
 from __future__ import annotations
 

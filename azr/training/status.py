@@ -16,7 +16,8 @@ FINAL_STATES = ("paused", "completed", "interrupted", "error")
 
 @dataclass
 class TrainingStatus:
-    """Where a run stands. ``history`` is the run's live :class:`~azr.checkpoints.history.History` (do not modify it)."""
+    """Where a run stands. ``history`` is the run's live :class:`~azr.checkpoints.history.History` (do not modify
+    it)."""
 
     state: str
     iteration: int
