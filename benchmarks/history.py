@@ -134,7 +134,7 @@ def _list_in_process(run_dir: Path, expected: int) -> float:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         started = time.perf_counter()
-        status = cli.main(["list", str(run_dir)])
+        status = cli(["list", str(run_dir)])
         seconds = time.perf_counter() - started
     rows = out.getvalue().splitlines()[1:]
     if status or len(rows) != expected or not all(row.rstrip().endswith("  valid") for row in rows):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import os
 import threading
 from pathlib import Path
@@ -72,6 +73,8 @@ def _staged_mappings(pid: int | str = "self") -> list[str]:
 def test_two_trainings_in_one_process_release_their_staged_memory_after_each(
         texts, tokenizer, make_model, tmp_path, monkeypatch, writer):
     monkeypatch.setenv("AZR_SAVE_WRITER", writer)
+    gc.collect()
+    before = set(_staged_mappings())  # what earlier tests of this process may still hold
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     for number, target in enumerate((10, 20)):
         for _ in trainer.train(texts, target, tmp_path / f"run{number}", **{**FAST, "self_play_every": 0}):
@@ -79,7 +82,8 @@ def test_two_trainings_in_one_process_release_their_staged_memory_after_each(
         assert (tmp_path / f"run{number}" / f"model_iter_{target}").is_dir()
         stager = trainer._saver._stager
         assert stager.arena is None and stager._buffers == []
-        assert _staged_mappings() == []
+        gc.collect()
+        assert set(_staged_mappings()) <= before  # no growth: this run's staged copy is unmapped
         for pid in _writer_pids():
             assert _staged_mappings(pid) == []  # an idle writer process maps no run's state either
 

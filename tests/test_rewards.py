@@ -92,7 +92,8 @@ def reference_tensors(path):
 
 @pytest.mark.parametrize("rewards", KINDS)
 def test_exact_resume_with_every_reward_kind_and_the_reference(texts, tokenizer, make_model, tmp_path, rewards):
-    """Stopped at 5 and resumed without naming the rewards again: the same functions, reference and numbers.
+    """Stopped at 5 and resumed (naming the rewards again only where they are imported): the same functions,
+    reference and numbers.
     Self-play at iterations 1, 3, 5, 7, 9; the reference is taken at 1 and refreshed at 5 (after the resume) and 9."""
     whole = AZRTrainer(make_model(), tokenizer, device="cpu")
     statuses = list(whole.train(texts, 10, tmp_path / "whole", rewards=rewards, **RESUMED))
@@ -103,7 +104,9 @@ def test_exact_resume_with_every_reward_kind_and_the_reference(texts, tokenizer,
     paused = Checkpoint.open(status.checkpoint)
     assert paused.train_config.rewards == rewards and paused.state["reference_iteration"] == 1
     second = AZRTrainer.from_checkpoint(status.checkpoint, device="cpu")
-    resumed = list(second.train(max_iterations=10, checkpoint_dir=tmp_path / "split"))
+    imported = ":" in rewards  # a resume imports a user's reward only when the user names it again
+    resumed = list(second.train(max_iterations=10, checkpoint_dir=tmp_path / "split",
+                                **({"rewards": rewards} if imported else {})))
 
     assert [r["loss"] for r in second.history] == [r["loss"] for r in whole.history]
     assert [r["reward"] for r in second.history] == [r["reward"] for r in whole.history]

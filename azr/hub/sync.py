@@ -62,9 +62,9 @@ def parse_reference(ref: str) -> HubReference:
 
 
 def _checkpoint_names(files: list[str]) -> list[str]:
-    names = {parts[1] for parts in (f.split("/") for f in files)
+    found = {parts[1] for parts in (f.split("/") for f in files)
              if len(parts) == 3 and parts[0] == CHECKPOINTS and names.NAME_PATTERN.match(parts[1])}
-    return sorted(names)
+    return sorted(found)
 
 
 def read_index(hf: HfApi, repo_id: str, revision: str | None) -> dict[str, Any]:
