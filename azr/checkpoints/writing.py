@@ -92,8 +92,8 @@ def save_checkpoint(run_dir: Path, name: str, *, model, files: dict[str, storage
     digests = history.chunk_digests()
     _store_chunks(run_dir / CHUNK_DIR, digests, lambda number, digest: history.chunk(number))
     temp = storage.hidden_sibling(run_dir, storage.TEMP_PREFIX, name)
-    temp.mkdir()
-    try:
+    try:  # from the mkdir on: a signal at any point leaves no temporary behind
+        temp.mkdir()
         blobs = {**files, HISTORY_FILE: history.tail()}
         with storage.ParallelWrites(temp, workers) as writes:
             writes.write_all(blobs)
