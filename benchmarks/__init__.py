@@ -36,4 +36,10 @@ METRICS: dict[str, bool] = {
     "async_save_throughput_larger": True,
     "async_save_blocking": True,
     "async_save_blocking_larger": True,
+    "dcp_save_blocking": True,
+    "dcp_save_blocking_larger": True,
+    "dcp_save_throughput": True,
+    "dcp_save_throughput_larger": True,
+    "dcp_save_rss_mb": True,
+    "dcp_save_rss_mb_larger": True,
 }

@@ -1,9 +1,10 @@
-"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--precision fp32] [--threads N] [--only GROUP …]``:
-run every comparison (or those of the named groups), write the results JSON and print the table (progress goes to
-stderr)."""
+"""``python -m benchmarks [--quick] [--output PATH] [--device auto] [--precision fp32] [--threads N] [--repeats N]
+[--only GROUP …]``: run every comparison (or those of the named groups), write the results JSON and print the table
+(progress goes to stderr)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -31,7 +32,10 @@ UNIT_FORMATS = {"% of peak": "{:.2f}",
                 "tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
 
 
-GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves")
+GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves", "dcp_saves")
+# Groups that run only when named with --only: dcp_saves starts a one-process torch.distributed group (DCP's process
+# executor needs one) and weighs PyTorch DCP against the project's writer, a question, not a product metric.
+ONLY_WHEN_NAMED = ("dcp_saves",)
 
 
 def run_all(bench: Bench, only: list[str] | None = None) -> list[Entry]:
@@ -41,10 +45,17 @@ def run_all(bench: Bench, only: list[str] | None = None) -> list[Entry]:
     groups = {"checkpoints": lambda: checkpoints.run(bench, subject), "history": lambda: history.run(bench, subject),
               "training": lambda: training.run(bench), "generation": lambda: generation.run(bench),
               "processes": lambda: processes.run(bench, checkpoint), "cli": lambda: cli.run(bench, checkpoint),
-              "async_saves": lambda: async_saves.run(bench, subject)}
-    entries = [entry for name in GROUPS if not only or name in only for entry in groups[name]()]
+              "async_saves": lambda: async_saves.run(bench, subject), "dcp_saves": lambda: _dcp_saves(bench, subject)}
+    chosen = [name for name in GROUPS if name in only] if only else [n for n in GROUPS if n not in ONLY_WHEN_NAMED]
+    entries = [entry for name in chosen for entry in groups[name]()]
     order = list(METRICS)
     return sorted(entries, key=lambda entry: order.index(entry.name))
+
+
+def _dcp_saves(bench: Bench, subject: checkpoints.Subject) -> list[Entry]:
+    from . import dcp_saves  # noqa: PLC0415 (torch.distributed.checkpoint: only for the group that needs it)
+
+    return dcp_saves.run(bench, subject)
 
 
 def table(entries: list[Entry]) -> str:
@@ -72,8 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared machine, OpenMP threads waiting on each other "
                              "make step times swing tenfold, and ratios with them)")
+    parser.add_argument("--repeats", type=int, help="timed rounds of every in-process comparison (default: the sizes', "
+                        "5); the warm-up round comes on top")
     parser.add_argument("--workdir", type=Path, help="where checkpoints are written (default: the temp directory)")
-    parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (default: all)")
+    parser.add_argument("--only", nargs="+", choices=GROUPS,
+                        help=f"run only these groups (default: all but {', '.join(ONLY_WHEN_NAMED)}, which run only "
+                             "when named)")
     args = parser.parse_args(argv)
     allocator = steady_allocator()
     torch.set_num_threads(args.threads)
@@ -83,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     check(args.precision, device)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="azr-bench-", dir=args.workdir) as scratch:
-        bench = Bench(QUICK if args.quick else DEFAULT, device, args.threads, Path(scratch), allocator, args.precision)
+        sizes = QUICK if args.quick else DEFAULT
+        if args.repeats is not None:
+            sizes = dataclasses.replace(sizes, repeats=args.repeats)
+        bench = Bench(sizes, device, args.threads, Path(scratch), allocator, args.precision)
         entries = run_all(bench, args.only)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([entry.as_dict() for entry in entries], indent=1) + "\n")
