@@ -8,6 +8,10 @@ object, not its weights), writes the checkpoint atomically with :func:`azr.check
 it and answers with its path. It runs at a lower CPU priority, ignores Ctrl+C (its parent decides when to stop) and
 exits as soon as its parent does, mid-write or not: a temporary is all that is left, as with a thread.
 
+Kept rather than torch.distributed.checkpoint's ``async_save``, which blocked longer, used more memory, writes
+neither atomically nor pickle-free state, and needs a process group: BENCHMARKS.md, "DCP async_save against the
+project's writer".
+
 Writers are pooled per process: a run takes an idle one (or starts one, which imports torch and transformers in
 the background), and gives it back at its end.
 """
