@@ -5,6 +5,7 @@ and refilled by every later one, and tensors that share memory (tied weights) sh
 copy is written exactly as the live state would be. A shared stager puts every buffer in one
 :class:`~azr.checkpoints.sharedarena.SharedArena`, which a writer process maps (see
 :mod:`azr.checkpoints.writerprocess`).
+
 Measured against DCP's own stager and ``async_save``: BENCHMARKS.md, "DCP async_save against the project's writer".
 """
 from __future__ import annotations
