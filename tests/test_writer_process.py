@@ -20,7 +20,7 @@ from safetensors.torch import save
 from test_async_save import digests
 
 from azr import AZRTrainer, ConfigError, list_checkpoints
-from azr.checkpoints import history
+from azr.checkpoints import history, writerlaunch
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.staging import Stager
 from azr.checkpoints.writerprocess import WriterProcess, automatic_choice
@@ -261,3 +261,42 @@ def test_shared_staging_keeps_tied_tensors_tied_and_every_other_tensor_in_a_stor
     weight += 1
     again = stager.stage({"a": weight, "tied": weight, "b": bias, "step": step, "empty": torch.empty(0), "n": 5})
     assert again["a"].data_ptr() == staged["a"].data_ptr() and torch.equal(staged["a"], weight)  # refilled
+
+
+
+WATCHES_FIRST = textwrap.dedent("""
+    import sys, threading
+    from azr.checkpoints import writerlaunch
+    writerlaunch.exit_with_parent()
+    print("torch" in sys.modules, "azr-parent-watch" in [t.name for t in threading.enumerate()], flush=True)
+""")
+
+
+def test_a_writer_watches_its_parent_before_its_slow_imports():
+    """The writer's launcher starts watching its parent before torch is imported (seconds): a writer whose parent
+    is killed while it starts up ends at once."""
+    done = subprocess.run([sys.executable, "-c", WATCHES_FIRST], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True"], done.stderr
+    from azr.checkpoints import writerprocess
+    assert writerprocess.LAUNCHER == writerlaunch.__name__
+
+
+STARTS_A_WRITER = textwrap.dedent("""
+    import time
+    from azr.checkpoints.writerprocess import WriterProcess
+    print(WriterProcess().pid, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_writer_still_starting_exits_when_its_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", STARTS_A_WRITER], stdout=subprocess.PIPE, text=True)
+    try:
+        writer = int(parent.stdout.readline())
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while running(writer) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(writer)

@@ -39,6 +39,8 @@ import torch
 from azr.checkpoints.sharedarena import SharedArena, supported
 from azr.errors import ConfigError
 
+LAUNCHER = "azr.checkpoints.writerlaunch"  # the module a writer process runs: it watches its parent first
+
 NICENESS = 10  # below training, so that on a busy CPU the write takes what training leaves
 
 _idle: list[WriterProcess] = []
@@ -107,7 +109,7 @@ class WriterProcess:
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                          os.environ.get("PYTHONPATH")]))}
-        self._process = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())],
+        self._process = subprocess.Popen([sys.executable, "-m", LAUNCHER, str(theirs.fileno())],
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)  # a terminal's Ctrl+C goes to its parent alone
         os.setpriority(os.PRIO_PROCESS, self._process.pid, NICENESS)  # for its imports too
@@ -313,9 +315,3 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     _serve(Connection(int(argv[0])))
-
-
-if __name__ == "__main__":
-    from azr.checkpoints.writerprocess import main as _main  # the module's classes, not copies of them in __main__
-
-    _main(sys.argv[1:])
