@@ -205,10 +205,14 @@ def test_the_writer_exits_when_its_parent_is_killed(tmp_path):
     finally:
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 30
-    while running(writer) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not running(writer)
+    assert_ends(writer)
+
+
+def assert_ends(pid: int, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(pid)
 
 
 def running(pid: int) -> bool:
@@ -296,7 +300,4 @@ def test_a_writer_still_starting_exits_when_its_parent_is_killed():
     finally:
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 30
-    while running(writer) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not running(writer)
+    assert_ends(writer)
