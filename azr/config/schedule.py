@@ -12,7 +12,7 @@ REWARM_FRACTION = 0.05  # a re-warm ramps over this share of the extension (at l
 
 def longest_warmup(max_iterations: int) -> int:
     """The longest warmup of a run to ``max_iterations`` unless given: half the run, so the LR decays before its end.
-    A new run's default warmup and a resume to a shorter target both keep to it."""
+    A new run's default warmup keeps to it, and so does a resume to a target that its warmup would outlast."""
     return max_iterations // 2
 
 
@@ -87,8 +87,9 @@ class LRPlan:
         current LR into the fresh plan of the new horizon. Otherwise (and with ``extend="final_lr"``) the
         warmup goes on towards the new plan, or after it the LR stays continuous at ``iteration`` (a new peak
         LR is used from there) and goes from there to the final LR at the new target along the new kind. A shorter
-        target whose :func:`longest_warmup` the warmup exceeds ends the warmup early: a ramp from the current LR
-        reaches the peak at that limit, or past the limit the LR goes on from where it is.
+        target that a warmup under way would not end before ends it early, at the new target's
+        :func:`longest_warmup`: a ramp from the current LR reaches the peak there, or past that point the LR decays
+        from where it is.
         """
         peak = self.peak_lr if lr is None else lr
         ratio = self.final_lr / self.peak_lr if min_lr_ratio is None else min_lr_ratio
@@ -102,7 +103,7 @@ class LRPlan:
                           ramp_lr=self.lr_at(iteration))
         warming = self.start_lr is None and iteration < self.warmup
         limit = longest_warmup(max_iterations)
-        too_long = warming and max_iterations < self.max_iterations and self.warmup > limit
+        too_long = warming and self.warmup >= max_iterations < self.max_iterations  # shortened past its warmup
         if too_long and iteration < limit:
             return LRPlan(kind, peak, final, limit, max_iterations, ramp_start=iteration, ramp_length=limit - iteration,
                           ramp_lr=self.lr_at(iteration))
