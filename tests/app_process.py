@@ -46,7 +46,10 @@ class PageSession:
         self.url = url
         self.session = uuid.uuid4().hex  # Gradio keeps the session's dropdown choices under it
         with urllib.request.urlopen(url + "config", timeout=30) as response:
-            self.events = {d["api_name"]: d["id"] for d in json.load(response)["dependencies"]}
+            config = json.load(response)
+        self.events = {d["api_name"]: d["id"] for d in config["dependencies"]}
+        self.inputs = {d["api_name"]: d["inputs"] for d in config["dependencies"]}
+        self.components = {c["id"]: c.get("props", {}) for c in config["components"]}
 
     def call(self, event: str, *data: object) -> list:
         """Run the page's event ``event`` with the values of its inputs; return its outputs (raises on an error)."""
@@ -63,6 +66,15 @@ class PageSession:
                         raise RuntimeError(f"{event} failed: {message['output']}")
                     return message["output"]["data"]
         raise RuntimeError(f"{event} did not complete")
+
+    def press(self, event: str, **values: object) -> list:
+        """Run ``event`` with the page's initial values of its inputs, those named (by elem_id) replaced, as a
+        visitor who changes only those fields does."""
+        props = [self.components[i] for i in self.inputs[event]]
+        data = [values.get(p.get("elem_id"), p.get("value")) for p in props]
+        unknown = set(values) - {p.get("elem_id") for p in props}
+        assert not unknown, f"{event} has no inputs {unknown}"
+        return self.call(event, *data)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from app_process import SMALL_MODEL, AppProcess, app, small_corpus  # noqa: F401
+from app_process import SMALL_MODEL, AppProcess, PageSession, app, small_corpus  # noqa: F401
 from conftest_hub import hub_env, hub_server  # noqa: F401
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -204,6 +204,30 @@ def test_generate_continues_the_prompt(client):
         client.predict(checkpoint=name, temperature=0, api_name="/generate")
 
 
+def test_a_short_run_started_with_the_pages_defaults_decays_its_lr_before_it_ends(app, client):
+    """The Start button with the page's initial settings but for a short target: the warmup fits the run."""
+    small = {f"train-{name}": value for name, value in SMALL_MODEL.items()}
+    page = PageSession(app.url)
+    message, = page.press("on_start", **small, **{"train-max-iterations": 80, "train-batch-size": 4,
+                                                   "train-save-every": 500})
+    assert "training to 80 iterations" in message
+    assert wait_for(client, lambda s: not s["is_training"])["state"] == "completed"
+    lrs = [r["lr"] for r in client.predict(api_name="/status")["history"]]
+    assert len(lrs) == 80
+    assert lrs.index(max(lrs)) < 60 and lrs[-1] < 0.5 * max(lrs)
+
+
+def test_generate_with_an_empty_seed_differs_each_time_and_a_seed_repeats(client):
+    name = newest_checkpoint(client)
+
+    def generate(**seed) -> str:
+        return client.predict(checkpoint=name, prompt="ROMEO:", max_new_tokens=20, api_name="/generate",
+                              **seed)["text"]
+
+    assert len({generate() for _ in range(3)}) > 1
+    assert len({generate(seed=None) for _ in range(3)}) > 1
+    assert generate(seed=7) == generate(seed=7)
+
 def test_sigterm_saves_an_interrupted_checkpoint_and_exits(app, client):
     client.predict(corpus_text=small_corpus(), max_iterations=TARGET, api_name="/train", **SMALL_MODEL, **FAST)
     wait_for(client, lambda s: s["iteration"] >= 5)
@@ -386,3 +410,4 @@ def test_a_restarted_app_offers_the_newer_hub_checkpoint_and_pushes(hub_server, 
         assert f"checkpoints/{interrupted}/trainer_state.json" in hub_server.files(repo)
     finally:
         restarted.stop()
+

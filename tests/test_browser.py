@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from app_process import SMALL_MODEL, AppProcess, app, small_corpus  # noqa: F401
+from gradio_client import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from azr.config import PRESET_TRAINING, PRESETS
@@ -124,16 +125,47 @@ def test_train_stop_and_resume_in_the_page(page, browser, app, tmp_path):
     another_tab.close()
 
 
-def test_choosing_a_preset_fills_in_its_size_learning_rate_and_warmup(page):
+def test_choosing_a_preset_fills_in_its_size_and_learning_rate_and_leaves_the_warmup_to_it(page):
     page.get_by_text("Model size (advanced)").click()
     page.get_by_text("Run settings").click()
+    warmup = page.locator("#train-warmup textarea, #train-warmup input").first
+    expect(warmup).to_have_value("")  # empty: the preset's, at most half the run
     for name in ("small", "tiny"):  # the page opens on tiny: away from it and back
         fill_number(page, "train-lr", 0.5)  # changed by hand, then replaced by the preset's
+        warmup.fill("7")
+        warmup.press("Tab")
         page.locator("#train-preset input").click()
         page.get_by_role("option", name=name, exact=True).click()
         expect(page.locator("#train-d_model input")).to_have_value(str(PRESETS[name].d_model))
-        for field in ("lr", "warmup"):
-            expect(page.locator(f"#train-{field} input")).to_have_value(f"{PRESET_TRAINING[name][field]:g}")
+        expect(page.locator("#train-lr input")).to_have_value(f"{PRESET_TRAINING[name]['lr']:g}")
+        expect(warmup).to_have_value("")
+        expect(warmup).to_have_attribute("placeholder", "the preset's, at most half the run")
+
+
+def test_generate_with_an_empty_seed_gives_new_text_each_time_and_a_seed_the_same(page, app):
+    client = Client(app.url, verbose=False)
+    client.predict(corpus_text=small_corpus(), max_iterations=10, batch_size=4, api_name="/train", **SMALL_MODEL)
+    page.wait_for_function("() => /completed/.test(document.querySelector('#status').innerText)")
+    page.get_by_role("tab", name="Generate").click()
+    seed = page.locator("#generate-seed textarea, #generate-seed input").first
+    expect(seed).to_have_value("")
+    expect(seed).to_have_attribute("placeholder", "random")
+    page.locator("#generate-choice input").click()
+    page.get_by_role("option").first.click()
+    text = page.locator("#generate-text textarea")
+
+    def generate(prompt: str = "ROMEO:") -> str:  # after another prompt's text, so the new text shows it is done
+        if text.input_value().startswith(prompt):
+            generate("JULIET:")
+        page.locator("#generate-prompt textarea").fill(prompt)
+        page.locator("#generate").click()
+        expect(text).to_have_value(re.compile("^" + re.escape(prompt)))
+        return text.input_value()
+
+    assert generate() != generate()
+    seed.fill("7")
+    seed.press("Tab")
+    assert generate() == generate()
 
 
 def test_bad_numbers_get_a_message_next_to_the_form(page):

@@ -126,3 +126,23 @@ def test_lr_preview_thins_long_parts_and_refuses_a_target_below_the_checkpoint(r
         lr_preview(checkpoint, 5)
     with pytest.raises(ConfigError, match="lr must be a positive number"):
         lr_preview(checkpoint, 20, -1.0)
+
+
+@pytest.mark.parametrize("paused_at", [20, 60])
+def test_a_resume_to_a_target_its_warmup_does_not_fit_decays_by_the_end_as_its_preview_shows(
+        texts, tokenizer, model_config, tmp_path, paused_at):
+    """A run planned for 2000 iterations (warmup 150) paused during its warmup and resumed to 100: the LR ends at
+    the final LR at 100 of 100 instead of still warming up, without a jump, as the preview shows beforehand."""
+    trainer = AZRTrainer(build_model(model_config, seed=0), tokenizer, device="cpu")
+    for status in trainer.train(texts, 2000, tmp_path / "run", **{**FAST, "lr": 1e-3, "warmup": 150}):
+        if status.iteration == paused_at and status.state == "running":
+            trainer.stop_training()
+    checkpoint = Checkpoint.open(tmp_path / "run" / f"model_paused_{paused_at}")
+    planned = [r for r in lr_preview(checkpoint, 100) if r["part"] == "planned"]
+    resumed = AZRTrainer.from_checkpoint(checkpoint.path, device="cpu")
+    used = resumed.train_continuous(None, 100, tmp_path / "run")
+    assert [(r["iteration"], r["lr"]) for r in used[paused_at:]] == [(r["iteration"], r["lr"]) for r in planned]
+    lrs = [r["lr"] for r in used]
+    assert lrs[-1] == pytest.approx(checkpoint.plan().final_lr, rel=0.05)  # decayed, not at a warmup's peak
+    assert max(abs(b - a) for a, b in zip(lrs, lrs[1:])) < 0.1 * max(lrs)  # no jump where the plan changed
+    assert Checkpoint.open(tmp_path / "run" / "model_iter_100").plan().lr_at(99) == pytest.approx(lrs[-1])

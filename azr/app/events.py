@@ -41,6 +41,16 @@ def _warning(exc: Exception) -> str:
     return f"⚠️ {exc}"
 
 
+def _typed(text: str | None) -> Any:
+    """An optional number field's text as a number (empty: None); other text stays text, for the check to name.
+    (Gradio's Number field cannot be empty: it shows and sends 0.)"""
+    text = (text or "").strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return text
+
+
 def _attempt(action: Callable[[], str]) -> str:
     """Return the message of ``action``, or the error's sentence for bad input."""
     try:
@@ -130,9 +140,8 @@ def wire_train(page: Page) -> None:
     """The Train tab: a preset fills in its sizes, Start trains a new run, Stop pauses it."""
     train, form = page.train, page.train.form
 
-    def on_preset(name: str) -> list[Any]:  # its sizes, LR and warmup
-        return [*(getattr(PRESETS[name], f) for f in MODEL_FIELDS),
-                *(PRESET_TRAINING[name][f] for f in ("lr", "warmup"))]
+    def on_preset(name: str) -> list[Any]:  # its sizes and LR; an empty warmup: the preset's, fitted to the run
+        return [*(getattr(PRESETS[name], f) for f in MODEL_FIELDS), PRESET_TRAINING[name]["lr"], ""]
 
     form["preset"].change(on_preset, inputs=form["preset"],
                           outputs=[*(form[f] for f in MODEL_FIELDS), form["lr"], form["warmup"]],
@@ -142,7 +151,7 @@ def wire_train(page: Page) -> None:
         def start() -> str:
             caller = Caller(profile, password or "")
             page.api.access.check(caller, "start training")  # before reading the uploads
-            status = page.api.start(read_uploads(files), caller, **values)
+            status = page.api.start(read_uploads(files), caller, **{**values, "warmup": _typed(values["warmup"])})
             return f"Started run {status['run']}: training to {status['max_iterations']} iterations."
         return _attempt(start)
 
@@ -258,7 +267,9 @@ def wire_generate(page: Page) -> None:
     tab, hub = page.generate, page.hub.fields
 
     def on_generate(profile: Profile, password: str, *values: Any) -> str:
-        return _attempt(lambda: page.api.generate(*values, caller=Caller(profile, password or ""))["text"])
+        *settings, seed = values
+        return _attempt(lambda: page.api.generate(*settings, seed=_typed(seed),
+                                                  caller=Caller(profile, password or ""))["text"])
 
     tab.button.click(on_generate, inputs=[page.owner_password, tab.choice, tab.prompt, *tab.sampling,
                                           hub["hub_repo_id"], hub["hub_token"], tab.seed],

@@ -32,6 +32,10 @@ from azr.data.corpus import TEXT_SUFFIXES
 
 Fields = dict[str, Any]  # components by the API parameter they fill
 
+WARMUP_INFO = ("Iterations of linear LR warmup. Empty: the preset's ("
+               + ", ".join(f"{name} {values['warmup']}" for name, values in PRESET_TRAINING.items())
+               + "), at most half the run, so the LR decays before the run ends.")
+
 
 @dataclass
 class ResumeForm:
@@ -153,7 +157,7 @@ def _model_fields() -> Fields:
                                          elem_id="train-batch-size")
     with gr.Row():
         fields["lr"] = gr.Number(PRESET_TRAINING["tiny"]["lr"], label="Learning rate", elem_id="train-lr",
-                                 info="Each preset fills in the LR and warmup measured best for it.")
+                                 info="Each preset fills in the LR measured best for it.")
         fields["lr_schedule"] = gr.Dropdown(list(LR_SCHEDULES), value=DEFAULTS.lr_schedule, label="LR schedule")
     return fields
 
@@ -163,8 +167,8 @@ def _run_settings() -> Fields:
     fields: Fields = {}
     with gr.Accordion("Run settings", open=False):
         with gr.Row():
-            fields["warmup"] = gr.Number(PRESET_TRAINING["tiny"]["warmup"], label="Warmup iterations", precision=0,
-                                         elem_id="train-warmup")
+            fields["warmup"] = gr.Textbox("", label="Warmup iterations", elem_id="train-warmup",
+                                          placeholder="the preset's, at most half the run", info=WARMUP_INFO)
             fields["save_every"] = gr.Number(DEFAULTS.save_every, label="Save every", precision=0,
                                              elem_id="train-save-every")
         with gr.Row():
@@ -233,13 +237,14 @@ def generate_tab() -> GenerateTab:
     """Lay out the Generate tab."""
     with gr.Tab("Generate"):
         with gr.Row():
-            choice = gr.Dropdown([], label="Checkpoint", scale=2)
+            choice = gr.Dropdown([], label="Checkpoint", scale=2, elem_id="generate-choice")
             sampling = [gr.Number(1.0, label="Temperature"), gr.Number(50, label="Top-k (0: no limit)", precision=0),
                         gr.Number(50, label="Max new tokens", precision=0)]
-            seed = gr.Number(None, label="Seed (empty: random)", precision=0)
-        prompt = gr.Textbox(label="Prompt", lines=2)
-        button = gr.Button("✨ Generate", variant="primary")
-        generated = gr.Textbox(label="Generated text", lines=8)
+            seed = gr.Textbox("", label="Seed (empty: random)", placeholder="random", elem_id="generate-seed",
+                              info="The same seed and settings give the same text.")
+        prompt = gr.Textbox(label="Prompt", lines=2, elem_id="generate-prompt")
+        button = gr.Button("✨ Generate", variant="primary", elem_id="generate")
+        generated = gr.Textbox(label="Generated text", lines=8, elem_id="generate-text")
     return GenerateTab(choice, sampling, seed, prompt, button, generated)
 
 

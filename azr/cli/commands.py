@@ -172,8 +172,10 @@ def _hub(args: argparse.Namespace) -> dict[str, Any]:
 def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[TrainingStatus]]) -> int:
     """Run ``start()``'s statuses to the end under graceful_stop, render them, and return the exit status."""
     from azr.training import distributed  # noqa: PLC0415
+    from azr.training.callbacks import OnStep  # noqa: PLC0415
     progress = Progress(None if distributed.is_main() else sys.stdout)  # the other ranks: sys.stdout is os.devnull
-    guard = graceful_stop(trainer)
+    guard, stepping = graceful_stop(trainer), OnStep(progress.step)
+    trainer.callbacks.append(stepping)
     try:
         with guard:
             try:
@@ -181,6 +183,7 @@ def _drive(trainer: AZRTrainer, directory: Path, start: Callable[[], Iterator[Tr
                     progress(status)
             finally:
                 progress.close()
+                trainer.callbacks.remove(stepping)
     except KeyboardInterrupt:
         say("Stopped at once by a second signal; every checkpoint on disk is complete.")
         newest = list_checkpoints(directory, verify=False) if directory.is_dir() else []  # the run's own only

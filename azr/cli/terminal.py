@@ -1,6 +1,7 @@
 """How the CLI shows things: progress of a run, checkpoint tables, checkpoint reports, and the small formatters."""
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from datetime import datetime
@@ -36,9 +37,24 @@ def say_resume(checkpoint: str, max_iterations: int) -> None:
     say(f"Resume with: azr resume {shlex.quote(checkpoint)} --max-iterations {max_iterations}")
 
 
+BAR_INTERVAL_S = 0.25  # the bar is redrawn at most this often, however fast the steps
+SIZELESS_TERMINAL = {"ncols": 80, "nrows": 24}  # the bar's size on a terminal that reports none
+
+
+def _bar_size(stream: TextIO) -> dict[str, Any]:
+    """tqdm's size options for ``stream``: the terminal's own, or a fixed size where the terminal reports none
+    (``script``, some CI consoles), where tqdm would draw nothing."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return SIZELESS_TERMINAL
+    return {"dynamic_ncols": True} if size.columns > 0 and size.lines > 0 else SIZELESS_TERMINAL
+
+
 class Progress:
     """Renders a run's statuses: a tqdm bar on a terminal (plain lines elsewhere), a line per checkpoint saved,
-    each warning once. Call it with every status; it can follow several runs one after another."""
+    each warning once. Call it with every status, and :meth:`step` after every step (the bar moves between
+    statuses); it can follow several runs one after another."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -70,11 +86,16 @@ class Progress:
             say(f"iteration {status.iteration}/{status.max_iterations}  {_metrics(status)}  ETA {eta}", self.stream)
         if self.bar is None:
             self.bar = tqdm(total=status.max_iterations, initial=status.iteration, unit="it", file=self.stream,
-                            dynamic_ncols=True, disable=not self.interactive)
+                            mininterval=BAR_INTERVAL_S, disable=not self.interactive, **_bar_size(self.stream))
         self.bar.set_postfix_str(_metrics(status), refresh=False)
         self.bar.update(status.iteration - self.bar.n)
         if not status.is_training:
             self.close()
+
+    def step(self, iteration: int) -> None:
+        """Move the bar to ``iteration`` (redrawn at most every :data:`BAR_INTERVAL_S`; no line off a terminal)."""
+        if self.bar is not None:
+            self.bar.update(iteration - self.bar.n)
 
     def close(self) -> None:
         """Close the current bar; the next status starts a new one."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from azr.config.ranges import MAX_ITERATIONS, MAX_SEED, MAX_TOKENS, MAX_VOCAB, Range
 from azr.config.rewards import parse_rewards
+from azr.config.schedule import longest_warmup
 from azr.errors import ConfigError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
@@ -106,9 +107,9 @@ def preset_training(model: ModelConfig | None) -> dict[str, Any]:
 
 def training_defaults(model: ModelConfig | None, max_iterations: int) -> dict[str, Any]:
     """Return the ``lr`` and ``warmup`` of a new run of ``model`` to ``max_iterations`` when not given: its
-    :func:`preset_training`, the warmup at most half the run."""
+    :func:`preset_training`, the warmup at most :func:`~azr.config.schedule.longest_warmup` (half the run)."""
     defaults = preset_training(model)
-    return {**defaults, "warmup": min(defaults["warmup"], max_iterations // 2)}
+    return {**defaults, "warmup": min(defaults["warmup"], longest_warmup(max_iterations))}
 
 
 def _per_preset(name: str, extra: str = "") -> str:

@@ -10,6 +10,12 @@ WSD_DECAY_FRACTION = 0.2  # warmup-stable-decay spends the last 20% of the run d
 REWARM_FRACTION = 0.05  # a re-warm ramps over this share of the extension (at least one iteration)
 
 
+def longest_warmup(max_iterations: int) -> int:
+    """The longest warmup of a run to ``max_iterations`` unless given: half the run, so the LR decays before its end.
+    A new run's default warmup keeps to it, and so does a resume to a target that its warmup would outlast."""
+    return max_iterations // 2
+
+
 @dataclass(frozen=True)
 class LRPlan:
     """A schedule: warmup to ``peak_lr`` (fresh plans only), then cosine / constant / wsd to ``final_lr``.
@@ -80,7 +86,10 @@ class LRPlan:
         a larger target re-warms with ``extend="rewarm"``: a ramp of a twentieth of the extension from the
         current LR into the fresh plan of the new horizon. Otherwise (and with ``extend="final_lr"``) the
         warmup goes on towards the new plan, or after it the LR stays continuous at ``iteration`` (a new peak
-        LR is used from there) and goes from there to the final LR at the new target along the new kind.
+        LR is used from there) and goes from there to the final LR at the new target along the new kind. A shorter
+        target that a warmup under way would not end before ends it early, at the new target's
+        :func:`longest_warmup`: a ramp from the current LR reaches the peak there, or past that point the LR decays
+        from where it is.
         """
         peak = self.peak_lr if lr is None else lr
         ratio = self.final_lr / self.peak_lr if min_lr_ratio is None else min_lr_ratio
@@ -92,8 +101,14 @@ class LRPlan:
             ramp = max(1, round(REWARM_FRACTION * (max_iterations - iteration)))
             return LRPlan(kind, peak, final, self.warmup, max_iterations, ramp_start=iteration, ramp_length=ramp,
                           ramp_lr=self.lr_at(iteration))
+        warming = self.start_lr is None and iteration < self.warmup
+        limit = longest_warmup(max_iterations)
+        too_long = warming and self.warmup >= max_iterations < self.max_iterations  # shortened past its warmup
+        if too_long and iteration < limit:
+            return LRPlan(kind, peak, final, limit, max_iterations, ramp_start=iteration, ramp_length=limit - iteration,
+                          ramp_lr=self.lr_at(iteration))
         changes: dict[str, Any] = {"kind": kind, "peak_lr": peak, "final_lr": final, "max_iterations": max_iterations}
-        if self.start_lr is not None or iteration >= self.warmup:
+        if not warming or too_long:
             changes.update(start_iteration=iteration, start_lr=peak if peak != self.peak_lr else self.lr_at(iteration),
                            ramp_length=0)
         return dataclasses.replace(self, **changes)

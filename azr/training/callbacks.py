@@ -1,13 +1,13 @@
 """Small hooks around the training loop (cf. transformers' ``TrainerCallback``): rotation, Hub pushes, time budget.
 
-The loop calls ``on_status`` with every status it yields, ``on_save`` after each checkpoint, ``should_pause``
-before each step, ``on_end`` with the final state (its sentence is added to the final message) and ``close`` when
-the run is over, whatever happened.
+The loop calls ``on_status`` with every status it yields, ``on_step`` after each step, ``on_save`` after each
+checkpoint, ``should_pause`` before each step, ``on_end`` with the final state (its sentence is added to the final
+message) and ``close`` when the run is over, whatever happened.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from azr.checkpoints.names import ASIDE_KINDS
@@ -25,6 +25,9 @@ class TrainerCallback:
     def on_status(self, status: TrainingStatus) -> None:
         """The run reports ``status``."""
 
+    def on_step(self, iteration: int) -> None:
+        """An optimizer step made ``iteration``; called after every step, so it must be quick."""
+
     def on_save(self, path: Path, kind: str) -> None:
         """A checkpoint of ``kind`` was saved at ``path``."""
 
@@ -38,6 +41,16 @@ class TrainerCallback:
 
     def close(self) -> None:
         """Release resources; called once, after everything else."""
+
+
+class OnStep(TrainerCallback):
+    """Calls ``function(iteration)`` after every step (e.g. to move a progress bar between statuses)."""
+
+    def __init__(self, function: Callable[[int], None]) -> None:
+        self.function = function
+
+    def on_step(self, iteration: int) -> None:
+        self.function(iteration)
 
 
 class Rotation(TrainerCallback):

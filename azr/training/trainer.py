@@ -214,6 +214,8 @@ class AZRTrainer:
                     return
                 self._stepper.step(run, snapshot)
                 clock.count()
+                for callback in callbacks:
+                    callback.on_step(state.iteration)
                 yield from self._after_step(run, clock, callbacks, saves, snapshot)
             yield from self._reports(run, clock, callbacks, saves, wait=True)
             finished = True
