@@ -53,6 +53,11 @@ class OnStep(TrainerCallback):
         self.function(iteration)
 
 
+def end_messages(callbacks: list[TrainerCallback]) -> str:
+    """The hooks' sentences for a run's final message (``on_end`` of each)."""
+    return " ".join(filter(None, (callback.on_end() for callback in callbacks)))
+
+
 class Rotation(TrainerCallback):
     """Keeps the newest ``keep_last`` ``model_iter`` checkpoints of the run, its newest ``model_best`` and
     ``model_predecay``; never deletes those in ``left_ahead`` (where the run went before it was resumed from an

@@ -92,7 +92,9 @@ class TensorBoardReporter(ScalarReporter):
 
     def __init__(self, run_dir: Path, start_iteration: int) -> None:
         super().__init__(start_iteration)
-        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - only when reporting to TensorBoard
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # noqa: PLC0415 - only when reporting to TensorBoard
+        )
 
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / LOG_DIR),
                                     purge_step=start_iteration + 1 if start_iteration else None)

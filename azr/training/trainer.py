@@ -24,14 +24,20 @@ from azr.hub.pending import PushTarget
 from azr.hub.sync import open_checkpoint
 from azr.rl.rewards import RewardFn
 from azr.training import distributed
-from azr.training.callbacks import HubPush, TrainerCallback
+from azr.training.callbacks import HubPush, TrainerCallback, end_messages
 from azr.training.checkpointing import RunSaves
 from azr.training.determinism import use_deterministic_kernels
 from azr.training.losses import validation_loss
 from azr.training.quality import greedy_measures
 from azr.training.reporting import report_targets
 from azr.training.saving import CheckpointSaver, StepSnapshot
-from azr.training.session import Run, check_architecture, lock_run, prepare_run, run_hooks
+from azr.training.session import (
+    Run,
+    check_architecture,
+    lock_run,
+    prepare_run,
+    run_hooks,
+)
 from azr.training.signals import ForcedExit, graceful_stop
 from azr.training.status import StatusClock, TrainingStatus
 from azr.training.step import Stepper
@@ -224,7 +230,7 @@ class AZRTrainer:
         except GeneratorExit:
             if not finished:  # closed early: a requested interrupt keeps its name
                 saves.save(self._stop_kind if self._stop.is_set() else "paused", snapshot, local=True)
-                self._end(callbacks)
+                end_messages(callbacks)
             raise
         except ForcedExit:  # a second Ctrl+C: exit at once, write nothing
             raise
@@ -289,11 +295,7 @@ class AZRTrainer:
 
     def _final(self, run: Run, clock: StatusClock, callbacks, state: str, message: str) -> TrainingStatus:
         """The run's last status: its message ends with what the hooks report (e.g. pushes)."""
-        return self._emit(run, clock, callbacks, state, " ".join(filter(None, [message, self._end(callbacks)])))
-
-    @staticmethod
-    def _end(callbacks: list[TrainerCallback]) -> str:
-        return " ".join(filter(None, (callback.on_end() for callback in callbacks)))
+        return self._emit(run, clock, callbacks, state, " ".join(filter(None, [message, end_messages(callbacks)])))
 
     def _emit(self, run: Run, clock: StatusClock, callbacks, state: str, message: str = "") -> TrainingStatus:
         status = clock.status(run, state, message, self.device, pushes=next(
