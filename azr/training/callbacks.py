@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from azr.checkpoints.names import ASIDE_KINDS
@@ -92,6 +93,9 @@ class HubPush(TrainerCallback):
 
     def __init__(self, uploader: HubUploader, target: PushTarget | None, flush_timeout_s: float) -> None:
         self.uploader, self.target, self.flush_timeout_s = uploader, target, flush_timeout_s
+        # Recording a push and staging its copy write and fsync files: off the training thread, in save order.
+        self._submitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="azr-push-submit")
+        self._submitted: list[Future] = []
 
     @classmethod
     def for_run(cls, run_dir: Path, target: PushTarget | None, token: str | None,
@@ -105,9 +109,12 @@ class HubPush(TrainerCallback):
 
     def on_save(self, path: Path, kind: str) -> None:
         if self.target is not None and kind not in ASIDE_KINDS:  # pushed when asked (`azr push --best`), or never
-            self.uploader.submit(path, self.target)
+            self._submitted.append(self._submitter.submit(self.uploader.submit, path, self.target))
 
     def on_end(self) -> str:
+        self._submitter.shutdown(wait=True)
+        for submitted in self._submitted:
+            submitted.result()  # a push that could not even be recorded surfaces here
         timeout, deadline = self.flush_timeout_s, stop_deadline()
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
@@ -120,4 +127,5 @@ class HubPush(TrainerCallback):
         return f"Not pushed to {repos}: {'; '.join(missing)}.{later}"
 
     def close(self) -> None:
+        self._submitter.shutdown(wait=True)
         self.uploader.close()
