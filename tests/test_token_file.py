@@ -1,6 +1,8 @@
 """The run's token file: tokenised once, reused on resume, keyed by corpus and tokenizer, rebuilt when damaged."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from conftest import FAST
 from azr import AZRTrainer, ConfigError, train_tokenizer
 from azr.data import tokens
 from azr.data.corpus import ResumableSampler, TokenWindows, fingerprint
+from azr.data.tokenizer import EOS
 from azr.data.tokens import TOKENS_DIR, TokenFile
 from azr.training import session
 
@@ -123,3 +126,13 @@ def test_texts_are_tokenised_in_batches(texts, tokenizer, monkeypatch):
     chunks = list(tokens.encode_chunks(many, tokenizer))
     assert len(chunks) == (len(many) + 1) // 2
     assert np.concatenate(chunks).tolist() == direct_ids(many, tokenizer)
+
+
+def test_the_batch_encoder_gives_the_ids_of_the_tokenizers_own_call(texts, tokenizer):
+    batch = [texts[0][:300] + EOS + texts[1][:300], "plain words"]  # a special token written in the text
+    truncating = copy.deepcopy(tokenizer)
+    truncating.backend_tokenizer.enable_truncation(8)  # as a tokenizer.json may say; the call ignores it
+    for each in (tokenizer, truncating):
+        encoded = tokens.batch_encoder(each)(batch)
+        assert encoded == each(batch, add_special_tokens=False)["input_ids"]
+        assert len(encoded[0]) > 8 and tokenizer.eos_token_id in encoded[0]

@@ -13,10 +13,11 @@ import itertools
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 FORMAT = b"AZRTOK01"
 HEADER_BYTES = 64  # magic (8), item size (8), token count (8), key (32), padding
@@ -64,11 +65,25 @@ def _batches(texts: list[str]) -> Iterator[list[str]]:
         yield batch
 
 
+def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """A function giving the ids ``tokenizer(texts, add_special_tokens=False)`` gives: for a fast tokenizer, the
+    tokenizers library's batch encoder without offsets, on a copy set as that call sets it (no truncation or
+    padding; special tokens split or not as the tokenizer says); else that call."""
+    if not getattr(tokenizer, "is_fast", False):
+        return lambda batch: tokenizer(batch, add_special_tokens=False)["input_ids"]
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return lambda batch: [encoding.ids for encoding in encode(batch, add_special_tokens=False)]
+
+
 def encode_chunks(texts: list[str], tokenizer) -> Iterator[np.ndarray]:
     """The ids of ``texts``, each followed by EOS, as compact arrays, one per batch of texts."""
-    dtype, eos = token_dtype(tokenizer), tokenizer.eos_token_id
+    dtype, eos, encode_batch = token_dtype(tokenizer), tokenizer.eos_token_id, batch_encoder(tokenizer)
     for batch in _batches(texts):
-        pieces = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        pieces = encode_batch(batch)
         for piece in pieces:
             piece.append(eos)
         count = sum(map(len, pieces))
