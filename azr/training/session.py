@@ -1,6 +1,7 @@
 """Setting up one call to ``AZRTrainer.train``: settings, corpus, token windows, optimizer, and the state to
 start from (fresh, or restored from a checkpoint). Everything here runs before the first step and changes
-nothing on disk except creating the run directory; bad input raises before that.
+nothing on disk except creating the run directory (with its stored corpus and token file); bad input raises before
+that.
 """
 from __future__ import annotations
 
