@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, help="where checkpoints are written (default: the temp directory)")
     parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups (default: all)")
     parser.add_argument("--data-mb", nargs="+", type=float,
-                        help="corpus sizes in MB the data group tokenises (default 10 50; --quick 2), e.g. 100 500")
+                        help="corpus sizes in MB the data group tokenises (default 10 50; --quick none), e.g. 100 500")
     args = parser.parse_args(argv)
     allocator = steady_allocator()
     torch.set_num_threads(args.threads)

@@ -55,7 +55,7 @@ class Sizes:
     listed_checkpoints: int  # checkpoints of the long run in the directory `azr list` lists
     async_steps: int  # iterations of each run of the async-save throughput comparison (≥ 21: a save after the first)
     larger_async_steps: int  # ... at the larger model
-    data_mb: tuple[float, ...]  # sizes of the generated corpora the data path tokenises
+    data_mb: tuple[float, ...]  # sizes of the generated corpora the data group tokenises (none: it is skipped)
     data_repeats: int  # timed rounds of each (fresh processes, no warm-up)
 
 
@@ -68,7 +68,7 @@ QUICK = Sizes(name="quick", repeats=5, process_repeats=1, process_warmup=0, corp
               model=preset("tiny", d_model=32, d_ff=128), batch_size=4, train_steps=11, save_every=10,
               gen_rollouts=1, checkpoint_steps=10, saves_per_sample=1, stop_window_s=0.3, rss_steps=11,
               larger_model=preset("tiny"), history_records=100_000, history_short_records=1_000,
-              listed_checkpoints=5, async_steps=21, larger_async_steps=21, data_mb=(2,), data_repeats=1)
+              listed_checkpoints=5, async_steps=21, larger_async_steps=21, data_mb=(), data_repeats=1)
 
 
 @dataclass
