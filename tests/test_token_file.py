@@ -63,9 +63,13 @@ def test_a_damaged_token_file_is_rebuilt_not_trusted(texts, tokenizer, make_mode
     assert token_files(tmp_path) == [path] and path.stat().st_size == size
 
 
-def test_a_refused_start_writes_no_token_file(texts, tokenizer, make_model, tmp_path):
-    with pytest.raises(ConfigError, match="vocab_size"):
-        AZRTrainer(make_model(vocab_size=8), tokenizer, device="cpu").train(texts, 10, tmp_path / "run", **FAST)
+@pytest.mark.parametrize("model_overrides, settings, message", [
+    ({}, {"rewards": "azr_no_such_module:reward"}, "cannot be imported"), ({"vocab_size": 8}, {}, "vocab_size")])
+def test_a_start_refused_after_tokenising_writes_no_token_file(texts, tokenizer, make_model, tmp_path,
+                                                              model_overrides, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        AZRTrainer(make_model(**model_overrides), tokenizer, device="cpu").train(texts, 10, tmp_path / "run",
+                                                                                 **{**FAST, **settings})
     assert not (tmp_path / "run").exists()
 
 
