@@ -5,7 +5,8 @@ repeats after a warm-up; medians and the ratio of each pair go to ``benchmarks/r
 """
 from __future__ import annotations
 
-# Every metric the run reports, and whether it compares two contenders (its entry then carries a ratio).
+# Every metric the run reports, and whether it compares two contenders (its entry then carries a ratio). A metric
+# measured at several sizes names each entry ``metric@size``.
 METRICS: dict[str, bool] = {
     "train_tokens_per_s": True,
     "train_mfu": True,
@@ -36,6 +37,8 @@ METRICS: dict[str, bool] = {
     "async_save_throughput_larger": True,
     "async_save_blocking": True,
     "async_save_blocking_larger": True,
+    "data_tokenise_mb_per_s": True,
+    "data_peak_rss_mb": True,
     "dcp_save_blocking": True,
     "dcp_save_blocking_larger": True,
     "dcp_save_throughput": True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import sys
@@ -24,7 +25,7 @@ from azr.config import PRECISIONS  # noqa: E402
 from azr.training.precision import check  # noqa: E402
 from azr.training.trainer import resolve_device  # noqa: E402
 
-from . import METRICS, async_saves, checkpoints, cli, generation, history, processes, training  # noqa: E402
+from . import METRICS, async_saves, checkpoints, cli, data, generation, history, processes, training  # noqa: E402
 from .common import DEFAULT, QUICK, Bench, Entry, progress, steady_allocator  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
@@ -32,24 +33,32 @@ UNIT_FORMATS = {"% of peak": "{:.2f}",
                 "tokens/s": "{:,.0f}", "s": "{:.3f}", "s/iteration": "{:.4f}", "MB": "{:.1f}", "KB": "{:.1f}"}
 
 
-GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves", "dcp_saves")
+GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves", "data", "dcp_saves")
 # Groups that run only when named with --only: dcp_saves starts a one-process torch.distributed group (DCP's process
 # executor needs one) and weighs PyTorch DCP against the project's writer, a question, not a product metric.
 ONLY_WHEN_NAMED = ("dcp_saves",)
 
 
-def run_all(bench: Bench, only: list[str] | None = None) -> list[Entry]:
-    """Run every benchmark group (or those in ``only``); return the entries in the order of METRICS."""
-    trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
-    subject = checkpoints.subject(bench, trainer.model, checkpoint)
-    groups = {"checkpoints": lambda: checkpoints.run(bench, subject), "history": lambda: history.run(bench, subject),
+def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, ...] | None = None) -> list[Entry]:
+    """Run every benchmark group (or those in ``only``); return the entries in the order of METRICS.
+    ``data_mb``: the corpus sizes of the data group (default: the sizes')."""
+
+    @functools.cache
+    def made() -> tuple[Path, checkpoints.Subject]:  # the realistic checkpoint, made once for the groups that read it
+        trainer, checkpoint = checkpoints.realistic_checkpoint(bench)
+        return checkpoint, checkpoints.subject(bench, trainer.model, checkpoint)
+
+    groups = {"checkpoints": lambda: checkpoints.run(bench, made()[1]),
+              "history": lambda: history.run(bench, made()[1]),
               "training": lambda: training.run(bench), "generation": lambda: generation.run(bench),
-              "processes": lambda: processes.run(bench, checkpoint), "cli": lambda: cli.run(bench, checkpoint),
-              "async_saves": lambda: async_saves.run(bench, subject), "dcp_saves": lambda: _dcp_saves(bench, subject)}
+              "processes": lambda: processes.run(bench, made()[0]), "cli": lambda: cli.run(bench, made()[0]),
+              "async_saves": lambda: async_saves.run(bench, made()[1]),
+              "data": lambda: data.run(bench, data_mb or bench.sizes.data_mb),
+              "dcp_saves": lambda: _dcp_saves(bench, made()[1])}
     chosen = [name for name in GROUPS if name in only] if only else [n for n in GROUPS if n not in ONLY_WHEN_NAMED]
     entries = [entry for name in chosen for entry in groups[name]()]
     order = list(METRICS)
-    return sorted(entries, key=lambda entry: order.index(entry.name))
+    return sorted(entries, key=lambda entry: order.index(entry.name.split("@")[0]))
 
 
 def _dcp_saves(bench: Bench, subject: checkpoints.Subject) -> list[Entry]:
@@ -89,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=GROUPS,
                         help=f"run only these groups (default: all but {', '.join(ONLY_WHEN_NAMED)}, which run only "
                              "when named)")
+    parser.add_argument("--data-mb", nargs="+", type=float,
+                        help="corpus sizes in MB the data group tokenises (default 10 50; --quick none), e.g. 100 500")
     args = parser.parse_args(argv)
     allocator = steady_allocator()
     torch.set_num_threads(args.threads)
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.repeats is not None:
             sizes = dataclasses.replace(sizes, repeats=args.repeats)
         bench = Bench(sizes, device, args.threads, Path(scratch), allocator, args.precision)
-        entries = run_all(bench, args.only)
+        entries = run_all(bench, args.only, tuple(args.data_mb or ()))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([entry.as_dict() for entry in entries], indent=1) + "\n")
     progress(f"{'quick' if args.quick else 'default'} run took {time.monotonic() - started:.0f} s; "

@@ -41,17 +41,18 @@ def run(bench: Bench, checkpoint: Path) -> list[Entry]:
 
     def import_azr() -> float:
         start = time.time()
-        return _python("-c", IMPORT_AZR)["imported"] - start
+        return run_python("-c", IMPORT_AZR)["imported"] - start
 
     def resume() -> float:
         start = time.time()
-        marks = _python("-m", "benchmarks.processes", "resume", str(checkpoint), str(bench.directory("resume")),
+        marks = run_python("-m", "benchmarks.processes", "resume", str(checkpoint), str(bench.directory("resume")),
                         *device)
         phases.append({name: mark - start for name, mark in marks.items()})
         return marks["first_step"] - start
 
     def peak_rss(kind: str) -> float:
-        return _python("-m", "benchmarks.processes", "rss", kind, str(bench.directory("rss")), *run_args)["maxrss_mb"]
+        measured = run_python("-m", "benchmarks.processes", "rss", kind, str(bench.directory("rss")), *run_args)
+        return measured["maxrss_mb"]
 
     progress("fresh processes: import the trainer, resume to first step, peak RSS of a run and of the bare loop")
     samples = alternate({"python_c_import_azr": import_azr, "resume_process": resume,
@@ -68,7 +69,7 @@ def run(bench: Bench, checkpoint: Path) -> list[Entry]:
     ]
 
 
-def _python(*args: str) -> dict[str, Any]:
+def run_python(*args: str) -> dict[str, Any]:
     """Run this interpreter with ``args`` from the repository root; return the JSON of its last stdout line."""
     done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:

@@ -66,7 +66,7 @@ def measure(trainer: AZRTrainer, windows: TokenWindows, prompts: int, seed: int)
         sampled = generate(model, prompt_ids.repeat_interleave(SAMPLES_PER_PROMPT, dim=0), 24, 1.0, 50,
                            tokenizer.eos_token_id, tokenizer.pad_token_id)
     completions = sampled.continuations()
-    reward = build_rewards(VERIFIABLE, tokenizer, windows.train.reshape(-1))
+    reward = build_rewards(VERIFIABLE, tokenizer, windows.train.flat())
     totals, _ = reward.score([""] * len(completions), tokenizer.batch_decode(completions),
                              completion_ids=completions)
     greedy = generate(model, prompt_ids, GREEDY_TOKENS, 1.0, 1, tokenizer.eos_token_id, tokenizer.pad_token_id)

@@ -14,7 +14,7 @@ TARGET = 32
 
 @pytest.fixture(scope="module")
 def windows(texts, tokenizer) -> torch.Tensor:
-    return TokenWindows.from_texts(texts, tokenizer, TARGET).train
+    return TokenWindows.from_texts(texts, tokenizer, TARGET).train[:]
 
 
 @pytest.fixture(scope="module")

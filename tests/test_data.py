@@ -76,8 +76,8 @@ def test_windows_shape_and_90_10_split(texts, tokenizer):
     assert windows.train.dtype == windows.val.dtype == torch.long
     assert windows.train.shape[1] == windows.val.shape[1] == seq_len + 1
     assert len(windows.val) == pytest.approx(count / 10, abs=1)
-    train = {position[tuple(row)] for row in windows.train.tolist()}
-    val = {position[tuple(row)] for row in windows.val.tolist()}
+    train = {position[tuple(row)] for row in windows.train[:].tolist()}
+    val = {position[tuple(row)] for row in windows.val[:].tolist()}
     assert not train & val
     assert train | val == set(range(count))
 

@@ -19,6 +19,7 @@ from azr.app.api import AppAPI
 from azr.app.jobs import TrainingJob
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.data.corpus import fingerprint
+from azr.data.tokens import TOKENS_DIR
 
 CARD = """---
 configs:
@@ -107,6 +108,8 @@ def test_a_dataset_run_resumes_elsewhere_on_its_revision_and_offline(dataset_rep
     paused = finish(paused)
     assert paused.returncode == 0, paused.stderr
     assert (tmp_path / "run" / "model_paused_10").is_dir()
+    [token_file] = (tmp_path / "run" / TOKENS_DIR).glob("*.tokens")  # the dataset's ids, tokenised once
+    tokenised = token_file.stat().st_ino, token_file.stat().st_mtime_ns
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["corpus"]["dataset"] == "user/corpus" and run["corpus"]["revision"] == first
 
@@ -115,6 +118,7 @@ def test_a_dataset_run_resumes_elsewhere_on_its_revision_and_offline(dataset_rep
     resumed = finish(start("resume", tmp_path / "run" / "model_paused_10", "--max-iterations", 20,
                            home=tmp_path / "home_b"))  # a fresh process, an empty cache
     assert resumed.returncode == 0, resumed.stderr
+    assert (token_file.stat().st_ino, token_file.stat().st_mtime_ns) == tokenised  # the resume read them back
     assert losses(tmp_path / "run" / "model_iter_20") == [r["loss"] for r in reference.history]
     assert Checkpoint.open(tmp_path / "run" / "model_iter_20").corpus["revision"] == first
 

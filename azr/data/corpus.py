@@ -11,8 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from azr.data.tokens import encode
 from azr.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
@@ -116,58 +118,99 @@ def fingerprint(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
+class WindowRows:
+    """Windows of a token array as rows, read like a (rows, width) int64 tensor: indexing (rows, or rows and a
+    column slice) returns an int64 tensor of just those tokens, so a memory-mapped corpus is never copied whole."""
+
+    dtype = torch.long
+
+    def __init__(self, tokens: np.ndarray, starts: torch.Tensor, width: int) -> None:
+        self.tokens, self.starts, self.width = tokens, starts, width
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.starts), self.width))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        rows, columns = key if isinstance(key, tuple) else (key, slice(None))
+        starts, offsets = self.starts[rows], torch.arange(self.width)[columns]
+        return read_tokens(self.tokens, starts + offsets if offsets.dim() == 0 else starts.unsqueeze(-1) + offsets)
+
+    def flat(self) -> torch.Tensor:
+        """Every row's tokens, in row order, as one 1-D int64 tensor (a copy of the rows)."""
+        return self[:].reshape(-1)
+
+
+def read_tokens(tokens: np.ndarray, positions: torch.Tensor) -> torch.Tensor:
+    """The ids at ``positions`` of ``tokens`` (compact, maybe memory-mapped) as an int64 tensor of their shape."""
+    return torch.from_numpy(np.asarray(tokens[positions.numpy()], dtype=np.int64))
+
+
 @dataclass
 class TokenWindows:
     """The corpus as fixed-length token windows, split 90/10 into train and validation.
 
-    ``shift_limits`` says per training window how far a random-offset sample may move its start (negative:
-    backwards) without reading a validation window's tokens.
+    ``tokens`` holds the corpus' ids (each text followed by EOS) compactly, in memory or memory-mapped from the
+    run's token file; windows are cut from it on use. ``shift_limits`` says per training window how far a
+    random-offset sample may move its start (negative: backwards) without reading a validation window's tokens.
     """
 
-    train: torch.Tensor  # (n_train, seq_len + 1) int64
-    val: torch.Tensor  # (n_val, seq_len + 1) int64
-    num_tokens: int
-    stream: torch.Tensor | None = None  # the windows' tokens in corpus order
-    train_starts: torch.Tensor | None = None  # where each training window starts in ``stream``
-    shift_limits: torch.Tensor | None = None  # (n_train,) the largest shift, signed
+    tokens: np.ndarray
+    train: WindowRows  # (n_train, seq_len + 1)
+    val: WindowRows  # (n_val, seq_len + 1)
+    shift_limits: torch.Tensor  # (n_train,) the largest shift, signed
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def stream(self) -> torch.Tensor:
+        """The windows' tokens in corpus order (the tail too short for a window left out), as an int64 tensor."""
+        return read_tokens(self.tokens, torch.arange(len(self.tokens) // self.train.width * self.train.width))
+
+    def max_id(self) -> int:
+        """The largest id in the windows."""
+        return int(self.tokens[: len(self.tokens) // self.train.width * self.train.width].max())
 
     def draw(self, sampler: ResumableSampler, batch_size: int, sampling: str = "random_offset") -> torch.Tensor:
         """Return the sampler's next batch of training windows: at random offsets, or as cut ("windows")."""
         indices, shifts = sampler.next_batch(batch_size)
-        if sampling == "windows" or self.stream is None:
+        if sampling == "windows":
             return self.train[indices]
-        starts = self.train_starts[indices] + (shifts * self.shift_limits[indices]).long()
-        return self.stream[starts[:, None] + torch.arange(self.train.shape[1])]
+        starts = self.train.starts[indices] + (shifts * self.shift_limits[indices]).long()
+        return read_tokens(self.tokens, starts[:, None] + torch.arange(self.train.width))
 
     @classmethod
     def from_texts(cls, texts: list[str], tokenizer, seq_len: int) -> TokenWindows:
-        """Tokenize ``texts`` (joined by EOS) and cut windows of ``seq_len + 1`` tokens.
+        """Tokenize ``texts`` (each followed by EOS) and cut windows of ``seq_len + 1`` tokens.
 
         Raises DataError when the corpus is too short for one training window.
         """
-        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        eos = tokenizer.eos_token_id
-        ids: list[int] = []
-        for piece in encoded:
-            ids.extend(piece)
-            ids.append(eos)
+        return cls.from_tokens(encode(texts, tokenizer), seq_len)
+
+    @classmethod
+    def from_tokens(cls, tokens: np.ndarray, seq_len: int) -> TokenWindows:
+        """Cut windows of ``seq_len + 1`` tokens from the corpus' ids; raises DataError when there is not one."""
         window = seq_len + 1
-        count = len(ids) // window
+        count = len(tokens) // window
         if count < 1:
             raise DataError(
-                f"The corpus has {len(ids)} tokens but one training window needs {window}; "
+                f"The corpus has {len(tokens)} tokens but one training window needs {window}; "
                 "add more text or use a smaller max_seq_len."
             )
-        windows = torch.tensor(ids[: count * window], dtype=torch.long).view(count, window)
         is_val = (torch.arange(count) % VAL_EVERY_NTH_WINDOW) == VAL_EVERY_NTH_WINDOW - 1
         if count < VAL_EVERY_NTH_WINDOW:
             is_val[:] = False
-        starts = torch.arange(count)[~is_val] * window
+        starts = torch.arange(count) * window
         after = torch.cat([~is_val[1:], torch.tensor([False])])[~is_val]  # the next window is a training one
         before = torch.cat([torch.tensor([False]), ~is_val[:-1]])[~is_val]
         limits = torch.where(after, window - 1, torch.where(before, -(window - 1), 0))
-        return cls(train=windows[~is_val], val=windows[is_val], num_tokens=len(ids), stream=windows.reshape(-1),
-                   train_starts=starts, shift_limits=limits)
+        return cls(tokens, WindowRows(tokens, starts[~is_val], window), WindowRows(tokens, starts[is_val], window),
+                   limits)
 
 
 class ResumableSampler:

@@ -1,11 +1,13 @@
 """Setting up one call to ``AZRTrainer.train``: settings, corpus, token windows, optimizer, and the state to
 start from (fresh, or restored from a checkpoint). Everything here runs before the first step and changes
-nothing on disk except creating the run directory; bad input raises before that.
+nothing on disk except creating the run directory (with its stored corpus and token file); bad input raises before
+that.
 """
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from azr.data.corpus import (
 )
 from azr.data.hub_datasets import SOURCE as DATASET_SOURCE
 from azr.data.hub_datasets import HubDataset
+from azr.data.tokens import TOKENS_DIR, TokenFile, encode
 from azr.errors import CheckpointError, ConfigError, DataError
 from azr.hub.pending import PushTarget
 from azr.models.causal_lm import (
@@ -187,11 +190,12 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         checkpoint, weights_loaded = earlier, False
     precision.check(config.precision, device)
     texts, corpus = resolve_corpus(texts, checkpoint, run_dir, dataset)
-    windows = _windows(texts, tokenizer, config, model)
+    cache = TokenFile.of(run_dir / TOKENS_DIR, corpus["fingerprint"], tokenizer)
+    windows, fresh = _windows(texts, tokenizer, config, model, cache)
     if reward_fn is None and checkpoint is not None and settings.get("rewards") is None:
         _check_imported_rewards(config.rewards)
     rewards = RewardSet([(getattr(reward_fn, "__name__", "reward_fn"), reward_fn, 1.0)]) if reward_fn else \
-        build_rewards(config.rewards, tokenizer, windows.train.reshape(-1))
+        build_rewards(config.rewards, tokenizer, windows.train.flat())
     run_id, adopt = _identity(checkpoint, run_dir)
     runs.check_room(run_dir, checkpoint_bytes(model))
     plan = LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio, config.warmup, config.max_iterations)
@@ -207,7 +211,8 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         if not weights_loaded:
             checkpoint.load_weights(model)
         _restore(run, checkpoint, device, load_optimizer, settings.get("lr"))
-    _open(run, texts, adopt, getattr(model.config, "_name_or_path", None) or None)  # nothing refused the start
+    _open(run, texts, adopt, getattr(model.config, "_name_or_path", None) or None,  # nothing refused the start
+          lambda: cache.write(windows.tokens) if fresh else None)
     if checkpoint is None:
         rng.seed_all(distributed.rank_seed(config.seed))
     return run
@@ -222,14 +227,17 @@ def _check_imported_rewards(text: str) -> None:
                           f"name it: pass rewards={text!r} (--rewards) to allow it, or choose built-in rewards.")
 
 
-def _windows(texts: list[str], tokenizer, config: TrainConfig, model) -> TokenWindows:
-    """The run's token windows; raises ConfigError when the tokenizer's ids do not fit the model."""
-    windows = TokenWindows.from_texts(texts, tokenizer, config.seq_len)
+def _windows(texts: list[str], tokenizer, config: TrainConfig, model, cache: TokenFile) -> tuple[TokenWindows, bool]:
+    """The run's token windows, read from its token file or tokenised anew (then True: the file is to be written
+    once the start is accepted); raises ConfigError when the tokenizer's ids do not fit the model."""
+    ids = cache.read()
+    fresh = ids is None
+    windows = TokenWindows.from_tokens(encode(texts, tokenizer) if fresh else ids, config.seq_len)
     vocab = model.get_input_embeddings().num_embeddings
-    if int(windows.train.max()) >= vocab:
-        raise ConfigError(f"The tokenizer produces ids up to {int(windows.train.max())} but the model's "
+    if windows.max_id() >= vocab:
+        raise ConfigError(f"The tokenizer produces ids up to {windows.max_id()} but the model's "
                           f"vocab_size is {vocab}; build the model with vocab_size >= len(tokenizer).")
-    return windows
+    return windows, fresh
 
 
 def _identity(checkpoint: Checkpoint | None, run_dir: Path) -> tuple[str | None, bool]:
@@ -243,14 +251,15 @@ def _identity(checkpoint: Checkpoint | None, run_dir: Path) -> tuple[str | None,
     return run_id, adopt
 
 
-def _open(run: Run, texts: list[str], adopt: bool, base_model: str | None) -> None:
-    """Create (or reopen) the run's directory and store its corpus: the start's first write, made once nothing
-    can refuse it. Rank 0 writes; every process gets the run id."""
+def _open(run: Run, texts: list[str], adopt: bool, base_model: str | None, store_tokens: Callable[[], None]) -> None:
+    """Create (or reopen) the run's directory and store its corpus and token file: the start's first write, made
+    once nothing can refuse it. Rank 0 writes; every process gets the run id."""
     corpus = run.state.corpus
 
     def open_run() -> tuple[runs.RunInfo, str | None]:
         info = runs.open_run(run.run_dir, run_id=run.state.run_id or None, seed=run.config.seed, corpus=corpus,
                              adopt=adopt, base_model=base_model)  # a dataset is not copied: its record names it
+        store_tokens()
         return info, (save_corpus(texts, run.run_dir) if corpus["source"] == "custom" else None)
     info, corpus_file = distributed.from_main(open_run)
     run.state.run_id = info.id

@@ -1,0 +1,151 @@
+"""The corpus as one compact token file: texts tokenised once, in batches, and read back memory-mapped.
+
+A file holds the token ids of the texts, each followed by EOS, as uint16 (a vocabulary of at most 65536) or
+uint32, after a fixed header (magic, item size, token count, key). Its key is a hash of the corpus fingerprint,
+the tokenizer's serialised form and the format, so another corpus or tokenizer never reads it; a file whose
+header or size does not match is not trusted (it is tokenised again). Files are written whole (temporary file,
+fsync, rename), so a crash leaves either no file or a complete one.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+FORMAT = b"AZRTOK01"
+HEADER_BYTES = 64  # magic (8), item size (8), token count (8), key (32), padding
+BATCH_TEXTS = 1024  # texts per call to the tokenizer
+BATCH_CHARS = 8 * 2**20  # ... or fewer, when they are long
+TOKENS_DIR = "tokens"
+SUFFIX = ".tokens"
+
+
+def token_dtype(tokenizer) -> np.dtype:
+    """uint16 when every id of ``tokenizer`` fits, else uint32."""
+    return np.dtype(np.uint16 if len(tokenizer) <= 2**16 else np.uint32)
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A sha256 of what decides the ids ``tokenizer`` gives (its serialised model, normaliser, pre-tokeniser and
+    special tokens); truncation and padding, which the batch call turns off, are left out."""
+    if getattr(tokenizer, "is_fast", False):
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+    else:
+        spec = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items())}
+    spec["eos_token_id"] = tokenizer.eos_token_id
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def cache_key(corpus_fingerprint: str, tokenizer) -> bytes:
+    """The 32-byte key of a token file: the corpus, the tokenizer and the format."""
+    parts = (FORMAT.decode(), corpus_fingerprint, tokenizer_identity(tokenizer), token_dtype(tokenizer).str)
+    return hashlib.sha256("\n".join(parts).encode()).digest()
+
+
+def _batches(texts: list[str]) -> Iterator[list[str]]:
+    """``texts`` in consecutive batches of at most BATCH_TEXTS texts and about BATCH_CHARS characters."""
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        if batch and (len(batch) == BATCH_TEXTS or chars + len(text) > BATCH_CHARS):
+            yield batch
+            batch, chars = [], 0
+        batch.append(text)
+        chars += len(text)
+    if batch:
+        yield batch
+
+
+def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """A function giving the ids ``tokenizer(texts, add_special_tokens=False)`` gives: for a fast tokenizer, the
+    tokenizers library's batch encoder without offsets, on a copy set as that call sets it (no truncation or
+    padding; special tokens split or not as the tokenizer says); else that call."""
+    if not getattr(tokenizer, "is_fast", False):
+        return lambda batch: tokenizer(batch, add_special_tokens=False)["input_ids"]
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return lambda batch: [encoding.ids for encoding in encode(batch, add_special_tokens=False)]
+
+
+def encode_chunks(texts: list[str], tokenizer) -> Iterator[np.ndarray]:
+    """The ids of ``texts``, each followed by EOS, as compact arrays, one per batch of texts."""
+    dtype, eos, encode_batch = token_dtype(tokenizer), tokenizer.eos_token_id, batch_encoder(tokenizer)
+    for batch in _batches(texts):
+        pieces = encode_batch(batch)
+        for piece in pieces:
+            piece.append(eos)
+        count = sum(map(len, pieces))
+        yield np.fromiter(itertools.chain.from_iterable(pieces), dtype=dtype, count=count)
+
+
+def encode(texts: list[str], tokenizer) -> np.ndarray:
+    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids)."""
+    chunks = list(encode_chunks(texts, tokenizer))
+    return np.concatenate(chunks) if chunks else np.zeros(0, token_dtype(tokenizer))
+
+
+class TokenFile:
+    """The token file of one corpus and tokenizer in ``directory`` (named by its key)."""
+
+    def __init__(self, directory: Path, key: bytes, dtype: np.dtype) -> None:
+        self.directory, self.key, self.dtype = Path(directory), key, np.dtype(dtype)
+        self.path = self.directory / f"{key.hex()[:24]}{SUFFIX}"
+
+    @classmethod
+    def of(cls, directory: Path, corpus_fingerprint: str, tokenizer) -> TokenFile:
+        """The file for ``tokenizer``'s ids of the corpus with ``corpus_fingerprint``."""
+        return cls(directory, cache_key(corpus_fingerprint, tokenizer), token_dtype(tokenizer))
+
+    def read(self) -> np.ndarray | None:
+        """The ids, memory-mapped read-only; None when there is no file or it is not a whole one of this key."""
+        try:
+            with open(self.path, "rb") as handle:
+                header = handle.read(HEADER_BYTES)
+                size = os.fstat(handle.fileno()).st_size
+        except OSError:
+            return None
+        if len(header) < HEADER_BYTES or header[:8] != FORMAT or header[24:56] != self.key:
+            return None
+        itemsize, count = int.from_bytes(header[8:16], "little"), int.from_bytes(header[16:24], "little")
+        if itemsize != self.dtype.itemsize or size != HEADER_BYTES + count * itemsize or count == 0:
+            return None
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=HEADER_BYTES, shape=(count,))
+
+    def write(self, ids: np.ndarray) -> None:
+        """Store ``ids`` whole (temporary file, fsync, rename) and remove the directory's other token files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temp = self.directory / f".tmp-{self.path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        header = FORMAT + self.dtype.itemsize.to_bytes(8, "little") + len(ids).to_bytes(8, "little") + self.key
+        try:
+            with open(temp, "xb") as handle:
+                handle.write(header.ljust(HEADER_BYTES, b"\0"))
+                handle.write(memoryview(np.ascontiguousarray(ids, dtype=self.dtype)).cast("B"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        finally:
+            temp.unlink(missing_ok=True)
+        for other in self.directory.glob(f"*{SUFFIX}"):
+            if other != self.path:
+                other.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -1,0 +1,142 @@
+"""The run's token file: tokenised once, reused on resume, keyed by corpus and tokenizer, rebuilt when damaged."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST
+
+from azr import AZRTrainer, ConfigError, train_tokenizer
+from azr.data import tokens
+from azr.data.corpus import ResumableSampler, TokenWindows, fingerprint
+from azr.data.tokenizer import EOS
+from azr.data.tokens import TOKENS_DIR, TokenFile
+from azr.training import session
+
+
+@pytest.fixture
+def counted_encode(monkeypatch):
+    """Count the runs' tokenisations (the real encoder still does the work)."""
+    calls = []
+
+    def encode(texts, tokenizer):
+        calls.append(len(texts))
+        return tokens.encode(texts, tokenizer)
+    monkeypatch.setattr(session, "encode", encode)
+    return calls
+
+
+def direct_ids(texts, tokenizer) -> list[int]:
+    """The ids of one tokenizer call over all ``texts``, each followed by EOS (the path before token files)."""
+    return [i for piece in tokenizer(texts, add_special_tokens=False)["input_ids"]
+            for i in [*piece, tokenizer.eos_token_id]]
+
+
+def token_files(run_dir):
+    return sorted((run_dir / TOKENS_DIR).glob("*.tokens"))
+
+
+def test_a_resume_reads_the_token_file_without_tokenising(texts, tokenizer, make_model, tmp_path, counted_encode):
+    list(AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path, **FAST))
+    [path] = token_files(tmp_path)
+    before = path.stat()
+    assert counted_encode == [len(texts)]
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    list(trainer.train(texts, 20, tmp_path, resume_from=tmp_path / "model_iter_10", **FAST))
+    assert counted_encode == [len(texts)]  # no second tokenisation
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert trainer.history[-1]["iteration"] == 20
+
+
+def test_a_damaged_token_file_is_rebuilt_not_trusted(texts, tokenizer, make_model, tmp_path, counted_encode):
+    list(AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path, **FAST))
+    [path] = token_files(tmp_path)
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(size - 2)
+    list(AZRTrainer(make_model(), tokenizer, device="cpu").train(
+        texts, 20, tmp_path, resume_from=tmp_path / "model_iter_10", **FAST))
+    assert counted_encode == [len(texts), len(texts)]
+    assert token_files(tmp_path) == [path] and path.stat().st_size == size
+
+
+@pytest.mark.parametrize("model_overrides, settings, message", [
+    ({}, {"rewards": "azr_no_such_module:reward"}, "cannot be imported"), ({"vocab_size": 8}, {}, "vocab_size")])
+def test_a_start_refused_after_tokenising_writes_no_token_file(texts, tokenizer, make_model, tmp_path,
+                                                              model_overrides, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        AZRTrainer(make_model(**model_overrides), tokenizer, device="cpu").train(texts, 10, tmp_path / "run",
+                                                                                 **{**FAST, **settings})
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_key_names_the_corpus_and_the_tokenizer(texts, tokenizer, tmp_path):
+    same = TokenFile.of(tmp_path, fingerprint(texts), tokenizer)
+    assert same.path == TokenFile.of(tmp_path, fingerprint(list(texts)), tokenizer).path
+    other_corpus = TokenFile.of(tmp_path, fingerprint(texts[:-1]), tokenizer)
+    other_tokenizer = TokenFile.of(tmp_path, fingerprint(texts), train_tokenizer(texts, len(tokenizer) - 20))
+    assert len({same.path, other_corpus.path, other_tokenizer.path}) == 3
+    same.write(tokens.encode(texts, tokenizer))
+    other_corpus.path.write_bytes(same.path.read_bytes())  # a file under another file's name is not read
+    assert other_corpus.read() is None and same.read() is not None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "extend", "magic", "empty"])
+def test_a_file_whose_header_or_size_is_wrong_reads_as_missing(texts, tokenizer, tmp_path, damage):
+    cache = TokenFile.of(tmp_path, fingerprint(texts), tokenizer)
+    cache.write(tokens.encode(texts, tokenizer))
+    data = cache.path.read_bytes()
+    changed = {"truncate": data[:-1], "extend": data + b"\0\0", "magic": b"X" + data[1:], "empty": b""}[damage]
+    cache.path.write_bytes(changed)
+    assert cache.read() is None
+
+
+def test_ids_beyond_uint16_are_stored_as_uint32(tmp_path):
+    ids = np.array([0, 70_000, 2**32 - 1, 5], dtype=np.uint32)
+    cache = TokenFile(tmp_path, b"k" * 32, np.dtype(np.uint32))
+    cache.write(ids)
+    assert cache.read().tolist() == ids.tolist()
+    assert TokenFile(tmp_path, b"k" * 32, np.dtype(np.uint16)).read() is None
+
+
+def test_windows_from_the_token_file_equal_a_direct_tokenisation(texts, tokenizer, tmp_path):
+    """The file holds exactly the ids the one-call tokenisation gives; its windows and draws are the same."""
+    seq_len = 16
+    ids = direct_ids(texts, tokenizer)
+    cache = TokenFile.of(tmp_path, fingerprint(texts), tokenizer)
+    cache.write(tokens.encode(texts, tokenizer))
+    mapped = cache.read()
+    assert isinstance(mapped, np.memmap) and mapped.dtype == np.uint16
+    assert mapped.tolist() == ids
+    windows, direct = TokenWindows.from_tokens(mapped, seq_len), TokenWindows.from_texts(texts, tokenizer, seq_len)
+    width, count = seq_len + 1, len(ids) // (seq_len + 1)
+    cut = torch.tensor(ids[: count * width]).view(count, width)
+    assert torch.equal(windows.stream, cut.reshape(-1))
+    assert torch.equal(windows.train[:], cut[torch.arange(count) % 10 != 9])
+    assert torch.equal(windows.val[:], cut[torch.arange(count) % 10 == 9])
+    assert torch.equal(windows.val[:3, :5], cut[torch.arange(count) % 10 == 9][:3, :5])
+    for sampling in ("random_offset", "windows"):
+        first, second = ResumableSampler(len(windows.train), 2), ResumableSampler(len(direct.train), 2)
+        for _ in range(10):
+            assert torch.equal(windows.draw(first, 8, sampling), direct.draw(second, 8, sampling))
+
+
+def test_texts_are_tokenised_in_batches(texts, tokenizer, monkeypatch):
+    monkeypatch.setattr(tokens, "BATCH_TEXTS", 2)
+    many = [text[i:i + 500] for text in texts for i in range(0, len(text), 500)]
+    chunks = list(tokens.encode_chunks(many, tokenizer))
+    assert len(chunks) == (len(many) + 1) // 2
+    assert np.concatenate(chunks).tolist() == direct_ids(many, tokenizer)
+
+
+def test_the_batch_encoder_gives_the_ids_of_the_tokenizers_own_call(texts, tokenizer):
+    batch = [texts[0][:300] + EOS + texts[1][:300], "plain words"]  # a special token written in the text
+    truncating = copy.deepcopy(tokenizer)
+    truncating.backend_tokenizer.enable_truncation(8)  # as a tokenizer.json may say; the call ignores it
+    for each in (tokenizer, truncating):
+        encoded = tokens.batch_encoder(each)(batch)
+        assert encoded == each(batch, add_special_tokens=False)["input_ids"]
+        assert len(encoded[0]) > 8 and tokenizer.eos_token_id in encoded[0]
