@@ -41,7 +41,7 @@ def test_verifiable_builtins(tokenizer):
     ids = [tokenizer.encode(text) for text in completions]
     stop = next(n for n in range(1, len(ids[0]) + 1) if "." in tokenizer.decode(ids[0][:n]))  # tokens to the "."
     ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=stop)
-    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, float(len(ids[2]) <= stop)]
+    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, 0.0]  # "A ship!": under 3 words of its own
     early = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=stop - 1)
     assert early([""] * 3, completions)[:2] == [0.0, 0.0]
     contains = builtins()["contains"](tokenizer, CORPUS_IDS, words=["sea", "ship"])
@@ -135,3 +135,19 @@ def test_the_cli_has_the_rewards_option_and_checks_it_alone(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["train", "--rewards", "nope"])
     assert exit_info.value.code == 2 and "Unknown reward 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("completion", ["Version 2.0 of the work", "you may see www.", "as in e.g. the other one",
+                                        "?", ". I be.", ". . . . . .", "!!! ???", "J. Smith wrote it"])
+def test_ends_sentence_counts_no_false_or_gamed_sentence_end(tokenizer, completion):
+    """Numbers, web addresses and abbreviations do not end a sentence, nor does a mark emitted right after the
+    prompt ("there is a?"): the continuation must have its own words before the end."""
+    ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=64)
+    assert ends([""], [completion]) == [0.0]
+
+
+@pytest.mark.parametrize("completion", ["and so the king is dead. Long", "she said, \"Go home now!\" and",
+                                        "why should we wait?"])
+def test_ends_sentence_counts_real_sentence_ends(tokenizer, completion):
+    ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=64)
+    assert ends([""], [completion]) == [1.0]
