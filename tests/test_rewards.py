@@ -5,9 +5,11 @@ import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRTrainer, ConfigError
+from azr import AZRTrainer, ConfigError, TrainConfig
 from azr.checkpoints.checkpoint import Checkpoint
+from azr.data.corpus import TokenWindows
 from azr.rl.rewards import RewardSet, build_rewards, builtins, parse_rewards
+from azr.rl.selfplay import self_play_round
 
 CORPUS_IDS = torch.arange(3, 50)
 
@@ -151,3 +153,27 @@ def test_ends_sentence_counts_no_false_or_gamed_sentence_end(tokenizer, completi
 def test_ends_sentence_counts_real_sentence_ends(tokenizer, completion):
     ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=64)
     assert ends([""], [completion]) == [1.0]
+
+
+def test_self_play_offers_each_prompts_real_continuation(texts, tokenizer, make_model):
+    """Rewards that ask for ``references``/``reference_ids`` get the window's tokens after the prompt; the chrf
+    built-in scores a continuation equal to its reference 1."""
+    windows = TokenWindows.from_texts(texts, tokenizer, 32).train
+    offered = {}
+
+    def grounded(prompts, completions, prompt_ids, references, reference_ids):
+        offered.update(prompt_ids=prompt_ids, references=references, reference_ids=reference_ids)
+        return [0.0] * len(completions)
+
+    config = TrainConfig(seq_len=32, self_play_batch=4, num_generations=2, gen_max_new_tokens=8)
+    self_play_round(make_model(), tokenizer, windows, RewardSet([("grounded", grounded, 1.0)]), config, 3)
+    for prompt, reference, text in zip(offered["prompt_ids"], offered["reference_ids"], offered["references"]):
+        assert len(reference) == 8 and text == tokenizer.decode(reference)
+        assert any(row[:len(prompt)].tolist() == prompt and row[len(prompt):len(prompt) + 8].tolist() == reference
+                   for row in windows)
+    chrf = build_rewards("chrf", tokenizer, CORPUS_IDS)
+    references = offered["references"][:2]
+    totals, _ = chrf.score([""] * 2, [references[0], "zzz"], references=references)
+    assert totals[0] == 1.0 and totals[1] < 0.5
+    with pytest.raises(ConfigError, match="real continuation"):
+        chrf.score([""], ["the sea"])
