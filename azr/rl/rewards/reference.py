@@ -30,7 +30,7 @@ class ChrfReward:
 
     def __call__(self, prompts: list[str], completions: list[str], references: list[str] | None = None) -> list[float]:
         if references is None:
-            raise ConfigError("The chrf reward needs each prompt's real continuation, which only self-play gives; "
-                              "use it in the rewards setting, not as a reward_fn.")
+            raise ConfigError("The chrf reward needs each prompt's real continuation: self-play passes it, and a "
+                              "direct call must pass references=[...].")
         return [self.metric.sentence_score(text, [reference]).score / 100.0
                 for text, reference in zip(completions, references)]
