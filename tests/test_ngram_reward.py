@@ -1,8 +1,11 @@
-"""The n-gram reward's probe: on two corpora, held-out real text scores above shuffled text, word salad of
-frequent tokens, greedy no-repeat bigram chains, random tokens and a repeated token; random tokens score ~0."""
+"""The n-gram reward's probe: on two corpora, held-out real text scores above shuffled text, word salads of
+frequent tokens and of rare words, greedy no-repeat bigram chains, random tokens and a repeated token; random tokens
+score below 0 (not clamped: a group of bad samples still has a best one). The full probe suite, against every
+quality reward, is tests/test_reward_probes.py."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ from azr import default_corpus, train_tokenizer
 from azr.rl.rewards.ngram import NgramReward
 
 LENGTH, PROMPT, SAMPLES = 24, 8, 30
-DEGENERATE = ("shuffled", "salad", "greedy", "random", "repeated")
+DEGENERATE = ("shuffled", "salad", "rare salad", "greedy", "random", "repeated")
 
 
 def grammar_text(seed: int, sentences: int) -> str:
@@ -28,9 +31,11 @@ def grammar_text(seed: int, sentences: int) -> str:
     return "\n".join(lines)
 
 
-def probe_sets(train_ids: torch.Tensor, held_ids: list[int], vocab: int) -> tuple[list[list[int]], dict]:
+def probe_sets(train_ids: torch.Tensor, held_ids: list[int], tokenizer) -> tuple[list[list[int]], dict]:
     """Prompts from held-out text, and per probe kind one continuation per prompt."""
-    generator = torch.Generator().manual_seed(0)
+    generator, vocab = torch.Generator().manual_seed(0), len(tokenizer)
+    words = Counter(tokenizer.decode(train_ids.tolist()).split())
+    rare = sorted((word for word in words if word.isalpha()), key=words.get)[:100]  # the rarest words
     step = (len(held_ids) - PROMPT - LENGTH) // SAMPLES
     starts = [i * step for i in range(SAMPLES)]
     prompts = [held_ids[s:s + PROMPT] for s in starts]
@@ -53,6 +58,8 @@ def probe_sets(train_ids: torch.Tensor, held_ids: list[int], vocab: int) -> tupl
         "held-out": held,
         "shuffled": [[c[j] for j in torch.randperm(LENGTH, generator=generator).tolist()] for c in held],
         "salad": [top[:LENGTH][torch.randperm(LENGTH, generator=generator)].tolist() for _ in held],
+        "rare salad": [tokenizer.encode(" " + " ".join(random.Random(i).choices(rare, k=LENGTH)))[:LENGTH]
+                       for i in range(SAMPLES)],
         "greedy": [greedy_chain(p[-1]) for p in prompts],
         "random": [torch.randint(3, vocab, (LENGTH,), generator=generator).tolist() for _ in held],
         "repeated": [[int(top[i % 3])] * LENGTH for i in range(SAMPLES)],
@@ -74,17 +81,17 @@ def test_probe_orders_held_out_text_above_degenerate_text(make_corpus):
     tokenizer = train_tokenizer([train_text], vocab)
     train_ids = torch.tensor(tokenizer(train_text)["input_ids"])
     reward = NgramReward(tokenizer, train_ids)
-    prompts, sets = probe_sets(train_ids, tokenizer(held_text)["input_ids"], len(tokenizer))
+    prompts, sets = probe_sets(train_ids, tokenizer(held_text)["input_ids"], tokenizer)
     means = {}
     for name, completions in sets.items():
         scores = reward([tokenizer.decode(p) for p in prompts], [tokenizer.decode(c) for c in completions],
                         prompt_ids=prompts, completion_ids=completions)
-        assert len(scores) == SAMPLES and all(s >= 0.0 for s in scores)
+        assert len(scores) == SAMPLES
         means[name] = sum(scores) / SAMPLES
-    assert means["held-out"] > 0.3, means
+    assert means["held-out"] > 0.2, means
     for name in DEGENERATE:
         assert means["held-out"] > means[name] + 0.2, (name, means)
-    assert means["random"] < 0.05 and means["repeated"] < 0.05, means
+    assert means["random"] < 0.0 and means["repeated"] < 0.05, means
 
 
 def test_reward_is_conditioned_on_the_prompt(tokenizer, texts):
@@ -102,5 +109,5 @@ def test_reward_is_conditioned_on_the_prompt(tokenizer, texts):
 def test_empty_and_prompt_free_completions(tokenizer, texts):
     ids = torch.tensor(tokenizer(texts[0])["input_ids"])
     reward = NgramReward(tokenizer, ids)
-    scores = reward(["", ""], ["", "x"], prompt_ids=[[], []], completion_ids=[[], ids[:10].tolist()])
+    scores = reward(["", ""], ["", "x"], prompt_ids=[[], []], completion_ids=[[], ids[:40].tolist()])
     assert scores[0] == 0.0 and scores[1] > 0.0

@@ -5,9 +5,11 @@ import pytest
 import torch
 from conftest import FAST
 
-from azr import AZRTrainer, ConfigError
+from azr import AZRTrainer, ConfigError, TrainConfig
 from azr.checkpoints.checkpoint import Checkpoint
+from azr.data.corpus import TokenWindows
 from azr.rl.rewards import RewardSet, build_rewards, builtins, parse_rewards
+from azr.rl.selfplay import self_play_round
 
 CORPUS_IDS = torch.arange(3, 50)
 
@@ -41,7 +43,7 @@ def test_verifiable_builtins(tokenizer):
     ids = [tokenizer.encode(text) for text in completions]
     stop = next(n for n in range(1, len(ids[0]) + 1) if "." in tokenizer.decode(ids[0][:n]))  # tokens to the "."
     ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=stop)
-    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, float(len(ids[2]) <= stop)]
+    assert ends([""] * 3, completions, completion_ids=ids) == [1.0, 0.0, 0.0]  # "A ship!": under 3 words of its own
     early = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=stop - 1)
     assert early([""] * 3, completions)[:2] == [0.0, 0.0]
     contains = builtins()["contains"](tokenizer, CORPUS_IDS, words=["sea", "ship"])
@@ -138,3 +140,43 @@ def test_the_cli_has_the_rewards_option_and_checks_it_alone(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["train", "--rewards", "nope"])
     assert exit_info.value.code == 2 and "Unknown reward 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("completion", ["Version 2.0 of the work", "you may see www.", "as in e.g. the other one",
+                                        "?", ". I be.", ". . . . . .", "!!! ???", "J. Smith wrote it"])
+def test_ends_sentence_counts_no_false_or_gamed_sentence_end(tokenizer, completion):
+    """Numbers, web addresses and abbreviations do not end a sentence, nor does a mark emitted right after the
+    prompt ("there is a?"): the continuation must have its own words before the end."""
+    ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=64)
+    assert ends([""], [completion]) == [0.0]
+
+
+@pytest.mark.parametrize("completion", ["and so the king is dead. Long", "she said, \"Go home now!\" and",
+                                        "why should we wait?"])
+def test_ends_sentence_counts_real_sentence_ends(tokenizer, completion):
+    ends = builtins()["ends_sentence"](tokenizer, CORPUS_IDS, within=64)
+    assert ends([""], [completion]) == [1.0]
+
+
+def test_self_play_offers_each_prompts_real_continuation(texts, tokenizer, make_model):
+    """Rewards that ask for ``references``/``reference_ids`` get the window's tokens after the prompt; the chrf
+    built-in scores a continuation equal to its reference 1."""
+    windows = TokenWindows.from_texts(texts, tokenizer, 32).train
+    offered = {}
+
+    def grounded(prompts, completions, prompt_ids, references, reference_ids):
+        offered.update(prompt_ids=prompt_ids, references=references, reference_ids=reference_ids)
+        return [0.0] * len(completions)
+
+    config = TrainConfig(seq_len=32, self_play_batch=4, num_generations=2, gen_max_new_tokens=8)
+    self_play_round(make_model(), tokenizer, windows, RewardSet([("grounded", grounded, 1.0)]), config, 3)
+    for prompt, reference, text in zip(offered["prompt_ids"], offered["reference_ids"], offered["references"]):
+        assert len(reference) == 8 and text == tokenizer.decode(reference)
+        assert any(row[:len(prompt)].tolist() == prompt and row[len(prompt):len(prompt) + 8].tolist() == reference
+                   for row in windows)
+    chrf = build_rewards("chrf", tokenizer, CORPUS_IDS)
+    references = offered["references"][:2]
+    totals, _ = chrf.score([""] * 2, [references[0], "zzz"], references=references)
+    assert totals[0] == 1.0 and totals[1] < 0.5
+    with pytest.raises(ConfigError, match="real continuation"):
+        chrf.score([""], ["the sea"])

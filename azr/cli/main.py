@@ -21,16 +21,13 @@ from typing import NoReturn
 from azr import __version__
 from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED, EXIT_USAGE
 from azr.cli.options import POSITIVE_FLOAT, POSITIVE_INT, checked, ranged, run_name, setting_type
+from azr.config import CHOICES as SETTING_CHOICES
 from azr.config import (
     DATASET_MAX_MB,
-    EXTEND_SCHEDULES,
     FIXED_ON_RESUME,
     LORA_TARGET,
-    LR_SCHEDULES,
-    PRECISIONS,
     REPORT_TO,
     SAMPLING_RANGES,
-    SAMPLINGS,
     ModelConfig,
     TrainConfig,
 )
@@ -39,8 +36,6 @@ from azr.errors import AZRError
 from azr.training.signals import last_exit_code
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-SETTING_CHOICES = {"lr_schedule": LR_SCHEDULES, "precision": PRECISIONS, "sampling": SAMPLINGS,
-                   "extend_schedule": EXTEND_SCHEDULES}
 SETTING_METAVARS = {int: "N", float: "F", str: "TEXT"}
 SIZE_OPTIONS = ("d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "vocab_size")  # ModelConfig fields
 SAMPLING_HELP = {"max_new_tokens": "tokens to generate", "temperature": "sampling temperature",

@@ -17,6 +17,8 @@ REPORT_TO = ("none", "tensorboard", "trackio")  # where a run reports its metric
 DATASET_MAX_MB = 1024.0  # the default cap on a Hub dataset's data (azr.data.hub_datasets)
 LORA_TARGET = "all-linear"  # the default modules LoRA adapts (azr.models.lora)
 SAMPLINGS = ("random_offset", "windows")  # how training windows are drawn (azr.data.corpus)
+SCALE_REWARDS = ("group", "batch", "none")  # what divides a self-play advantage (azr.rl.grpo), TRL's names
+LOSS_TYPES = ("grpo", "dr_grpo")  # how the GRPO loss averages over tokens (azr.rl.grpo), TRL's names
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 # Settings whose default changed: a saved config without the field was trained the old way and resumes that way.
 LEGACY_DEFAULTS = {"sampling": "windows"}
@@ -174,8 +176,16 @@ class TrainConfig:
                                     Range(1, 65_536))
     num_generations: int = _setting(4, "continuations per prompt: a group, whose rewards give the advantages",
                                     Range(2, 65_536))
-    rl_weight: float = _setting(0.1, "share of the RL gradient in a self-play step (scaled to the LM gradient's norm)",
-                                Range(0, 1, integer=False))
+    rl_weight: float = _setting(0.1, "share of the RL gradient in a self-play step (scaled to the LM gradient's norm "
+                                     "unless rl_norm_rescale is off)", Range(0, 1, integer=False))
+    rl_norm_rescale: bool = _setting(True, "scale the RL gradient to the LM gradient's norm before blending, so "
+                                           "rl_weight is its share whatever the rewards' scale; off: blend it as it "
+                                           "is, (1 - rl_weight) g_lm + rl_weight g_rl")
+    scale_rewards: str = _setting("group", "what divides a self-play advantage (reward less its group's mean): "
+                                           "group (the group's std), batch (the round's std) or none")
+    loss_type: str = _setting("grpo", "how the GRPO loss averages over tokens: grpo (each continuation's mean, then "
+                                      "their mean) or dr_grpo (the sum over all tokens over continuations x "
+                                      "gen_max_new_tokens)")
     beta: float = _setting(0.04, "weight of the KL penalty to the reference policy (0: none, and no reference)",
                            Range(0, 100, integer=False))
     ref_sync_every: int = _setting(100, "copy the current weights into the reference policy every N iterations "
@@ -200,22 +210,14 @@ class TrainConfig:
                               "worse than, so RL would do nothing.")
         check_ranges(self)
         parse_rewards(self.rewards)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}.")
-        for name in ("deterministic", "async_save", "keep_best"):
+        for name in ("deterministic", "async_save", "keep_best", "rl_norm_rescale"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}.")
-        if self.sampling not in SAMPLINGS:
-            raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}.")
-        if self.extend_schedule not in EXTEND_SCHEDULES:
-            raise ConfigError(f"extend_schedule must be one of {', '.join(EXTEND_SCHEDULES)}, "
-                              f"got {self.extend_schedule!r}.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}."
-            )
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a plain dict."""
@@ -239,6 +241,8 @@ class TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+CHOICES = {"precision": PRECISIONS, "sampling": SAMPLINGS, "extend_schedule": EXTEND_SCHEDULES,
+           "lr_schedule": LR_SCHEDULES, "scale_rewards": SCALE_REWARDS, "loss_type": LOSS_TYPES}  # str settings
 
 # Sampling from a checkpoint (azr generate, the app's Generate) takes the ranges of self-play's settings.
 SAMPLING_RANGES = {"temperature": range_of(TrainConfig, "temperature"), "top_k": range_of(TrainConfig, "top_k"),

@@ -12,7 +12,7 @@ from typing import Any
 
 from azr.errors import ConfigError
 
-BUILTIN_NAMES = ("composite", "ends_sentence", "contains", "avoids", "ngram")
+BUILTIN_NAMES = ("composite", "ends_sentence", "contains", "avoids", "ngram", "chrf")
 
 ITEM = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?)\s*(?:\((?P<options>[^()]*)\))?\s*"
                   r"(?:\*\s*(?P<weight>[-+0-9.eE]+))?\s*$")

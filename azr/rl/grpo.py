@@ -1,10 +1,12 @@
-"""The self-play estimator (GRPO, as in DeepSeekMath and TRL's ``GRPOTrainer``): group-normalised advantages,
-log-probabilities under the distribution that was sampled, a KL penalty to a frozen reference policy, and the
-blend of the RL gradient into the step's LM gradient at the share ``rl_weight``.
+"""The self-play estimator (GRPO, as in DeepSeekMath and TRL's ``GRPOTrainer``, with TRL's option names):
+group-relative advantages, log-probabilities under the distribution that was sampled, a KL penalty to a frozen
+reference policy, and the blend of the RL gradient into the step's LM gradient at the share ``rl_weight``.
 
 For each prompt, ``num_generations`` continuations o_i get rewards r_i; the advantage is
-A_i = (r_i - mean(r)) / (std(r) + eps) within the group. The loss is
-L = -mean_i [ (1/|o_i|) sum_t ( A_i log pi(o_it) - beta KL_t ) ], where log pi is taken under the sampler's own
+A_i = (r_i - mean(r)) / (s + eps) within the group, s the group's std (``scale_rewards="group"``), the whole
+round's std ("batch") or 1 ("none"). With ``loss_type="grpo"`` the loss is
+L = -mean_i [ (1/|o_i|) sum_t ( A_i log pi(o_it) - beta KL_t ) ]; with "dr_grpo" (Dr. GRPO) the inner 1/|o_i| is
+replaced by the constant 1/max_new_tokens, so no length is favoured. log pi is taken under the sampler's own
 distribution (temperature applied, renormalised over the tokens top-k/top-p left to sample from) and KL_t is the
 exact KL(pi || pi_ref) of the model's untempered next-token distributions at that position.
 """
@@ -36,14 +38,19 @@ class Rollout:
         return [row[: int(m.sum().item())].tolist() for row, m in zip(new, self.mask)]
 
 
-def group_advantages(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
-    """Return (r - group mean) / (group std + eps) for rewards whose groups are consecutive runs of
-    ``num_generations`` (std with Bessel's correction, as TRL); exactly 0 in a group whose rewards all agree (not
-    the rounding error of its mean)."""
+def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+    """Return (r - group mean) / (std + eps) for rewards whose groups are consecutive runs of ``num_generations``:
+    the group's std (``scale_rewards`` "group"), the std of all the rewards ("batch") or no division ("none"); std
+    with Bessel's correction, as TRL. Exactly 0 in a group whose rewards all agree (not the rounding error of its
+    mean)."""
     groups = rewards.view(-1, num_generations)
-    mean, std = groups.mean(dim=1, keepdim=True), groups.std(dim=1, keepdim=True)
+    centred = groups - groups.mean(dim=1, keepdim=True)
+    if scale_rewards == "group":
+        centred = centred / (groups.std(dim=1, keepdim=True) + ADVANTAGE_EPS)
+    elif scale_rewards == "batch":
+        centred = centred / (rewards.std() + ADVANTAGE_EPS)
     agree = (groups == groups[:, :1]).all(dim=1, keepdim=True)
-    return torch.where(agree, 0.0, (groups - mean) / (std + ADVANTAGE_EPS)).reshape(-1)
+    return torch.where(agree, 0.0, centred).reshape(-1)
 
 
 def _logits(model, rollout: Rollout, tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -70,9 +77,11 @@ def token_kl(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tens
     return (log_p.exp() * (log_p - log_ref)).sum(dim=-1)
 
 
-def grpo_loss(model, rollout: Rollout, advantages: torch.Tensor, beta: float,
-              reference: Reference | None) -> tuple[torch.Tensor | None, float | None]:
-    """Return the GRPO loss of ``rollout`` and the mean KL to the reference (None without one or with beta 0).
+def grpo_loss(model, rollout: Rollout, advantages: torch.Tensor, beta: float, reference: Reference | None,
+              loss_type: str = "grpo") -> tuple[torch.Tensor | None, float | None]:
+    """Return the GRPO loss of ``rollout`` and the mean KL to the reference (None without one or with beta 0);
+    ``loss_type`` "grpo" averages each continuation's tokens then the continuations, "dr_grpo" sums every token
+    over (continuations x generated length).
 
     The forward passes run in eval mode, as the sampling did (with dropout the train-mode log-probs would not be
     the sampling policy's). The loss is None when every advantage is 0 (every group's rewards agree): such a round
@@ -89,7 +98,11 @@ def grpo_loss(model, rollout: Rollout, advantages: torch.Tensor, beta: float,
             kl = token_kl(logits, reference_logits)
             per_token = per_token - beta * kl
             kl_mean = float(_sequence_means(kl.detach(), rollout.mask).mean())
-    return (-_sequence_means(per_token, rollout.mask).mean() if signal else None), kl_mean
+    if not signal:
+        return None, kl_mean
+    if loss_type == "dr_grpo":
+        return -(per_token * rollout.mask).sum() / rollout.mask.numel(), kl_mean
+    return -_sequence_means(per_token, rollout.mask).mean(), kl_mean
 
 
 def _sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -97,11 +110,12 @@ def _sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def blend_rl_gradient(model, rl_loss: torch.Tensor | None, rl_weight: float) -> None:
+def blend_rl_gradient(model, rl_loss: torch.Tensor | None, rl_weight: float, rescale: bool = True) -> None:
     """Turn the LM gradients in the parameters' ``.grad`` into (1 - w) g_lm + w (|g_lm| / |g_rl|) g_rl: the RL
     gradient is scaled to the LM gradient's norm, so ``rl_weight`` w is the RL share of the step whatever the
-    reward's scale. Without an RL gradient (``rl_loss`` None, or a gradient of zero) the LM gradients stay as
-    they are: there is nothing to share the step with."""
+    reward's scale; without ``rescale``, (1 - w) g_lm + w g_rl, so a weak RL signal stays weak. Without an RL
+    gradient (``rl_loss`` None, or a gradient of zero) the LM gradients stay as they are: there is nothing to
+    share the step with."""
     if rl_loss is None:
         return
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,7 +126,7 @@ def blend_rl_gradient(model, rl_loss: torch.Tensor | None, rl_weight: float) -> 
     if rl_norm == 0:
         return
     lm_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in lm]))
-    scale = rl_weight * lm_norm / rl_norm
+    scale = rl_weight * lm_norm / rl_norm if rescale else rl_weight
     for p, a, b in zip(params, lm, rl):
         p.grad = (1.0 - rl_weight) * a + scale * b
 

@@ -43,6 +43,11 @@ def _mask_after_eos(new_tokens: torch.Tensor, eos_token_id: int) -> torch.Tensor
     return (eos_before == 0).float()
 
 
+def _through_eos(tokens: torch.Tensor, eos_token_id: int) -> list[list[int]]:
+    """Each row's ids up to and including its first EOS."""
+    return [row[: int(m.sum())].tolist() for row, m in zip(tokens, _mask_after_eos(tokens, eos_token_id))]
+
+
 @dataclass
 class SelfPlay:
     """One self-play round: the rollout, each continuation's reward, and what the status shows of it."""
@@ -56,7 +61,8 @@ class SelfPlay:
 def self_play_round(model, tokenizer, windows: torch.Tensor, rewards: RewardSet, config: TrainConfig,
                     iteration: int) -> SelfPlay:
     """Generate ``num_generations`` continuations of each of ``self_play_batch / num_generations`` prompts cut
-    from training ``windows`` and score them with ``rewards``.
+    from training ``windows`` and score them with ``rewards``, which are offered each prompt's real continuation
+    (the window's next tokens, as many as are generated, through its first EOS) as ``references``.
 
     Deterministic in (seed, iteration): prompts and sampling use their own seeded generators, so resuming replays
     them exactly and the global RNG is left as it was.
@@ -67,14 +73,17 @@ def self_play_round(model, tokenizer, windows: torch.Tensor, rewards: RewardSet,
     picker = torch.Generator().manual_seed(config.seed * 7_919 + iteration)
     rows = torch.randint(len(windows), (config.self_play_batch // config.num_generations,), generator=picker)
     prompts = windows[rows, :prompt_len].repeat_interleave(config.num_generations, dim=0).to(device)
+    real = windows[rows, prompt_len : prompt_len + new_tokens].repeat_interleave(config.num_generations, dim=0)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed * 104_729 + iteration)
         rollout = generate(model, prompts, new_tokens, config.temperature, config.top_k, tokenizer.eos_token_id,
                            tokenizer.pad_token_id, config.top_p, with_support=True)
     prompt_ids, completion_ids = prompts.tolist(), rollout.continuations()
+    reference_ids = _through_eos(real, tokenizer.eos_token_id)
     prompt_texts, completions = tokenizer.batch_decode(prompt_ids), tokenizer.batch_decode(completion_ids)
     totals, each = rewards.score(prompt_texts, completions, prompt_ids=prompt_ids, completion_ids=completion_ids,
-                                 max_new_tokens=new_tokens)
+                                 max_new_tokens=new_tokens, references=tokenizer.batch_decode(reference_ids),
+                                 reference_ids=reference_ids)
     shown = range(0, len(completions), max(1, len(completions) // SHOWN_SAMPLES))  # one per group first
     samples = [{"prompt": prompt_texts[i][-SHOWN_CHARS:], "continuation": completions[i][:SHOWN_CHARS],
                 "reward": float(totals[i])} for i in list(shown)[:SHOWN_SAMPLES]]

@@ -95,9 +95,10 @@ class Stepper:
         if config.beta and state.reference.due(state.iteration, config.ref_sync_every):
             state.reference.refresh(self.model, state.iteration)
         with self.autocast(config):
-            rl_loss, kl = grpo_loss(self.model, play.rollout, group_advantages(play.rewards, config.num_generations),
-                                    config.beta, state.reference)
-        blend_rl_gradient(self.model, rl_loss, config.rl_weight)
+            advantages = group_advantages(play.rewards, config.num_generations, config.scale_rewards)
+            rl_loss, kl = grpo_loss(self.model, play.rollout, advantages, config.beta, state.reference,
+                                    config.loss_type)
+        blend_rl_gradient(self.model, rl_loss, config.rl_weight, config.rl_norm_rescale)
         return kl
 
     def _lm_loss(self, batch: torch.Tensor) -> torch.Tensor:

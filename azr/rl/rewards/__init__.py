@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 _LAZY = {  # name -> the module that defines it
     "CompositeReward": "composite", "ReferenceStats": "composite", "score_tokens": "composite",
     "EndsSentence": "verifiable", "Contains": "verifiable", "Avoids": "verifiable", "NgramReward": "ngram",
+    "ChrfReward": "reference",
     "RewardFn": "combined", "RewardSet": "combined",
 }
 
 
 def builtins() -> dict[str, type]:
     """Return the built-in reward classes by name (importing their modules)."""
-    classes = ("CompositeReward", "EndsSentence", "Contains", "Avoids", "NgramReward")
+    classes = ("CompositeReward", "EndsSentence", "Contains", "Avoids", "NgramReward", "ChrfReward")
     return {name: __getattr__(cls) for name, cls in zip(BUILTIN_NAMES, classes)}
 
 

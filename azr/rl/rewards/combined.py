@@ -2,7 +2,8 @@
 
 The contract: a reward function is any callable ``fn(prompts, completions, **kwargs) -> list[float]`` (one float per
 completion). It is given the keyword arguments it accepts among ``prompt_ids``, ``completion_ids`` (lists of lists
-of int) and ``max_new_tokens``; one that takes a single argument gets just the completions.
+of int), ``max_new_tokens``, ``references`` (each prompt's real continuation in the training text, as text) and
+``reference_ids`` (the same as token ids); one that takes a single argument gets just the completions.
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The six-component AZR reward ("composite"), computed on token ids against unigram and bigram counts of the
-training tokens. It rewards token variety more than text (see issue 10); kept as the project's original reward."""
+training tokens. Kept as the project's original reward, and not a quality signal: it rewards token variety more
+than text, scores greedy bigram chains and memorised training text above new real text, and ignores the prompt
+(tests/test_reward_probes.py asserts these failures)."""
 from __future__ import annotations
 
 import math
@@ -106,7 +108,8 @@ def _naturalness(ids: torch.Tensor, stats: ReferenceStats) -> float:
 
 class CompositeReward:
     """The six-component reward as a reward function: ``Cls(tokenizer, corpus_ids)``, then called with
-    ``(prompts, completions, completion_ids=..., max_new_tokens=...)``; it ignores the prompts."""
+    ``(prompts, completions, completion_ids=..., max_new_tokens=...)``; it ignores the prompts. Not a quality
+    signal (see the module's docstring)."""
 
     def __init__(self, tokenizer, corpus_ids: torch.Tensor) -> None:
         self.tokenizer = tokenizer

@@ -1,12 +1,20 @@
 """A reward that scores text: how much better a smoothed n-gram model of the training corpus predicts the
-continuation (given the prompt's last tokens as context) than word frequencies alone, with a repetition penalty.
+continuation (given the prompt's last tokens as context) than the same model of the corpus with its words in a
+random order, with penalties for repeats and greedy chains.
 
-Per continuation token the gain is ``log P_ngram(token | context) - log P_unigram(token)`` (interpolated
-absolute discounting, Ney's discounts per order). Real text gains (its context predicts it); shuffled text,
-word salad and random tokens do not (their gain is about 0 or below). Tokens that repeat an n-gram already
-seen in the prompt tail or the continuation count ``-repeat_penalty`` instead of their gain. The mean is divided
-by the corpus' own gain (measured leave-one-out, as if each corpus token were unseen), so real text scores
-about 1 and random tokens 0 (negative means are clamped to 0).
+Per continuation token the gain is ``log P_ngram(token | context) - log P_bag(token | context)`` (both interpolated
+absolute discounting, Ney's discounts per order; the bag model is counted on the word-shuffled corpus, so it knows
+the words, their spelling in tokens and their frequencies, but not their order). Real text gains (its word order
+is the corpus'); shuffled text and salads of frequent or of rare words do not (about 0 or below); random tokens
+lose. Tokens that repeat an n-gram already seen in the prompt tail or the continuation count ``-repeat_penalty``
+instead of their gain, and a continuation whose token pairs are far more predictable than the corpus' own (a
+greedy chain) loses the excess. The mean is divided by the corpus' own gain (leave-one-out, as if each corpus
+token were unseen): the corpus' text scores about 1, new text of its kind less (0.2 to 0.8 in the probes), random
+tokens below 0 (not clamped: in a group of poor samples the least poor still stands out). A continuation shorter
+than ``max_new_tokens`` gets that fraction of its score.
+
+Not a grounded signal: training text the model memorised scores above new text, since the counts were taken on it
+(tests/test_reward_probes.py asserts this); the ``chrf`` reward is grounded in each prompt's real continuation.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import torch
 KEY_LIMIT = 2**62  # n-gram keys are base-vocab integers: order is capped so that vocab**order stays below this
 CALIBRATION_POSITIONS = 4_000  # corpus positions scored leave-one-out to find the reward's scale
 CHUNK_CELLS = 2**22  # (tokens x vocab) probabilities held at once
+TYPICAL_MARGIN = 0.5  # nats of bigram predictability above the corpus' own that a continuation may have unpenalised
 
 
 @dataclass
@@ -49,6 +58,50 @@ class _Order:
         return out
 
 
+@dataclass
+class _Model:
+    """An interpolated absolute-discounting n-gram model: add-one unigram counts and the counts of each order."""
+
+    unigram_counts: torch.Tensor
+    orders: list[_Order]
+
+    @classmethod
+    def count(cls, ids: torch.Tensor, order: int, vocab: int) -> _Model:
+        orders = [_Order.count(ids, n, vocab) for n in range(2, order + 1)]
+        return cls(torch.bincount(ids, minlength=vocab).float(), orders)
+
+    def probabilities(self, history: torch.Tensor, tokens: torch.Tensor, leave_one_out: bool) -> list[torch.Tensor]:
+        """Return the (tokens, vocab) next-token distributions of each order (1 to ``order``) given rows of
+        ``order - 1`` previous tokens (-1: none); ``leave_one_out`` takes each token's own count away first."""
+        rows, vocab = torch.arange(tokens.numel()), self.unigram_counts.numel()
+        counts = self.unigram_counts.expand(tokens.numel(), -1)
+        if leave_one_out:
+            counts = counts.clone()
+            counts[rows, tokens] = (counts[rows, tokens] - 1).clamp(min=0)
+        probs = [(counts + 1) / (counts.sum(dim=1, keepdim=True) + vocab)]
+        for n, order in enumerate(self.orders, start=2):
+            counts = order.dense(history[:, history.shape[1] - (n - 1):], vocab)
+            if leave_one_out:
+                counts[rows, tokens] = (counts[rows, tokens] - 1).clamp(min=0)
+            total = counts.sum(dim=1, keepdim=True)
+            types = (counts > 0).sum(dim=1, keepdim=True)
+            smoothed = (counts - order.discount).clamp(min=0.0) + order.discount * types * probs[-1]
+            smoothed = smoothed / total.clamp(min=1)
+            probs.append(torch.where(total > 0, smoothed, probs[-1]))
+        return probs
+
+
+def _word_shuffled(ids: torch.Tensor, tokenizer, vocab: int) -> torch.Tensor:
+    """Return the corpus with its words in a fixed random order (a word: a token that begins with white space and
+    the tokens after it that do not)."""
+    starts = torch.zeros(vocab, dtype=torch.bool)
+    starts[: len(tokenizer)] = torch.tensor([text[:1].isspace() for text in tokenizer.batch_decode(
+        [[i] for i in range(len(tokenizer))])])
+    word = torch.cumsum(starts[ids].long(), dim=0)
+    rank = torch.randperm(int(word[-1]) + 1 if ids.numel() else 1, generator=torch.Generator().manual_seed(0))
+    return ids[torch.argsort(rank[word] * ids.numel() + torch.arange(ids.numel()))]
+
+
 def _keys(grams: torch.Tensor, vocab: int) -> torch.Tensor:
     """Return one int64 key per row of ``grams`` (the row read as a number in base ``vocab``)."""
     keys = torch.zeros(grams.shape[0], dtype=torch.long)
@@ -58,13 +111,14 @@ def _keys(grams: torch.Tensor, vocab: int) -> torch.Tensor:
 
 
 class NgramReward:
-    """Score continuations by their n-gram gain over word frequency, conditioned on the prompt.
+    """Score continuations by their n-gram gain over a model of the same words in random order, conditioned on the
+    prompt.
 
     ``corpus_ids``: 1-D LongTensor of the training tokens. Options: ``order`` (default 4; lowered when the
     vocabulary is too large for int64 keys), ``repeat_ngram`` (default 4: a token whose n-gram ending at it
     already occurred is a repeat), ``repeat_penalty`` (default 1.0 nats per repeated token), ``typical_weight``
-    (default 1.0: weight of the predictability deficit), ``scale`` (default: the corpus' own leave-one-out
-    score per token).
+    (default 1.0: weight of the excess bigram predictability, which greedy chains of likely pairs have), ``scale``
+    (default: the corpus' own leave-one-out score per token).
     """
 
     def __init__(self, tokenizer, corpus_ids: torch.Tensor, *, order: int = 4, repeat_ngram: int = 4,
@@ -75,8 +129,8 @@ class NgramReward:
         self.repeat_ngram = repeat_ngram
         self.repeat_penalty = repeat_penalty
         self.typical_weight = typical_weight
-        self.unigram_counts = torch.bincount(ids, minlength=self.vocab).float()
-        self.orders = [_Order.count(ids, n, self.vocab) for n in range(2, self.order + 1)]
+        self.model = _Model.count(ids, self.order, self.vocab)
+        self.bag = _Model.count(_word_shuffled(ids, tokenizer, self.vocab), self.order, self.vocab)
         history, tokens = _corpus_sample(ids, self.order - 1)
         gain, deficit = self.token_measures(history, tokens, leave_one_out=True)
         self.typical_deficit = deficit.mean(dim=0) if tokens.numel() else torch.zeros(deficit.shape[1])
@@ -84,19 +138,21 @@ class NgramReward:
         self.scale = max(scale if scale is not None else float(self._raw_score(gain, deficit)), 0.1)
 
     def __call__(self, prompts: list[str], completions: list[str], *, prompt_ids: list[list[int]],
-                 completion_ids: list[list[int]], **kwargs) -> list[float]:
-        """Return one reward per completion: about 1 for text like the corpus, 0 for random tokens."""
+                 completion_ids: list[list[int]], max_new_tokens: int | None = None, **kwargs) -> list[float]:
+        """Return one reward per completion: about 1 for text like the corpus, below 0 for random tokens; one
+        shorter than ``max_new_tokens`` gets that fraction of its score (a short piece of text is not text)."""
         rows = [self._rows(prompt, completion) for prompt, completion in zip(prompt_ids, completion_ids)]
         history = torch.tensor([h for row in rows for h in row[0]], dtype=torch.long).reshape(-1, self.order - 1)
         tokens = torch.tensor([t for row in rows for t in row[1]], dtype=torch.long).clamp(0, self.vocab - 1)
         gain, deficit = self.token_measures(history, tokens)
-        repeated = torch.tensor([f for p, c in zip(prompt_ids, completion_ids) for f in _repeats(p, c, self.repeat_ngram)],
-                                dtype=torch.bool)
+        repeated = torch.tensor([flag for prompt, completion in zip(prompt_ids, completion_ids)
+                                 for flag in _repeats(prompt, completion, self.repeat_ngram)], dtype=torch.bool)
         gain = torch.where(repeated, torch.full_like(gain, -self.repeat_penalty), gain)
         scores, start = [], 0
         for history_rows, _ in rows:
             end = start + len(history_rows)
-            scores.append(float(self._raw_score(gain[start:end], deficit[start:end])) if end > start else 0.0)
+            share = (end - start) / max(end - start, max_new_tokens or 0, 1)
+            scores.append(share * float(self._raw_score(gain[start:end], deficit[start:end])) if end > start else 0.0)
             start = end
         return scores
 
@@ -117,29 +173,18 @@ class NgramReward:
 
     def _measures(self, history, tokens, leave_one_out):
         rows = torch.arange(tokens.numel())
-        counts = self.unigram_counts.expand(tokens.numel(), -1)
-        if leave_one_out:
-            counts = counts.clone()
-            counts[rows, tokens] -= 1
-        unigram = (counts + 1) / (counts.sum(dim=1, keepdim=True) + self.vocab)
-        prob = unigram
-        deficits = [_deficit(prob, rows, tokens)]
-        for n, order in enumerate(self.orders, start=2):
-            counts = order.dense(history[:, history.shape[1] - (n - 1):], self.vocab)
-            if leave_one_out:
-                counts[rows, tokens] -= 1
-            total = counts.sum(dim=1, keepdim=True)
-            types = (counts > 0).sum(dim=1, keepdim=True)
-            smoothed = ((counts - order.discount).clamp(min=0.0) + order.discount * types * prob) / total.clamp(min=1)
-            prob = torch.where(total > 0, smoothed, prob)
-            deficits.append(_deficit(prob, rows, tokens))
-        return (prob[rows, tokens] / unigram[rows, tokens]).log(), torch.stack(deficits, dim=1)
+        probs = self.model.probabilities(history, tokens, leave_one_out)
+        bag = self.bag.probabilities(history, tokens, leave_one_out)[-1]
+        deficits = torch.stack([_deficit(prob, rows, tokens) for prob in probs], dim=1)
+        return (probs[-1][rows, tokens] / bag[rows, tokens]).log(), deficits
 
     def _raw_score(self, gain: torch.Tensor, deficit: torch.Tensor) -> torch.Tensor:
-        """Mean gain less the weighted excess of the deficits over the corpus' own (summed over orders), over
-        the scale, clamped at 0."""
-        penalty = self.typical_weight * (deficit.mean(dim=0) - self.typical_deficit).clamp(min=0.0).sum()
-        return ((gain.mean() - penalty) / self.scale).clamp(min=0.0)
+        """Mean gain less the weighted excess of the bigram deficit over the corpus' own beyond ``TYPICAL_MARGIN``
+        (a greedy chain of likely pairs; real text's excess stays within the margin), over the scale."""
+        column = min(1, deficit.shape[1] - 1)
+        excess = deficit[:, column].mean() - self.typical_deficit[column] - TYPICAL_MARGIN
+        penalty = self.typical_weight * excess.clamp(min=0.0)
+        return (gain.mean() - penalty) / self.scale
 
     def _rows(self, prompt: list[int], completion: list[int]) -> tuple[list[list[int]], list[int]]:
         """Return each completion token's ``order - 1`` previous tokens (prompt tail included, -1 padded)."""
