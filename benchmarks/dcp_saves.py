@@ -65,7 +65,7 @@ from azr.training.saving import CheckpointSaver, StepSnapshot
 from .async_saves import SETTINGS, WINDOW_START, SaveCost, _within_run
 from .checkpoints import Subject, larger_checkpoint, subject
 from .common import TOKENIZER_DIR, Bench, Entry, alternate, corpus, paired_ratio, progress, timed
-from .processes import _python
+from .processes import run_python
 
 SAVE_EVERY = 10
 STEPS, LARGER_STEPS = 41, 21  # iterations of a throughput run (at most the sizes' async_steps), saves at 10, 20, ...
@@ -420,7 +420,7 @@ def _rss_contender(bench: Bench, writer: str, config: ModelConfig, batch: int, s
                 "--threads", str(bench.threads)]
         if bench.sizes.corpus_chars is not None:
             args += ["--corpus-chars", str(bench.sizes.corpus_chars)]
-        result = _python(*args)
+        result = run_python(*args)
         runs.append(result)
         return result["peak_mb"]
     return contender

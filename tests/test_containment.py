@@ -186,7 +186,7 @@ def test_a_corpus_that_is_a_link_is_refused_alike_by_listing_resume_download_and
         [entry] = [e for e in job.list_checkpoints(verify=verify)[0] if e["name"] == name]
         assert (entry["valid"], entry["reason"]) == (False, reason)
     for attempt in (lambda: job.resume(name, 12), lambda: job.archive(name), lambda: job.push(name, HubSettings(REPO)),
-                    lambda: hub.push(run / NAME, REPO, corpus_root=run),
+                    lambda: publish.push(run / NAME, REPO, corpus_root=run),
                     lambda: AZRTrainer.from_checkpoint(run / NAME, device="cpu")):
         with pytest.raises(CheckpointError) as refused:
             attempt()

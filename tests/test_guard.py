@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 
@@ -17,6 +18,7 @@ from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.runs import list_checkpoints, rotate_checkpoints
 from azr.checkpoints.statefile import STATE_FILE, seal
 from azr.cli.main import main
+from azr.training import step
 
 
 @pytest.mark.parametrize("name", ["lr", "grad_clip", "weight_decay", "min_lr_ratio", "rl_weight", "temperature"])
@@ -26,18 +28,30 @@ def test_settings_must_be_finite(name, value):
         TrainConfig(**{name: value})
 
 
-def test_a_diverging_run_stops_with_the_last_finite_state(texts, make_model, tokenizer, tmp_path):
+@pytest.fixture
+def diverging(monkeypatch):
+    """Every loss from the 8th training forward pass on is NaN, as a run diverging at its peak LR would give (the highest LR
+    the settings accept, 10, does not diverge a tiny model within a test's iterations)."""
+    loss, calls = step.next_token_loss, itertools.count(1)
+
+    def diverged(forward, batch):
+        value = loss(forward, batch)
+        return value * float("nan") if next(calls) >= 8 else value
+    monkeypatch.setattr(step, "next_token_loss", diverged)
+
+
+def test_a_diverging_run_stops_with_the_last_finite_state(texts, make_model, tokenizer, tmp_path, diverging):
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     statuses = []
     with pytest.raises(TrainingError) as raised:
-        for status in trainer.train(texts, 30, tmp_path, lr=1e30, **{**FAST, "save_every": 1}):
+        for status in trainer.train(texts, 30, tmp_path, lr=10, **{**FAST, "save_every": 1}):
             statuses.append(status)
     message = str(raised.value)
     errors = list(tmp_path.glob("model_error_*"))
     assert len(errors) == 1 and statuses[-1].state == "error"
     failed_at = int(errors[0].name.rsplit("_", 1)[1])
     assert f"Step {failed_at + 1} stopped the run" in message and errors[0].name in message
-    assert "learning rate 1e+30 is far too high" in message and "\n" not in message
+    assert "learning rate 10 is far too high" in message and "\n" not in message
     checkpoint = Checkpoint.open(errors[0])  # complete and verified
     weights = load_file(errors[0] / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values())
@@ -45,12 +59,12 @@ def test_a_diverging_run_stops_with_the_last_finite_state(texts, make_model, tok
     assert checkpoint.iteration == failed_at == len(checkpoint.history())
 
 
-def test_the_cli_reports_a_diverging_run_in_one_line(tmp_path, texts):
+def test_the_cli_reports_a_diverging_run_in_one_line(tmp_path, texts, diverging):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(texts)[:20_000])
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["train", "--texts", str(corpus), "--lr", "1e30", "--max-iterations", "20", "--runs-dir",
+        code = main(["train", "--texts", str(corpus), "--lr", "10", "--max-iterations", "20", "--runs-dir",
                      str(tmp_path / "runs"), "--run", "r", "--vocab-size", "300", "--d-model", "32",
                      "--num-layers", "1", "--num-heads", "2", "--d-ff", "64", "--max-seq-len", "32",
                      "--batch-size", "4", "--self-play-every", "0"])

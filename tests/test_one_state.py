@@ -144,8 +144,8 @@ def test_a_non_finite_rl_gradient_under_fp16_stops_the_step_before_the_update(te
     guarded too."""
     blend = step.blend_rl_gradient
 
-    def poisoned(model, rl_loss, rl_weight):
-        blend(model, rl_loss, rl_weight)
+    def poisoned(model, *args):
+        blend(model, *args)
         next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = float("nan")
     monkeypatch.setattr(step, "blend_rl_gradient", poisoned)
     model = make_model()
