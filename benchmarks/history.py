@@ -57,7 +57,7 @@ def run(bench: Bench, subject: Subject) -> list[Entry]:
     in_process = alternate({"azr_list_in_process": lambda: _list_in_process(long_run.run_dir, len(listed))},
                            sizes.repeats)
     processes = alternate({"python_m_azr_list": lambda: _python_timed("-m", "azr", "list", str(long_run.run_dir)),
-                           "python_c_import_azr_cli": lambda: _python_timed("-c", "import azr.cli")},
+                           "python_c_import_azr_cli": lambda: _python_timed("-c", "import azr.cli.main")},
                           sizes.process_repeats, sizes.process_warmup)
     chunks = len(long_run.state.history.chunk_digests())
     shutil.rmtree(long_run.run_dir)
