@@ -130,13 +130,14 @@ def build(cls, name: str, value):
     """``cls`` with ``name`` set to ``value`` and the other fields made to fit it (heads that divide the width,
     self-play off), so that only the value's own range decides."""
     if cls is ModelConfig:
-        fit = {"d_model": {"num_heads": 1}, "num_heads": {"d_model": 2 * value}}
+        fit = {"d_model": {"num_heads": 1}, "num_heads": {"d_model": 2 * value},
+               "num_kv_heads": {"num_heads": value, "d_model": 2 * value}}
         return ModelConfig(**{**(fit.get(name, {}) if range_of(cls, name).holds(value) else {}), name: value})
     return TrainConfig(**{"self_play_every": 0, name: value} if name != "self_play_every" else {name: value})
 
 
 def test_every_numeric_setting_declares_a_range():
-    assert len(NUMERIC) == 32
+    assert len(NUMERIC) == 33
     assert all(isinstance(field.metadata.get("range"), Range) for _, field in NUMERIC)
 
 

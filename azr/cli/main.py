@@ -26,6 +26,7 @@ from azr.config import (
     DATASET_MAX_MB,
     FIXED_ON_RESUME,
     LORA_TARGET,
+    PRESETS,
     REPORT_TO,
     SAMPLING_RANGES,
     ModelConfig,
@@ -72,7 +73,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a new model", description=(
         "Train a new model. Ctrl+C or SIGTERM saves model_interrupted_<N> after the current batch and prints the "
         "command that resumes it; a second Ctrl+C exits at once (every checkpoint on disk stays complete)."))
-    train.add_argument("--preset", help=f"model size: tiny, small or base (default: {DEFAULT_PRESET})")
+    train.add_argument("--preset", help=f"model size: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     sizes = {field.name: field for field in dataclasses.fields(ModelConfig)}
     for name in SIZE_OPTIONS:
         within = sizes[name].metadata["range"]
@@ -265,7 +266,8 @@ def _add_settings(parser: argparse.ArgumentParser, resume: bool) -> None:
 def range_rows() -> list[tuple[str, str, Range]]:
     """The numeric settings' ranges as ``(option, setting, range)``: the table of docs/cli.md."""
     rows = [(f"`azr train --{f.name.replace('_', '-')}`" if f.name in SIZE_OPTIONS else "(Python only)",
-             f"`ModelConfig.{f.name}`", f.metadata["range"]) for f in dataclasses.fields(ModelConfig)]
+             f"`ModelConfig.{f.name}`", f.metadata["range"]) for f in dataclasses.fields(ModelConfig)
+            if "range" in f.metadata]
     rows += [(f"`azr train --{f.name.replace('_', '-')}`", f"`TrainConfig.{f.name}`", f.metadata["range"])
              for f in dataclasses.fields(TrainConfig) if "range" in f.metadata]
     return rows + [(f"`azr generate --{name.replace('_', '-')}`", SAMPLING_HELP[name], within)

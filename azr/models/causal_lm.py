@@ -43,13 +43,13 @@ def build_model(config: ModelConfig, seed: int | None = None) -> LlamaForCausalL
         intermediate_size=config.d_ff,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads or config.num_heads,
         max_position_embeddings=config.max_seq_len,
         attention_dropout=config.dropout,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=config.tie_embeddings,
     )
     if seed is None:
         return LlamaForCausalLM(hf_config)
@@ -68,6 +68,8 @@ def model_config_of(model: PreTrainedModel) -> ModelConfig | None:
             vocab_size=c.vocab_size, d_model=c.hidden_size, num_layers=c.num_hidden_layers,
             num_heads=c.num_attention_heads, d_ff=c.intermediate_size,
             max_seq_len=c.max_position_embeddings, dropout=float(c.attention_dropout or 0.0),
+            num_kv_heads=None if c.num_key_value_heads in (None, c.num_attention_heads) else c.num_key_value_heads,
+            tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
         )
     except ConfigError:
         return None
