@@ -38,7 +38,7 @@ def test_dropout_out_of_range(dropout):
         ModelConfig(dropout=dropout)
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "135m"])
 def test_presets_exist_and_are_valid(name):
     config = preset(name)
     assert config == PRESETS[name]
@@ -88,7 +88,7 @@ def test_to_dict_from_dict_round_trip(config):
     assert type(config).from_dict({**values, "not_a_field": 1}) == config  # unknown keys are ignored
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+@pytest.mark.parametrize("name", ["tiny", "small", "base", "135m"])
 def test_a_preset_model_gets_its_presets_lr_and_warmup_whatever_its_vocabulary_and_length(name):
     assert preset_training(preset(name)) == PRESET_TRAINING[name]
     assert preset_training(preset(name, vocab_size=300, max_seq_len=32)) == PRESET_TRAINING[name]
