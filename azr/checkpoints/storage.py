@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar, Union
 
+from azr.utils.files import fsync_dir
+
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 STAGING_PREFIX = ".push-"
@@ -218,15 +220,6 @@ def fsync_file(path: Path) -> None:
     """Flush a file's data to disk."""
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discard(path: Path) -> None:

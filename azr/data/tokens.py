@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from azr.utils.files import fsync_dir
+
 FORMAT = b"AZRTOK01"
 HEADER_BYTES = 64  # magic (8), item size (8), token count (8), key (32), padding
 BATCH_TEXTS = 1024  # texts per call to the tokenizer
@@ -140,12 +142,4 @@ class TokenFile:
         for other in self.directory.glob(f"*{SUFFIX}"):
             if other != self.path:
                 other.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+        fsync_dir(self.directory)
