@@ -16,6 +16,7 @@ from ddp_worker import DIVERGE_AT, SETTINGS, STOP_AT, TARGET
 
 from azr import AZRTrainer, ConfigError, build_model, list_checkpoints
 from azr.checkpoints.checkpoint import Checkpoint
+from azr.cli.main import SIZE_OPTIONS
 
 TESTS = Path(__file__).resolve().parent
 TOLERANCE = 1e-5
@@ -91,7 +92,7 @@ def test_sigterm_to_torchrun_leaves_exactly_one_consistent_interrupted_checkpoin
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(texts))
     shape = [f"--{name.replace('_', '-')}={value}" for name, value in dataclasses.asdict(model_config).items()
-             if name not in ("dropout",)]
+             if name in SIZE_OPTIONS]
     command = [*TORCHRUN, "-m", "azr", "train", "--texts", str(corpus), "--runs-dir", str(tmp_path), "--run-name", "ddp",
                *shape, "--max-iterations", "100000", "--batch-size", "8", "--save-every", "5", "--val-every", "0",
                "--self-play-every", "0", "--device", "cpu"]
