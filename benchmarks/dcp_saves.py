@@ -64,8 +64,16 @@ from azr.training.saving import CheckpointSaver, StepSnapshot
 
 from .async_saves import SETTINGS, WINDOW_START, SaveCost, _within_run
 from .checkpoints import Subject, larger_checkpoint, subject
-from .common import TOKENIZER_DIR, Bench, Entry, alternate, corpus, paired_ratio, progress, timed
-from .processes import run_python
+from .common import (
+    TOKENIZER_DIR,
+    Bench,
+    Entry,
+    alternate,
+    paired_ratio,
+    progress,
+    timed,
+)
+from .processes import fresh_run, run_python
 
 SAVE_EVERY = 10
 STEPS, LARGER_STEPS = 41, 21  # iterations of a throughput run (at most the sizes' async_steps), saves at 10, 20, ...
@@ -256,7 +264,9 @@ def _one_process_group() -> None:
 
 def stop_dcp_process() -> None:
     """End DCP's checkpoint process (a module global of its process executor; its finaliser sends TERMINATE)."""
-    from torch.distributed.checkpoint import _async_process_executor as executor  # noqa: PLC0415
+    from torch.distributed.checkpoint import (
+        _async_process_executor as executor,  # noqa: PLC0415
+    )
 
     if executor._CHECKPOINT_PROCESS is not None:
         process, executor._CHECKPOINT_PROCESS = executor._CHECKPOINT_PROCESS, None
@@ -264,7 +274,9 @@ def stop_dcp_process() -> None:
 
 
 def dcp_writer_pid() -> int | None:
-    from torch.distributed.checkpoint import _async_process_executor as executor  # noqa: PLC0415
+    from torch.distributed.checkpoint import (
+        _async_process_executor as executor,  # noqa: PLC0415
+    )
 
     process = executor._CHECKPOINT_PROCESS
     return process._save_process.pid if process is not None else None
@@ -428,16 +440,9 @@ def _rss_contender(bench: Bench, writer: str, config: ModelConfig, batch: int, s
 
 def _rss(args: argparse.Namespace) -> dict[str, Any]:
     """Train one run with ``args.writer`` in this fresh process; return its memory figures (MB)."""
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
     from azr.checkpoints.writerprocess import WriterProcess, _idle  # noqa: PLC0415
-    from azr.training.trainer import resolve_device  # noqa: PLC0415
 
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    texts = corpus(args.corpus_chars)
-    model = build_model(ModelConfig.from_dict(json.loads(args.model)), seed=0)
+    device, tokenizer, texts, _, model = fresh_run(args)
     directory = Path(args.directory)
     if args.writer == "own_process":  # started and ready, as in a long run (the run takes it from the pool)
         writer = WriterProcess.take()

@@ -22,7 +22,15 @@ from azr import AZRTrainer, ModelConfig, build_model
 from azr.data.corpus import TokenWindows
 from azr.training.trainer import resolve_device
 
-from .common import TOKENIZER_DIR, Bench, Entry, alternate, corpus, progress, window_length
+from .common import (
+    TOKENIZER_DIR,
+    Bench,
+    Entry,
+    alternate,
+    corpus,
+    progress,
+    window_length,
+)
 from .loops import bare_loop, batches
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,14 +104,18 @@ def _resume(args: argparse.Namespace) -> dict[str, float]:
     return marks
 
 
+def fresh_run(args: argparse.Namespace) -> tuple[torch.device, Any, list[str], ModelConfig, torch.nn.Module]:
+    """What a child measurement trains, from its arguments (``--threads``, ``--device``, ``--tokenizer``,
+    ``--corpus-chars``, ``--model``): the device, tokenizer, texts, model config and a fresh model."""
+    torch.set_num_threads(args.threads)
+    config = ModelConfig.from_dict(json.loads(args.model))
+    return (resolve_device(args.device), AutoTokenizer.from_pretrained(args.tokenizer), corpus(args.corpus_chars),
+            config, build_model(config, seed=0))
+
+
 def _peak_rss(args: argparse.Namespace) -> dict[str, float]:
     """Train a run (AZRTrainer at its defaults, or the bare loop) on the corpus; return the peak RSS."""
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    texts = corpus(args.corpus_chars)
-    config = ModelConfig.from_dict(json.loads(args.model))
-    model = build_model(config, seed=0)
+    device, tokenizer, texts, config, model = fresh_run(args)
     if args.kind == "azr":
         for _ in AZRTrainer(model, tokenizer, device=device).train(texts, args.steps, args.directory,
                                                                    batch_size=args.batch_size):
