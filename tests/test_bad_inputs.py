@@ -434,7 +434,7 @@ def test_a_bad_sampling_setting_gets_one_sentence_everywhere(name, value, origin
 APP_FIELDS = {"lr": [float("inf"), "x", -1.0], "batch_size": [0, 2.5, "many"], "max_iterations": [0, None, -4],
               "rl_weight": [3.0, 0.0], "warmup": [-2], "seed": [-1], "save_every": [0], "self_play_every": [-1],
               "d_model": [33], "num_heads": [0], "vocab_size": [-1], "preset": ["huge"], "lr_schedule": ["zigzag"],
-              "time_budget_min": [-5], "run_name": ["../escape", "a/b"]}
+              "time_budget_min": [-5, math.nan, math.inf], "run_name": ["../escape", "a/b"]}
 APP_WHOLE = ("d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "vocab_size", "max_iterations",
              "batch_size", "warmup", "save_every", "self_play_every", "seed", "grad_accum_steps")
 APP_FIELDS = add_cases(APP_FIELDS, {  # beyond each range, and numbers beyond 64 bits (a form sends floats)
@@ -493,7 +493,8 @@ PATH_CASES = {
     "cli generate of a missing run's checkpoint": ["generate", "checkpoints/nope", "--prompt", "a"],
     **{f"cli {' '.join(arguments)}": arguments for arguments in (
         ["train", "--lora-r=0"], ["train", "--lora-r=-2"], ["train", "--lora-r=2.5"], ["train", "--lora-alpha=0"],
-        ["train", "--lora-alpha=nan"], ["train", "--lora-alpha=inf"], ["train", "--dataset-max-mb=0"],
+        ["train", "--lora-alpha=nan"], ["train", "--lora-alpha=inf"], ["train", "--lora-r=1000000000"], ["train", "--lora-alpha=1e308"],
+        ["train", "--dataset-max-mb=0"],
         ["train", "--dataset-max-mb=-1"], ["train", "--dataset-max-mb=nan"], ["selftest", "--iterations=0"],
         ["selftest", "--iterations=2.5"])},
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import typing
 from collections.abc import Callable
@@ -111,7 +112,7 @@ def real(name: str, value: Any) -> float | None:
 def _budget_s(minutes: Any) -> float | None:
     """Return the time budget in seconds (None for no budget: empty or 0)."""
     value = real("time_budget_min", minutes)
-    if value is not None and value < 0:
+    if value is not None and not 0 <= value < math.inf:
         raise ConfigError(f"time_budget_min must be zero (no limit) or a positive number of minutes, got {value}.")
     return value * 60 if value else None
 

@@ -25,6 +25,8 @@ from azr.config import CHOICES as SETTING_CHOICES
 from azr.config import (
     DATASET_MAX_MB,
     FIXED_ON_RESUME,
+    LORA_ALPHA,
+    LORA_R,
     LORA_TARGET,
     PRESETS,
     REPORT_TO,
@@ -82,8 +84,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--base-model", metavar="DIR_OR_HUB_ID",
                        help="start from an existing causal LM and its tokenizer instead of a new model")
     lora = train.add_argument_group("LoRA", "With --base-model: train LoRA adapters (peft) instead of every weight.")
-    lora.add_argument("--lora-r", type=POSITIVE_INT, metavar="N", help="adapter rank; turns LoRA on")
-    lora.add_argument("--lora-alpha", type=POSITIVE_FLOAT, default=16.0, metavar="F",
+    lora.add_argument("--lora-r", type=ranged("lora_r", LORA_R, int), metavar="N", help="adapter rank; turns LoRA on")
+    lora.add_argument("--lora-alpha", type=ranged("lora_alpha", LORA_ALPHA, float), default=16.0, metavar="F",
                       help="scaling: the update is scaled by alpha / r (default: 16)")
     lora.add_argument("--lora-target", default=LORA_TARGET, metavar="MODULES",
                       help=f"comma-separated module names, e.g. q_proj,v_proj (default: {LORA_TARGET})")

@@ -16,6 +16,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 REPORT_TO = ("none", "tensorboard", "trackio")  # where a run reports its metrics (azr.training.reporting)
 DATASET_MAX_MB = 1024.0  # the default cap on a Hub dataset's data (azr.data.hub_datasets)
 LORA_TARGET = "all-linear"  # the default modules LoRA adapts (azr.models.lora)
+LORA_R = Range(1, 4096)  # an adapter's rank: one above the adapted layer's width adds nothing but memory
+LORA_ALPHA = Range(0, 10_000, integer=False, above=True)  # usual values are 8 to 256; the update scales by alpha / r
 SAMPLINGS = ("random_offset", "windows")  # how training windows are drawn (azr.data.corpus)
 SCALE_REWARDS = ("group", "batch", "none")  # what divides a self-play advantage (azr.rl.grpo), TRL's names
 LOSS_TYPES = ("grpo", "dr_grpo")  # how the GRPO loss averages over tokens (azr.rl.grpo), TRL's names

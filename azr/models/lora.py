@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from azr.config import LORA_TARGET
+from azr.config import LORA_ALPHA, LORA_R, LORA_TARGET
 from azr.errors import CheckpointError, ConfigError
 
 
@@ -26,10 +26,8 @@ class LoraSettings:
     target: str = LORA_TARGET  # "all-linear" or comma-separated module names (e.g. "q_proj,v_proj")
 
     def __post_init__(self) -> None:
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ConfigError(f"lora_r must be a positive integer, got {self.r!r}.")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
-            raise ConfigError(f"lora_alpha must be a positive number, got {self.alpha!r}.")
+        LORA_R.check("lora_r", self.r)
+        LORA_ALPHA.check("lora_alpha", self.alpha)
         if not self.target.strip():
             raise ConfigError("lora_target must name modules (e.g. q_proj,v_proj) or be all-linear.")
 
