@@ -13,6 +13,7 @@ from azr.app.render import (
     LR_AXIS,
     REWARD_AXIS,
     REWARD_SERIES,
+    X_MARGIN,
     checkpoint_table,
     history_chart,
     history_frame,
@@ -38,22 +39,25 @@ def test_axes_have_units_fixed_width_labels_and_short_iteration_labels():
                         (LR_AXIS, "learning rate")):
         chart = line_chart(history_frame([], {}), "t", "id", axis)
         assert (chart.y_title, chart.x_title) == (title, "iteration")
-        assert chart.y_axis_format in (".2f", ".1f", ".4f") and chart.x_axis_format.strip().endswith("~s")
+        assert chart.y_axis_format in (".2f", ".1f", ".4f") and chart.x_axis_format == "~s"
     assert line_chart(history_frame([], {}), "t", "id", REWARD_AXIS).y_lim == [0.0, 1.0]
 
 
 def test_an_empty_chart_says_so_and_has_an_axis_instead_of_nan():
     chart = line_chart(history_frame([], LOSS_SERIES), "t", "id", LOSS_AXIS)
-    assert chart.caption == EMPTY_NOTE and chart.x_lim == [0, 100] and chart.colors_in_legend == []
+    assert chart.caption == EMPTY_NOTE and chart.x_lim == [0, 100 * X_MARGIN] and chart.colors_in_legend == []
 
 
-def test_the_legend_names_only_the_lines_drawn_and_changes_only_when_they_do():
+def test_the_legend_names_only_the_lines_drawn_and_the_chart_changes_only_with_its_lines_or_target():
     history = [{"iteration": i, "loss": 5.0, "val_loss": None} for i in range(1, 11)]
-    _, props, lines = history_chart(history, LOSS_SERIES, None)
-    assert lines == ["loss"] and props["colors_in_legend"] == ["loss"] and props["caption"] is None
-    assert history_chart(history, LOSS_SERIES, lines)[1] is None  # the same lines: the points only
+    _, props, shown = history_chart(history, LOSS_SERIES, 500, None)
+    assert props == shown and props["colors_in_legend"] == ["loss"] and props["caption"] is None
+    assert props["x_lim"] == [0, 500 * X_MARGIN]  # the run's target, a little past it (no label flush at the end)
+    history.append({"iteration": 11, "loss": 4.9, "val_loss": None})
+    assert history_chart(history, LOSS_SERIES, 500, shown)[1] is None  # the points only
     history[-1]["val_loss"] = 4.0
-    assert history_chart(history, LOSS_SERIES, lines)[1]["colors_in_legend"] == ["loss", "val loss"]
+    assert history_chart(history, LOSS_SERIES, 500, shown)[1]["colors_in_legend"] == ["loss", "val loss"]
+    assert history_chart(history, LOSS_SERIES, 800, shown)[1]["x_lim"] == [0, 800 * X_MARGIN]
 
 
 def test_the_lr_preview_ends_at_its_target_and_its_planned_line_starts_where_the_trained_one_ends():
@@ -61,7 +65,7 @@ def test_the_lr_preview_ends_at_its_target_and_its_planned_line_starts_where_the
     records += [{"iteration": i, "lr": 3e-4 * (1 - i / 2000), "part": "planned"} for i in range(31, 2001, 50)]
     records.append({"iteration": 2000, "lr": 0.0, "part": "planned"})
     frame, props = lr_chart(records)
-    assert props["y_lim"] == [0, 1.2 * 3e-4] and props["x_lim"] == [0, 2000]
+    assert props["y_lim"] == [0, 1.2 * 3e-4] and props["x_lim"] == [0, 2000 * X_MARGIN]
     assert props["y_axis_format"] == ".5f" and format(3e-4, props["y_axis_format"]) == "0.00030"
     planned = frame[frame["series"] == "planned"].dropna()
     assert (30, 3e-4) in set(zip(planned["iteration"], planned["value"]))  # joined to the last trained point

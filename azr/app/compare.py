@@ -45,5 +45,5 @@ def _chart(series: list[dict[str, Any]], key: str, axis: Axis) -> tuple[pd.DataF
     rows = [(i, v, run["run"]) for run in series for i, v in run[key]]
     top = max((v for _, v, _ in rows), default=0.0)
     return chart_frame(rows, [run["run"] for run in series]), {
-        **chart_state([run["run"] for run in series if run[key]]),
+        **chart_state([run["run"] for run in series if run[key]], max((i for i, _, _ in rows), default=0)),
         "y_axis_format": lr_format(top) if axis is LR_AXIS else axis.format}

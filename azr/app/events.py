@@ -118,7 +118,7 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
         state or checkpoint changed."""
         previous = feed.drawn
         status = follow(feed, page.api.status)
-        charts = (_chart(feed, "loss", LOSS_SERIES), _chart(feed, "reward", REWARD_SERIES)) \
+        charts = (_chart(feed, "loss", LOSS_SERIES, status), _chart(feed, "reward", REWARD_SERIES, status)) \
             if charts_stale(feed) else (gr.skip(), gr.skip())
         key = status_key(status)
         unchanged = (gr.skip(),) * len(page.listing_outputs)
@@ -142,9 +142,10 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
                  api_visibility="private", concurrency_limit=None)
 
 
-def _chart(feed: Feed, name: str, series: dict[str, str]) -> Any:
+def _chart(feed: Feed, name: str, series: dict[str, str], status: dict[str, Any]) -> Any:
     """The points of the feed's chart ``name`` (see :func:`history_chart`); its new props wait in the feed."""
-    frame, props, feed.lines[name] = history_chart(feed.records, series, feed.lines.get(name))
+    frame, props, feed.charts[name] = history_chart(feed.records, series, status["max_iterations"],
+                                                    feed.charts.get(name))
     if props is not None:
         feed.restyle[name] = props
     return frame
@@ -181,19 +182,21 @@ def wire_train(page: Page) -> None:
 
 
 def wire_memory(page: Page) -> None:
-    """The estimated memory follows the chosen preset, its sizes and the batch size."""
-    form = page.train.form
-    sizes = [form["preset"], *(form[f] for f in MODEL_FIELDS), form["batch_size"]]
+    """The estimated memory follows the chosen preset (its own sizes), and then the sizes and batch size typed."""
+    form, memory = page.train.form, page.train.memory
+    sizes = [form[f] for f in MODEL_FIELDS]
 
-    def on_sizes(preset: str, *values: Any) -> str:
-        *model, batch_size = values
+    def estimate(preset: str, batch_size: Any, *model: Any) -> str:
         try:
             return render_memory(page.api.estimate_memory(preset, *model, batch_size=batch_size))
         except (AZRError, ValueError) as exc:
             return _warning(exc)
 
-    gr.on([field.change for field in sizes], on_sizes, inputs=sizes, outputs=page.train.memory,
-          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    form["preset"].change(estimate, inputs=[form["preset"], form["batch_size"]], outputs=memory,  # not the sizes:
+                          show_progress="hidden", api_visibility="private")  # they change after it, one by one
+    gr.on([field.input for field in [*sizes, form["batch_size"]]], estimate,
+          inputs=[form["preset"], form["batch_size"], *sizes], outputs=memory, trigger_mode="always_last",
+          show_progress="hidden", api_visibility="private")
 
 
 def wire_resume(page: Page) -> None:

@@ -21,7 +21,7 @@ class Feed:
     records: list[dict[str, Any]] = field(default_factory=list)
     drawn: tuple | None = None  # the key of the status the page shows (see :func:`status_key`)
     charted: tuple[int | None, int] = (None, -1)  # (launch, record count) the charts show
-    lines: dict[str, list[str]] = field(default_factory=dict)  # the lines each chart has, by the chart's name
+    charts: dict[str, dict[str, Any]] = field(default_factory=dict)  # the props each chart has, by its name
     restyle: dict[str, dict[str, Any]] = field(default_factory=dict)  # props each chart gets after its points
 
     @property

@@ -29,14 +29,15 @@ class Axis:
 LOSS_AXIS = Axis("loss (nats per token)", ".2f")
 REWARD_AXIS = Axis("reward (0 to 1)", ".1f", (0.0, 1.0))
 LR_AXIS = Axis("learning rate", ".4f", (0.0, None))
-# Iteration labels padded to 7 characters: the chart measures the spaces (and drops every other label where they
-# would touch), the browser does not draw them.
-X_FORMAT = " ^7~s"
 EMPTY_NOTE = "No points yet: the curves start with the first iteration."
 EMPTY_END = 100  # where an empty chart's x axis ends
-TABLE_COLUMNS = {"name": "Checkpoint", "kind": "Kind", "iteration": "Iteration", "max_iterations": "Target",
-                 "loss": "Loss", "val_loss": "Val loss", "timestamp": "Saved", "size_mib": "Size (MiB)",
-                 "has_optimizer": "Optimizer", "valid": "Valid", "reason": "Problem", "source": "Where"}
+# An x axis reaches this much past its last iteration: the chart aligns a label at the very end of the axis flush
+# with it, shifted into its neighbour ("480500"); a label just inside the end stays centred on its tick.
+X_MARGIN = 1.02
+# (the name tells the kind, model_<kind>_<N>, and where it is: hf://<repo>/... on the Hub)
+TABLE_COLUMNS = {"name": "Checkpoint", "iteration": "Iteration", "max_iterations": "Target", "loss": "Loss",
+                 "val_loss": "Val loss", "timestamp": "Saved", "size_mib": "Size (MiB)", "has_optimizer": "Optimizer",
+                 "valid": "Valid", "reason": "Problem"}
 RUN_COLUMNS = {"run": "Run", "checkpoints": "Checkpoints", "created": "Created", "seed": "Seed",
                "base_model": "Base model"}
 
@@ -129,25 +130,26 @@ def measured(history: list[dict[str, Any]], series: dict[str, str]) -> list[str]
     return [label for key, label in series.items() if any(r.get(key) is not None for r in history)]
 
 
-def chart_state(lines: list[str], end: int | None = None) -> dict[str, Any]:
-    """Return the props that show what a chart holds: a legend of its ``lines`` only, an x axis from 0 (to ``end``
-    when given); without lines, a note in place of the points and an x axis of 0 to 100 (vega would label an empty
-    axis "NaN")."""
-    return {"colors_in_legend": list(lines), "caption": None if lines else EMPTY_NOTE,
-            "x_lim": [0, end if lines else EMPTY_END]}
+def chart_state(lines: list[str], end: int) -> dict[str, Any]:
+    """Return the props that show what a chart holds: a legend of its ``lines`` only and an x axis from 0 to its
+    last iteration ``end`` (see :data:`X_MARGIN`); without lines, a note in place of the points and an x axis of 0
+    to 100 (vega would label an empty axis "NaN")."""
+    end = end if lines and end > 0 else EMPTY_END
+    return {"colors_in_legend": list(lines), "caption": None if lines else EMPTY_NOTE, "x_lim": [0, end * X_MARGIN]}
 
 
 def line_chart(frame: pd.DataFrame, title: str, elem_id: str, axis: Axis, height: int = 260) -> gr.LinePlot:
     """Return an empty line chart of a :func:`chart_frame`, one coloured line per series, its y axis as ``axis``
     says.
 
-    Tick labels have one width whatever the values (a d3 format), so the page never clips them, and the x labels
-    are short (``1.5k``) and spaced, so they never run into each other.
+    Tick labels have one width whatever the values (a d3 format), so the page never clips them; the x labels are
+    short (``1.5k``) and the x axis ends a little past its last iteration (:data:`X_MARGIN`), so they never run
+    into each other.
     """
     return gr.LinePlot(frame, x="iteration", y="value", color="series", title=title, height=height,
-                       elem_id=elem_id, x_title="iteration", x_axis_format=X_FORMAT, y_title=axis.title,
+                       elem_id=elem_id, x_title="iteration", x_axis_format="~s", y_title=axis.title,
                        y_axis_format=axis.format, y_lim=list(axis.limits) if axis.limits else None,
-                       **chart_state([]))
+                       **chart_state([], 0))
 
 
 def restyled(props: dict[str, Any] | None) -> Any:
@@ -159,12 +161,13 @@ def restyled(props: dict[str, Any] | None) -> Any:
     return gr.skip() if props is None else gr.LinePlot(**props)
 
 
-def history_chart(history: list[dict[str, Any]], series: dict[str, str],
-                  shown: list[str] | None) -> tuple[pd.DataFrame, dict[str, Any] | None, list[str]]:
-    """Return a chart's points for ``history``, its new props (None while its lines stay ``shown``, the lines
-    the page's chart has now) and its lines (see :func:`restyled`)."""
-    lines = measured(history, series)
-    return history_frame(history, series), None if lines == shown else chart_state(lines), lines
+def history_chart(history: list[dict[str, Any]], series: dict[str, str], target: int,
+                  shown: dict[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any] | None, dict[str, Any]]:
+    """Return a chart's points for ``history`` of a run to ``target`` iterations, its new props (None while they
+    stay ``shown``, the props the page's chart has now) and its props (see :func:`restyled`). The x axis ends at the
+    target, so the chart rebuilds only when a line appears or the target changes, not at every point."""
+    props = chart_state(measured(history, series), max(target, history[-1]["iteration"] if history else 0))
+    return history_frame(history, series), None if props == shown else props, props
 
 
 def lr_format(top: float) -> str:

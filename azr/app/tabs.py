@@ -219,7 +219,7 @@ def _resume_form() -> ResumeForm:
                                       info="Empty: in the checkpoint's own run. A name: in a new run of that name, "
                                            "leaving the checkpoint's run as it is.")
         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned", "lr-preview",
-                                LR_AXIS, height=200)
+                                LR_AXIS, height=240)
         preview_note = gr.Markdown()
         button = gr.Button("⏯️ Resume", variant="primary", elem_id="resume")
         message = gr.Markdown(elem_id="resume-message")
@@ -230,9 +230,8 @@ def checkpoints_tab() -> CheckpointsTab:
     """Lay out the Checkpoints tab (Delete asks for a confirmation in a row that is hidden until then)."""
     with gr.Tab("Checkpoints"):
         table = gr.Dataframe(checkpoint_table([]), label="Checkpoints (local and Hub), newest first",
-                             interactive=False, elem_id="checkpoint-table", wrap=True)
-        runs = gr.Dataframe(runs_table([]), label="Runs, newest first", interactive=False, elem_id="runs-table",
-                            wrap=True)
+                             interactive=False, elem_id="checkpoint-table")
+        runs = gr.Dataframe(runs_table([]), label="Runs, newest first", interactive=False, elem_id="runs-table")
         with gr.Row():
             choice = gr.Dropdown([], label="Checkpoint", scale=2, elem_id="manage-choice")
             refresh = gr.Button("🔄 Refresh (verify files)")
