@@ -41,6 +41,11 @@ CLIPPED_CHECKBOXES = """() => [...document.querySelectorAll('input[type=checkbox
   .filter(box => box.getBoundingClientRect().width > 0).map(box => box.closest('label'))
   .filter(label => [label, label.parentElement, label.closest('.block')]
     .some(e => e && e.scrollWidth > e.clientWidth + 1)).map(label => label.innerText)"""
+COVERED_DROPDOWNS = """() => [...document.querySelectorAll('input[role=combobox]')].filter(input => {
+  const icon = input.parentElement.querySelector('.icon-wrap');
+  if (!icon || !input.offsetWidth || !icon.offsetWidth) return false;
+  const textEnd = input.getBoundingClientRect().right - parseFloat(getComputedStyle(input).paddingRight);
+  return textEnd > icon.getBoundingClientRect().left + 1; }).map(input => input.value)"""  # text under the arrow
 BROKEN_CELLS = """(cells) => [...document.querySelectorAll(cells)].filter(cell => {
   const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT); const lines = [];
   for (let text = walker.nextNode(); text; text = walker.nextNode()) {
@@ -131,6 +136,7 @@ def test_every_tab_at_both_widths(open_page, two_runs):
             assert page.evaluate("() => document.scrollingElement.scrollWidth <= innerWidth")  # no sideways page
             check_axes(page)
             assert page.evaluate(CLIPPED_CHECKBOXES) == []
+            assert page.evaluate(COVERED_DROPDOWNS) == []
             path = SCREENSHOTS / f"{width}px-{tab.lower().replace(' ', '-')}.png"
             page.screenshot(path=path, full_page=True)
     print(f"screenshots: {SCREENSHOTS}")
