@@ -181,6 +181,7 @@ def test_the_lr_preview_ends_at_a_newly_typed_target(open_page, two_runs):
     expect(page.locator("#lr-preview svg").first).to_contain_text("planned")
     check_axes(page)
     page.evaluate("() => document.activeElement.blur()")
+    page.mouse.move(0, 0)  # no chart's hover mark in the picture
     page.wait_for_timeout(1000)
     page.screenshot(path=README_SCREENSHOT, full_page=True)
     print(f"README screenshot: {README_SCREENSHOT}")
