@@ -16,7 +16,7 @@ from transformers.utils import logging as transformers_logging
 from azr.app.api import max_upload_bytes
 from azr.app.jobs import TrainingJob
 from azr.app.owners import Access
-from azr.app.ui import build_ui
+from azr.app.ui import CSS, THEME, build_ui
 from azr.hub.uploader import start_pending
 from azr.training.signals import graceful_stop
 
@@ -30,7 +30,8 @@ def main() -> int:
     demo = build_ui(job, access)
     demo.launch(
         server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), auth=access.gradio_auth(),
-        max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True,
+        max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True, theme=THEME,
+        css=CSS,
     )
     start_pending(job.runs_root)  # pushes earlier runs left pending, in the background
     signalled = threading.Event()

@@ -2,8 +2,8 @@
 run's checkpoints on the Checkpoints tab; with an owner password, a visitor watches and only the owner controls.
 
 Saves screenshots of the Train tab (resumed run, charts, Resume form with its LR preview) to
-tests/artifacts/train_tab.png (the README's and the Space card's space_config/screenshot.png is a copy of it) and of
-the Checkpoints tab (checkpoints with their run, the runs table) to tests/artifacts/checkpoints_tab.png.
+tests/artifacts/train_tab.png and of the Checkpoints tab (checkpoints with their run, the runs table) to
+tests/artifacts/checkpoints_tab.png (test_browser_views.py takes every tab, and the README's screenshot).
 """
 from __future__ import annotations
 

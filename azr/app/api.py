@@ -25,9 +25,10 @@ from typing import Any
 
 import gradio as gr
 
+from azr.app import compare
 from azr.app.jobs import HubSettings, TrainingJob
 from azr.app.owners import Access, Caller
-from azr.config import TrainConfig
+from azr.config import TrainConfig, memory
 from azr.config import preset as model_preset
 from azr.data.corpus import load_texts
 from azr.data.hub_datasets import HubDataset
@@ -240,6 +241,23 @@ class AppAPI:
         """Return ``{"runs": [...]}``: the run directories, newest first, with their checkpoint counts."""
         return {"runs": self.job.list_runs()}
 
+    def compare_runs(self, runs: list[str]) -> dict[str, Any]:
+        """Return ``{"runs": [{"run", "loss", "val_loss", "lr"}, ...]}``: the curves of the named runs (names from
+        /list_runs) from their stored histories, each a list of ``[iteration, value]`` points."""
+        return {"runs": compare.run_series(self.job.catalog, runs)}
+
+    def estimate_memory(self, preset: str = "tiny", d_model: int | None = None, num_layers: int | None = None,
+                        num_heads: int | None = None, d_ff: int | None = None, max_seq_len: int | None = None,
+                        vocab_size: int | None = None, batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
+        """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size``: parameters,
+        ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough) and
+        ``total_bytes``, all fp32 (see :func:`azr.config.memory.estimate`)."""
+        sizes = dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff, max_seq_len=max_seq_len,
+                     vocab_size=vocab_size)
+        model = model_preset(preset or "tiny", **{k: whole(k, v) for k, v in sizes.items()})
+        batch = whole("batch_size", batch_size) or DEFAULTS.batch_size
+        return {**memory.estimate(model, batch).as_dict(), "batch_size": batch, "max_seq_len": model.max_seq_len}
+
     @capped
     def generate(self, checkpoint: str, prompt: str = "", temperature: float = 1.0, top_k: int = 50,
                  max_new_tokens: int = 50, hub_repo_id: str = "", hub_token: str = "",
@@ -287,7 +305,7 @@ class AppAPI:
 
 
 API_NAMES = ("train", "stop_training", "resume_training", "status", "list_checkpoints", "list_runs", "generate",
-             "delete_checkpoint", "push_checkpoint")
+             "delete_checkpoint", "push_checkpoint", "compare_runs", "estimate_memory")
 
 
 def as_endpoint(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from azr.checkpoints import runs
 from azr.checkpoints.checkpoint import Checkpoint
+from azr.checkpoints.history import History
 from azr.checkpoints.info import CheckpointInfo
 from azr.checkpoints.names import NAME_PATTERN
 from azr.checkpoints.runs import list_checkpoints
@@ -119,6 +120,16 @@ class Catalog:
                             "base_model": info.base_model if info else None,
                             "checkpoints": len(runs.checkpoint_names(directory))})
         return entries
+
+    def run_history(self, run: str) -> History:
+        """Return the history of the run named ``run`` under the root: its newest valid checkpoint's (empty when
+        it has none yet). Raises CheckpointError for a name that is not a run there."""
+        name = (run or "").strip()
+        directory = self.root / name
+        if not runs.RUN_NAME.match(name) or not runs.is_run_directory(directory):
+            raise CheckpointError(f"There is no run {name!r}; pick one from the runs list.")
+        newest = next((c for c in list_checkpoints(directory, verify=False) if c.valid), None)
+        return Checkpoint.open(newest.path, verify=False).history() if newest else History()
 
     def checkpoints(self, settings: HubSettings | None = None, verify: bool = False,
                     refresh_hub: bool = True) -> tuple[list[dict[str, Any]], str | None]:

@@ -14,22 +14,23 @@ import gradio as gr
 
 from azr.app.api import MODEL_FIELDS, AppAPI, read_uploads, real, whole
 from azr.app.catalog import HubSettings
+from azr.app.compare import chart_points
 from azr.app.feed import Feed, charts_stale, follow, status_key
 from azr.app.owners import Caller
 from azr.app.render import (
     LOSS_SERIES,
-    LR_PARTS,
     REWARD_SERIES,
-    chart_frame,
     checkpoint_label,
     checkpoint_table,
-    history_frame,
+    history_chart,
     lr_chart,
+    render_memory,
     render_progress,
     render_status,
+    restyled,
     runs_table,
 )
-from azr.app.tabs import CheckpointsTab, GenerateTab, HubTab, TrainTab
+from azr.app.tabs import CheckpointsTab, GenerateTab, HubTab, RunsTab, TrainTab
 from azr.config import PRESET_TRAINING, PRESETS
 from azr.errors import AZRError
 from azr.training.status import FINAL_STATES
@@ -117,7 +118,7 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
         state or checkpoint changed."""
         previous = feed.drawn
         status = follow(feed, page.api.status)
-        charts = (history_frame(feed.records, LOSS_SERIES), history_frame(feed.records, REWARD_SERIES)) \
+        charts = (_chart(feed, "loss", LOSS_SERIES, status), _chart(feed, "reward", REWARD_SERIES, status)) \
             if charts_stale(feed) else (gr.skip(), gr.skip())
         key = status_key(status)
         unchanged = (gr.skip(),) * len(page.listing_outputs)
@@ -131,9 +132,23 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
         return (*panels, *page.listing(page.settings(profile, password, hub_repo_id, hub_token), *current,
                                        refresh_hub=previous is None or finished, select_newest=finished))
 
+    def restyle(feed: Feed) -> tuple[Any, Any]:
+        return restyled(feed.restyle.pop("loss", None)), restyled(feed.restyle.pop("reward", None))
+
     gr.on(triggers, poll, inputs=[page.feed, *page.listing_inputs],
           outputs=[train.status, train.progress, train.loss_plot, train.reward_plot, *page.listing_outputs],
-          show_progress="hidden", api_visibility="private", concurrency_limit=None)
+          show_progress="hidden", api_visibility="private", concurrency_limit=None,
+          ).then(restyle, inputs=page.feed, outputs=[train.loss_plot, train.reward_plot], show_progress="hidden",
+                 api_visibility="private", concurrency_limit=None)
+
+
+def _chart(feed: Feed, name: str, series: dict[str, str], status: dict[str, Any]) -> Any:
+    """The points of the feed's chart ``name`` (see :func:`history_chart`); its new props wait in the feed."""
+    frame, props, feed.charts[name] = history_chart(feed.records, series, status["max_iterations"],
+                                                    feed.charts.get(name))
+    if props is not None:
+        feed.restyle[name] = props
+    return frame
 
 
 def wire_train(page: Page) -> None:
@@ -163,6 +178,25 @@ def wire_train(page: Page) -> None:
         return _attempt(lambda: page.api.stop_training(caller=Caller(profile, password or ""))["message"])
 
     train.stop.click(on_stop, inputs=page.owner_password, outputs=train.message, api_visibility="private")
+    wire_memory(page)
+
+
+def wire_memory(page: Page) -> None:
+    """The estimated memory follows the chosen preset (its own sizes), and then the sizes and batch size typed."""
+    form, memory = page.train.form, page.train.memory
+    sizes = [form[f] for f in MODEL_FIELDS]
+
+    def estimate(preset: str, batch_size: Any, *model: Any) -> str:
+        try:
+            return render_memory(page.api.estimate_memory(preset, *model, batch_size=batch_size))
+        except (AZRError, ValueError) as exc:
+            return _warning(exc)
+
+    form["preset"].change(estimate, inputs=[form["preset"], form["batch_size"]], outputs=memory,  # not the sizes:
+                          show_progress="hidden", api_visibility="private")  # they change after it, one by one
+    gr.on([field.input for field in [*sizes, form["batch_size"]]], estimate,
+          inputs=[form["preset"], form["batch_size"], *sizes], outputs=memory, trigger_mode="always_last",
+          show_progress="hidden", api_visibility="private")
 
 
 def wire_resume(page: Page) -> None:
@@ -176,24 +210,28 @@ def wire_resume(page: Page) -> None:
         return {e["name"]: e["max_iterations"] for e in entries}.get(name, gr.skip())
 
     def preview(profile: Profile, name: str | None, target: int | None, new_lr: float | None, extend_choice: str,
-                password: str, hub_repo_id: str, hub_token: str) -> tuple[Any, str]:
-        if not name:
-            return chart_frame([], LR_PARTS), ""
+                password: str, hub_repo_id: str, hub_token: str) -> tuple[Any, str, Any]:
+        """The LR preview's points, its note and its props (given after the points, see :func:`restyled`)."""
         try:
             records = page.api.job.lr_preview(name, whole("max_iterations", target) or None,
                                               real("lr", new_lr) or None,
                                               page.settings(profile, password, hub_repo_id, hub_token),
-                                              extend_choice or None)
+                                              extend_choice or None) if name else []
         except (AZRError, ValueError) as exc:
-            return gr.skip(), _warning(exc)
-        return lr_chart(records), ""
+            return gr.skip(), _warning(exc), None
+        frame, props = lr_chart(records)
+        return frame, "", props
 
     changes = [form["checkpoint"], form["max_iterations"], form["lr"], form["extend_schedule"]]
     form["checkpoint"].change(prefill, inputs=[form["checkpoint"], *access_fields], outputs=form["max_iterations"],
                               api_visibility="private")
+    props = gr.State(None)
     for trigger in changes:
-        trigger.change(preview, inputs=[*changes, *access_fields], outputs=[resume.lr_preview, resume.preview_note],
-                       api_visibility="private", show_progress="hidden")
+        trigger.change(preview, inputs=[*changes, *access_fields],
+                       outputs=[resume.lr_preview, resume.preview_note, props], api_visibility="private",
+                       show_progress="hidden",
+                       ).then(restyled, inputs=props, outputs=resume.lr_preview, api_visibility="private",
+                              show_progress="hidden")
 
     def on_resume(profile: Profile, password: str, **values: Any) -> str:
         def resume_checkpoint() -> str:
@@ -260,6 +298,26 @@ def wire_checkpoints(page: Page) -> None:
 
     tab.push.click(on_push, inputs=[tab.choice, *access_fields, hub["hub_private"]], outputs=tab.message,
                    api_visibility="private")
+
+
+def wire_runs(api: AppAPI, tab: RunsTab) -> None:
+    """The Runs tab: opening it lists the runs; ticking runs draws their curves."""
+    tab.tab.select(lambda: gr.update(choices=[run["run"] for run in api.list_runs()["runs"]]), outputs=tab.choice,
+                   api_visibility="private")
+
+    def on_choice(runs: list[str] | None) -> list[Any]:
+        """The charts' points, the message and the charts' props (given after the points, see :func:`restyled`)."""
+        try:
+            charts = chart_points(api.compare_runs(runs or [])["runs"])
+        except (AZRError, ValueError) as exc:
+            return [*(gr.skip() for _ in tab.charts), _warning(exc), None]
+        return [*(frame for frame, _ in charts), "", [props for _, props in charts]]
+
+    props = gr.State(None)
+    tab.choice.change(on_choice, inputs=tab.choice, outputs=[*tab.charts, tab.message, props],
+                      api_visibility="private", show_progress="hidden",
+                      ).then(lambda all_props: [restyled(p) for p in all_props or [None] * len(tab.charts)],
+                             inputs=props, outputs=tab.charts, api_visibility="private", show_progress="hidden")
 
 
 def wire_generate(page: Page) -> None:

@@ -21,6 +21,8 @@ class Feed:
     records: list[dict[str, Any]] = field(default_factory=list)
     drawn: tuple | None = None  # the key of the status the page shows (see :func:`status_key`)
     charted: tuple[int | None, int] = (None, -1)  # (launch, record count) the charts show
+    charts: dict[str, dict[str, Any]] = field(default_factory=dict)  # the props each chart has, by its name
+    restyle: dict[str, dict[str, Any]] = field(default_factory=dict)  # props each chart gets after its points
 
     @property
     def last_iteration(self) -> int:

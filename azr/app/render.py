@@ -1,7 +1,8 @@
 """What the page shows: the status panel, the progress bar, the charts and the checkpoint and run tables."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +28,18 @@ class Axis:
 
 LOSS_AXIS = Axis("loss (nats per token)", ".2f")
 REWARD_AXIS = Axis("reward (0 to 1)", ".1f", (0.0, 1.0))
-LR_AXIS = Axis("learning rate", ".0e", (0.0, None))
-TABLE_COLUMNS = ["name", "run", "source", "kind", "iteration", "max_iterations", "loss", "val_loss", "timestamp",
-                 "size_mb", "has_optimizer", "valid", "reason"]
-RUN_COLUMNS = ["run", "checkpoints", "created", "seed", "base_model", "id"]
+LR_AXIS = Axis("learning rate", ".4f", (0.0, None))
+EMPTY_NOTE = "No points yet: the curves start with the first iteration."
+EMPTY_END = 100  # where an empty chart's x axis ends
+# An x axis reaches this much past its last iteration: the chart aligns a label at the very end of the axis flush
+# with it, shifted into its neighbour ("480500"); a label just inside the end stays centred on its tick.
+X_MARGIN = 1.02
+# (the name tells the kind, model_<kind>_<N>, and where it is: hf://<repo>/... on the Hub)
+TABLE_COLUMNS = {"name": "Checkpoint", "iteration": "Iteration", "max_iterations": "Target", "loss": "Loss",
+                 "val_loss": "Val loss", "timestamp": "Saved", "size_mib": "Size (MiB)", "has_optimizer": "Optimizer",
+                 "valid": "Valid", "reason": "Problem"}
+RUN_COLUMNS = {"run": "Run", "checkpoints": "Checkpoints", "created": "Created", "seed": "Seed",
+               "base_model": "Base model"}
 
 
 def _time(timestamp: str | None) -> str:
@@ -90,15 +99,20 @@ def history_frame(history: list[dict[str, Any]], series: dict[str, str]) -> pd.D
     A key measured now and then (reward at self-play, val loss at validation) keeps its latest value up to the
     newest iteration, so its line is drawn from its first measurement on instead of a lone point.
     """
-    newest = history[-1]["iteration"] if history else 0
-    rows = []
-    for key, label in series.items():
-        points = [(r["iteration"], r[key]) for r in history if r.get(key) is not None]
-        points = points[:: max(1, len(points) // CHART_POINTS)]
-        if points and points[-1][0] < newest:
-            points.append((newest, points[-1][1]))
-        rows += [(i, v, label) for i, v in points]
+    rows = [(i, v, label) for key, label in series.items() for i, v in points(history, key)]
     return chart_frame(rows, series.values())
+
+
+def points(history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """Return the (iteration, value) points of ``key`` in ``history``, thinned evenly to about
+    :data:`CHART_POINTS`; a sparse key's latest value is carried to the newest iteration (see
+    :func:`history_frame`)."""
+    newest = history[-1]["iteration"] if history else 0
+    found = [(r["iteration"], r[key]) for r in history if r.get(key) is not None]
+    found = found[:: max(1, len(found) // CHART_POINTS)]
+    if found and found[-1][0] < newest:
+        found.append((newest, found[-1][1]))
+    return found
 
 
 def chart_frame(rows: list[tuple[int, float, str]], labels: Iterable[str]) -> pd.DataFrame:
@@ -111,23 +125,73 @@ def chart_frame(rows: list[tuple[int, float, str]], labels: Iterable[str]) -> pd
     return pd.DataFrame(placeholders + rows, columns=["iteration", "value", "series"]).astype(CHART_TYPES)
 
 
-def line_chart(frame: pd.DataFrame, title: str, elem_id: str, axis: Axis, height: int = 260) -> gr.LinePlot:
-    """Return a line chart of a :func:`chart_frame`, one coloured line per series, its y axis as ``axis`` says.
+def measured(history: list[dict[str, Any]], series: dict[str, str]) -> list[str]:
+    """Return the labels of the ``series`` keys that have a value in ``history``: the lines a chart draws."""
+    return [label for key, label in series.items() if any(r.get(key) is not None for r in history)]
 
-    Tick labels have one width whatever the values (a d3 format), so the page never clips them, and the x labels
-    are short (``1.5k``), so they never run into each other.
+
+def chart_state(lines: list[str], end: int) -> dict[str, Any]:
+    """Return the props that show what a chart holds: a legend of its ``lines`` only and an x axis from 0 to its
+    last iteration ``end`` (see :data:`X_MARGIN`); without lines, a note in place of the points and an x axis of 0
+    to 100 (vega would label an empty axis "NaN")."""
+    end = end if lines and end > 0 else EMPTY_END
+    return {"colors_in_legend": list(lines), "caption": None if lines else EMPTY_NOTE, "x_lim": [0, end * X_MARGIN]}
+
+
+def line_chart(frame: pd.DataFrame, title: str, elem_id: str, axis: Axis, height: int = 260) -> gr.LinePlot:
+    """Return an empty line chart of a :func:`chart_frame`, one coloured line per series, its y axis as ``axis``
+    says.
+
+    Tick labels have one width whatever the values (a d3 format), so the page never clips them; the x labels are
+    short (``1.5k``) and the x axis ends a little past its last iteration (:data:`X_MARGIN`), so they never run
+    into each other.
     """
     return gr.LinePlot(frame, x="iteration", y="value", color="series", title=title, height=height,
                        elem_id=elem_id, x_title="iteration", x_axis_format="~s", y_title=axis.title,
-                       y_axis_format=axis.format, y_lim=list(axis.limits) if axis.limits else None)
+                       y_axis_format=axis.format, y_lim=list(axis.limits) if axis.limits else None,
+                       **chart_state([], 0))
 
 
-def lr_chart(records: list[dict[str, Any]]) -> gr.LinePlot:
-    """Return the LR preview's update for :func:`azr.services.lr_preview` records: from zero to a fifth above the
-    highest LR, so the trained part (flat at the top after a short run) stands clear of the frame."""
-    frame = chart_frame([(r["iteration"], r["lr"], r["part"]) for r in records], LR_PARTS)
+def restyled(props: dict[str, Any] | None) -> Any:
+    """Return the update that gives a chart ``props`` (None: none).
+
+    The page draws new points in place, but a change of props rebuilds the chart from the points it had before
+    the update: so every chart update is two, the points first (the frame alone), then the props (this one).
+    """
+    return gr.skip() if props is None else gr.LinePlot(**props)
+
+
+def history_chart(history: list[dict[str, Any]], series: dict[str, str], target: int,
+                  shown: dict[str, Any] | None) -> tuple[pd.DataFrame, dict[str, Any] | None, dict[str, Any]]:
+    """Return a chart's points for ``history`` of a run to ``target`` iterations, its new props (None while they
+    stay ``shown``, the props the page's chart has now) and its props (see :func:`restyled`). The x axis ends at the
+    target, so the chart rebuilds only when a line appears or the target changes, not at every point."""
+    props = chart_state(measured(history, series), max(target, history[-1]["iteration"] if history else 0))
+    return history_frame(history, series), None if props == shown else props, props
+
+
+def lr_format(top: float) -> str:
+    """Return a fixed-point d3 format with the decimals an LR axis up to ``top`` needs (``0.0005``, not
+    ``5e-4``)."""
+    return f".{max(1, math.ceil(-math.log10(top)) + 1)}f" if top > 0 else LR_AXIS.format
+
+
+def lr_chart(records: list[dict[str, Any]]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Return the LR preview's points and props for :func:`azr.services.lr_preview` records (see :func:`restyled`).
+
+    Its x axis ends at the last record (the target) and its y axis goes from zero to a fifth above the highest LR,
+    so the trained part (flat at the top after a short run) stands clear of the frame. The planned line starts at
+    the last trained point, so the two join.
+    """
+    rows = [(r["iteration"], r["lr"], r["part"]) for r in records]
+    trained = [row for row in rows if row[2] == LR_PARTS[0]]
+    if trained and len(trained) < len(rows):
+        rows.append((trained[-1][0], trained[-1][1], LR_PARTS[1]))
     top = max((r["lr"] for r in records), default=0.0)
-    return gr.LinePlot(frame, y_lim=[0, 1.2 * top] if top > 0 else None)
+    lines = sorted({row[2] for row in rows}, key=LR_PARTS.index)
+    end = max((r["iteration"] for r in records), default=0)
+    return chart_frame(rows, LR_PARTS), {"y_lim": [0, 1.2 * top] if top > 0 else list(LR_AXIS.limits),
+                                         "y_axis_format": lr_format(top), **chart_state(lines, end)}
 
 
 def checkpoint_label(entry: dict[str, Any]) -> str:
@@ -137,15 +201,36 @@ def checkpoint_label(entry: dict[str, Any]) -> str:
     return f"{entry['name']} · iteration {entry['iteration']}{target} · {where}"
 
 
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
 def checkpoint_table(entries: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return the checkpoint listing as the Checkpoints tab's table."""
-    rows = [{**e, "size_mb": round(e["size_bytes"] / 2**20, 2), "loss": _fmt(e["loss"]),
-             "val_loss": _fmt(e["val_loss"]), "timestamp": _time(e["timestamp"])}
+    """Return the checkpoint listing as the Checkpoints tab's table, its columns named for people."""
+    rows = [{**e, "size_mib": _fmt(e["size_bytes"] / 2**20, ",.1f"), "loss": _fmt(e["loss"]),
+             "val_loss": _fmt(e["val_loss"]), "timestamp": _time(e["timestamp"]), "valid": _yes(e["valid"]),
+             "has_optimizer": _yes(e["has_optimizer"]), "reason": e["reason"] or "—"}
             for e in entries]
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).rename(columns=TABLE_COLUMNS)
 
 
 def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """Return the run listing (one row per run directory, with its checkpoint count) as a table."""
-    rows = [{**run, "created": _time(run["created"]), "id": (run["id"] or "")[:12]} for run in runs]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    """Return the run listing (one row per run directory, with its checkpoint count) as a table; the run's id stays
+    internal (its name says which run it is)."""
+    rows = [{**run, "created": _time(run["created"]), "seed": _fmt(run["seed"], "d"),
+             "base_model": run["base_model"] or "—"} for run in runs]
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).rename(columns=RUN_COLUMNS)
+
+
+def _size(size: int) -> str:
+    """A number of bytes in MB or GB (decimal: 1 GB = 10⁹ bytes)."""
+    return f"{size / 1e9:,.2f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
+
+
+def render_memory(estimate: dict[str, Any]) -> str:
+    """Return ``/estimate_memory``'s answer (see :func:`azr.config.memory.estimate`) as one Markdown line."""
+    return (f"**Estimated memory** (an estimate, fp32; 1 GB = 10⁹ bytes): {estimate['parameters'] / 1e6:,.1f} M "
+            f"parameters · weights + AdamW state {_size(estimate['weights_and_optimizer_bytes'])} · gradients "
+            f"{_size(estimate['gradients_bytes'])} · activations, roughly, {_size(estimate['activations_bytes'])} "
+            f"for a batch of {estimate['batch_size']} × {estimate['max_seq_len']} tokens · in all about "
+            f"{_size(estimate['total_bytes'])}.")

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from azr.app.api import DEFAULTS, MODEL_FIELDS, max_upload_bytes
+from azr.app.compare import comparison_charts
 from azr.app.render import (
     LOSS_AXIS,
     LOSS_SERIES,
@@ -22,6 +23,7 @@ from azr.app.render import (
     checkpoint_table,
     history_frame,
     line_chart,
+    render_memory,
     render_progress,
     render_status,
     runs_table,
@@ -63,6 +65,7 @@ class TrainTab:
     loss_plot: gr.LinePlot
     reward_plot: gr.LinePlot
     resume: ResumeForm
+    memory: gr.Markdown  # the estimated memory of the chosen model, before Start
 
 
 @dataclass
@@ -97,18 +100,30 @@ class GenerateTab:
 
 
 @dataclass
+class RunsTab:
+    """The Runs tab: the runs to compare and their curves, one chart per measure (loss, val loss, LR)."""
+
+    tab: gr.Tab
+    choice: gr.CheckboxGroup
+    charts: list[gr.LinePlot]
+    message: gr.Markdown
+
+
+@dataclass
 class HubTab:
     """The Hub settings tab: the Hub fields of the API, by name."""
 
     fields: Fields  # hub_repo_id, hub_token, hub_private, push_checkpoints
 
 
-def train_tab(idle: dict[str, Any]) -> TrainTab:
-    """Lay out the Train tab, its status panel showing ``idle`` until the first poll."""
+def train_tab(idle: dict[str, Any], initial_memory: dict[str, Any]) -> TrainTab:
+    """Lay out the Train tab, its status panel showing ``idle`` until the first poll and the estimated memory of
+    its default model (``/estimate_memory``'s answer)."""
     with gr.Tab("Train"), gr.Row():
         with gr.Column(scale=1):
             corpus, form = _data_fields()
             form.update(_model_fields())
+            memory = gr.Markdown(render_memory(initial_memory), elem_id="memory-estimate")
             form.update(_run_settings())
             form["time_budget_min"] = gr.Number(0, label="Train for at most N minutes, then pause (and push); 0: "
                                                 "no limit", elem_id="train-budget")
@@ -123,7 +138,7 @@ def train_tab(idle: dict[str, Any]) -> TrainTab:
                 loss_plot = line_chart(history_frame([], LOSS_SERIES), "Loss", "loss-plot", LOSS_AXIS)
                 reward_plot = line_chart(history_frame([], REWARD_SERIES), "Reward", "reward-plot", REWARD_AXIS)
             resume = _resume_form()
-    return TrainTab(form, corpus, start, stop, message, status, progress, loss_plot, reward_plot, resume)
+    return TrainTab(form, corpus, start, stop, message, status, progress, loss_plot, reward_plot, resume, memory)
 
 
 def _data_fields() -> tuple[gr.File, Fields]:
@@ -182,7 +197,7 @@ def _run_settings() -> Fields:
             fields["precision"] = gr.Dropdown(list(PRECISIONS), value=DEFAULTS.precision, label="Precision")
             fields["grad_accum_steps"] = gr.Number(DEFAULTS.grad_accum_steps, label="Accumulation steps",
                                                    precision=0)
-            fields["compile"] = gr.Checkbox(DEFAULTS.compile, label="torch.compile")
+        fields["compile"] = gr.Checkbox(DEFAULTS.compile, label="torch.compile", elem_id="train-compile")
     return fields
 
 
@@ -204,7 +219,7 @@ def _resume_form() -> ResumeForm:
                                       info="Empty: in the checkpoint's own run. A name: in a new run of that name, "
                                            "leaving the checkpoint's run as it is.")
         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned", "lr-preview",
-                                LR_AXIS, height=200)
+                                LR_AXIS, height=240)
         preview_note = gr.Markdown()
         button = gr.Button("⏯️ Resume", variant="primary", elem_id="resume")
         message = gr.Markdown(elem_id="resume-message")
@@ -222,7 +237,7 @@ def checkpoints_tab() -> CheckpointsTab:
             refresh = gr.Button("🔄 Refresh (verify files)")
             delete = gr.Button("🗑️ Delete", variant="stop", elem_id="delete")
             download = gr.Button("⬇️ Download as zip")
-            push = gr.Button("☁️ Push to Hub")
+            push = gr.Button("📤 Push to Hub", elem_id="push")
         with gr.Row(visible=False) as confirm_row:
             confirm_text = gr.Markdown()
             confirm = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete")
@@ -246,6 +261,18 @@ def generate_tab() -> GenerateTab:
         button = gr.Button("✨ Generate", variant="primary", elem_id="generate")
         generated = gr.Textbox(label="Generated text", lines=8, elem_id="generate-text")
     return GenerateTab(choice, sampling, seed, prompt, button, generated)
+
+
+def runs_tab() -> RunsTab:
+    """Lay out the Runs tab (its list of runs is filled in when it is opened)."""
+    with gr.Tab("Runs", elem_id="runs-tab") as tab:
+        choice = gr.CheckboxGroup([], label="Runs to compare", elem_id="compare-choice",
+                                  info="Tick runs to draw their curves together: one line per run, from the "
+                                       "history each run stored.")
+        message = gr.Markdown(elem_id="compare-message")
+        with gr.Row():
+            charts = comparison_charts()
+    return RunsTab(tab, choice, charts, message)
 
 
 def hub_tab(hub_repo: str) -> HubTab:

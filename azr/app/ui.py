@@ -2,8 +2,10 @@
 
 :func:`build_ui` lays out the tabs (:mod:`azr.app.tabs`), wires their events (:mod:`azr.app.events`) and adds
 the API endpoints for ``gradio_client`` (see :class:`azr.app.api.AppAPI`): ``/train``, ``/stop_training``,
-``/resume_training``, ``/status``, ``/list_checkpoints``, ``/list_runs``, ``/generate``, ``/delete_checkpoint``
-and ``/push_checkpoint``. Control actions need an owner (see :mod:`azr.app.owners`).
+``/resume_training``, ``/status``, ``/list_checkpoints``, ``/list_runs``, ``/generate``, ``/delete_checkpoint``,
+``/push_checkpoint``, ``/compare_runs`` and ``/estimate_memory``. Control actions need an owner (see
+:mod:`azr.app.owners`). :data:`THEME` and :data:`CSS` are for ``launch``: system fonts only, so the page never
+fetches a web font (offline, it would draw some letters in a fallback font).
 """
 from __future__ import annotations
 
@@ -18,6 +20,15 @@ from azr.app.jobs import TrainingJob
 from azr.app.owners import Access
 
 POLL_S = 1.0
+SANS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Noto Sans", "Liberation Sans", "Arial",
+        "sans-serif"]
+MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "DejaVu Sans Mono", "Liberation Mono", "monospace"]
+THEME = gr.themes.Default(font=SANS, font_mono=MONO)
+CSS = """
+#status table { display: block; overflow-x: auto; width: max-content; max-width: 100%; }
+#status th, #status td { white-space: nowrap; }
+input[role=combobox] { padding-right: 28px !important; text-overflow: ellipsis; }
+"""  # the status table scrolls rather than breaking words; a dropdown's arrow never covers its text
 
 
 def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
@@ -30,13 +41,15 @@ def build_ui(job: TrainingJob, access: Access | None = None) -> gr.Blocks:
         owner_password = _owner_fields(api.access)
         feed = gr.State(Feed())
         timer = gr.Timer(POLL_S)
-        page = events.Page(api, owner_password, feed, tabs.train_tab(api.status(-1)), tabs.checkpoints_tab(),
-                           tabs.generate_tab(), tabs.hub_tab(job.hub_repo))
+        page = events.Page(api, owner_password, feed, tabs.train_tab(api.status(-1), api.estimate_memory()),
+                           tabs.checkpoints_tab(), tabs.generate_tab(), tabs.hub_tab(job.hub_repo))
+        runs = tabs.runs_tab()
         events.wire_poll(page, [demo.load, timer.tick])
         events.wire_train(page)
         events.wire_resume(page)
         events.wire_checkpoints(page)
         events.wire_generate(page)
+        events.wire_runs(api, runs)
         _add_endpoints(api)
     return demo
 
