@@ -70,3 +70,25 @@ def test_refresh_says_how_many_checkpoints_it_verified_and_which_are_damaged(app
     weights.write_bytes(weights.read_bytes()[:-1] + b"x")
     message = page.shown("refresh")["manage-message"]
     assert message.startswith(f"{len(names)} checkpoints verified, 1 damaged: {names[0]} (")
+
+
+def test_the_lr_preview_of_a_resume_is_the_plan_the_resumed_run_follows(app, client):
+    """A finished 40-iteration run (the default warmup, fitted to it) extended to 100: the page's preview, then the
+    page's Resume with the same fields; every LR the run records is the one the preview drew."""
+    client.predict(corpus_text=small_corpus(), max_iterations=40, run_name="extended", api_name="/train",
+                   **SMALL_MODEL, **FAST)
+    assert wait_for(client, lambda s: not s["is_training"])["state"] == "completed"
+    page = PageSession(app.url)
+    page.shown("poll")
+    fields = {"resume-choice": "extended/model_iter_40", "resume-max": 100}
+    chart = page.shown("preview", **fields)["lr-preview"]
+    columns = chart["value"]["columns"]
+    preview = {row[columns.index("iteration")]: row[columns.index("value")]
+               for row in chart["value"]["data"] if row[columns.index("value")] is not None}
+    assert sorted(preview) == list(range(1, 101))
+
+    page.press("on_resume", **fields)
+    assert wait_for(client, lambda s: not s["is_training"])["state"] == "completed"
+    history = client.predict(api_name="/status")["history"]
+    assert [r["iteration"] for r in history] == list(range(1, 101))
+    assert [r["lr"] for r in history] == pytest.approx([preview[i] for i in range(1, 101)], rel=1e-6)
