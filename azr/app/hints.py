@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from azr.config import TrainConfig
 from azr.config.rewards import BUILTIN_NAMES
 from azr.config.schedule import REWARM_FRACTION, WSD_DECAY_FRACTION
 
+DEFAULTS = TrainConfig()
 REWARDS = ("Each function scores a continuation; the reward is their weighted sum, so its range is the functions': "
            "composite 0 to 1 (it rewards varied tokens, not sense: gibberish scores about 0.6), chrf 0 to 1 "
            "(likeness to the real continuation), ngram about 1 for text like the corpus and below 0 for random "
            "tokens, ends_sentence / contains / avoids 0 or 1.")
 EXTEND = (f"Only when the checkpoint's run had finished (its LR had decayed) and the new target is larger. rewarm: "
-          f"the LR ramps back up over {REWARM_FRACTION:.0%} of the added iterations and decays again by the new end; "
+          f"the LR climbs over {REWARM_FRACTION:.0%} of the added iterations to the schedule planned for the new "
+          "target and decays again by its end; "
           "final_lr: training goes on at the low final LR. The chart below shows the plan.")
 
 TRAIN = {
@@ -27,14 +30,14 @@ TRAIN = {
     "num_heads": "Attention heads per block; the width must divide evenly by it.",
     "d_ff": "Width of each block's feed-forward layer (usually 4 × the width).",
     "max_seq_len": "The longest text the model reads at once, in tokens (a token is a few characters).",
-    "vocab_size": "Most tokens the tokenizer learned from your text may hold (at least 259: the 256 bytes and 3 "
-                  "markers).",
+    "vocab_size": "How many distinct tokens the tokenizer may learn from your text (at least 259: the 256 bytes "
+                  "and 3 markers).",
     "max_iterations": "Optimizer steps to train, one batch each. Resume later to train further.",
     "batch_size": "Text windows per step. More: steadier steps, more memory.",
     "lr": "How far each step moves the weights (the peak learning rate); each preset fills in its best. Too high "
           "diverges, too low learns slowly.",
-    "lr_schedule": f"How the LR goes after the warmup: cosine (eases down to a tenth of the peak), constant (flat) or "
-                   f"wsd (flat, then down over the last {WSD_DECAY_FRACTION:.0%} of the run).",
+    "lr_schedule": f"How the LR goes after the warmup: cosine (eases down to {DEFAULTS.min_lr_ratio:g} × the peak), "
+                   f"constant (flat) or wsd (flat, then down over the last {WSD_DECAY_FRACTION:.0%} of the run).",
     "save_every": "Save a checkpoint every N iterations; the end of the run and Stop always save one.",
     "self_play_every": "Every N iterations the model continues prompts from your text, scores its continuations "
                        "with the rewards and learns from the better ones (0: no self-play).",

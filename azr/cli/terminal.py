@@ -1,6 +1,7 @@
 """How the CLI shows things: progress of a run, checkpoint tables, checkpoint reports, and the small formatters."""
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -167,10 +168,10 @@ def format_report(report: dict[str, Any]) -> str:
         ("Files", f"{report['files']} files, {mib_text(report['size_bytes'])}, checksums {checksums}"),
         ("Versions", pairs(report["versions"])),
     ]
-    width = max(len(label) for label, _ in lines) + 2
-    return "\n".join(f"{label + ':':<{width}}" + f"\n{' ' * width}".join(
-        textwrap.wrap(str(value), REPORT_WIDTH - width, break_long_words=False, break_on_hyphens=False) or [""])
-        for label, value in lines)
+    width = max(len(label) for label, _ in lines) + 2  # the values' column; a long value goes on below, indented
+    wrap = functools.partial(textwrap.wrap, width=REPORT_WIDTH - width, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(f"{label + ':':<{width}}" + ("\n" + " " * width).join(wrap(str(value)) or [""])
+                     for label, value in lines)
 
 
 def _training_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -178,7 +179,7 @@ def _training_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     values = {**config, "lr": lr_text(config["lr"])} if "lr" in config else config
     groups = {label: {k: values[k] for k in keys if k in values} for label, keys in TRAINING_GROUPS.items()}
     grouped = {key for settings in groups.values() for key in settings}
-    return {"Training": {k: v for k, v in values.items() if k not in grouped}, **groups}
+    return {"Training": {k: v for k, v in values.items() if k not in grouped}, **{k: v for k, v in groups.items() if v}}
 
 
 def pairs(values: dict[str, Any] | None) -> str:
