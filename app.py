@@ -7,6 +7,8 @@ At start, what earlier runs could not push (the Hub was down, or the app stopped
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import sys
 import threading
@@ -22,23 +24,27 @@ from azr.training.signals import graceful_stop
 
 
 def main() -> int:
-    """Serve the app until SIGTERM/SIGINT; return the shell's exit status for the signal."""
+    """Serve the app until SIGTERM/SIGINT; return the shell's exit status for the signal.
+
+    A signal during start-up is handled as later; with no job running the app exits at once.
+    """
+    atexit.register(gc.freeze)  # at exit, the interpreter's final collections skip what is left: seconds saved
     transformers_logging.disable_progress_bar()
     job = TrainingJob()
     host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
     access = Access.from_environment(host)
     demo = build_ui(job, access)
-    demo.launch(
-        server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), auth=access.gradio_auth(),
-        max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True, theme=THEME,
-        css=CSS,
-    )
-    start_pending(job.runs_root)  # pushes earlier runs left pending, in the background
     signalled = threading.Event()
     with graceful_stop(lambda: (job.interrupt(), signalled.set())) as signals:
-        while not signalled.wait(1.0):
-            pass
-        print("Stopping: saving the running job before exiting…", flush=True)
+        demo.launch(
+            server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), auth=access.gradio_auth(),
+            max_file_size=max_upload_bytes(), run_history=False, ssr_mode=False, prevent_thread_lock=True,
+            theme=THEME, css=CSS,
+        )
+        start_pending(job.runs_root)  # pushes earlier runs left pending, in the background
+        signalled.wait()
+        if job.status(history_since=None)["is_training"]:
+            print("Stopping: saving the running job before exiting…", flush=True)
         job.wait()
     demo.close()
     return signals.exit_code or 0

@@ -15,7 +15,7 @@ import torch
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.config import SAMPLING_RANGES, ModelConfig
 from azr.data.corpus import default_corpus
-from azr.data.tokenizer import train_tokenizer
+from azr.data.tokenizer import decode_parts, train_tokenizer
 from azr.errors import CheckpointError, ConfigError
 from azr.models.causal_lm import build_model, load_pretrained, max_length_of
 from azr.models.lora import LoraSettings, apply_lora
@@ -82,7 +82,7 @@ def sample_text(checkpoint: Checkpoint, prompt: str, *, temperature: float = 1.0
             torch.manual_seed(seed)
         rollout = generate(model, prompts, min(max_new_tokens, limit - len(ids)), float(temperature), top_k,
                            tokenizer.eos_token_id, tokenizer.pad_token_id)
-    return prompt + tokenizer.decode(rollout.continuations()[0], skip_special_tokens=True)
+    return prompt + decode_parts(tokenizer, ids, rollout.continuations()[0])[1]  # whole characters only
 
 
 def lr_preview(checkpoint: Checkpoint, max_iterations: int | None = None, lr: float | None = None,

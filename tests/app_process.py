@@ -49,6 +49,7 @@ class PageSession:
             config = json.load(response)
         self.events = {d["api_name"]: d["id"] for d in config["dependencies"]}
         self.inputs = {d["api_name"]: d["inputs"] for d in config["dependencies"]}
+        self.outputs = {d["api_name"]: d["outputs"] for d in config["dependencies"]}
         self.components = {c["id"]: c.get("props", {}) for c in config["components"]}
 
     def call(self, event: str, *data: object) -> list:
@@ -66,6 +67,11 @@ class PageSession:
                         raise RuntimeError(f"{event} failed: {message['output']}")
                     return message["output"]["data"]
         raise RuntimeError(f"{event} did not complete")
+
+    def shown(self, event: str, **values: object) -> dict[str, object]:
+        """:meth:`press` ``event``; return its outputs that have an elem_id, by elem_id."""
+        names = [self.components[i].get("elem_id") for i in self.outputs[event]]
+        return {name: value for name, value in zip(names, self.press(event, **values)) if name}
 
     def press(self, event: str, **values: object) -> list:
         """Run ``event`` with the page's initial values of its inputs, those named (by elem_id) replaced, as a

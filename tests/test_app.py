@@ -180,10 +180,10 @@ def resident_mb(pid: int) -> float:
 
 
 def test_an_oversized_corpus_text_is_refused_before_any_work(app, client):
-    """The upload limit (20 MB) holds for text sent through the API too: refused at once, nothing started."""
+    """The upload limit (20 MiB) holds for text sent through the API too: refused at once, nothing started."""
     before, memory = client.predict(history_since=-1, api_name="/status"), resident_mb(app.process.pid)
     runs = sorted(app.checkpoint_dir.glob("*"))
-    with pytest.raises(AppError, match=r"corpus_text holds at least 21.0 MB, more than the limit of 20 MB "
+    with pytest.raises(AppError, match=r"corpus_text holds at least 21.0 MiB, more than the limit of 20.0 MiB "
                                        r"\(AZR_MAX_UPLOAD_MB\); send less text"):
         client.predict(corpus_text="x" * 21 * 2**20, max_iterations=20, api_name="/train", **SMALL_MODEL)
     after = client.predict(history_since=-1, api_name="/status")

@@ -116,7 +116,7 @@ def test_a_failed_background_save_surfaces_as_an_error(texts, tokenizer, make_mo
 
 DISK_FAILURES = {  # how the disk fails, and what the message must say (a pattern)
     "full": (lambda: SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
-             r"The disk holding {directory} is full \([\d.]+[kMGT]?B free\): model_iter_20 could not be written"),
+             r"The disk holding {directory} is full \([\d,.]+ MiB free\): model_iter_20 could not be written"),
     "read-only": (lambda: OSError(errno.EROFS, "Read-only file system"),
                   r"model_iter_20 could not be written in {directory} \(Read-only file system\)")}
 

@@ -152,7 +152,7 @@ def test_the_cli_trains_on_a_jsonl_dataset_and_bad_choices_are_one_clear_sentenc
     assert messages["empty"] == ("Dataset 'user/corpus' split 'empty' is empty (no text in column 'text'); "
                                  "choose another split.")
     assert "has no split 'nope'" in messages["split"] and "train" in messages["split"]
-    assert "over the cap of 0.001 MB" in messages["cap"]
+    assert "over the cap of 0.001 MiB" in messages["cap"]
     assert cli.returncode == 2 and cli.stderr.startswith("azr: error: Dataset 'user/corpus' split 'train' has no")
     assert cli.stderr.count("\n") == 1 and not any(tmp_path.glob("run-*"))
 

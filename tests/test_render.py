@@ -35,12 +35,12 @@ def test_a_single_self_play_round_is_a_line_up_to_the_newest_iteration():
 
 
 def test_axes_have_units_fixed_width_labels_and_short_iteration_labels():
-    for axis, title in ((LOSS_AXIS, "loss (nats per token)"), (REWARD_AXIS, "reward (0 to 1)"),
+    for axis, title in ((LOSS_AXIS, "loss (nats per token)"), (REWARD_AXIS, "reward (weighted sum of the functions)"),
                         (LR_AXIS, "learning rate")):
         chart = line_chart(history_frame([], {}), "t", "id", axis)
         assert (chart.y_title, chart.x_title) == (title, "iteration")
-        assert chart.y_axis_format in (".2f", ".1f", ".4f") and chart.x_axis_format == "~s"
-    assert line_chart(history_frame([], {}), "t", "id", REWARD_AXIS).y_lim == [0.0, 1.0]
+        assert chart.y_axis_format in (".2f", ".4f") and chart.x_axis_format == "~s"
+    assert line_chart(history_frame([], {}), "t", "id", REWARD_AXIS).y_lim is None  # a reward may leave 0 to 1
 
 
 def test_an_empty_chart_says_so_and_has_an_axis_instead_of_nan():

@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from azr import ConfigError, TrainConfig
+from azr import ConfigError, TrainConfig, train_tokenizer
 from azr.models.lora import LoraSettings, apply_lora
 from azr.rl.grpo import Reference, Rollout, blend_rl_gradient, group_advantages, grpo_loss, sampled_log_probs
-from azr.rl.selfplay import generate
+from azr.rl.rewards import RewardSet
+from azr.rl.selfplay import generate, self_play_round
 
 PROMPT = [17, 42, 8, 99]
 CONTINUATIONS = [[120, 33, 250, 7, 64], [5, 211, 76, 150, 1], [120, 33, 9, 9, 9], [44, 2, 2, 2, 2]]
@@ -288,3 +289,16 @@ def test_rl_log_probs_and_kl_are_the_sampling_policys_even_with_dropout(make_mod
     model.train()
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_self_play_samples_show_whole_characters_where_a_prompt_cuts_one(make_model):
+    """A byte-only tokenizer makes "’" three tokens; the prompts (a quarter of 32-token windows) start and end
+    inside one, as prompts cut from training windows do."""
+    tokenizer = train_tokenizer(["a’"], 259)
+    ids = tokenizer("’a" * 20, add_special_tokens=False)["input_ids"]
+    windows = torch.tensor([ids[1:33], ids[5:37]])
+    config = TrainConfig(seq_len=32, self_play_batch=4, num_generations=2, gen_max_new_tokens=8)
+    zero = RewardSet([("zero", lambda prompts, completions: [0.0] * len(completions), 1.0)])
+    play = self_play_round(make_model(vocab_size=len(tokenizer)), tokenizer, windows, zero, config, 3)
+    assert [sample["prompt"] for sample in play.samples] == ["a’a"] * len(play.samples)
+    assert not any(sample["continuation"].endswith("\ufffd") for sample in play.samples)

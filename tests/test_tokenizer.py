@@ -5,6 +5,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from azr import ConfigError, DataError, train_tokenizer
+from azr.data.tokenizer import decode_parts
 
 SAMPLES = ["Hello world, it's  me.\n\tx", "Привет, мир", "日本語 🎉 naïve café", "  leading and trailing  "]
 
@@ -44,3 +45,21 @@ def test_save_and_reload_gives_identical_ids(tokenizer, tmp_path):
     for text in SAMPLES:
         assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
         assert reloaded.decode(tokenizer(text)["input_ids"]) == text
+
+
+@pytest.fixture(scope="module")
+def bytes_only():
+    """A tokenizer of the byte alphabet alone: a three-byte character ("’") is three tokens."""
+    return train_tokenizer(["x’y"], 259)
+
+
+def test_a_character_split_between_prompt_and_continuation_shows_whole(bytes_only):
+    ids = bytes_only("ab’cd’", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 10
+    assert decode_parts(bytes_only, ids[:3], ids[3:]) == ("ab", "’cd’")  # the prompt ends inside ’
+
+
+def test_a_character_cut_off_at_either_end_is_left_out(bytes_only):
+    ids = bytes_only("ab’cd’", add_special_tokens=False)["input_ids"]
+    assert decode_parts(bytes_only, ids[3:7], ids[7:9]) == ("cd", "")  # starts and ends inside ’
+    assert decode_parts(bytes_only, ids[4:5], ids[5:7]) == ("", "cd")  # a prompt of a character's last byte

@@ -3,7 +3,7 @@
 :class:`AppAPI` turns form values (numbers from ``gr.Number``, strings) into the job's calls, so that
 ``gradio_client`` users and the page get the same checks and the same one-sentence errors.
 
-Uploads: ``.txt``, ``.md``, ``.jsonl`` and ``.csv`` files of at most ``AZR_MAX_UPLOAD_MB`` megabytes in total
+Uploads: ``.txt``, ``.md``, ``.jsonl`` and ``.csv`` files of at most ``AZR_MAX_UPLOAD_MB`` MiB in total
 (default 20); larger uploads are refused with a message. Every text that comes in obeys a cap, checked before
 any work: ``corpus_text`` the same limit as an upload, a prompt :data:`MAX_PROMPT_CHARS` characters, any other
 field :data:`MAX_FIELD_CHARS`; ``max_new_tokens`` is at most :data:`MAX_NEW_TOKENS`.
@@ -33,6 +33,7 @@ from azr.config import preset as model_preset
 from azr.data.corpus import load_texts
 from azr.data.hub_datasets import HubDataset
 from azr.errors import AZRError, ConfigError, DataError
+from azr.utils.units import mib_text
 
 MAX_UPLOAD_ENV = "AZR_MAX_UPLOAD_MB"
 DEFAULT_MAX_UPLOAD_MB = 20
@@ -46,14 +47,14 @@ MAX_NEW_TOKENS = 4_096
 
 
 def max_upload_bytes() -> int:
-    """Return the upload limit in bytes (``$AZR_MAX_UPLOAD_MB`` megabytes, default 20)."""
+    """Return the upload limit in bytes (``$AZR_MAX_UPLOAD_MB`` MiB, default 20)."""
     return int(float(os.environ.get(MAX_UPLOAD_ENV, DEFAULT_MAX_UPLOAD_MB)) * 2**20)
 
 
 def _check_upload_size(what: str, size: int) -> None:
     if size > max_upload_bytes():
-        raise DataError(f"{what} {size / 2**20:.1f} MB, more than the limit of "
-                        f"{max_upload_bytes() / 2**20:.0f} MB ({MAX_UPLOAD_ENV}); send less text.")
+        raise DataError(f"{what} {mib_text(size)}, more than the limit of {mib_text(max_upload_bytes())} "
+                        f"({MAX_UPLOAD_ENV}); send less text.")
 
 
 def check_sizes(values: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from azr.app.render import (
     render_status,
     restyled,
     runs_table,
+    verification_text,
 )
 from azr.app.tabs import CheckpointsTab, GenerateTab, HubTab, RunsTab, TrainTab
 from azr.config import PRESET_TRAINING, PRESETS
@@ -95,6 +96,11 @@ class Page:
         """Updates of the three checkpoint dropdowns (keeping ``current`` choices), the checkpoint and run tables
         and the note."""
         entries, warning = self.api.job.list_checkpoints(hub_settings, verify, refresh_hub)
+        return self.listing_of(entries, warning, *current, select_newest=select_newest)
+
+    def listing_of(self, entries: list[dict[str, Any]], warning: str | None, *current: str | None,
+                   select_newest: bool = False) -> tuple[Any, ...]:
+        """:meth:`listing` of checkpoint ``entries`` already listed (with the listing's ``warning``)."""
         names = [e["name"] for e in entries]
         choices = [(checkpoint_label(e), e["name"]) for e in entries]
         newest = names[0] if names else None
@@ -121,22 +127,24 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
         charts = (_chart(feed, "loss", LOSS_SERIES, status), _chart(feed, "reward", REWARD_SERIES, status)) \
             if charts_stale(feed) else (gr.skip(), gr.skip())
         key = status_key(status)
-        unchanged = (gr.skip(),) * len(page.listing_outputs)
+        unchanged, kept = (gr.skip(),) * len(page.listing_outputs), (gr.skip(), gr.skip())
         if key == previous:
-            return (gr.skip(), gr.skip(), *charts, *unchanged)
+            return (gr.skip(), gr.skip(), *charts, *unchanged, *kept)
         feed.drawn = key
         panels = (render_status(status), render_progress(status), *charts)
         if previous is not None and previous[:3] == key[:3]:
-            return (*panels, *unchanged)
-        finished = previous is not None and key[1] in FINAL_STATES and previous[1] not in FINAL_STATES
+            return (*panels, *unchanged, *kept)
+        finished = previous is not None and key[1] in FINAL_STATES and key[:2] != previous[:2]  # a launch ended
         return (*panels, *page.listing(page.settings(profile, password, hub_repo_id, hub_token), *current,
-                                       refresh_hub=previous is None or finished, select_newest=finished))
+                                       refresh_hub=previous is None or finished, select_newest=finished),
+                *(("", "") if finished else kept))  # "Stopping…" and "Resuming…" are done once the run is
 
     def restyle(feed: Feed) -> tuple[Any, Any]:
         return restyled(feed.restyle.pop("loss", None)), restyled(feed.restyle.pop("reward", None))
 
     gr.on(triggers, poll, inputs=[page.feed, *page.listing_inputs],
-          outputs=[train.status, train.progress, train.loss_plot, train.reward_plot, *page.listing_outputs],
+          outputs=[train.status, train.progress, train.loss_plot, train.reward_plot, *page.listing_outputs,
+                   train.message, train.resume.message],
           show_progress="hidden", api_visibility="private", concurrency_limit=None,
           ).then(restyle, inputs=page.feed, outputs=[train.loss_plot, train.reward_plot], show_progress="hidden",
                  api_visibility="private", concurrency_limit=None)
@@ -256,10 +264,17 @@ def wire_checkpoints(page: Page) -> None:
             page.api.access.check(Caller(profile, password or ""), "verify checkpoint files")
         except AZRError as exc:
             return (*page.listing(settings, *current), _warning(exc))
-        return (*page.listing(settings, *current, verify=True), "")
+        entries, warning = page.api.job.list_checkpoints(settings, verify=True)
+        return (*page.listing_of(entries, warning, *current), verification_text(entries))
 
     tab.refresh.click(refresh, inputs=page.listing_inputs, outputs=[*page.listing_outputs, tab.message],
                       api_visibility="private")
+
+    def forget_archive() -> tuple[Any, str]:
+        """Another checkpoint chosen: the previous one's zip and message go."""
+        return gr.update(value=None, visible=False), ""
+
+    tab.choice.input(forget_archive, outputs=[tab.archive, tab.message], api_visibility="private")
 
     def ask_delete(name: str | None) -> tuple[Any, str]:
         if not name:

@@ -8,13 +8,15 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-from tqdm import tqdm
 
 CHART_POINTS = 1000  # points per chart series; longer histories are thinned evenly
 CHART_TYPES = {"iteration": "int64", "value": "float64", "series": "string"}
 LOSS_SERIES = {"loss": "loss", "val_loss": "val loss"}  # history key -> chart label
 REWARD_SERIES = {"reward": "reward"}
 LR_PARTS = ("trained", "planned")
+STATE_WORDS = {"checkpoint": "saving checkpoint"}  # a state's name as the status panel says it
+QUALITY_WORDS = {"seq_rep_4": "repeated 4-token sequences (seq-rep-4, 0 is best)",
+                 "distinct_2": "distinct token pairs (distinct-2, 1 is best)"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Axis:
 
 
 LOSS_AXIS = Axis("loss (nats per token)", ".2f")
-REWARD_AXIS = Axis("reward (0 to 1)", ".1f", (0.0, 1.0))
+REWARD_AXIS = Axis("reward (weighted sum of the functions)", ".2f")  # ngram goes below 0, weights above 1
 LR_AXIS = Axis("learning rate", ".4f", (0.0, None))
 EMPTY_NOTE = "No points yet: the curves start with the first iteration."
 EMPTY_END = 100  # where an empty chart's x axis ends
@@ -51,28 +53,30 @@ def _fmt(value: Any, spec: str = ".4g") -> str:
 
 
 def render_status(status: dict[str, Any]) -> str:
-    """Return the status panel as Markdown."""
+    """Return the status panel as Markdown, every number with its unit and every measure in words."""
     total = status["max_iterations"]
     percent = f" ({100 * status['iteration'] / total:.1f}%)" if total else ""
-    eta = "—" if status["eta_s"] is None else tqdm.format_interval(status["eta_s"])
+    eta = "—" if status["eta_s"] is None else duration_text(status["eta_s"])
     lines = [
-        f"**State:** `{status['state']}` · **Iteration:** {status['iteration']} / {total}{percent}",
+        f"**State:** `{STATE_WORDS.get(status['state'], status['state'])}` · "
+        f"**Iteration:** {status['iteration']} / {total}{percent}",
         "",
-        "| loss | val loss | reward | LR | tokens/s | ETA | memory |",
+        "| loss (nats/token) | val loss | reward | LR | tokens/s | time left | peak memory (MiB) |",
         "|---|---|---|---|---|---|---|",
         f"| {_fmt(status['loss'])} | {_fmt(status['val_loss'])} | {_fmt(status['reward'])} | "
         f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {eta} | "
-        f"{_fmt(status['memory_mb'], ',.0f')} MB |",
+        f"{_fmt(status['memory_mb'], ',.0f')} |",
     ]
     if status["reward_components"]:
         parts = " · ".join(f"{k} {v:.3f}" for k, v in status["reward_components"].items())
-        lines += ["", f"**Rewards:** {parts} · std {_fmt(status.get('reward_std'), '.3f')} · "
-                      f"KL {_fmt(status.get('kl'), '.4f')}"]
+        lines += ["", f"**Rewards (mean of each function):** {parts} · spread within a group (std) "
+                      f"{_fmt(status.get('reward_std'), '.3f')} · drift from the reference model (KL, nats) "
+                      f"{_fmt(status.get('kl'), '.4f')}"]
     lines += [f"- `{_quote(s['prompt'])}` → `{_quote(s['continuation'])}` (reward {s['reward']:.3f})"
               for s in status.get("samples") or []]
     if status.get("quality"):
-        parts = " · ".join(f"{k.replace('_', '-')} {v:.3f}" for k, v in status["quality"].items())
-        lines += ["", f"**Greedy on held-out prompts:** {parts}"]
+        parts = " · ".join(f"{QUALITY_WORDS.get(k, k)} {v:.3f}" for k, v in status["quality"].items())
+        lines += ["", f"**Held-out prompts, continued greedily:** {parts}"]
     lines += ["", f"**Run:** {status['run'] or '—'} · **Last checkpoint:** {status['checkpoint'] or '—'}"]
     if status["pushes"]:
         lines.append("**Hub pushes:** " + " · ".join(f"{k}: {v}" for k, v in status["pushes"].items()))
@@ -82,8 +86,17 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def duration_text(seconds: float) -> str:
+    """``seconds`` as a short text with its units: ``45 s``, ``12 min 05 s``, ``2 h 03 min``."""
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
 def _quote(text: str) -> str:
-    """Text shown inside Markdown code: on one line, without backticks."""
+    """Text shown inside Markdown code: on one line, without backticks, characters that draw nothing (control
+    and unassigned ones, which a browser shows as a box) as their escapes."""
+    text = "".join(c if c.isprintable() or c.isspace() else c.encode("unicode_escape").decode() for c in text)
     return " ".join(text.replace("`", "'").split()) or " "
 
 
@@ -91,6 +104,14 @@ def render_progress(status: dict[str, Any]) -> str:
     """Return an HTML progress bar of iteration / max_iterations."""
     total = max(status["max_iterations"], 1)
     return f'<progress value="{status["iteration"]}" max="{total}" style="width:100%;height:1.2em"></progress>'
+
+
+def verification_text(entries: list[dict[str, Any]]) -> str:
+    """What verifying the local checkpoints' files found: how many, and which are damaged and why."""
+    local = [e for e in entries if e["source"] == "local"]
+    damaged = [f"{e['name']} ({e['reason']})" for e in local if not e["valid"]]
+    text = f"{len(local)} checkpoint{'' if len(local) == 1 else 's'} verified, {len(damaged)} damaged"
+    return text + (": " + "; ".join(damaged) if damaged else "") + "."
 
 
 def history_frame(history: list[dict[str, Any]], series: dict[str, str]) -> pd.DataFrame:

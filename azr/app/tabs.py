@@ -10,8 +10,10 @@ from typing import Any
 
 import gradio as gr
 
+from azr.app import hints
 from azr.app.api import DEFAULTS, MODEL_FIELDS, max_upload_bytes
 from azr.app.compare import comparison_charts
+from azr.app.hints import explain
 from azr.app.render import (
     LOSS_AXIS,
     LOSS_SERIES,
@@ -29,7 +31,6 @@ from azr.app.render import (
     runs_table,
 )
 from azr.config import EXTEND_SCHEDULES, LR_SCHEDULES, PRECISIONS, PRESET_TRAINING, PRESETS
-from azr.config.rewards import BUILTIN_NAMES
 from azr.data.corpus import TEXT_SUFFIXES
 
 Fields = dict[str, Any]  # components by the API parameter they fill
@@ -131,6 +132,7 @@ def train_tab(idle: dict[str, Any], initial_memory: dict[str, Any]) -> TrainTab:
                 start = gr.Button("▶️ Start", variant="primary", elem_id="start")
                 stop = gr.Button("⏸️ Stop", variant="stop", elem_id="stop")
             message = gr.Markdown(elem_id="train-message")
+            explain(form, hints.TRAIN)
         with gr.Column(scale=2):
             status = gr.Markdown(render_status(idle), elem_id="status")
             progress = gr.HTML(render_progress(idle), elem_id="progress")
@@ -143,7 +145,7 @@ def train_tab(idle: dict[str, Any], initial_memory: dict[str, Any]) -> TrainTab:
 
 def _data_fields() -> tuple[gr.File, Fields]:
     """The corpus upload, the Hub dataset (instead of a corpus) and the run's name."""
-    corpus = gr.File(label=f"Corpus ({', '.join(TEXT_SUFFIXES)}; at most {max_upload_bytes() // 2**20} MB; "
+    corpus = gr.File(label=f"Corpus ({', '.join(TEXT_SUFFIXES)}; at most {max_upload_bytes() // 2**20} MiB; "
                            "empty: tiny Shakespeare)", file_count="multiple", file_types=list(TEXT_SUFFIXES),
                      elem_id="corpus")
     with gr.Accordion("Or a Hub dataset", open=False):
@@ -171,8 +173,7 @@ def _model_fields() -> Fields:
         fields["batch_size"] = gr.Number(DEFAULTS.batch_size, label="Batch size", precision=0,
                                          elem_id="train-batch-size")
     with gr.Row():
-        fields["lr"] = gr.Number(PRESET_TRAINING["tiny"]["lr"], label="Learning rate", elem_id="train-lr",
-                                 info="Each preset fills in the LR measured best for it.")
+        fields["lr"] = gr.Number(PRESET_TRAINING["tiny"]["lr"], label="Learning rate", elem_id="train-lr")
         fields["lr_schedule"] = gr.Dropdown(list(LR_SCHEDULES), value=DEFAULTS.lr_schedule, label="LR schedule")
     return fields
 
@@ -190,7 +191,6 @@ def _run_settings() -> Fields:
             fields["self_play_every"] = gr.Number(DEFAULTS.self_play_every, label="Self-play every", precision=0)
             fields["rl_weight"] = gr.Number(DEFAULTS.rl_weight, label="RL weight")
         fields["rewards"] = gr.Textbox(DEFAULTS.rewards, label="Self-play rewards (name(options)*weight, ...)",
-                                       info="Built-ins: " + ", ".join(BUILTIN_NAMES) + "; or package.module:function.",
                                        elem_id="train-rewards")
         fields["seed"] = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
         with gr.Row():
@@ -223,6 +223,7 @@ def _resume_form() -> ResumeForm:
         preview_note = gr.Markdown()
         button = gr.Button("⏯️ Resume", variant="primary", elem_id="resume")
         message = gr.Markdown(elem_id="resume-message")
+    explain(form, hints.RESUME)
     return ResumeForm(form, listing_note, lr_preview, preview_note, button, message)
 
 
@@ -242,8 +243,9 @@ def checkpoints_tab() -> CheckpointsTab:
             confirm_text = gr.Markdown()
             confirm = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete")
             cancel = gr.Button("Cancel")
-        archive = gr.File(label="Zip", visible=False)
+        archive = gr.File(label="Zip", visible=False, elem_id="manage-zip")
         message = gr.Markdown(elem_id="manage-message")
+    explain({"checkpoint": choice}, hints.CHECKPOINTS)
     return CheckpointsTab(table, runs, choice, refresh, delete, download, push, confirm_row, confirm_text, confirm,
                           cancel, archive, message)
 
@@ -260,6 +262,8 @@ def generate_tab() -> GenerateTab:
         prompt = gr.Textbox(label="Prompt", lines=2, elem_id="generate-prompt")
         button = gr.Button("✨ Generate", variant="primary", elem_id="generate")
         generated = gr.Textbox(label="Generated text", lines=8, elem_id="generate-text")
+    explain(dict(zip(("checkpoint", "temperature", "top_k", "max_new_tokens", "prompt"), (choice, *sampling, prompt))),
+            hints.GENERATE)
     return GenerateTab(choice, sampling, seed, prompt, button, generated)
 
 
@@ -285,4 +289,6 @@ def hub_tab(hub_repo: str) -> HubTab:
                            info="Used for this session's requests only; never shown, logged or stored.")
         private = gr.Checkbox(True, label="Create the repo private")
         push = gr.Checkbox(False, label="Push every checkpoint while training")
-    return HubTab({"hub_repo_id": repo, "hub_token": token, "hub_private": private, "push_checkpoints": push})
+    fields = {"hub_repo_id": repo, "hub_token": token, "hub_private": private, "push_checkpoints": push}
+    explain(fields, hints.HUB)
+    return HubTab(fields)

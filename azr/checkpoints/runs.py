@@ -30,6 +30,7 @@ from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.info import CheckpointInfo, checkpoint_size, describe
 from azr.checkpoints.names import ASIDE_KINDS, NAME_PATTERN, OPTIMIZER_FILE, V1_OPTIMIZER_FILE, iteration_in_name
 from azr.errors import CheckpointError, ConfigError
+from azr.utils.units import mib_text
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,8 @@ def check_room(directory: str | Path, needed_bytes: int) -> None:
         raise ConfigError(f"Cannot write checkpoints in {str(directory)!r} ({exc.strerror or exc}); choose a "
                           "directory you can write to.") from exc
     if free < needed_bytes:
-        raise ConfigError(f"{str(directory)!r} has {storage.size_text(free)} free but the run's checkpoints need about "
-                          f"{storage.size_text(needed_bytes)}; free some space or choose another directory.")
+        raise ConfigError(f"{str(directory)!r} has {mib_text(free)} free but the run's checkpoints need about "
+                          f"{mib_text(needed_bytes)}; free some space or choose another directory.")
 
 
 def _adoptable(directory: Path, run_id: str) -> bool:

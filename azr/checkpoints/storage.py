@@ -308,13 +308,6 @@ def free_space(path: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
-def size_text(count: int) -> str:
-    """``count`` bytes as a short text (``6.2MB``)."""
-    from tqdm import tqdm  # noqa: PLC0415 - only for messages
-
-    return tqdm.format_sizeof(count, "B", 1024)
-
-
 def remove_stale_temporaries(root: Path) -> None:
     """Delete leftovers in ``root``: trash, half-written directories of dead processes (or this one), dead uploads."""
     for entry in root.iterdir():

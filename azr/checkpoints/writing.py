@@ -17,6 +17,7 @@ from azr.checkpoints.names import HISTORY_FILE, OPTIMIZER_FILE, REFERENCE_FILE, 
 from azr.checkpoints.statefile import FORMAT_VERSION, STATE_FILE, read_state, seal
 from azr.errors import CheckpointError
 from azr.utils.quiet import progress_bars_off
+from azr.utils.units import mib_text
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +66,7 @@ def _disk_failure(contents: CheckpointContents, exc: Exception) -> str | None:
     any other failure."""
     where = str(contents.run_dir)
     if storage.is_full_disk(exc):
-        free = storage.size_text(storage.free_space(contents.run_dir))
+        free = mib_text(storage.free_space(contents.run_dir))
         return f"The disk holding {where!r} is full ({free} free): {contents.name} could not be written; free some space"
     if isinstance(exc, OSError):
         return f"{contents.name} could not be written in {where!r} ({exc.strerror or exc})"

@@ -72,8 +72,10 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
     state = checkpoint.state
     architecture = {label: checkpoint.model_config[key] for key, label in ARCHITECTURE_FIELDS.items()
                     if key in checkpoint.model_config} if (checkpoint.path / CONFIG_FILE).is_file() else None
+    run = runs.read_run(checkpoint.path.parent)
     return {
-        "name": checkpoint.path.name, "path": str(checkpoint.path), "run_id": checkpoint.run_id,
+        "name": checkpoint.path.name, "path": str(checkpoint.path), "run": run.name if run else None,
+        "run_id": checkpoint.run_id,
         **{field: state.get(field) for field in INSPECT_FIELDS},
         "has_optimizer": checkpoint.has_optimizer, "history_length": checkpoint.history_length,
         "model_config": state.get("model_config") or architecture, "files": len(checkpoint.files),

@@ -101,8 +101,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--dataset", metavar="USER/NAME[:CONFIG]", help="the dataset (and its configuration)")
     data.add_argument("--split", default="train", help="the split to train on (default: train)")
     data.add_argument("--text-column", default="text", metavar="NAME", help="the column of texts (default: text)")
-    data.add_argument("--dataset-max-mb", type=POSITIVE_FLOAT, default=DATASET_MAX_MB, metavar="MB",
-                      help=f"refuse a dataset with more data than this (default: {DATASET_MAX_MB:g})")
+    data.add_argument("--dataset-max-mb", type=POSITIVE_FLOAT, default=DATASET_MAX_MB, metavar="MIB",
+                      help=f"refuse a dataset with more data than this many MiB (default: {DATASET_MAX_MB:g})")
     train.set_defaults(handler=TRAINING + "cmd_train")
 
 

@@ -1,9 +1,11 @@
 """How the CLI shows things: progress of a run, checkpoint tables, checkpoint reports, and the small formatters."""
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from azr.checkpoints.names import iteration_in_name
+from azr.utils.units import mib_text
 
 if TYPE_CHECKING:  # annotations only: rendering a listing must not import torch
     from azr.checkpoints.info import CheckpointInfo
@@ -106,7 +109,7 @@ class Progress:
 
 def _metrics(status: TrainingStatus) -> str:
     parts = [("loss", status.loss, "{:.4f}"), ("reward", status.reward, "{:.3f}"), ("±", status.reward_std, "{:.3f}"),
-             ("kl", status.kl, "{:.4f}"), ("lr", status.lr, "{:.2e}")]
+             ("kl", status.kl, "{:.4f}"), ("lr", status.lr, "{:.2e}")]  # as lr_text
     text = "  ".join(f"{name} {form.format(value)}" for name, value, form in parts if value is not None)
     if status.tokens_per_s:
         text += f"  {status.tokens_per_s:,.0f} tok/s"
@@ -118,7 +121,7 @@ def format_checkpoints(infos: list[CheckpointInfo], run_names: list[str] | None 
     header = ("NAME", "KIND", "ITER", "LOSS", "VAL LOSS", "SAVED", "SIZE", "OPTIMIZER", "STATUS")
     rows = [header] + [
         (i.name, i.kind, number_text(i.iteration), number_text(i.loss), number_text(i.val_loss),
-         local_time(i.timestamp), tqdm.format_sizeof(i.size_bytes, "B"), "yes" if i.has_optimizer else "no",
+         local_time(i.timestamp), mib_text(i.size_bytes), "yes" if i.has_optimizer else "no",
          "valid" if i.valid else f"invalid: {i.reason}")
         for i in infos
     ]
@@ -129,37 +132,63 @@ def format_checkpoints(infos: list[CheckpointInfo], run_names: list[str] | None 
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
 
 
+REPORT_WIDTH = 100  # a report's lines wrap before this many characters
+TRAINING_GROUPS = {  # a run's settings in a report: these by concern, the others as "Training"
+    "Learning rate": ("lr", "lr_schedule", "warmup", "min_lr_ratio", "extend_schedule", "weight_decay", "grad_clip"),
+    "Saving": ("save_every", "async_save", "keep_last", "keep_best", "status_every", "val_every", "val_windows"),
+    "Self-play": ("self_play_every", "self_play_batch", "num_generations", "rl_weight", "rl_norm_rescale",
+                  "scale_rewards", "loss_type", "beta", "ref_sync_every", "rewards", "gen_max_new_tokens",
+                  "temperature", "top_k", "top_p"),
+}
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Return a checkpoint report (see ``azr.cli.checkpoint_commands.inspect_checkpoint``) as aligned lines."""
     config = report["train_config"] or {}
     position = report["data_position"] or {}
     corpus = report["corpus"] or {}
     checksums = "ok" if report["valid"] else f"INVALID: {report['reason']}"
+    run = f"{report['run']} (id {report['run_id']})" if report.get("run") and report["run_id"] else None
     lines = [
         ("Checkpoint", report["path"]),
-        ("Run", report["run_id"] or "-"),
+        ("Run", run or report.get("run") or report["run_id"] or "-"),
         ("Kind", report["kind"]),
         ("Iteration", f"{report['iteration']} of {report['max_iterations']}"),
         ("Has optimizer", "yes" if report["has_optimizer"] else "no"),
         ("History length", report["history_length"]),
         ("Loss / val loss / reward", " / ".join(number_text(report[k]) for k in ("loss", "val_loss", "reward"))),
         ("Saved", local_time(report["timestamp"])),
-        ("LR at this point", f"{number_text(report['lr'])} ({config.get('lr_schedule', '?')} schedule)"),
+        ("LR at this point", f"{lr_text(report['lr'])} ({config.get('lr_schedule', '?')} schedule)"),
         ("Data position", f"epoch {position.get('epoch')}, sample {position.get('offset')} "
                           f"of {position.get('num_samples')}"),
         ("Corpus", f"{corpus.get('source')}, {corpus.get('num_texts')} text(s)"
                    + (f", stored as {corpus['file']}" if corpus.get("file") else "")),
         ("Model", pairs(report["model_config"])),
-        ("Training", pairs(config)),
-        ("Files", f"{report['files']} files, checksums {checksums}"),
+        *((label, pairs(settings)) for label, settings in _training_groups(config).items()),
+        ("Files", f"{report['files']} files, {mib_text(report['size_bytes'])}, checksums {checksums}"),
         ("Versions", pairs(report["versions"])),
     ]
-    width = max(len(label) for label, _ in lines)
-    return "\n".join(f"{label + ':':<{width + 1}} {value}" for label, value in lines)
+    width = max(len(label) for label, _ in lines) + 2  # the values' column; a long value goes on below, indented
+    wrap = functools.partial(textwrap.wrap, width=REPORT_WIDTH - width, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(f"{label + ':':<{width}}" + ("\n" + " " * width).join(wrap(str(value)) or [""])
+                     for label, value in lines)
+
+
+def _training_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A run's settings by :data:`TRAINING_GROUPS`, the LR as :func:`lr_text`; the others under "Training"."""
+    values = {**config, "lr": lr_text(config["lr"])} if "lr" in config else config
+    groups = {label: {k: values[k] for k in keys if k in values} for label, keys in TRAINING_GROUPS.items()}
+    grouped = {key for settings in groups.values() for key in settings}
+    return {"Training": {k: v for k, v in values.items() if k not in grouped}, **{k: v for k, v in groups.items() if v}}
 
 
 def pairs(values: dict[str, Any] | None) -> str:
     return " ".join(f"{key}={value}" for key, value in (values or {}).items()) or "-"
+
+
+def lr_text(value: float | None) -> str:
+    """A learning rate as the CLI shows every one (the progress bar's ``lr 3.00e-03`` too)."""
+    return "-" if value is None else f"{value:.2e}"
 
 
 def number_text(value: float | int | None) -> str:

@@ -14,6 +14,7 @@ from azr.config import DATASET_MAX_MB
 from azr.data.corpus import check_texts, fingerprint
 from azr.errors import DataError
 from azr.utils.quiet import progress_bars_off
+from azr.utils.units import MIB, mib_text
 
 SOURCE = "hub_dataset"
 SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?$")
@@ -110,10 +111,10 @@ class HubDataset:
         if not paths:
             return
         infos = HfApi().get_paths_info(self.repo_id, paths, revision=builder.hash, repo_type="dataset")
-        megabytes = sum(getattr(info, "size", 0) or 0 for info in infos) / 2**20
-        if megabytes > self.max_mb:
-            raise DataError(f"Dataset {str(self)!r} has {megabytes:.1f} MB of data files, over the cap of "
-                            f"{self.max_mb:g} MB; raise the cap (--dataset-max-mb) or pick a smaller dataset.")
+        size = sum(getattr(info, "size", 0) or 0 for info in infos)
+        if size > self.max_mb * MIB:
+            raise DataError(f"Dataset {str(self)!r} has {mib_text(size)} of data files, over the cap of "
+                            f"{self.max_mb:g} MiB; raise the cap (--dataset-max-mb) or pick a smaller dataset.")
 
     def _column(self, split) -> list[str]:
         if self.text_column not in split.column_names:

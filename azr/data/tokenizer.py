@@ -1,7 +1,7 @@
 """Byte-level BPE tokenizers trained with the `tokenizers` library."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -38,3 +38,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         tokenizer_object=bpe, bos_token=BOS, eos_token=EOS, pad_token=PAD,
         clean_up_tokenization_spaces=False,
     )
+
+
+REPLACEMENT = "\ufffd"  # what decoding shows for bytes that are not a whole UTF-8 character
+
+
+def decode_parts(tokenizer, prompt_ids: Sequence[int], continuation_ids: Sequence[int]) -> tuple[str, str]:
+    """Return a prompt and its continuation as text, decoded as one sequence, for showing them.
+
+    A byte-level tokenizer may split a character's bytes over several tokens: decoded apart, each part is a
+    "\ufffd". Here a character that straddles prompt and continuation shows whole (in the continuation), and the
+    bytes of a character cut off at the start of the prompt or the end of the continuation are left out.
+    """
+    prompt = tokenizer.decode(list(prompt_ids), skip_special_tokens=True)
+    whole = tokenizer.decode([*prompt_ids, *continuation_ids], skip_special_tokens=True)
+    head = prompt.rstrip(REPLACEMENT)
+    if not whole.startswith(head):  # a tokenizer whose decoding depends on what follows: shown apart
+        return prompt, tokenizer.decode(list(continuation_ids), skip_special_tokens=True)
+    shown, rest = head.lstrip(REPLACEMENT), whole[len(head):].rstrip(REPLACEMENT)
+    return shown, rest if shown else rest.lstrip(REPLACEMENT)

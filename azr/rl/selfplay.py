@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from azr.config import TrainConfig
+from azr.data.tokenizer import decode_parts
 from azr.models.causal_lm import evaluating, max_length_of
 from azr.models.generation import exact_generate
 from azr.rl.grpo import Rollout
@@ -85,6 +86,12 @@ def self_play_round(model, tokenizer, windows: torch.Tensor, rewards: RewardSet,
                                  max_new_tokens=new_tokens, references=tokenizer.batch_decode(reference_ids),
                                  reference_ids=reference_ids)
     shown = range(0, len(completions), max(1, len(completions) // SHOWN_SAMPLES))  # one per group first
-    samples = [{"prompt": prompt_texts[i][-SHOWN_CHARS:], "continuation": completions[i][:SHOWN_CHARS],
-                "reward": float(totals[i])} for i in list(shown)[:SHOWN_SAMPLES]]
+    samples = [_sample(tokenizer, prompt_ids[i], completion_ids[i], float(totals[i]))
+               for i in list(shown)[:SHOWN_SAMPLES]]
     return SelfPlay(rollout, totals.to(device), dict(zip(rewards.labels, each.mean(dim=1).tolist())), samples)
+
+
+def _sample(tokenizer, prompt_ids: list[int], completion_ids: list[int], reward: float) -> dict[str, Any]:
+    """What the status shows of one continuation: the ends of its prompt and its start, as whole characters."""
+    prompt, continuation = decode_parts(tokenizer, prompt_ids, completion_ids)
+    return {"prompt": prompt[-SHOWN_CHARS:], "continuation": continuation[:SHOWN_CHARS], "reward": reward}

@@ -40,6 +40,10 @@ class TrainingStatus:
     pushes: dict[str, str] = field(default_factory=dict)
     history: Sequence[dict[str, Any]] = field(default_factory=list, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.state in FINAL_STATES:  # nothing is left to estimate once a run paused, ended or failed
+            self.eta_s = None
+
     @property
     def is_training(self) -> bool:
         """True while the run has not reached a final state."""
