@@ -81,10 +81,10 @@ def test_the_lr_preview_of_a_resume_is_the_plan_the_resumed_run_follows(app, cli
     page = PageSession(app.url)
     page.shown("poll")
     fields = {"resume-choice": "extended/model_iter_40", "resume-max": 100}
-    chart = page.shown("preview", **fields)["lr-preview"]
-    columns = chart["value"]["columns"]
+    points = page.shown("preview", **fields)["lr-preview"]  # the points; the chart's props follow in a .then step
+    columns = points["columns"]
     preview = {row[columns.index("iteration")]: row[columns.index("value")]
-               for row in chart["value"]["data"] if row[columns.index("value")] is not None}
+               for row in points["data"] if row[columns.index("value")] is not None}
     assert sorted(preview) == list(range(1, 101))
 
     page.press("on_resume", **fields)
