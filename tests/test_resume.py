@@ -66,6 +66,10 @@ def test_stop_and_resume_in_a_fresh_trainer_is_bit_identical(texts, tokenizer, m
     assert losses(second.history) == losses(history)
     assert [r["reward"] for r in second.history] == [r["reward"] for r in history]
     assert [r["val_loss"] for r in second.history] == [r["val_loss"] for r in history]  # identical after a resume
+    # self-play's reward on held-out prompts, sampled at each validation from a generator of its own
+    heldout = [r.get("heldout_reward") for r in second.history]
+    assert heldout == [r.get("heldout_reward") for r in history]
+    assert [i + 1 for i, value in enumerate(heldout) if value is not None] == [10, 20, 30, 40]
     assert_same_weights(second.model, weights)
 
 

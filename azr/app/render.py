@@ -12,7 +12,7 @@ from tqdm import tqdm
 CHART_POINTS = 1000  # points per chart series; longer histories are thinned evenly
 CHART_TYPES = {"iteration": "int64", "value": "float64", "series": "string"}
 LOSS_SERIES = {"loss": "loss", "val_loss": "val loss"}  # history key -> chart label
-REWARD_SERIES = {"reward": "reward"}
+REWARD_SERIES = {"reward": "reward", "heldout_reward": "held-out reward"}
 LR_PARTS = ("trained", "planned")
 
 
@@ -49,9 +49,10 @@ def render_status(status: dict[str, Any]) -> str:
     lines = [
         f"**State:** `{status['state']}` · **Iteration:** {status['iteration']} / {total}{percent}",
         "",
-        "| loss | val loss | reward | LR | tokens/s | ETA | memory |",
-        "|---|---|---|---|---|---|---|",
+        "| loss | val loss | reward | held-out reward | LR | tokens/s | ETA | memory |",
+        "|---|---|---|---|---|---|---|---|",
         f"| {_fmt(status['loss'])} | {_fmt(status['val_loss'])} | {_fmt(status['reward'])} | "
+        f"{_fmt(status.get('heldout_reward'))} | "
         f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {eta} | "
         f"{_fmt(status['memory_mb'], ',.0f')} MB |",
     ]

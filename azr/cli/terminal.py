@@ -106,7 +106,7 @@ class Progress:
 
 def _metrics(status: TrainingStatus) -> str:
     parts = [("loss", status.loss, "{:.4f}"), ("reward", status.reward, "{:.3f}"), ("±", status.reward_std, "{:.3f}"),
-             ("kl", status.kl, "{:.4f}"), ("lr", status.lr, "{:.2e}")]
+             ("held-out", status.heldout_reward, "{:.3f}"), ("kl", status.kl, "{:.4f}"), ("lr", status.lr, "{:.2e}")]
     text = "  ".join(f"{name} {form.format(value)}" for name, value, form in parts if value is not None)
     if status.tokens_per_s:
         text += f"  {status.tokens_per_s:,.0f} tok/s"

@@ -23,6 +23,7 @@ from azr.hub.http import check_repo_id
 from azr.hub.pending import PushTarget
 from azr.hub.sync import open_checkpoint
 from azr.rl.rewards import RewardFn
+from azr.rl.selfplay import held_out_reward
 from azr.training import distributed
 from azr.training.callbacks import HubPush, TrainerCallback, end_messages
 from azr.training.checkpointing import RunSaves
@@ -266,7 +267,8 @@ class AZRTrainer:
             yield self._emit(run, clock, callbacks, "running")
 
     def _validate(self, run: Run) -> None:
-        """Validation loss and greedy text quality on the validation windows, recorded in the history."""
+        """Validation loss and greedy text quality on the validation windows, and with self-play on, the reward of
+        sampled continuations of held-out prompts; recorded in the history."""
         state, config = run.state, run.config
         with self._stepper.autocast(config):
             state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
@@ -274,6 +276,11 @@ class AZRTrainer:
         state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
         for name, value in state.quality.items():
             state.history.set_last(name, value)
+        if config.self_play_every:
+            with self._stepper.autocast(config):
+                state.heldout_reward = held_out_reward(self.model, self.tokenizer, run.windows.val, run.rewards,
+                                                       config, state.iteration)
+            state.history.set_last("heldout_reward", state.heldout_reward)
 
     def _close(self, run: Run, callbacks: list[TrainerCallback]) -> None:
         """A run's end, however it ends: the writer, the staged memory, the hooks and the run's lock let go."""
