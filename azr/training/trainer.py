@@ -267,20 +267,16 @@ class AZRTrainer:
             yield self._emit(run, clock, callbacks, "running")
 
     def _validate(self, run: Run) -> None:
-        """Validation loss and greedy text quality on the validation windows, and with self-play on, the reward of
-        sampled continuations of held-out prompts; recorded in the history."""
+        """Validation loss, greedy text quality and, with self-play on, its held-out reward; kept in the history."""
         state, config = run.state, run.config
         with self._stepper.autocast(config):
             state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
-        state.history.set_last("val_loss", state.val_loss)
+            state.heldout_reward = held_out_reward(self.model, self.tokenizer, run.windows.val, run.rewards, config,
+                                                   state.iteration) if config.self_play_every else None
         state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
-        for name, value in state.quality.items():
+        measured = {"val_loss": state.val_loss, "heldout_reward": state.heldout_reward, **state.quality}
+        for name, value in measured.items():
             state.history.set_last(name, value)
-        if config.self_play_every:
-            with self._stepper.autocast(config):
-                state.heldout_reward = held_out_reward(self.model, self.tokenizer, run.windows.val, run.rewards,
-                                                       config, state.iteration)
-            state.history.set_last("heldout_reward", state.heldout_reward)
 
     def _close(self, run: Run, callbacks: list[TrainerCallback]) -> None:
         """A run's end, however it ends: the writer, the staged memory, the hooks and the run's lock let go."""
