@@ -242,7 +242,7 @@ def test_the_generator_yields_at_the_promised_cadence(texts, tokenizer, make_mod
     assert statuses[-1].state == "completed" and statuses[-1].iteration == 23
     last = statuses[-1]
     assert last.lr is not None and last.loss is not None and last.val_loss is not None
-    assert last.reward is not None and set(last.reward_components) == {"composite"} and last.kl is not None
+    assert last.reward is not None and set(last.reward_components) == {"chrf"} and last.kl is not None
     assert last.reward_std is not None and {"prompt", "continuation", "reward"} <= set(last.samples[0])
     assert last.tokens_per_s > 0 and last.memory_mb > 0 and last.eta_s == 0
     assert len(last.history) == 23

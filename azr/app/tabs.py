@@ -35,6 +35,10 @@ Fields = dict[str, Any]  # components by the API parameter they fill
 WARMUP_INFO = ("Iterations of linear LR warmup. Empty: the preset's ("
                + ", ".join(f"{name} {values['warmup']}" for name, values in PRESET_TRAINING.items())
                + "), at most half the run, so the LR decays before the run ends.")
+SELF_PLAY_INFO = ("0 (the default): off; measured, no self-play setting beat supervised training on held-out text. "
+                  "Turn it on to train towards a goal a reward can check, such as "
+                  "ends_sentence(within=12,min_words=3) every iteration (about 3× the compute per iteration, at ~1 % "
+                  "validation loss); chrf every 10 costs about 1.3×. Watch the held-out reward in the status.")
 
 
 @dataclass
@@ -172,7 +176,8 @@ def _run_settings() -> Fields:
             fields["save_every"] = gr.Number(DEFAULTS.save_every, label="Save every", precision=0,
                                              elem_id="train-save-every")
         with gr.Row():
-            fields["self_play_every"] = gr.Number(DEFAULTS.self_play_every, label="Self-play every", precision=0)
+            fields["self_play_every"] = gr.Number(DEFAULTS.self_play_every, label="Self-play every", precision=0,
+                                                  info=SELF_PLAY_INFO)
             fields["rl_weight"] = gr.Number(DEFAULTS.rl_weight, label="RL weight")
         fields["rewards"] = gr.Textbox(DEFAULTS.rewards, label="Self-play rewards (name(options)*weight, ...)",
                                        info="Built-ins: " + ", ".join(BUILTIN_NAMES) + "; or package.module:function.",
