@@ -27,7 +27,7 @@ from azr.training import rng
 from azr.training.saving import CheckpointSaver, StepSnapshot
 from azr.training.session import Run, prepare_run
 
-from .common import Bench, Entry, alternate, paired_ratio, progress, timed
+from .common import SELF_PLAY_EVERY, Bench, Entry, alternate, paired_ratio, progress, timed
 from .hf_checkpoints import HFCheckpoints
 
 BLOB = "checkpoint.bin"
@@ -74,7 +74,7 @@ def realistic_checkpoint(bench: Bench) -> tuple[AZRTrainer, Path]:
     """Train a default-cadence run (self-play included) for a few steps; return the trainer and its checkpoint."""
     trainer = AZRTrainer(bench.model(), bench.tokenizer, device=bench.device)
     for _ in trainer.train(bench.texts, bench.sizes.checkpoint_steps, bench.directory("source"),
-                           batch_size=bench.sizes.batch_size):
+                           batch_size=bench.sizes.batch_size, self_play_every=SELF_PLAY_EVERY):
         pass
     return trainer, Path(trainer.last_status.checkpoint)
 
@@ -228,7 +228,8 @@ def _stop_once(bench: Bench, delay_s: float) -> tuple[float, float]:
     """Train at the default cadence, Stop after ``delay_s``; return the latency and the in-flight iteration's time."""
     trainer = AZRTrainer(bench.model(), bench.tokenizer, device=bench.device)
     directory = bench.directory("stop")
-    statuses = trainer.train(bench.texts, 10**6, directory, batch_size=bench.sizes.batch_size)
+    statuses = trainer.train(bench.texts, 10**6, directory, batch_size=bench.sizes.batch_size,
+                             self_play_every=SELF_PLAY_EVERY)
     next(statuses)
     ends = [time.time()]  # the loop has started: the first step begins
     stopped: list[float] = []

@@ -23,6 +23,7 @@ from azr.data.corpus import TokenWindows
 from azr.training.trainer import resolve_device
 
 from .common import (
+    SELF_PLAY_EVERY,
     TOKENIZER_DIR,
     Bench,
     Entry,
@@ -114,11 +115,13 @@ def fresh_run(args: argparse.Namespace) -> tuple[torch.device, Any, list[str], M
 
 
 def _peak_rss(args: argparse.Namespace) -> dict[str, float]:
-    """Train a run (AZRTrainer at its defaults, or the bare loop) on the corpus; return the peak RSS."""
+    """Train a run (AZRTrainer at its defaults with self-play every 10, or the bare loop) on the corpus; return the
+    peak RSS."""
     device, tokenizer, texts, config, model = fresh_run(args)
     if args.kind == "azr":
         for _ in AZRTrainer(model, tokenizer, device=device).train(texts, args.steps, args.directory,
-                                                                   batch_size=args.batch_size):
+                                                                   batch_size=args.batch_size,
+                                                                   self_play_every=SELF_PLAY_EVERY):
             pass
     else:
         windows = TokenWindows.from_texts(texts, tokenizer, window_length(config))

@@ -20,7 +20,7 @@ from transformers.trainer_callback import PrinterCallback
 from azr import AZRTrainer
 from azr.config import preset_training
 
-from .common import Bench, Entry, alternate, progress, synchronize, tokens_per_s
+from .common import SELF_PLAY_EVERY, Bench, Entry, alternate, progress, synchronize, tokens_per_s
 from .flops import mfu_samples, peak_flops
 from .loops import CONFIG, bare_loop, batches
 
@@ -54,7 +54,7 @@ def run(bench: Bench) -> list[Entry]:
         return tokens_per_s(_step_ends(trainer), tokens)
 
     def cycle() -> float:
-        ends = _step_ends(_train(bench, **{**PLAIN, "self_play_every": CONFIG.self_play_every}))
+        ends = _step_ends(_train(bench, **{**PLAIN, "self_play_every": SELF_PLAY_EVERY}))
         return (ends[-1] - ends[0]) / (len(ends) - 1)
 
     def saving() -> float:
@@ -85,7 +85,7 @@ def run(bench: Bench) -> list[Entry]:
         bench.entry("train_vs_hf_trainer", samples, "tokens/s", "azr", "hf_trainer", (">=", 1.0), window=window,
                     hf_trainer="logging_steps=1, no eval, no saving; labels = inputs (127 predicted tokens of 128)"),
         bench.entry("azr_step", samples, "s/iteration", "azr_full_cycle", "azr_plain_cycle", window=window,
-                    self_play_every=CONFIG.self_play_every, self_play_batch=CONFIG.self_play_batch,
+                    self_play_every=SELF_PLAY_EVERY, self_play_batch=CONFIG.self_play_batch,
                     gen_max_new_tokens=CONFIG.gen_max_new_tokens),
         bench.entry("push_overhead", samples, "tokens/s", "azr_pushing", "azr_saving", (">=", 0.95), window=window,
                     save_every=sizes.save_every, checkpoints_pushed_per_run=pushed),

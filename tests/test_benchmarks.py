@@ -120,3 +120,24 @@ def test_the_dcp_contender_saves_pickle_free_safetensors_and_keeps_the_newest(tm
     dcp.save({"optimizer": trainer.optimizer.state_dict()}, storage_writer=HuggingFaceStorageWriter(str(full)),
              no_dist=True)
     assert not describe_files(full)["safetensors_or_json_only"]
+
+
+def test_quick_selfplay_evaluation_reports_every_arm_and_metric_beside_the_supervised_sd(tmp_path: Path) -> None:
+    """``python -m benchmarks.selfplay --quick``: the reporting protocol's two corpora, each arm's metrics (mean,
+    sd, effect against supervised-only beside its sd), compute ratio and the decision on the defaults."""
+    from benchmarks.selfplay_measures import METRICS
+
+    output = tmp_path / "selfplay.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.selfplay", "--quick", "--workers", "1", "--output",
+                           str(output)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["protocol"] == "reporting" and set(results["corpora"]) == {"embedded", "licenses"}
+    for corpus in results["corpora"].values():
+        table = corpus["table"]
+        assert set(table) == {"warmup", "supervised", *results["arms"], "real_verifiable_rate"}
+        for arm in ("supervised", *results["arms"]):
+            assert all(_number(table[arm][m][k]) for m in METRICS for k in ("mean", "sd", "effect", "supervised_sd"))
+            assert _number(table[arm]["compute_ratio"]["mean"])
+        assert isinstance(corpus["defaults_beat_supervised"]["met"], bool)
+        assert "Δ" in corpus["markdown"] and "sup. sd" in corpus["markdown"]

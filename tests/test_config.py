@@ -179,3 +179,12 @@ def test_the_cli_docs_list_every_range():
     text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
     assert markdown_table(range_rows()) in text
     assert len(range_rows()) == len(NUMERIC) + len(SAMPLING_RANGES)
+
+
+def test_a_stored_config_without_the_fields_whose_default_changed_loads_as_it_was_trained():
+    """Self-play every 10 iterations with the composite reward was the default until issue 26: a saved config that
+    lacks those fields (the version-1 fixture has no ``rewards``) resumes the way it was trained."""
+    stored = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("rewards", "self_play_every", "sampling")}
+    config = TrainConfig.from_dict(stored)
+    assert (config.rewards, config.self_play_every, config.sampling) == ("composite", 10, "windows")
+    assert (TrainConfig().rewards, TrainConfig().self_play_every) == ("chrf", 0)

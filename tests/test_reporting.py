@@ -43,7 +43,7 @@ def test_tensorboard_logs_each_step_once_locally_and_in_the_pushed_repo(make_mod
     assert [step for step, _ in local] == REPORTED
     assert [value for _, value in local] == pytest.approx([losses[step] for step in REPORTED])
     assert len(list((tmp_path / "run" / "runs").iterdir())) == 2  # one event file per session, appended
-    for tag in ("train/learning_rate", "train/reward", "reward/composite", "eval/loss", "train/tokens_per_s"):
+    for tag in ("train/learning_rate", "train/reward", "reward/chrf", "eval/loss", "train/tokens_per_s"):
         reported = [step for step, _ in steps(tmp_path / "run" / "runs", tag)]
         assert reported and len(reported) == len(set(reported)), tag
 

@@ -66,6 +66,10 @@ def test_stop_and_resume_in_a_fresh_trainer_is_bit_identical(texts, tokenizer, m
     assert losses(second.history) == losses(history)
     assert [r["reward"] for r in second.history] == [r["reward"] for r in history]
     assert [r["val_loss"] for r in second.history] == [r["val_loss"] for r in history]  # identical after a resume
+    # self-play's reward on held-out prompts, sampled at each validation from a generator of its own
+    heldout = [r.get("heldout_reward") for r in second.history]
+    assert heldout == [r.get("heldout_reward") for r in history]
+    assert [i + 1 for i, value in enumerate(heldout) if value is not None] == [10, 20, 30, 40]
     assert_same_weights(second.model, weights)
 
 
@@ -238,7 +242,7 @@ def test_the_generator_yields_at_the_promised_cadence(texts, tokenizer, make_mod
     assert statuses[-1].state == "completed" and statuses[-1].iteration == 23
     last = statuses[-1]
     assert last.lr is not None and last.loss is not None and last.val_loss is not None
-    assert last.reward is not None and set(last.reward_components) == {"composite"} and last.kl is not None
+    assert last.reward is not None and set(last.reward_components) == {"chrf"} and last.kl is not None
     assert last.reward_std is not None and {"prompt", "continuation", "reward"} <= set(last.samples[0])
     assert last.tokens_per_s > 0 and last.memory_mb > 0 and last.eta_s == 0
     assert len(last.history) == 23

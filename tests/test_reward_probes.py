@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from azr import default_corpus, train_tokenizer
+from azr import TrainConfig, default_corpus, train_tokenizer
 from azr.rl.rewards import build_rewards
 
 PROMPT, LENGTH, SAMPLES, VOCAB = 16, 24, 60, 512
@@ -111,6 +111,12 @@ class Probes:
 @pytest.fixture(scope="module", params=BOTH)
 def probes(request) -> Probes:
     return Probes(request.param)
+
+
+def test_the_default_reward_is_among_the_rewards_that_must_pass_every_probe():
+    """The reward a run gets when it names none is checked by the probe test below and may fail no probe."""
+    default = TrainConfig().rewards
+    assert default in KNOWN_FAILURES and KNOWN_FAILURES[default] == {corpus: set() for corpus in BOTH}
 
 
 @pytest.mark.parametrize("reward", sorted(KNOWN_FAILURES))

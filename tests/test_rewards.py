@@ -180,3 +180,29 @@ def test_self_play_offers_each_prompts_real_continuation(texts, tokenizer, make_
     assert totals[0] == 1.0 and totals[1] < 0.5
     with pytest.raises(ConfigError, match="real continuation"):
         chrf.score([""], ["the sea"])
+
+
+def test_the_status_shows_self_plays_reward_on_held_out_prompts(texts, tokenizer, make_model, tmp_path):
+    """At each validation, with self-play on: the configured reward of sampled continuations of the validation
+    windows' prompts against their real continuations, in the history, the status, the CLI line and the app panel;
+    nothing with self-play off. A reward that sees only validation prompts proves where they come from."""
+    from azr.app.render import render_status
+    from azr.cli.terminal import _metrics
+
+    val = TokenWindows.from_texts(texts, tokenizer, 32).val
+    val_prompts = {tuple(row[:8].tolist()) for row in val[:8]}
+    seen = []
+
+    def is_held_out(prompts, completions, prompt_ids, references):
+        seen.append(all(tuple(p) in val_prompts for p in prompt_ids))
+        return [0.25 if seen[-1] else 1.0] * len(completions)
+
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", reward_fn=is_held_out)
+    statuses = list(trainer.train(texts, 10, tmp_path / "on", **{**FAST, "val_every": 5}))
+    assert [r.get("heldout_reward") for r in trainer.history] == [None] * 4 + [0.25] + [None] * 4 + [0.25]
+    assert statuses[-1].heldout_reward == 0.25 and statuses[-1].reward == 1.0
+    assert "held-out 0.250" in _metrics(statuses[-1])
+    assert "| 1 | 0.25 |" in render_status({**statuses[-1].as_dict(), "run": "r"})
+    off = AZRTrainer(make_model(), tokenizer, device="cpu")
+    statuses = list(off.train(texts, 10, tmp_path / "off", **{**FAST, "val_every": 5, "self_play_every": 0}))
+    assert statuses[-1].heldout_reward is None and all(r.get("heldout_reward") is None for r in off.history)

@@ -170,7 +170,7 @@ def test_reference_refresh_cadence(make_model):
 ])
 def test_settings_that_would_silently_disable_rl_are_refused(settings, words):
     with pytest.raises(ConfigError, match=words):
-        TrainConfig(**settings)
+        TrainConfig(**{"self_play_every": 10, **settings})  # self-play is off by default
 
 
 def test_without_self_play_the_self_play_combinations_are_not_checked():

@@ -40,7 +40,11 @@ TRAIN = {
                    f"constant (flat) or wsd (flat, then down over the last {WSD_DECAY_FRACTION:.0%} of the run).",
     "save_every": "Save a checkpoint every N iterations; the end of the run and Stop always save one.",
     "self_play_every": "Every N iterations the model continues prompts from your text, scores its continuations "
-                       "with the rewards and learns from the better ones (0: no self-play).",
+                       "with the rewards and learns from the better ones. 0 (the default): off, since no self-play "
+                       "setting measured better than supervised training on held-out text. Turn it on to train "
+                       "towards a goal a reward can check, e.g. ends_sentence(within=12,min_words=3) every iteration "
+                       "(about 3x the compute, ~1 % higher validation loss); chrf every 10 costs about 1.3x. Watch "
+                       "the held-out reward in the status.",
     "rewards": "Built-ins: " + ", ".join(BUILTIN_NAMES) + "; or package.module:function. " + REWARDS,
     "rl_weight": "Share of a self-play step's update that comes from the rewards, 0 to 1; the rest learns to "
                  "predict your text.",

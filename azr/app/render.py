@@ -12,7 +12,7 @@ import pandas as pd
 CHART_POINTS = 1000  # points per chart series; longer histories are thinned evenly
 CHART_TYPES = {"iteration": "int64", "value": "float64", "series": "string"}
 LOSS_SERIES = {"loss": "loss", "val_loss": "val loss"}  # history key -> chart label
-REWARD_SERIES = {"reward": "reward"}
+REWARD_SERIES = {"reward": "reward", "heldout_reward": "held-out reward"}
 LR_PARTS = ("trained", "planned")
 STATE_WORDS = {"checkpoint": "saving checkpoint"}  # a state's name as the status panel says it
 QUALITY_WORDS = {"seq_rep_4": "repeated 4-token sequences (seq-rep-4, 0 is best)",
@@ -61,9 +61,10 @@ def render_status(status: dict[str, Any]) -> str:
         f"**State:** `{STATE_WORDS.get(status['state'], status['state'])}` · "
         f"**Iteration:** {status['iteration']} / {total}{percent}",
         "",
-        "| loss (nats/token) | val loss | reward | LR | tokens/s | time left | peak memory (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        "| loss (nats/token) | val loss | reward | held-out reward | LR | tokens/s | time left | peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
         f"| {_fmt(status['loss'])} | {_fmt(status['val_loss'])} | {_fmt(status['reward'])} | "
+        f"{_fmt(status.get('heldout_reward'))} | "
         f"{_fmt(status['lr'], '.3g')} | {_fmt(status['tokens_per_s'], ',.0f')} | {eta} | "
         f"{_fmt(status['memory_mb'], ',.0f')} |",
     ]

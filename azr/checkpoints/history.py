@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time", "seq_rep_4", "distinct_2")
+COLUMNS = ("iteration", "loss", "val_loss", "reward", "lr", "time", "seq_rep_4", "distinct_2", "heldout_reward")
 REQUIRED = COLUMNS[:6]  # older histories lack the later columns: those read as missing
 CHUNK_RECORDS = 4096
 CHUNK_DIR = "history"

@@ -109,6 +109,7 @@ class Progress:
 
 def _metrics(status: TrainingStatus) -> str:
     parts = [("loss", status.loss, "{:.4f}"), ("reward", status.reward, "{:.3f}"), ("±", status.reward_std, "{:.3f}"),
+             ("held-out", status.heldout_reward, "{:.3f}"),
              ("kl", status.kl, "{:.4f}"), ("lr", status.lr, "{:.2e}")]  # as lr_text
     text = "  ".join(f"{name} {form.format(value)}" for name, value, form in parts if value is not None)
     if status.tokens_per_s:

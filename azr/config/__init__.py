@@ -23,7 +23,7 @@ SCALE_REWARDS = ("group", "batch", "none")  # what divides a self-play advantage
 LOSS_TYPES = ("grpo", "dr_grpo")  # how the GRPO loss averages over tokens (azr.rl.grpo), TRL's names
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
 # Settings whose default changed: a saved config without the field was trained the old way and resumes that way.
-LEGACY_DEFAULTS = {"sampling": "windows"}
+LEGACY_DEFAULTS = {"sampling": "windows", "self_play_every": 10, "rewards": "composite"}
 
 
 def _setting(default: Any, help: str, within: Range | None = None) -> Any:
@@ -182,7 +182,9 @@ class TrainConfig:
     seed: int = _setting(0, "seed of the initial weights and the data order", Range(0, MAX_SEED))
     sampling: str = _setting("random_offset", "training windows: random_offset (each starts at a random token) "
                              "or windows (the fixed cut)")
-    self_play_every: int = _setting(10, "self-play every N iterations (0: no self-play)", Range(0, MAX_ITERATIONS))
+    self_play_every: int = _setting(0, "self-play every N iterations (0: no self-play, the default: it measured no "
+                                       "gain over supervised training; docs/self-play.md says when to turn it on)",
+                                    Range(0, MAX_ITERATIONS))
     self_play_batch: int = _setting(8, "continuations generated per self-play step (prompts x num_generations)",
                                     Range(1, 65_536))
     num_generations: int = _setting(4, "continuations per prompt: a group, whose rewards give the advantages",
@@ -201,8 +203,8 @@ class TrainConfig:
                            Range(0, 100, integer=False))
     ref_sync_every: int = _setting(100, "copy the current weights into the reference policy every N iterations "
                                         "(0: keep the first copy)", Range(0, MAX_ITERATIONS))
-    rewards: str = _setting("composite", "self-play reward functions with weights, e.g. "
-                                         "'ends_sentence(within=8)*2, composite, package.module:function'")
+    rewards: str = _setting("chrf", "self-play reward functions with weights, e.g. "
+                                    "'ends_sentence(within=8)*2, composite, package.module:function'")
     gen_max_new_tokens: int = _setting(24, "tokens generated per self-play continuation", Range(1, MAX_TOKENS))
     temperature: float = _setting(1.0, "sampling temperature of self-play", Range(0, 100, integer=False, above=True))
     top_k: int = _setting(50, "sample self-play tokens from the k most likely (0: no limit)", Range(0, MAX_VOCAB))

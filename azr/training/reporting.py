@@ -30,7 +30,8 @@ TRACKIO_PROJECT = "azr"
 def scalars(values: dict[str, Any]) -> dict[str, float]:
     """Return the scalars to report from a status's or a checkpoint state's fields, by tag."""
     tags = {"train/loss": values.get("loss"), "eval/loss": values.get("val_loss"),
-            "train/reward": values.get("reward"), "train/learning_rate": values.get("lr"),
+            "train/reward": values.get("reward"), "eval/heldout_reward": values.get("heldout_reward"),
+            "train/learning_rate": values.get("lr"),
             "train/tokens_per_s": values.get("tokens_per_s")}
     tags.update({f"reward/{name}": value for name, value in (values.get("reward_components") or {}).items()})
     return {tag: float(value) for tag, value in tags.items() if value is not None}

@@ -42,6 +42,7 @@ class TrainState:
     loss: float | None = None
     val_loss: float | None = None
     reward: float | None = None
+    heldout_reward: float | None = None  # self-play's reward on held-out prompts at the last validation
     best_val_loss: float | None = None  # lowest validation loss so far: model_best_<N> holds its weights
     quality: dict[str, float] = field(default_factory=dict)  # greedy seq-rep-4 and distinct-2 (azr.training.quality)
     reward_components: dict[str, float] = field(default_factory=dict)

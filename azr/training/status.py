@@ -25,6 +25,7 @@ class TrainingStatus:
     loss: float | None = None
     val_loss: float | None = None
     reward: float | None = None
+    heldout_reward: float | None = None  # self-play's reward on held-out prompts, at the last validation
     reward_components: dict[str, float] = field(default_factory=dict)
     reward_std: float | None = None
     kl: float | None = None
@@ -92,7 +93,8 @@ class StatusClock:
         per_step, config, train = self._seconds_per_step, run.config, run.state
         return TrainingStatus(
             state=state, iteration=train.iteration, max_iterations=config.max_iterations, loss=train.loss,
-            val_loss=train.val_loss, reward=train.reward, reward_components=dict(train.reward_components),
+            val_loss=train.val_loss, reward=train.reward, heldout_reward=train.heldout_reward,
+            reward_components=dict(train.reward_components),
             reward_std=train.reward_std, kl=train.kl, samples=[dict(sample) for sample in train.samples],
             quality=dict(train.quality), lr=train.plan.lr_at(train.iteration),
             tokens_per_s=(config.batch_size * config.seq_len / per_step) if per_step else None,

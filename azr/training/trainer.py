@@ -23,6 +23,7 @@ from azr.hub.http import check_repo_id
 from azr.hub.pending import PushTarget
 from azr.hub.sync import open_checkpoint
 from azr.rl.rewards import RewardFn
+from azr.rl.selfplay import held_out_reward
 from azr.training import distributed
 from azr.training.callbacks import HubPush, TrainerCallback, end_messages
 from azr.training.checkpointing import RunSaves
@@ -266,13 +267,15 @@ class AZRTrainer:
             yield self._emit(run, clock, callbacks, "running")
 
     def _validate(self, run: Run) -> None:
-        """Validation loss and greedy text quality on the validation windows, recorded in the history."""
+        """Validation loss, greedy text quality and, with self-play on, its held-out reward; kept in the history."""
         state, config = run.state, run.config
         with self._stepper.autocast(config):
             state.val_loss = validation_loss(self.model, run.windows.val[: config.val_windows])
-        state.history.set_last("val_loss", state.val_loss)
+            state.heldout_reward = held_out_reward(self.model, self.tokenizer, run.windows.val, run.rewards, config,
+                                                   state.iteration) if config.self_play_every else None
         state.quality = greedy_measures(self.model, run.windows.val, self.tokenizer.eos_token_id)
-        for name, value in state.quality.items():
+        measured = {"val_loss": state.val_loss, "heldout_reward": state.heldout_reward, **state.quality}
+        for name, value in measured.items():
             state.history.set_last(name, value)
 
     def _close(self, run: Run, callbacks: list[TrainerCallback]) -> None:
