@@ -61,12 +61,9 @@ def run(bench: Bench) -> list[Entry]:
     shape = SHAPES["cpu" if bench.device.type == "cpu" else "accelerator"]
     at_135m = bench.at(preset("135m"), shape.batch_size, shape.seq_len, shape.steps)
     entries = _training(at_135m)
-    full_bytes = 0
-    for label, at in (("base", bench.at(preset("base"), 1, bench.seq_len, 2)), ("135m", at_135m)):
-        checkpoint_entries, full_bytes = _checkpoints(at, label)
-        entries += checkpoint_entries
-    entries += _memory(at_135m)
-    entries += _lora(at_135m, full_bytes)
+    entries += _checkpoints(bench.at(preset("base"), 1, bench.seq_len, 2), "base")[0]
+    full, full_bytes = _checkpoints(at_135m, "135m")
+    entries += [*full, *_memory(at_135m), *_lora(at_135m, full_bytes)]
     if bench.device.type != "cpu":
         entries.append(_background_saves(at_135m))
     return entries
