@@ -37,14 +37,20 @@ def full_run(config, tokenizer, texts, tmp_path_factory) -> AZRTrainer:
     return trainer
 
 
-def stopped_and_resumed(make: Callable[[], AZRTrainer], texts, directory) -> tuple[AZRTrainer, Checkpoint]:
-    """Train a new trainer from ``make()``, stop it at ``STOP_AT``, resume its paused checkpoint to the end; return
-    the resumed trainer and the paused checkpoint."""
+def paused_at_stop(make: Callable[[], AZRTrainer], texts, directory) -> Checkpoint:
+    """Train a new trainer from ``make()`` and stop it at ``STOP_AT``; return its paused checkpoint (the trainer,
+    1.7 GB with its optimizer, goes)."""
     first = make()
     for status in first.train(texts, ITERATIONS, directory, **SETTINGS):
         if status.iteration == STOP_AT and status.state == "running":
             first.stop_training()
-    paused = Checkpoint.open(directory / f"model_paused_{STOP_AT}")
+    return Checkpoint.open(directory / f"model_paused_{STOP_AT}")
+
+
+def stopped_and_resumed(make: Callable[[], AZRTrainer], texts, directory) -> tuple[AZRTrainer, Checkpoint]:
+    """Stop a run at ``STOP_AT``, resume its paused checkpoint to the end; return the resumed trainer and the
+    paused checkpoint."""
+    paused = paused_at_stop(make, texts, directory)
     resumed = AZRTrainer.from_checkpoint(paused, device="cpu")
     resumed.train_continuous(texts, ITERATIONS, directory)
     return resumed, paused
