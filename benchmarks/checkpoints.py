@@ -33,6 +33,9 @@ from .hf_checkpoints import HFCheckpoints
 BLOB = "checkpoint.bin"
 STOP_MARGIN_S = 0.1
 STOP_EARLIEST_S = 0.2  # Stop comes at least this long after the first status
+# The order in which the save and load contenders alternate.
+ORDER = ("azr_save", "hf_trainer_save", "hf_trainer_save_fsync", "write_fsync_one_file", "write_fsync_same_files",
+         "azr_load", "hf_trainer_load", "read_one_file")
 LOADED = "Checkpoint.open (sha256 of every file) + load_weights + optimizer.load_state_dict + RNG + plan + history"
 
 
@@ -97,36 +100,23 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
     """
     progress(f"checkpoints of {small.describe()}: save, transformers.Trainer's save (as is, + fsync), write + fsync "
              "the bytes (one file, the same files), load, Trainer's load, read the bytes")
-    samples, hf_bytes = _save_and_load(bench, small, bench.sizes.saves_per_sample)
+    samples, hf_bytes = save_and_load(bench, small, bench.sizes.saves_per_sample)
     larger_trainer, larger_source = larger_checkpoint(bench)
     larger = subject(bench, larger_trainer.model, larger_source)
     progress(f"the same for a checkpoint of {larger.describe()}")
-    larger_samples, larger_hf_bytes = _save_and_load(bench, larger, 1)
-    sizes = _file_sizes(small.source)
+    larger_samples, larger_hf_bytes = save_and_load(bench, larger, 1)
+    sizes = file_sizes(small.source)
     parameters = list(small.model.parameters())
     parameter_mb = sum(p.numel() * p.element_size() for p in parameters) / 2**20
     size_samples = {"checkpoint": [sum(sizes.values()) / 2**20], "weights_and_adam_moments": [3 * parameter_mb]}
     common = dict(model=small.describe(), bytes=sum(sizes.values()), files=len(sizes),
                   operations_per_sample=bench.sizes.saves_per_sample, page_cache="warm")
-    larger_common = dict(model=larger.describe(), bytes=sum(_file_sizes(larger_source).values()),
+    larger_common = dict(model=larger.describe(), bytes=sum(file_sizes(larger_source).values()),
                          operations_per_sample=1, page_cache="warm")
 
     def at_larger(contender: str, baseline: str) -> dict[str, object]:
         medians = {name: statistics.median(larger_samples[name]) for name in (contender, baseline)}
         return {**larger_common, **medians, "ratio": paired_ratio(larger_samples[contender], larger_samples[baseline])}
-
-    def versus_trainer(values: dict[str, list[float]], model: dict[str, object], trainer_bytes: dict[str, int],
-                       suffix: str) -> list[Entry]:
-        return [
-            bench.entry(f"save_vs_hf_trainer{suffix}", values, "s", "azr_save", "hf_trainer_save_fsync", ("<=", 1.0),
-                        **model, hf_trainer_save_as_is_s=statistics.median(values["hf_trainer_save"]),
-                        ratio_to_hf_trainer_save_as_is=paired_ratio(values["azr_save"], values["hf_trainer_save"]),
-                        hf_trainer_bytes=trainer_bytes, hf_trainer_fsync="every file it wrote, its folder and the "
-                        "run folder", hf_trainer="Trainer._save_checkpoint, tokenizer as processing_class"),
-            bench.entry(f"load_vs_hf_trainer{suffix}", values, "s", "azr_load", "hf_trainer_load", ("<=", 1.0),
-                        **model, load=LOADED, hf_trainer="TrainerState.load_from_json + _load_from_checkpoint + "
-                        "_load_optimizer_and_scheduler + _load_rng_state"),
-        ]
 
     return [
         bench.entry("checkpoint_save_s", samples, "s", "azr_save", "write_fsync_one_file", ("<=", 1.3),
@@ -137,13 +127,28 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                     larger_checkpoint=at_larger("azr_load", "read_one_file")),
         bench.entry("checkpoint_size_mb", size_samples, "MB", "checkpoint", "weights_and_adam_moments",
                     file_bytes=sizes, parameters=sum(p.numel() for p in parameters)),
-        *versus_trainer(samples, common, hf_bytes, ""),
-        *versus_trainer(larger_samples, larger_common, larger_hf_bytes, "_larger"),
+        *versus_trainer(bench, samples, common, hf_bytes, ""),
+        *versus_trainer(bench, larger_samples, larger_common, larger_hf_bytes, "_larger"),
         stop_latency(bench, statistics.median(samples["azr_save"])),
     ]
 
 
-def _file_sizes(directory: Path) -> dict[str, int]:
+def versus_trainer(bench: Bench, values: dict[str, list[float]], model: dict[str, object],
+                   trainer_bytes: dict[str, int], suffix: str) -> list[Entry]:
+    """The entries of our save and load against transformers.Trainer's, from :func:`save_and_load`'s samples."""
+    return [
+        bench.entry(f"save_vs_hf_trainer{suffix}", values, "s", "azr_save", "hf_trainer_save_fsync", ("<=", 1.0),
+                    **model, hf_trainer_save_as_is_s=statistics.median(values["hf_trainer_save"]),
+                    ratio_to_hf_trainer_save_as_is=paired_ratio(values["azr_save"], values["hf_trainer_save"]),
+                    hf_trainer_bytes=trainer_bytes, hf_trainer_fsync="every file it wrote, its folder and the "
+                    "run folder", hf_trainer="Trainer._save_checkpoint, tokenizer as processing_class"),
+        bench.entry(f"load_vs_hf_trainer{suffix}", values, "s", "azr_load", "hf_trainer_load", ("<=", 1.0),
+                    **model, load=LOADED, hf_trainer="TrainerState.load_from_json + _load_from_checkpoint + "
+                    "_load_optimizer_and_scheduler + _load_rng_state"),
+    ]
+
+
+def file_sizes(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
 
 
@@ -158,34 +163,47 @@ def repeated(bench: Bench, operation: Callable[[Path, int], object], prefix: str
     return contender
 
 
-def _save_and_load(bench: Bench, subject: Subject, count: int) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Alternate our save, the Trainer's save (as is and fsynced), writing the bytes, our load, the Trainer's load
-    and reading the bytes; each sample is the mean of ``count`` operations. Returns the samples and the sizes of
-    the Trainer's files."""
+def save_and_load(bench: Bench, subject: Subject, count: int,
+                  raw: bool = True) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Alternate our save, the Trainer's save (as is and fsynced), our load and the Trainer's load, and with ``raw``
+    writing and reading the same bytes; each sample is the mean of ``count`` operations. Returns the samples and the
+    sizes of the Trainer's files."""
     source = subject.save(bench.directory("azr"))
-    files = {p.name: p.read_bytes() for p in sorted(source.iterdir()) if p.is_file()}
-    blob_bytes = b"".join(files.values())
-    blob = _write_and_fsync(bench.directory("blob") / "raw", {BLOB: blob_bytes})
     hf_root = bench.directory("hf")
     hf = HFCheckpoints(subject.model, bench.tokenizer, subject.run.optimizer, bench.device,
                        subject.run.state.iteration, hf_root)
     hf_source = hf.save(hf_root, fsync=True)
-    samples = alternate({
+    contenders = {
         "azr_save": repeated(bench, lambda root, i: subject.save(root / str(i)), "save", count),
         "hf_trainer_save": repeated(bench, lambda root, i: hf.save(root / str(i)), "hf-save", count),
         "hf_trainer_save_fsync": repeated(bench, lambda root, i: hf.save(root / str(i), fsync=True), "hf-save", count),
+        "azr_load": repeated(bench, lambda root, i: subject.load(source), "load", count),
+        "hf_trainer_load": repeated(bench, lambda root, i: hf.load(hf_source), "hf-load", count),
+    }
+    scratch = [source.parent, hf_source.parent]
+    if raw:
+        scratch.append(_raw_contenders(bench, source, count, contenders))
+    samples = alternate({name: contenders[name] for name in ORDER if name in contenders}, bench.sizes.repeats)
+    hf_bytes = {str(p.relative_to(hf_source)): p.stat().st_size for p in sorted(hf_source.rglob("*")) if p.is_file()}
+    for directory in scratch:
+        shutil.rmtree(directory)
+    return samples, hf_bytes
+
+
+def _raw_contenders(bench: Bench, source: Path, count: int, contenders: dict[str, Callable[[], float]]) -> Path:
+    """Add writing ``source``'s bytes (as one file and as its files) and reading them back to ``contenders``; return
+    the directory of the one file."""
+    files = {p.name: p.read_bytes() for p in sorted(source.iterdir()) if p.is_file()}
+    blob_bytes = b"".join(files.values())
+    blob = _write_and_fsync(bench.directory("blob") / "raw", {BLOB: blob_bytes})
+    contenders.update({
         "write_fsync_one_file": repeated(bench, lambda root, i: _write_and_fsync(root / str(i), {BLOB: blob_bytes}),
                                          "write", count),
         "write_fsync_same_files": repeated(bench, lambda root, i: _write_and_fsync(root / str(i), files), "write",
                                            count),
-        "azr_load": repeated(bench, lambda root, i: subject.load(source), "load", count),
-        "hf_trainer_load": repeated(bench, lambda root, i: hf.load(hf_source), "hf-load", count),
         "read_one_file": repeated(bench, lambda root, i: blob.read_bytes(), "read", count),
-    }, bench.sizes.repeats)
-    hf_bytes = {str(p.relative_to(hf_source)): p.stat().st_size for p in sorted(hf_source.rglob("*")) if p.is_file()}
-    for directory in (blob.parent.parent, source.parent, hf_source.parent):
-        shutil.rmtree(directory)
-    return samples, hf_bytes
+    })
+    return blob.parent.parent
 
 
 def _write_and_fsync(directory: Path, payloads: dict[str, bytes]) -> Path:

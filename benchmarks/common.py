@@ -1,6 +1,7 @@
 """What every benchmark group shares: sizes, the machine, the corpus and model, alternation and result entries."""
 from __future__ import annotations
 
+import copy
 import ctypes
 import dataclasses
 import gc
@@ -115,6 +116,17 @@ class Bench:
         self.windows = TokenWindows.from_texts(self.texts, self.tokenizer, self.seq_len)
         self.machine = {**describe_machine(device, threads, allocator), "precision": precision}
 
+    def at(self, model: ModelConfig, batch_size: int, seq_len: int, steps: int) -> Bench:
+        """Return this bench training ``model`` instead (the same corpus, tokenizer, device and scratch space):
+        ``steps`` iterations of ``batch_size`` windows of ``seq_len`` tokens. ``model``'s vocabulary may be larger
+        than the tokenizer's (a preset's own, as a real model of that size has)."""
+        view = copy.copy(self)
+        view.sizes = dataclasses.replace(self.sizes, model=model, batch_size=batch_size, train_steps=steps,
+                                         larger_model=model)
+        view.model_config, view.seq_len = model, seq_len
+        view.windows = TokenWindows.from_texts(self.texts, self.tokenizer, seq_len)
+        return view
+
     def model(self) -> torch.nn.Module:
         """Return a fresh model with the same initial weights every time, on the run's device."""
         return build_model(self.model_config, seed=0).to(self.device)
@@ -137,6 +149,8 @@ class Bench:
             entry.baseline = statistics.median(samples[baseline])
             entry.ratio = paired_ratio(samples[contender], samples[baseline])
             entry.compared_with = baseline
+            rounds = [value / base for value, base in zip(samples[contender], samples[baseline])]
+            entry.detail.setdefault("ratio_range", [min(rounds), max(rounds)])  # the per-round spread
         if goal is not None and entry.ratio is not None:
             op, bound = goal
             entry.goal = f"ratio {op} {bound:g}"

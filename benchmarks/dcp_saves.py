@@ -37,9 +37,7 @@ process: it lives in a module global until the interpreter exits). This is why t
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
-import gc
 import json
 import os
 import shutil
@@ -65,7 +63,6 @@ from azr.training.saving import CheckpointSaver, StepSnapshot
 from .async_saves import SETTINGS, WINDOW_START, SaveCost, _within_run
 from .checkpoints import Subject, larger_checkpoint, subject
 from .common import (
-    TOKENIZER_DIR,
     Bench,
     Entry,
     alternate,
@@ -73,7 +70,7 @@ from .common import (
     progress,
     timed,
 )
-from .processes import fresh_run, run_python
+from .processes import child_args, fresh_run, memory_after_run, run_python
 
 SAVE_EVERY = 10
 STEPS, LARGER_STEPS = 41, 21  # iterations of a throughput run (at most the sizes' async_steps), saves at 10, 20, ...
@@ -426,13 +423,8 @@ def _rss_contender(bench: Bench, writer: str, config: ModelConfig, batch: int, s
                    runs: list[dict[str, Any]]) -> Callable[[], float]:
     """A contender: the peak RSS of a fresh process training with ``writer``; its other figures go to ``runs``."""
     def contender() -> float:
-        args = ["-m", "benchmarks.dcp_saves", "rss", writer, str(bench.directory("dcp-rss")),
-                "--tokenizer", str(bench.scratch / TOKENIZER_DIR), "--model", json.dumps(config.to_dict()),
-                "--batch-size", str(batch), "--steps", str(steps), "--device", bench.device.type,
-                "--threads", str(bench.threads)]
-        if bench.sizes.corpus_chars is not None:
-            args += ["--corpus-chars", str(bench.sizes.corpus_chars)]
-        result = run_python(*args)
+        result = run_python("-m", "benchmarks.dcp_saves", "rss", writer, str(bench.directory("dcp-rss")),
+                            *child_args(bench, config, batch, steps))
         runs.append(result)
         return result["peak_mb"]
     return contender
@@ -457,37 +449,14 @@ def _rss(args: argparse.Namespace) -> dict[str, Any]:
     trainer = train(args.writer, model, tokenizer, device, texts, args.steps, args.batch_size, directory)
     writer_pid = (_idle[0].pid if args.writer == "own_process" and _idle else
                   dcp_writer_pid() if args.writer == "dcp_process" else None)
-    figures: dict[str, Any] = {"peak_mb": _status("VmHWM"), "after_run_mb": _status("VmRSS"),
-                               "shared_after_run_mb": _status("RssShmem")}
-    if writer_pid is not None:
-        figures["writer"] = {"peak_mb": _status("VmHWM", writer_pid), "after_run_mb": _status("VmRSS", writer_pid)}
-    _trim()
-    figures["after_run_trimmed_mb"] = _status("VmRSS")
+    held = [trainer, model]
     del trainer, model
-    gc.collect()
-    _trim()
-    figures["after_release_mb"], figures["shared_after_release_mb"] = _status("VmRSS"), _status("RssShmem")
-    if writer_pid is not None:
-        figures["writer"]["after_release_mb"] = _status("VmRSS", writer_pid)
+    figures = memory_after_run(held, writer_pid)
     if args.writer == "dcp_process":
         stop_dcp_process()
         dist.destroy_process_group()
     shutil.rmtree(directory, ignore_errors=True)
     return figures
-
-
-def _trim() -> None:
-    """Give the heap's free memory back to the system (glibc keeps freed blocks), so that RSS counts live memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _status(field: str, pid: int | str = "self") -> float:
-    """A field of /proc/<pid>/status in MB."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 2**10
 
 
 def main(argv: list[str] | None = None) -> None:

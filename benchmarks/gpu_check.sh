@@ -3,8 +3,10 @@
 # "Asynchronous checkpoints"). That machine has torch but no network and older transformers and huggingface_hub, so:
 #   benchmarks/gpu_check.sh download   here: wheels of the tested versions, for the GPU image's Python, into .whl/
 #   benchmarks/gpu_check.sh run [ARG…]  there, with .whl carried: the GPU tests, then the asynchronous-save
-#                                      benchmark in bf16 (ARG… passed on to it, e.g. --quick); logs and the results
-#                                      JSON go to $OUT (default: /tmp/azr-gpu-check)
+#                                      benchmark in bf16 (ARG… passed on to it, e.g. --quick), then the 135m preset
+#                                      in bf16 (tokens/s and MFU against the bare loop and transformers.Trainer, the
+#                                      background save's throughput ratio, checkpoints, memory, LoRA; issue 28); logs
+#                                      and the results JSON go to $OUT (default: /tmp/azr-gpu-check)
 # AZR_CHECK_PYTHON (default 3.12, the image's) and AZR_CHECK_DEVICE (default cuda) let it be tried on a CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,8 @@ case "${1:-}" in
     python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/test_gpu.log" || true
     python3 -m benchmarks --device "${AZR_CHECK_DEVICE:-cuda}" --precision bf16 --only async_saves \
       --output "$out/results_gpu_async_saves.json" "${@:2}" 2>&1 | tee "$out/benchmark.log"
+    python3 -m benchmarks --device "${AZR_CHECK_DEVICE:-cuda}" --precision bf16 --only 135m --repeats 3 \
+      --output "$out/results_gpu_135m.json" 2>&1 | tee "$out/benchmark_135m.log"
     ;;
   *)
     echo "usage: benchmarks/gpu_check.sh download|run" >&2

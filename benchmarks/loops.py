@@ -7,6 +7,7 @@ than what the loop needs.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -19,6 +20,9 @@ from azr.training import precision
 from .common import synchronize
 
 CONFIG = TrainConfig()  # the trainer's defaults: seed, weight decay, grad clip, batch order
+# AZRTrainer settings of the plain runs: self-play, validation and checkpoints off inside the timed window
+# (the save at the last iteration comes after it); a constant LR so that the losses must equal the bare loop's.
+PLAIN: dict[str, Any] = dict(self_play_every=0, val_every=0, save_every=10**9, lr_schedule="constant")
 
 
 def batches(windows: torch.Tensor, batch_size: int, count: int, device: torch.device) -> list[torch.Tensor]:

@@ -6,6 +6,8 @@ whose last stdout line is a JSON object of absolute ``time.time()`` marks or the
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import resource
 import statistics
@@ -32,7 +34,7 @@ from .common import (
     progress,
     window_length,
 )
-from .loops import bare_loop, batches
+from .loops import PLAIN, bare_loop, batches
 
 REPO = Path(__file__).resolve().parents[1]
 IMPORT_AZR = "import json, time; from azr import AZRTrainer; print(json.dumps({'imported': time.time()}))"
@@ -42,10 +44,7 @@ def run(bench: Bench, checkpoint: Path) -> list[Entry]:
     """Alternate importing the trainer, resume-to-first-step and the two peak-memory runs in fresh processes."""
     sizes = bench.sizes
     device = ["--device", bench.device.type, "--threads", str(bench.threads)]
-    run_args = ["--tokenizer", str(bench.scratch / TOKENIZER_DIR), "--model", json.dumps(bench.model_config.to_dict()),
-                "--batch-size", str(sizes.batch_size), "--steps", str(sizes.rss_steps), *device]
-    if sizes.corpus_chars is not None:
-        run_args += ["--corpus-chars", str(sizes.corpus_chars)]
+    run_args = child_args(bench, bench.model_config, sizes.batch_size, sizes.rss_steps)
     phases: list[dict[str, float]] = []
 
     def import_azr() -> float:
@@ -76,6 +75,15 @@ def run(bench: Bench, checkpoint: Path) -> list[Entry]:
         bench.entry("peak_rss_mb", samples, "MB", "azr_run", "bare_loop", iterations=sizes.rss_steps,
                     azr_run="default settings: self-play every 10, validation every 50, saves every 100 and last"),
     ]
+
+
+def child_args(bench: Bench, config: ModelConfig, batch_size: int, steps: int) -> list[str]:
+    """The options of a child measurement (:func:`fresh_run`) training ``steps`` iterations of ``batch_size``
+    windows of a fresh ``config`` model on the bench's corpus, tokenizer, device and threads."""
+    args = ["--tokenizer", str(bench.scratch / TOKENIZER_DIR), "--model", json.dumps(config.to_dict()),
+            "--batch-size", str(batch_size), "--steps", str(steps), "--device", bench.device.type,
+            "--threads", str(bench.threads)]
+    return args if bench.sizes.corpus_chars is None else [*args, "--corpus-chars", str(bench.sizes.corpus_chars)]
 
 
 def run_python(*args: str) -> dict[str, Any]:
@@ -114,19 +122,69 @@ def fresh_run(args: argparse.Namespace) -> tuple[torch.device, Any, list[str], M
             config, build_model(config, seed=0))
 
 
-def _peak_rss(args: argparse.Namespace) -> dict[str, float]:
-    """Train a run (AZRTrainer at its defaults with self-play every 10, or the bare loop) on the corpus; return the
-    peak RSS."""
+def _peak_rss(args: argparse.Namespace) -> dict[str, Any]:
+    """Train a run on the corpus (AZRTrainer at its defaults with self-play every 10, AZRTrainer plain with
+    background or immediate saves every ``--save-every``, transformers.Trainer saving as often, or the bare loop);
+    return the peak RSS and the memory after the run (:func:`memory_after_run`) against ``start_mb``, the RSS before
+    training (the model built)."""
     device, tokenizer, texts, config, model = fresh_run(args)
-    if args.kind == "azr":
-        for _ in AZRTrainer(model, tokenizer, device=device).train(texts, args.steps, args.directory,
-                                                                   batch_size=args.batch_size,
-                                                                   self_play_every=SELF_PLAY_EVERY):
+    seq_len = args.seq_len or window_length(config)
+    start_mb = status_mb("VmRSS")
+    held: list[Any] = []
+    if args.kind.startswith("azr"):
+        trainer = AZRTrainer(model, tokenizer, device=device)
+        plain = {**PLAIN, "save_every": args.save_every, "seq_len": seq_len, "async_save": args.kind == "azr_saving"}
+        settings = {"self_play_every": SELF_PLAY_EVERY} if args.kind == "azr" else plain
+        for _ in trainer.train(texts, args.steps, args.directory, batch_size=args.batch_size, **settings):
             pass
+        held.append(trainer)
+        del trainer
     else:
-        windows = TokenWindows.from_texts(texts, tokenizer, window_length(config))
-        bare_loop(model.to(device), batches(windows.train, args.batch_size, args.steps, device), device)
-    return {"maxrss_mb": peak_rss_mb()}
+        windows = TokenWindows.from_texts(texts, tokenizer, seq_len)
+        data = batches(windows.train, args.batch_size, args.steps, device)
+        if args.kind == "hf":
+            from .training import hf_train  # noqa: PLC0415 (transformers.Trainer: only in its own child)
+
+            hf_train(model, data, Path(args.directory), device, "fp32", args.save_every)
+        else:
+            bare_loop(model.to(device), data, device)
+    from azr.checkpoints.writerprocess import _idle  # noqa: PLC0415 (the pool of writer processes)
+
+    writer = _idle[0].pid if args.kind == "azr_saving" and _idle else None
+    return {"maxrss_mb": peak_rss_mb(), "start_mb": start_mb, **memory_after_run(held, writer)}
+
+
+def memory_after_run(held: list[Any], writer_pid: int | None = None) -> dict[str, Any]:
+    """The memory of a run that has just ended (MB): the process's peak, its RSS now and the shared part of it, the
+    writer process's, the RSS after ``malloc_trim`` and after what ``held`` holds (the trainer, which an app keeps
+    until the next run) is dropped (``held`` is emptied)."""
+    figures: dict[str, Any] = {"peak_mb": status_mb("VmHWM"), "after_run_mb": status_mb("VmRSS"),
+                               "shared_after_run_mb": status_mb("RssShmem")}
+    if writer_pid is not None:
+        figures["writer"] = {"peak_mb": status_mb("VmHWM", writer_pid), "after_run_mb": status_mb("VmRSS", writer_pid)}
+    trim()
+    figures["after_run_trimmed_mb"] = status_mb("VmRSS")
+    held.clear()
+    gc.collect()
+    trim()
+    figures["after_release_mb"], figures["shared_after_release_mb"] = status_mb("VmRSS"), status_mb("RssShmem")
+    if writer_pid is not None:
+        figures["writer"]["after_release_mb"] = status_mb("VmRSS", writer_pid)
+    return figures
+
+
+def trim() -> None:
+    """Give the heap's free memory back to the system (glibc keeps freed blocks), so that RSS counts live memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def status_mb(field: str, pid: int | str = "self") -> float:
+    """A field of /proc/<pid>/status in MB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 2**10
 
 
 def peak_rss_mb() -> float:
@@ -146,12 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     resume = commands.add_parser("resume", help="resume a checkpoint and train one iteration")
     resume.add_argument("checkpoint")
     rss = commands.add_parser("rss", help="train a run and report the peak RSS")
-    rss.add_argument("kind", choices=("azr", "bare"))
+    rss.add_argument("kind", choices=("azr", "azr_saving", "azr_sync_saving", "hf", "bare"))
     rss.add_argument("--tokenizer", required=True)
     rss.add_argument("--model", required=True, help="the ModelConfig as JSON")
     rss.add_argument("--batch-size", type=int, required=True)
     rss.add_argument("--steps", type=int, required=True)
     rss.add_argument("--corpus-chars", type=int)
+    rss.add_argument("--seq-len", type=int, help="tokens per window (default: the model's, at most 256)")
+    rss.add_argument("--save-every", type=int, help="azr_saving, azr_sync_saving and hf: a checkpoint every N steps")
     for command in (resume, rss):
         command.add_argument("directory", help="the run's checkpoint directory")
         command.add_argument("--device", default="cpu")

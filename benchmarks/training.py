@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,12 @@ from transformers.trainer_callback import PrinterCallback
 
 from azr import AZRTrainer
 from azr.config import preset_training
+from azr.models.causal_lm import model_config_of
 
 from .common import SELF_PLAY_EVERY, Bench, Entry, alternate, progress, synchronize, tokens_per_s
 from .flops import mfu_samples, peak_flops
-from .loops import CONFIG, bare_loop, batches
+from .loops import CONFIG, PLAIN, bare_loop, batches
 
-# AZRTrainer settings of the plain runs: self-play, validation and checkpoints off inside the timed window
-# (the save at the last iteration comes after it); a constant LR so that the losses must equal the bare loop's.
-PLAIN: dict[str, Any] = dict(self_play_every=0, val_every=0, save_every=10**9, lr_schedule="constant")
 HUB_USER = "user"  # the user of the server's token
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 SERVE = ("import sys; sys.path.insert(0, sys.argv[1]); from hub_server import HubServer; "
@@ -43,16 +41,6 @@ def run(bench: Bench) -> list[Entry]:
     pushes: list[dict[str, str]] = []
     repos = itertools.count()
 
-    def bare() -> float:
-        ends, values = bare_loop(bench.model(), data, bench.device, bench.precision)
-        losses["bare_loop"].append([float(loss) for loss in values])
-        return tokens_per_s(ends, tokens)
-
-    def azr() -> float:
-        trainer = _train(bench, **PLAIN)
-        losses["azr"].append([record["loss"] for record in trainer.history])
-        return tokens_per_s(_step_ends(trainer), tokens)
-
     def cycle() -> float:
         ends = _step_ends(_train(bench, **{**PLAIN, "self_play_every": SELF_PLAY_EVERY}))
         return (ends[-1] - ends[0]) / (len(ends) - 1)
@@ -68,15 +56,15 @@ def run(bench: Bench) -> list[Entry]:
 
     progress("training: bare loop, AZRTrainer, transformers.Trainer, full AZR cycle, saving, saving + pushing")
     with _hub_server(bench.directory("hub")) as (url, token), _hub_environment(url, bench.directory("hf-home")):
-        samples = alternate({"bare_loop": bare, "azr": azr, "hf_trainer": lambda: _hf_trainer(bench, data),
-                             "azr_full_cycle": cycle, "azr_saving": saving, "azr_pushing": pushing}, sizes.repeats)
+        samples = alternate({**side_by_side(bench, data, losses), "azr_full_cycle": cycle, "azr_saving": saving,
+                             "azr_pushing": pushing}, sizes.repeats)
     samples["azr_plain_cycle"] = [tokens / value for value in samples["azr"]]
     peak, peak_source = peak_flops(bench.device, bench.precision)
     model = bench.model()
     mfu = {f"{name}_mfu": mfu_samples(samples[name], model, bench.seq_len, peak) for name in ("azr", "bare_loop")}
     window = f"steps 2..{sizes.train_steps} of each run, batch {sizes.batch_size} x {bench.seq_len} tokens"
     pushed = [sum(state.startswith("pushed") for state in run.values()) for run in pushes]
-    loss_gap = max(abs(a - b) for runs in zip(losses["azr"], losses["bare_loop"]) for a, b in zip(*runs))
+    loss_gap = largest_loss_difference(losses)
     return [
         bench.entry("train_tokens_per_s", samples, "tokens/s", "azr", "bare_loop", (">=", 0.97), window=window,
                     max_loss_difference=loss_gap, precision=bench.precision),
@@ -92,13 +80,37 @@ def run(bench: Bench) -> list[Entry]:
     ]
 
 
+def side_by_side(bench: Bench, data: list[torch.Tensor],
+                 losses: dict[str, list[list[float]]]) -> dict[str, Callable[[], float]]:
+    """The contenders of the plain comparison: the bare loop, AZRTrainer (``PLAIN``) and transformers.Trainer on the
+    same batches, each returning its tokens/s; the bare loop's and AZRTrainer's losses go to ``losses``."""
+    tokens = bench.sizes.batch_size * bench.seq_len
+
+    def bare() -> float:
+        ends, values = bare_loop(bench.model(), data, bench.device, bench.precision)
+        losses["bare_loop"].append([float(loss) for loss in values])
+        return tokens_per_s(ends, tokens)
+
+    def azr() -> float:
+        trainer = _train(bench, **PLAIN)
+        losses["azr"].append([record["loss"] for record in trainer.history])
+        return tokens_per_s(_step_ends(trainer), tokens)
+
+    return {"bare_loop": bare, "azr": azr, "hf_trainer": lambda: _hf_trainer(bench, data)}
+
+
+def largest_loss_difference(losses: dict[str, list[list[float]]]) -> float:
+    """The largest difference between AZRTrainer's and the bare loop's loss at the same step of the same round."""
+    return max(abs(a - b) for runs in zip(losses["azr"], losses["bare_loop"]) for a, b in zip(*runs))
+
+
 def _train(bench: Bench, **settings: Any) -> AZRTrainer:
     """Run AZRTrainer for the benchmark's steps on the shared data (a fresh model and directory) and return it."""
     trainer = AZRTrainer(bench.model(), bench.tokenizer, device=bench.device)
     directory = bench.directory("azr")
     try:
         for _ in trainer.train(bench.texts, bench.sizes.train_steps, directory, batch_size=bench.sizes.batch_size,
-                               precision=bench.precision, **settings):
+                               seq_len=bench.seq_len, precision=bench.precision, **settings):
             pass
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -124,25 +136,34 @@ class _StepEnds(TrainerCallback):
 
 def _hf_trainer(bench: Bench, data: list[torch.Tensor]) -> float:
     """Train the same model on the same batches, in the same order, with transformers.Trainer; return tokens/s."""
+    ends = hf_train(bench.model(), data, bench.directory("hf"), bench.device, bench.precision)
+    return tokens_per_s(ends, bench.sizes.batch_size * bench.seq_len)
+
+
+def hf_train(model: torch.nn.Module, data: list[torch.Tensor], directory: Path, device: torch.device,
+             precision: str, save_steps: int | None = None) -> list[float]:
+    """Train ``model`` one step per batch of ``data``, in order, with transformers.Trainer (AZRTrainer's AdamW
+    settings and LR, a constant schedule; a checkpoint every ``save_steps`` steps when given) in ``directory``,
+    which is removed after; return when each step ended."""
     rows = [{"input_ids": row[:-1], "labels": row[:-1]} for batch in data for row in batch.cpu()]
-    directory = bench.directory("hf")
     args = TrainingArguments(
-        output_dir=str(directory), max_steps=len(data), per_device_train_batch_size=bench.sizes.batch_size,
-        learning_rate=preset_training(bench.sizes.model)["lr"], weight_decay=CONFIG.weight_decay, adam_beta2=0.95,
-        max_grad_norm=CONFIG.grad_clip,
-        lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", save_strategy="no", report_to="none",
+        output_dir=str(directory), max_steps=len(data), per_device_train_batch_size=len(data[0]),
+        learning_rate=preset_training(model_config_of(model))["lr"], weight_decay=CONFIG.weight_decay,
+        adam_beta2=0.95, max_grad_norm=CONFIG.grad_clip,
+        lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", report_to="none",
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
         disable_tqdm=True, train_sampling_strategy="sequential", dataloader_drop_last=True, seed=CONFIG.seed,
-        use_cpu=bench.device.type == "cpu", bf16=bench.precision == "bf16", fp16=bench.precision == "fp16",
+        use_cpu=device.type == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
     )
-    stamps = _StepEnds(bench.device)
-    trainer = Trainer(model=bench.model(), args=args, train_dataset=rows, data_collator=default_data_collator,
+    stamps = _StepEnds(device)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
                       callbacks=[stamps])
     trainer.remove_callback(PrinterCallback)  # logs are still made every step, just not printed
     try:
         trainer.train()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    return tokens_per_s(stamps.ends, bench.sizes.batch_size * bench.seq_len)
+    return stamps.ends
 
 
 @contextlib.contextmanager

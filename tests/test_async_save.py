@@ -150,3 +150,15 @@ def test_a_disk_that_fails_stops_the_run_with_one_clear_error_naming_the_newest_
     assert trainer.last_status.state == "error" and trainer.last_status.message == message
     assert [(i.name, i.valid) for i in list_checkpoints(tmp_path)] == [("model_iter_10", True)]
     assert not temporaries(tmp_path)  # nothing half-written is left
+
+
+def test_a_run_that_ends_lets_go_of_its_gradients(texts, tokenizer, make_model, tmp_path):
+    """The memory a run adds to the model (its last step's gradients) goes when the run ends, completed or paused:
+    a model kept after training weighs what it weighed before."""
+    completed = AZRTrainer(make_model(), tokenizer, device="cpu")
+    train(completed, texts, 4, tmp_path / "completed", save_every=2)
+    paused = AZRTrainer(make_model(), tokenizer, device="cpu",
+                        status_callback=lambda s: s.iteration == 2 and paused.stop_training())
+    assert train(paused, texts, 4, tmp_path / "paused", status_every=1)[-1][0] == "paused"
+    for trainer in (completed, paused):
+        assert [name for name, p in trainer.model.named_parameters() if p.grad is not None] == []

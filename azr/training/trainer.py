@@ -279,8 +279,10 @@ class AZRTrainer:
             state.history.set_last(name, value)
 
     def _close(self, run: Run, callbacks: list[TrainerCallback]) -> None:
-        """A run's end, however it ends: the writer, the staged memory, the hooks and the run's lock let go."""
+        """A run's end, however it ends: the writer, the staged memory, the last step's gradients (as large as the
+        model; every step makes its own), the hooks and the run's lock let go."""
         self._saver.close()
+        run.optimizer.zero_grad(set_to_none=True)
         for callback in callbacks:
             callback.close()
         if run.lock is not None:
