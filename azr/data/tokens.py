@@ -9,6 +9,7 @@ fsync, rename), so a crash leaves either no file or a complete one.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -132,9 +133,14 @@ def encode_chunks(texts: list[str], tokenizer) -> Iterator[np.ndarray]:
 
 
 def encode(texts: list[str], tokenizer) -> np.ndarray:
-    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids)."""
-    chunks = list(encode_chunks(texts, tokenizer))
-    return np.concatenate(chunks) if chunks else np.zeros(0, token_dtype(tokenizer))
+    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids).
+
+    The chunks are appended to one growing buffer as they come (not kept and then concatenated), so the corpus'
+    ids are held once, not twice, at the end."""
+    buffer = io.BytesIO()
+    for chunk in encode_chunks(texts, tokenizer):
+        buffer.write(memoryview(chunk).cast("B"))
+    return np.frombuffer(buffer.getbuffer(), dtype=token_dtype(tokenizer))
 
 
 class TokenFile:
