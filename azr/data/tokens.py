@@ -26,8 +26,8 @@ from azr.utils.files import fsync_dir
 FORMAT = b"AZRTOK01"
 HEADER_BYTES = 64  # magic (8), item size (8), token count (8), key (32), padding
 BATCH_TEXTS = 1024  # texts per call to the tokenizer
-BATCH_CHARS = 8 * 2**20  # ... or fewer, when they are long
-PIECE_CHARS = 2**20  # a longer text is tokenised in pieces of about this size, cut at line starts
+BATCH_CHARS = 2 * 2**20  # ... or fewer, when they are long (a batch's encodings take about 60 bytes a character)
+PIECE_CHARS = 2**18  # a longer text is tokenised in pieces of about this size, cut at line starts
 CUT_CONTEXT = 256  # characters each side of a cut that are tokenised to check it
 LINE_START = re.compile(r"\n(?=\S)")
 TOKENS_DIR = "tokens"
