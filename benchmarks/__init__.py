@@ -42,6 +42,7 @@ METRICS: dict[str, bool] = {
     "async_save_blocking_larger": True,
     "data_tokenise_mb_per_s": True,
     "data_peak_rss_mb": True,
+    "data_resume_s": True,
     "dcp_save_blocking": True,
     "dcp_save_blocking_larger": True,
     "dcp_save_throughput": True,

@@ -41,9 +41,10 @@ GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli"
 ONLY_WHEN_NAMED = ("dcp_saves", "135m")
 
 
-def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, ...] | None = None) -> list[Entry]:
+def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, ...] | None = None,
+            resume_mb: tuple[float, ...] | None = None) -> list[Entry]:
     """Run every benchmark group (or those in ``only``); return the entries in the order of METRICS.
-    ``data_mb``: the corpus sizes of the data group (default: the sizes')."""
+    ``data_mb``, ``resume_mb``: the corpus sizes the data group tokenises and resumes over (default: the sizes')."""
 
     @functools.cache
     def made() -> tuple[Path, checkpoints.Subject]:  # the realistic checkpoint, made once for the groups that read it
@@ -55,12 +56,23 @@ def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, .
               "training": lambda: training.run(bench), "generation": lambda: generation.run(bench),
               "processes": lambda: processes.run(bench, made()[0]), "cli": lambda: cli.run(bench, made()[0]),
               "async_saves": lambda: async_saves.run(bench, made()[1]),
-              "data": lambda: data.run(bench, data_mb or bench.sizes.data_mb),
+              "data": lambda: _data(bench, data_mb, resume_mb),
               "dcp_saves": lambda: _dcp_saves(bench, made()[1]), "135m": lambda: _preset_135m(bench)}
     chosen = [name for name in GROUPS if name in only] if only else [n for n in GROUPS if n not in ONLY_WHEN_NAMED]
     entries = [entry for name in chosen for entry in groups[name]()]
     order = list(METRICS)
     return sorted(entries, key=lambda entry: order.index(entry.name.split("@")[0]))
+
+
+def _data(bench: Bench, data_mb: tuple[float, ...] | None, resume_mb: tuple[float, ...] | None) -> list[Entry]:
+    """The data group: tokenising corpora of ``data_mb``, then resuming runs over ``resume_mb`` (default: those
+    sizes) against one over a small corpus."""
+    from . import data_resume  # noqa: PLC0415
+
+    base = bench.sizes.resume_base_mb
+    resumed = tuple(mb for mb in resume_mb or data_mb or bench.sizes.resume_mb if mb != base)
+    return data.run(bench, data_mb or bench.sizes.data_mb) + (data_resume.run(bench, resumed, base) if resumed
+                                                              else [])
 
 
 def _dcp_saves(bench: Bench, subject: checkpoints.Subject) -> list[Entry]:
@@ -107,7 +119,11 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"run only these groups (default: all but {', '.join(ONLY_WHEN_NAMED)}, which run only "
                              "when named)")
     parser.add_argument("--data-mb", nargs="+", type=float,
-                        help="corpus sizes in MB the data group tokenises (default 10 50; --quick none), e.g. 100 500")
+                        help="corpus sizes in MB the data group tokenises (default 10 50; --quick 0.25), e.g. 100 500")
+    parser.add_argument("--resume-mb", nargs="+", type=float,
+                        help="corpus sizes in MB of the runs the data group resumes, each against a run over 10 MB "
+                             "(default: the --data-mb sizes, else 50; --quick none), e.g. 500")
+    parser.add_argument("--data-repeats", type=int, help="rounds of each data comparison (default 3; --quick 1)")
     args = parser.parse_args(argv)
     allocator = steady_allocator()
     torch.set_num_threads(args.threads)
@@ -120,8 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         sizes = QUICK if args.quick else DEFAULT
         if args.repeats is not None:
             sizes = dataclasses.replace(sizes, repeats=args.repeats)
+        if args.data_repeats is not None:
+            sizes = dataclasses.replace(sizes, data_repeats=args.data_repeats)
         bench = Bench(sizes, device, args.threads, Path(scratch), allocator, args.precision)
-        entries = run_all(bench, args.only, tuple(args.data_mb or ()))
+        entries = run_all(bench, args.only, tuple(args.data_mb or ()), tuple(args.resume_mb or ()))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([entry.as_dict() for entry in entries], indent=1) + "\n")
     progress(f"{'quick' if args.quick else 'default'} run took {time.monotonic() - started:.0f} s; "

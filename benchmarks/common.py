@@ -61,18 +61,24 @@ class Sizes:
     larger_async_steps: int  # ... at the larger model
     data_mb: tuple[float, ...]  # sizes of the generated corpora the data group tokenises (none: it is skipped)
     data_repeats: int  # timed rounds of each (fresh processes, no warm-up)
+    resume_mb: tuple[float, ...]  # sizes of the corpora of the runs the data group resumes (none: not measured)
+    resume_base_mb: float  # ... each against a run over a corpus of this size
 
 
 DEFAULT = Sizes(name="default", repeats=5, process_repeats=5, process_warmup=1, corpus_chars=None, model=preset("tiny"),
                 batch_size=16, train_steps=101, save_every=25, gen_rollouts=8, checkpoint_steps=20,
                 saves_per_sample=3, stop_window_s=2.0, rss_steps=101, larger_model=preset("base"),
                 history_records=1_000_000, history_short_records=1_000, listed_checkpoints=20, async_steps=101,
-                larger_async_steps=41, data_mb=(10, 50), data_repeats=3)
-QUICK = Sizes(name="quick", repeats=5, process_repeats=1, process_warmup=0, corpus_chars=150_000,
+                larger_async_steps=41, data_mb=(10, 50), data_repeats=3,
+                resume_mb=(50,), resume_base_mb=10)
+# --quick is a smoke test: one timed round, the "larger" model no larger, a quarter-MB corpus and no resume over
+# generated corpora (each of its rounds is two `azr resume` processes; the processes group resumes one already).
+QUICK = Sizes(name="quick", repeats=1, process_repeats=1, process_warmup=0, corpus_chars=150_000,
               model=preset("tiny", d_model=32, d_ff=128), batch_size=4, train_steps=11, save_every=10,
               gen_rollouts=1, checkpoint_steps=10, saves_per_sample=1, stop_window_s=0.3, rss_steps=11,
-              larger_model=preset("tiny"), history_records=100_000, history_short_records=1_000,
-              listed_checkpoints=5, async_steps=21, larger_async_steps=21, data_mb=(), data_repeats=1)
+              larger_model=preset("tiny", d_model=32, d_ff=128), history_records=100_000, history_short_records=1_000,
+              listed_checkpoints=5, async_steps=21, larger_async_steps=21, data_mb=(0.25,), data_repeats=1,
+              resume_mb=(), resume_base_mb=10)
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """The data path: tokenising a corpus into the run's token file against ``datasets.map(batched=True)``.
 
-Both contenders tokenise the same generated corpus (documents of paragraphs of the embedded corpus, written once
-as JSON lines) with the same tokenizer, each in a fresh process (``python -m benchmarks.data azr|datasets ...``)
-whose last stdout line is a JSON object of its tokenising time and peak RSS. The project's side reads the texts as
-a run does (``load_texts``), fingerprints them, tokenises in batches and writes the token file; the baseline loads
-the JSON lines into a ``datasets`` Arrow table (not timed) and maps the tokenizer over it in batches.
+Both contenders tokenise the same generated corpus (:func:`write_corpus`: many .txt, .md and .jsonl files of
+paragraphs of the embedded corpus, the test fixtures' texts and the project's docs, in seeded random order) with the
+same tokenizer, each in a fresh process (``python -m benchmarks.data azr|datasets ...``) whose last stdout line is a
+JSON object of its loading and tokenising times and peak RSS. The project's side reads the files as a run does
+(``load_texts``), then (timed) fingerprints the texts, tokenises them in batches and writes the token file; the
+baseline loads the files into a ``datasets`` Arrow table (the text builder, one document per file, and the JSON
+builder; not timed) and (timed) maps the tokenizer over it in batches.
 """
 from __future__ import annotations
 
@@ -21,89 +23,124 @@ from azr.data.corpus import fingerprint
 from azr.data.tokens import BATCH_TEXTS, TokenFile, encode
 
 from .common import TOKENIZER_DIR, Bench, Entry, alternate, progress
-from .processes import peak_rss_mb, run_python
+from .processes import REPO, peak_rss_mb, run_python
 
-DOCUMENT_CHARS = 4000  # about this many characters per generated document
+DOCUMENT_CHARS = 4000  # about this many characters per document of a .jsonl file
+FILE_SIZE_LOG2 = (14, 22)  # file sizes, drawn log-uniformly between 16 KB and 4 MB
+KINDS = ((".txt", 6), (".md", 2), (".jsonl", 2))  # file types and their weights
+SOURCES = ("tests/fixtures/licenses/*", "docs/*.md", "README.md", "BENCHMARKS.md")  # besides the embedded corpus
 
 
 def run(bench: Bench, sizes_mb: tuple[float, ...]) -> list[Entry]:
     """Alternate the two contenders on a generated corpus of each size; MB/s and peak RSS, each with its ratio."""
     entries = []
     for megabytes in sizes_mb:
-        path = write_corpus(bench.directory("data") / "corpus.jsonl", megabytes)
+        files = write_corpus(bench.directory("data"), megabytes)
         rounds: dict[str, list[float]] = {}
 
         def measure(kind: str) -> float:
-            result = run_python("-m", "benchmarks.data", kind, str(path), str(bench.scratch / TOKENIZER_DIR),
-                                str(bench.directory(f"data-{kind}")))
+            result = run_python("-m", "benchmarks.data", kind, str(bench.scratch / TOKENIZER_DIR),
+                                str(bench.directory(f"data-{kind}")), *map(str, files))
             rounds.setdefault(f"{kind}_rss", []).append(result["maxrss_mb"])
+            rounds.setdefault(f"{kind}_load", []).append(result["load_s"])
             return megabytes / result["seconds"]
 
-        progress(f"data: tokenising {megabytes:g} MB (the run's token file vs datasets.map(batched=True))")
+        progress(f"data: tokenising {megabytes:g} MB in {len(files)} files (the run's token file vs "
+                 "datasets.map(batched=True))")
         speed = alternate({"azr_token_file": lambda: measure("azr"), "datasets_map": lambda: measure("datasets")},
                           bench.sizes.data_repeats, warmup=0)
         rss = {"azr_token_file": rounds["azr_rss"], "datasets_map": rounds["datasets_rss"]}
+        detail = {"corpus_mb": megabytes, "files": len(files), "load_s": {"azr_token_file": rounds["azr_load"],
+                                                                            "datasets_map": rounds["datasets_load"]}}
         entries += [bench.entry(f"data_tokenise_mb_per_s@{megabytes:g}MB", speed, "MB/s", "azr_token_file",
-                                "datasets_map", goal=(">=", 0.9), corpus_mb=megabytes),
+                                "datasets_map", goal=(">=", 0.9), **detail),
                     bench.entry(f"data_peak_rss_mb@{megabytes:g}MB", rss, "MB", "azr_token_file", "datasets_map",
-                                corpus_mb=megabytes)]
+                                **detail)]
+        for path in files:  # hundreds of MB: gone before the next size is written
+            path.unlink()
     return entries
 
 
-def write_corpus(path: Path, megabytes: float) -> Path:
-    """Write about ``megabytes`` of documents (paragraphs of the embedded corpus, shuffled) as JSON lines."""
-    paragraphs = [p for p in default_corpus()[0].split("\n\n") if p.strip()]
-    pick = random.Random(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written, target = 0, int(megabytes * 2**20)
-    with open(path, "w", encoding="utf-8") as handle:
-        while written < target:
-            document = []
-            while sum(map(len, document)) < DOCUMENT_CHARS:
-                document.append(pick.choice(paragraphs))
-            line = json.dumps({"text": "\n\n".join(document)}) + "\n"
-            handle.write(line)
-            written += len(line)
-    return path
+def paragraphs() -> list[str]:
+    """The paragraphs the generated corpora are made of: the embedded corpus', the fixtures' and the docs'."""
+    texts = [default_corpus()[0]] + [path.read_text(encoding="utf-8") for pattern in SOURCES
+                                     for path in sorted(REPO.glob(pattern)) if path.is_file()]
+    return [p.strip() for text in texts for p in text.split("\n\n") if p.strip()]
+
+
+def write_corpus(directory: Path, megabytes: float, seed: int = 0) -> list[Path]:
+    """Write about ``megabytes`` of text as files of 16 KB to 4 MB (.txt and .md: paragraphs; .jsonl: documents
+    of paragraphs), each drawn in a seeded random order; return the files in name order."""
+    pool, pick = paragraphs(), random.Random(seed)
+    written, target, files = 0, int(megabytes * 2**20), []
+    while written < target:
+        suffix = pick.choices([kind for kind, _ in KINDS], [weight for _, weight in KINDS])[0]
+        size = min(int(2 ** pick.uniform(*FILE_SIZE_LOG2)), target - written)
+        files.append(directory / f"{len(files):05d}{suffix}")
+        written += _write_file(files[-1], max(size, 1), pool, pick)
+    return files
+
+
+def _write_file(path: Path, size: int, pool: list[str], pick: random.Random) -> int:
+    """Write about ``size`` characters of paragraphs drawn from ``pool`` to ``path``; return the bytes written."""
+    lines, chars = [], 0
+    while chars < size:
+        document, length = [], 0
+        while length < (DOCUMENT_CHARS if path.suffix == ".jsonl" else size):
+            document.append(pick.choice(pool))
+            length += len(document[-1]) + 2
+        lines.append(json.dumps({"text": "\n\n".join(document)}) if path.suffix == ".jsonl" else "\n\n".join(document))
+        chars += length
+    text = "\n".join(lines) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return len(text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------- the child processes
 
 
-def _azr(corpus: Path, tokenizer, directory: Path) -> float:
-    texts = load_texts(corpus)
+def _azr(files: list[Path], tokenizer, directory: Path) -> tuple[float, float]:
     started = time.perf_counter()
+    texts = load_texts(files)
+    loaded = time.perf_counter()
     TokenFile.of(directory, fingerprint(texts), tokenizer).write(encode(texts, tokenizer))
-    return time.perf_counter() - started
+    return loaded - started, time.perf_counter() - loaded
 
 
-def _datasets(corpus: Path, tokenizer, directory: Path) -> float:
+def _datasets(files: list[Path], tokenizer, directory: Path) -> tuple[float, float]:
     import datasets  # noqa: PLC0415 - only the baseline's process needs it
 
     datasets.disable_progress_bars()
-    table = datasets.load_dataset("json", data_files=str(corpus), split="train", cache_dir=str(directory))
+    started = time.perf_counter()
+    documents = [str(path) for path in files if path.suffix != ".jsonl"]
+    records = [str(path) for path in files if path.suffix == ".jsonl"]
+    parts = ([datasets.load_dataset("text", data_files=documents, sample_by="document", split="train",
+                                    cache_dir=str(directory))] if documents else []) + \
+            ([datasets.load_dataset("json", data_files=records, split="train", cache_dir=str(directory))]
+             if records else [])
+    table = datasets.concatenate_datasets(parts)
+    loaded = time.perf_counter()
     eos = tokenizer.eos_token_id
 
     def tokenise(batch):
         ids = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return {"ids": [[*piece, eos] for piece in ids]}
 
-    started = time.perf_counter()
     table.map(tokenise, batched=True, batch_size=BATCH_TEXTS, remove_columns=["text"])
-    return time.perf_counter() - started
+    return loaded - started, time.perf_counter() - loaded
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run one contender and print its JSON result as the last line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.data")
     parser.add_argument("kind", choices=("azr", "datasets"))
-    parser.add_argument("corpus", type=Path)
     parser.add_argument("tokenizer", type=Path)
     parser.add_argument("directory", type=Path)
+    parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    seconds = (_azr if args.kind == "azr" else _datasets)(args.corpus, tokenizer, args.directory)
-    print(json.dumps({"seconds": seconds, "maxrss_mb": peak_rss_mb()}))
+    load_s, seconds = (_azr if args.kind == "azr" else _datasets)(args.files, tokenizer, args.directory)
+    print(json.dumps({"load_s": load_s, "seconds": seconds, "maxrss_mb": peak_rss_mb()}))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ on disk (issue 25, items 1, 2 and 4)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -11,6 +12,7 @@ from test_bad_inputs import resign
 
 from azr import AZRError, AZRTrainer, ConfigError
 from azr.checkpoints.statefile import STATE_FILE
+from azr.data.tokens import TOKENS_DIR
 
 SETTINGS = {**FAST, "self_play_every": 0, "val_every": 0}
 
@@ -45,6 +47,7 @@ def test_a_checkpoints_corpus_path_cannot_lead_outside_its_run(paused, tmp_path,
 def test_a_stored_corpus_that_is_not_the_recorded_one_is_refused(paused, tmp_path):
     stored = tmp_path / "run" / _state(paused)["corpus"]["file"]
     stored.write_text(json.dumps({"text": "someone else's text " * 100}) + "\n")
+    shutil.rmtree(tmp_path / "run" / TOKENS_DIR)  # with its token file there, a resume does not read the corpus
     with pytest.raises(AZRError, match="fingerprint"):
         AZRTrainer.from_checkpoint(paused, device="cpu").train(None, 10, tmp_path / "run", resume_from=paused)
 

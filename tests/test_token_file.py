@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST
+from tokenizers import pre_tokenizers
 
-from azr import AZRTrainer, ConfigError, train_tokenizer
+from azr import AZRTrainer, ConfigError, DataError, train_tokenizer
 from azr.data import tokens
 from azr.data.corpus import ResumableSampler, TokenWindows, fingerprint
 from azr.data.tokenizer import EOS
@@ -140,3 +141,73 @@ def test_the_batch_encoder_gives_the_ids_of_the_tokenizers_own_call(texts, token
         encoded = tokens.batch_encoder(each)(batch)
         assert encoded == each(batch, add_special_tokens=False)["input_ids"]
         assert len(encoded[0]) > 8 and tokenizer.eos_token_id in encoded[0]
+
+
+@pytest.fixture
+def encoded_batches(monkeypatch):
+    """Record the texts of every call to the batch encoder (the real encoder still does the work)."""
+    calls = []
+    real = tokens.batch_encoder
+
+    def recording(tokenizer):
+        encode = real(tokenizer)
+        return lambda batch: (calls.append(list(batch)), encode(batch))[1]
+    monkeypatch.setattr(tokens, "batch_encoder", recording)
+    return calls
+
+
+def test_a_long_text_is_tokenised_in_pieces_with_the_ids_of_one_call(texts, tokenizer, monkeypatch, encoded_batches):
+    monkeypatch.setattr(tokens, "PIECE_CHARS", 3000)
+    long_text, short = "".join(texts), "A short text."
+    ids = tokens.encode([short, long_text, short], tokenizer)
+    assert ids.tolist() == direct_ids([short, long_text, short], tokenizer)
+    pieces = [text for batch in encoded_batches for text in batch if text != short and len(text) > 2 * 256]
+    assert "".join(pieces) == long_text and len(pieces) >= len(long_text) // 3000 - 1  # cut, and nothing lost
+    assert all(len(piece) < 2 * 3000 for piece in pieces)
+
+
+def test_a_tokenizer_that_changes_ids_at_a_cut_tokenises_the_text_whole(texts, tokenizer, monkeypatch,
+                                                                        encoded_batches):
+    prefixed = copy.deepcopy(tokenizer)  # a prefix space before every piece would change the first ids of a piece
+    prefixed.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    monkeypatch.setattr(tokens, "PIECE_CHARS", 3000)
+    long_text = "".join(texts)
+    assert tokens.encode([long_text], prefixed).tolist() == direct_ids([long_text], prefixed)
+    assert [long_text] in encoded_batches
+
+
+def test_a_resume_of_a_stored_corpus_reads_neither_the_corpus_nor_tokenises(texts, tokenizer, make_model, tmp_path,
+                                                                            counted_encode, monkeypatch):
+    list(AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path, **FAST))
+    [path] = token_files(tmp_path)
+    before = path.stat()
+    read = []
+    monkeypatch.setattr(session, "load_texts", lambda paths: read.append(paths))  # reading would fail the resume
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    list(trainer.train(None, 20, tmp_path, resume_from=tmp_path / "model_iter_10", **FAST))
+    assert read == [] and counted_encode == [len(texts)]
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and trainer.history[-1]["iteration"] == 20
+
+
+def test_a_resume_of_a_stored_corpus_without_its_token_file_reads_and_checks_the_corpus(texts, tokenizer, make_model,
+                                                                                       tmp_path, counted_encode):
+    list(AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 10, tmp_path, **FAST))
+    [path] = token_files(tmp_path)
+    path.unlink()
+    list(AZRTrainer(make_model(), tokenizer, device="cpu").train(
+        None, 20, tmp_path, resume_from=tmp_path / "model_iter_10", **FAST))
+    assert counted_encode == [len(texts), len(texts)] and token_files(tmp_path) == [path]
+    [stored] = (tmp_path / "corpus").glob("*.jsonl")
+    stored.write_text(stored.read_text().replace("Citizen", "Citoyen"))
+    path.unlink()
+    with pytest.raises(DataError, match="not the one it was trained on"):
+        AZRTrainer(make_model(), tokenizer, device="cpu").train(None, 30, tmp_path,
+                                                                resume_from=tmp_path / "model_iter_20", **FAST)
+
+
+def test_the_rewards_corpus_of_a_large_corpus_is_a_bounded_even_sample(texts, tokenizer):
+    windows = TokenWindows.from_texts(texts, tokenizer, 16)
+    rows = windows.train[:]
+    assert torch.equal(windows.train.flat(10 * len(rows) * 17), rows.reshape(-1))  # within the limit: every row
+    sample = windows.train.flat(17 * 10)
+    assert torch.equal(sample, rows[torch.arange(10) * len(rows) // 10].reshape(-1))

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -139,9 +140,14 @@ class WindowRows:
         starts, offsets = self.starts[rows], torch.arange(self.width)[columns]
         return read_tokens(self.tokens, starts + offsets if offsets.dim() == 0 else starts.unsqueeze(-1) + offsets)
 
-    def flat(self) -> torch.Tensor:
-        """Every row's tokens, in row order, as one 1-D int64 tensor (a copy of the rows)."""
-        return self[:].reshape(-1)
+    def flat(self, limit: int | None = None) -> torch.Tensor:
+        """Every row's tokens, in row order, as one 1-D int64 tensor (a copy of the rows); with ``limit``, when the
+        rows hold more tokens than that, only evenly spaced rows holding about ``limit`` tokens (a sample read in
+        bounded time and memory, the same every time)."""
+        take = len(self) if limit is None else max(1, limit // self.width)
+        if take >= len(self):
+            return self[:].reshape(-1)
+        return self[torch.arange(take) * len(self) // take].reshape(-1)
 
 
 def read_tokens(tokens: np.ndarray, positions: torch.Tensor) -> torch.Tensor:
@@ -264,16 +270,18 @@ class ResumableSampler:
         self._order = self._permutation(self.epoch)
 
 
-def save_corpus(texts: list[str], directory: str | Path) -> str:
-    """Store ``texts`` once under ``directory/corpus/`` (named by fingerprint); return the relative path."""
-    relative = f"corpus/{fingerprint(texts)[:16]}.jsonl"
+def save_corpus(texts: list[str] | Callable[[], list[str]], directory: str | Path, digest: str | None = None) -> str:
+    """Store ``texts`` once under ``directory/corpus/`` (named by fingerprint); return the relative path.
+
+    With their fingerprint ``digest`` known, ``texts`` may be a function reading them, called only when the file is
+    not stored yet (a resume in its own run reads nothing)."""
+    relative = f"corpus/{(digest or fingerprint(texts))[:16]}.jsonl"
     target = Path(directory) / relative
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_suffix(f".tmp{os.getpid()}")
         with open(temp, "w", encoding="utf-8") as handle:
-            for text in texts:
+            for text in texts() if callable(texts) else texts:
                 handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         temp.replace(target)
     return relative
-

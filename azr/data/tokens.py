@@ -9,9 +9,11 @@ fsync, rename), so a crash leaves either no file or a complete one.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,10 @@ from azr.utils.files import fsync_dir
 FORMAT = b"AZRTOK01"
 HEADER_BYTES = 64  # magic (8), item size (8), token count (8), key (32), padding
 BATCH_TEXTS = 1024  # texts per call to the tokenizer
-BATCH_CHARS = 8 * 2**20  # ... or fewer, when they are long
+BATCH_CHARS = 2 * 2**20  # ... or fewer, when they are long (a batch's encodings take about 60 bytes a character)
+PIECE_CHARS = 2**18  # a longer text is tokenised in pieces of about this size, cut at line starts
+CUT_CONTEXT = 256  # characters each side of a cut that are tokenised to check it
+LINE_START = re.compile(r"\n(?=\S)")
 TOKENS_DIR = "tokens"
 SUFFIX = ".tokens"
 
@@ -53,18 +58,52 @@ def cache_key(corpus_fingerprint: str, tokenizer) -> bytes:
     return hashlib.sha256("\n".join(parts).encode()).digest()
 
 
-def _batches(texts: list[str]) -> Iterator[list[str]]:
-    """``texts`` in consecutive batches of at most BATCH_TEXTS texts and about BATCH_CHARS characters."""
-    batch: list[str] = []
+def _batches(items: Iterator[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
+    """``items`` in consecutive batches of at most BATCH_TEXTS items and about BATCH_CHARS characters."""
+    batch: list[tuple[str, bool]] = []
     chars = 0
-    for text in texts:
-        if batch and (len(batch) == BATCH_TEXTS or chars + len(text) > BATCH_CHARS):
+    for item in items:
+        if batch and (len(batch) == BATCH_TEXTS or chars + len(item[0]) > BATCH_CHARS):
             yield batch
             batch, chars = [], 0
-        batch.append(text)
-        chars += len(text)
+        batch.append(item)
+        chars += len(item[0])
     if batch:
         yield batch
+
+
+def _cuts(text: str) -> list[int]:
+    """Where to cut a text longer than PIECE_CHARS: about every PIECE_CHARS characters, each cut at the start of a
+    line that begins with a non-space character (after a newline, where byte-level pre-tokenisers split anyway)."""
+    cuts: list[int] = []
+    while len(text) - (cuts[-1] if cuts else 0) > PIECE_CHARS:
+        found = LINE_START.search(text, (cuts[-1] if cuts else 0) + PIECE_CHARS)
+        if found is None or found.end() >= len(text):
+            break
+        cuts.append(found.end())
+    return cuts
+
+
+def _clean_cuts(text: str, cuts: list[int], encode_batch: Callable[[list[str]], list[list[int]]]) -> bool:
+    """Whether tokenising each cut's neighbourhood in two pieces gives the ids of tokenising it whole, for every
+    cut (a tokenizer that adds a prefix space or strips text does not; its texts are then tokenised whole)."""
+    contexts = [(text[max(0, cut - CUT_CONTEXT):cut], text[cut:cut + CUT_CONTEXT]) for cut in cuts]
+    ids = encode_batch([piece for left, right in contexts for piece in (left + right, left, right)])
+    return all(ids[i] == ids[i + 1] + ids[i + 2] for i in range(0, len(ids), 3))
+
+
+def _pieces(texts: list[str], encode_batch: Callable[[list[str]], list[list[int]]]) -> Iterator[tuple[str, bool]]:
+    """The texts as pieces to tokenise, each with whether it ends its text: a long text is cut into pieces of
+    about PIECE_CHARS characters where that gives the ids of one call (so it is tokenised in parallel, and never
+    as one call holding the whole text's encoding), else kept whole."""
+    for text in texts:
+        cuts = _cuts(text)
+        if not cuts or not _clean_cuts(text, cuts, encode_batch):
+            yield text, True
+            continue
+        bounds = [0, *cuts, len(text)]
+        for index in range(len(bounds) - 1):
+            yield text[bounds[index]:bounds[index + 1]], index == len(bounds) - 2
 
 
 def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
@@ -84,18 +123,24 @@ def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
 def encode_chunks(texts: list[str], tokenizer) -> Iterator[np.ndarray]:
     """The ids of ``texts``, each followed by EOS, as compact arrays, one per batch of texts."""
     dtype, eos, encode_batch = token_dtype(tokenizer), tokenizer.eos_token_id, batch_encoder(tokenizer)
-    for batch in _batches(texts):
-        pieces = encode_batch(batch)
-        for piece in pieces:
-            piece.append(eos)
+    for batch in _batches(_pieces(texts, encode_batch)):
+        pieces = encode_batch([piece for piece, _ in batch])
+        for piece, (_, last) in zip(pieces, batch):
+            if last:
+                piece.append(eos)
         count = sum(map(len, pieces))
         yield np.fromiter(itertools.chain.from_iterable(pieces), dtype=dtype, count=count)
 
 
 def encode(texts: list[str], tokenizer) -> np.ndarray:
-    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids)."""
-    chunks = list(encode_chunks(texts, tokenizer))
-    return np.concatenate(chunks) if chunks else np.zeros(0, token_dtype(tokenizer))
+    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids).
+
+    The chunks are appended to one growing buffer as they come (not kept and then concatenated), so the corpus'
+    ids are held once, not twice, at the end."""
+    buffer = io.BytesIO()
+    for chunk in encode_chunks(texts, tokenizer):
+        buffer.write(memoryview(chunk).cast("B"))
+    return np.frombuffer(buffer.getbuffer(), dtype=token_dtype(tokenizer))
 
 
 class TokenFile:

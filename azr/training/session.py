@@ -5,6 +5,7 @@ that.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -50,6 +51,9 @@ from azr.training.state import TrainState
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_WINDOW = 256  # default window length when the model accepts longer sequences
+REWARD_CORPUS_TOKENS = 2**22  # the reward functions' corpus: at most this many training tokens (evenly spaced windows)
+STORED_RECORD = ("source", "fingerprint", "num_texts")  # what a resume from a stored corpus keeps of its record
+Texts = list[str] | Callable[[], list[str]]  # the texts, or a function reading them when they are needed
 
 
 @dataclass
@@ -103,8 +107,11 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
 
 
 def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
-                   dataset: HubDataset | None = None) -> tuple[list[str], dict[str, Any]]:
-    """Return the texts to train on and their description for the checkpoint (the run's own on resume)."""
+                   dataset: HubDataset | None = None) -> tuple[Texts, dict[str, Any]]:
+    """Return the texts to train on and their description for the checkpoint (the run's own on resume).
+
+    The texts of a run's stored corpus come as a function that reads them: a resume whose token file is there
+    never needs them (that file holds the ids of the texts with the recorded fingerprint)."""
     if texts is not None and dataset is not None:
         raise ConfigError("Give training texts or a Hub dataset, not both.")
     if texts is None and dataset is None and checkpoint is not None:
@@ -114,7 +121,7 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
         elif saved.get("source") == "default":
             texts = default_corpus()
         else:
-            texts = _stored_corpus(checkpoint, run_dir)
+            return _stored_corpus(checkpoint, run_dir), {key: saved[key] for key in STORED_RECORD if key in saved}
     if dataset is not None:
         return dataset.texts(), dataset.record()
     if texts is None:
@@ -126,19 +133,24 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
     return texts, {"source": source, "fingerprint": digest, "num_texts": len(texts)}
 
 
-def _stored_corpus(checkpoint: Checkpoint, run_dir: Path) -> list[str]:
-    """The texts of the corpus a checkpoint's run stored (in its run directory, or at a Hub snapshot's root),
-    read only inside those folders and only when they are the texts the checkpoint recorded."""
+def _stored_corpus(checkpoint: Checkpoint, run_dir: Path) -> Callable[[], list[str]]:
+    """A function reading the texts of the corpus a checkpoint's run stored (in its run directory, or at a Hub
+    snapshot's root), read only inside those folders and only when they are the texts the checkpoint recorded;
+    raises DataError now when there is no such file."""
     base = checkpoint.path.parent
     found = next(filter(None, (containment.corpus_file(checkpoint, root) for root in (base, base.parent, run_dir))),
                  None)
     if found is None:
         raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
-    texts = load_texts(found)
-    if fingerprint(texts) != checkpoint.corpus.get("fingerprint"):
-        raise DataError(f"The corpus stored beside {str(checkpoint.path)!r} is not the one it was trained on (its "
-                        "fingerprint differs); pass texts=.")
-    return texts
+
+    @functools.cache
+    def read() -> list[str]:
+        texts = load_texts(found)
+        if fingerprint(texts) != checkpoint.corpus.get("fingerprint"):
+            raise DataError(f"The corpus stored beside {str(checkpoint.path)!r} is not the one it was trained on "
+                            "(its fingerprint differs); pass texts=.")
+        return texts
+    return read
 
 
 def decay_restart(checkpoint: Checkpoint, config: TrainConfig, verify: bool = True) -> Checkpoint | None:
@@ -195,7 +207,7 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
     if reward_fn is None and checkpoint is not None and settings.get("rewards") is None:
         _check_imported_rewards(config.rewards)
     rewards = RewardSet([(getattr(reward_fn, "__name__", "reward_fn"), reward_fn, 1.0)]) if reward_fn else \
-        build_rewards(config.rewards, tokenizer, windows.train.flat())
+        build_rewards(config.rewards, tokenizer, windows.train.flat(REWARD_CORPUS_TOKENS))
     run_id, adopt = _identity(checkpoint, run_dir)
     runs.check_room(run_dir, checkpoint_bytes(model))
     plan = LRPlan.fresh(config.lr_schedule, config.lr, config.min_lr_ratio, config.warmup, config.max_iterations)
@@ -227,12 +239,13 @@ def _check_imported_rewards(text: str) -> None:
                           f"name it: pass rewards={text!r} (--rewards) to allow it, or choose built-in rewards.")
 
 
-def _windows(texts: list[str], tokenizer, config: TrainConfig, model, cache: TokenFile) -> tuple[TokenWindows, bool]:
+def _windows(texts: Texts, tokenizer, config: TrainConfig, model, cache: TokenFile) -> tuple[TokenWindows, bool]:
     """The run's token windows, read from its token file or tokenised anew (then True: the file is to be written
     once the start is accepted); raises ConfigError when the tokenizer's ids do not fit the model."""
     ids = cache.read()
     fresh = ids is None
-    windows = TokenWindows.from_tokens(encode(texts, tokenizer) if fresh else ids, config.seq_len)
+    windows = TokenWindows.from_tokens(encode(texts() if callable(texts) else texts, tokenizer) if fresh else ids,
+                                       config.seq_len)
     vocab = model.get_input_embeddings().num_embeddings
     if windows.max_id() >= vocab:
         raise ConfigError(f"The tokenizer produces ids up to {windows.max_id()} but the model's "
@@ -251,7 +264,7 @@ def _identity(checkpoint: Checkpoint | None, run_dir: Path) -> tuple[str | None,
     return run_id, adopt
 
 
-def _open(run: Run, texts: list[str], adopt: bool, base_model: str | None, store_tokens: Callable[[], None]) -> None:
+def _open(run: Run, texts: Texts, adopt: bool, base_model: str | None, store_tokens: Callable[[], None]) -> None:
     """Create (or reopen) the run's directory and store its corpus and token file: the start's first write, made
     once nothing can refuse it. Rank 0 writes; every process gets the run id."""
     corpus = run.state.corpus
@@ -260,7 +273,8 @@ def _open(run: Run, texts: list[str], adopt: bool, base_model: str | None, store
         info = runs.open_run(run.run_dir, run_id=run.state.run_id or None, seed=run.config.seed, corpus=corpus,
                              adopt=adopt, base_model=base_model)  # a dataset is not copied: its record names it
         store_tokens()
-        return info, (save_corpus(texts, run.run_dir) if corpus["source"] == "custom" else None)
+        return info, (save_corpus(texts, run.run_dir, corpus["fingerprint"]) if corpus["source"] == "custom"
+                      else None)
     info, corpus_file = distributed.from_main(open_run)
     run.state.run_id = info.id
     if corpus_file:

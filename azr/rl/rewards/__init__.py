@@ -1,9 +1,10 @@
 """Reward functions for self-play: the built-ins by name, user functions by import path, and their weighted list.
 
 Built-ins that need the training corpus are classes built as ``Cls(tokenizer, corpus_ids, **options)``, where
-``corpus_ids`` is a 1-D LongTensor of the training split's tokens. See :mod:`azr.rl.rewards.combined` for the contract
-of a reward function and :mod:`azr.config.rewards` for the text that names a run's functions. The functions' modules
-(and torch) are imported on first use, so that checking a setting (``azr --help``, TrainConfig) stays light.
+``corpus_ids`` is a 1-D LongTensor of the training split's tokens (of a large corpus, a sample). See
+:mod:`azr.rl.rewards.combined` for the contract of a reward function and :mod:`azr.config.rewards` for the text
+that names a run's functions. The functions' modules (and torch) are imported on first use, so that checking a
+setting (``azr --help``, TrainConfig) stays light.
 """
 from __future__ import annotations
 
