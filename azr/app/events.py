@@ -15,14 +15,13 @@ import gradio as gr
 from azr.app.api import MODEL_FIELDS, AppAPI, read_uploads, real, whole
 from azr.app.catalog import HubSettings
 from azr.app.compare import chart_points
-from azr.app.feed import Feed, charts_stale, follow, status_key
+from azr.app.feed import Feed, chart, charts_stale, follow, status_key
 from azr.app.owners import Caller
 from azr.app.render import (
     LOSS_SERIES,
     REWARD_SERIES,
     checkpoint_label,
     checkpoint_table,
-    history_chart,
     lr_chart,
     render_memory,
     render_progress,
@@ -124,7 +123,8 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
         state or checkpoint changed."""
         previous = feed.drawn
         status = follow(feed, page.api.status)
-        charts = (_chart(feed, "loss", LOSS_SERIES, status), _chart(feed, "reward", REWARD_SERIES, status)) \
+        charts = (chart(feed, "loss", LOSS_SERIES, status["max_iterations"]),
+                  chart(feed, "reward", REWARD_SERIES, status["max_iterations"])) \
             if charts_stale(feed) else (gr.skip(), gr.skip())
         key = status_key(status)
         unchanged, kept = (gr.skip(),) * len(page.listing_outputs), (gr.skip(), gr.skip())
@@ -148,15 +148,6 @@ def wire_poll(page: Page, triggers: list[Any]) -> None:
           show_progress="hidden", api_visibility="private", concurrency_limit=None,
           ).then(restyle, inputs=page.feed, outputs=[train.loss_plot, train.reward_plot], show_progress="hidden",
                  api_visibility="private", concurrency_limit=None)
-
-
-def _chart(feed: Feed, name: str, series: dict[str, str], status: dict[str, Any]) -> Any:
-    """The points of the feed's chart ``name`` (see :func:`history_chart`); its new props wait in the feed."""
-    frame, props, feed.charts[name] = history_chart(feed.records, series, status["max_iterations"],
-                                                    feed.charts.get(name))
-    if props is not None:
-        feed.restyle[name] = props
-    return frame
 
 
 def wire_train(page: Page) -> None:
@@ -321,18 +312,22 @@ def wire_runs(api: AppAPI, tab: RunsTab) -> None:
                    api_visibility="private")
 
     def on_choice(runs: list[str] | None) -> list[Any]:
-        """The charts' points, the message and the charts' props (given after the points, see :func:`restyled`)."""
+        """The charts' points and the message (the charts' props follow, see :func:`restyled`)."""
         try:
-            charts = chart_points(api.compare_runs(runs or [])["runs"])
+            return [*(frame for frame, _ in chart_points(api.compare_runs(runs or [])["runs"])), ""]
         except (AZRError, ValueError) as exc:
-            return [*(gr.skip() for _ in tab.charts), _warning(exc), None]
-        return [*(frame for frame, _ in charts), "", [props for _, props in charts]]
+            return [*(gr.skip() for _ in tab.charts), _warning(exc)]
 
-    props = gr.State(None)
-    tab.choice.change(on_choice, inputs=tab.choice, outputs=[*tab.charts, tab.message, props],
-                      api_visibility="private", show_progress="hidden",
-                      ).then(lambda all_props: [restyled(p) for p in all_props or [None] * len(tab.charts)],
-                             inputs=props, outputs=tab.charts, api_visibility="private", show_progress="hidden")
+    def restyle(runs: list[str] | None) -> list[Any]:
+        """The charts' props for the runs ticked now: a restyle that follows an earlier tick names every line."""
+        try:
+            return [restyled(props) for _, props in chart_points(api.compare_runs(runs or [])["runs"])]
+        except (AZRError, ValueError):
+            return [gr.skip() for _ in tab.charts]  # on_choice shows the message
+
+    tab.choice.change(on_choice, inputs=tab.choice, outputs=[*tab.charts, tab.message], api_visibility="private",
+                      show_progress="hidden").then(restyle, inputs=tab.choice, outputs=tab.charts,
+                                                   api_visibility="private", show_progress="hidden")
 
 
 def wire_generate(page: Page) -> None:

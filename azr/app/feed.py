@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from azr.app.render import history_chart
+
 Status = dict[str, Any]
 
 
@@ -58,3 +60,11 @@ def charts_stale(feed: Feed) -> bool:
     current = (feed.launch, len(feed.records))
     stale, feed.charted = current != feed.charted, current
     return stale
+
+
+def chart(feed: Feed, name: str, series: dict[str, str], max_iterations: int) -> Any:
+    """The points of the feed's chart ``name`` (see :func:`history_chart`); its new props wait in ``feed.restyle``."""
+    frame, props, feed.charts[name] = history_chart(feed.records, series, max_iterations, feed.charts.get(name))
+    if props is not None:
+        feed.restyle[name] = props
+    return frame

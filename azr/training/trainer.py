@@ -198,8 +198,6 @@ class AZRTrainer:
                 pass
         return list(self.history)
 
-    # ------------------------------------------------------------------ the loop
-
     def _loop(self, run: Run, callbacks: list[TrainerCallback]) -> Iterator[TrainingStatus]:
         state, config, clock = run.state, run.config, StatusClock()
         snapshot, saves, finished = StepSnapshot(), RunSaves(self._saver, run, callbacks), False
@@ -279,8 +277,7 @@ class AZRTrainer:
             state.history.set_last(name, value)
 
     def _close(self, run: Run, callbacks: list[TrainerCallback]) -> None:
-        """A run's end, however it ends: the writer, the staged memory, the last step's gradients (as large as the
-        model; every step makes its own), the hooks and the run's lock let go."""
+        """A run's end, however it ends: the writer, staged memory, last gradients, hooks and run lock let go."""
         self._saver.close()
         run.optimizer.zero_grad(set_to_none=True)
         for callback in callbacks:
@@ -288,12 +285,9 @@ class AZRTrainer:
         if run.lock is not None:
             run.lock.release()
 
-    # ------------------------------------------------------------------ reporting
-
     def _reports(self, run: Run, clock: StatusClock, callbacks, saves: RunSaves,
                  wait: bool) -> Iterator[TrainingStatus]:
-        """Report the periodic saves written since the last report, after collecting the background save that
-        ended (with ``wait``: the one in flight); a failed one raises CheckpointError."""
+        """Report the saves written since the last report, after collecting the one that ended (``wait``: in flight)."""
         saves.collect(wait)
         for path in saves.unreported():
             yield self._emit(run, clock, callbacks, "checkpoint", f"Saved {path.name}.")
