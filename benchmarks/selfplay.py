@@ -26,7 +26,7 @@ from azr import AZRTrainer, build_model, default_corpus, preset, train_tokenizer
 from azr.data.corpus import TokenWindows
 
 from .common import learning_pool
-from .selfplay_measures import beats_supervised, markdown, measure, real_rate, summarise
+from .selfplay_measures import beats_supervised, markdown, measure, quality_held, real_rate, summarise
 
 HERE = Path(__file__).resolve().parent
 LICENSES = HERE.parent / "tests" / "fixtures" / "licenses" / "licenses.txt"
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table = summarise(per_seed, ["supervised", *arms])
         results["corpora"][corpus] = {"runs": per_seed, "table": table, "markdown": markdown(table, ["supervised",
                                                                                                       *arms])}
+        results["corpora"][corpus]["quality_held_1sd"] = {arm: quality_held(table, arm) for arm in arms}
         if "defaults" in arms:
             results["corpora"][corpus]["defaults_beat_supervised"] = beats_supervised(table, "defaults")
         print(f"## {corpus}\n\n{results['corpora'][corpus]['markdown']}", flush=True)
