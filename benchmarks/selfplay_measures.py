@@ -95,6 +95,19 @@ def beats_supervised(table: dict[str, Any], arm: str) -> dict[str, Any]:
     return {**checks, "met": all(checks.values())}
 
 
+def quality_held(table: dict[str, Any], arm: str, tolerance_sd: float = 1.0) -> dict[str, Any]:
+    """Whether ``arm`` keeps every text measure no worse than supervised-only by more than ``tolerance_sd``
+    supervised seed-sd, and its verifiable reward's rise in those sds (the second-round rule, BENCHMARKS.md)."""
+    row, base = table[arm], table["supervised"]
+    checks = {}
+    for metric in (m for m in METRICS if m != "verifiable"):
+        worse = row[metric]["effect"] if metric in LOWER_IS_BETTER else -row[metric]["effect"]
+        checks[metric] = worse <= tolerance_sd * base[metric]["sd"]
+    rise, sd = row["verifiable"]["effect"], base["verifiable"]["sd"]
+    return {"text_measures_held": checks, "all_held": all(checks.values()), "verifiable_rise": rise,
+            "verifiable_rise_in_sd": rise / sd if sd else None}
+
+
 def markdown(table: dict[str, Any], arms: list[str]) -> str:
     """The table as markdown: mean ± sd per metric, then each effect beside the supervised arm's sd."""
     head = "| arm | compute | " + " | ".join(METRICS) + " |\n|---|---|" + "---|" * len(METRICS) + "\n"

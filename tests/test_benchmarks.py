@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.async_saves import SaveCost
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,4 +142,22 @@ def test_quick_selfplay_evaluation_reports_every_arm_and_metric_beside_the_super
             assert all(_number(table[arm][m][k]) for m in METRICS for k in ("mean", "sd", "effect", "supervised_sd"))
             assert _number(table[arm]["compute_ratio"]["mean"])
         assert isinstance(corpus["defaults_beat_supervised"]["met"], bool)
+        held = corpus["quality_held_1sd"]
+        assert set(held) == set(results["arms"]) and all(isinstance(h["all_held"], bool) for h in held.values())
         assert "Δ" in corpus["markdown"] and "sup. sd" in corpus["markdown"]
+
+
+def test_quality_held_fails_an_arm_worse_than_one_supervised_sd_on_any_text_measure() -> None:
+    """The second-round rule: a text measure worse by more than 1 supervised sd (in its own direction) fails."""
+    from benchmarks.selfplay_measures import METRICS, quality_held
+
+    def row(effect: dict[str, float]) -> dict[str, dict[str, float]]:
+        return {m: {"effect": effect.get(m, 0.0), "sd": 0.1} for m in METRICS}
+
+    base = {"supervised": row({})}
+    better = row({"val_loss": 0.09, "chrf_greedy": 0.5, "verifiable": 0.3})
+    assert quality_held({**base, "arm": better}, "arm")["all_held"]
+    for worse in ({"val_loss": 0.11}, {"seq_rep_4": 0.11}, {"chrf_greedy": -0.11}, {"distinct_2": -0.11}):
+        held = quality_held({**base, "arm": row(worse)}, "arm")
+        assert not held["all_held"] and [m for m, ok in held["text_measures_held"].items() if not ok] == list(worse)
+    assert quality_held({**base, "arm": row({"verifiable": 0.3})}, "arm")["verifiable_rise_in_sd"] == pytest.approx(3)
