@@ -32,8 +32,8 @@ def batches(windows: torch.Tensor, batch_size: int, count: int, device: torch.de
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW as AZRTrainer sets it up: the model's default LR, weight decay on matrices only, betas (0.9, 0.95),
-    fused on a GPU."""
+    """AdamW as AZRTrainer sets up a new run's: the model's default LR, weight decay on matrices only, betas
+    (0.9, 0.95), fused (on the CPU too)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": CONFIG.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]

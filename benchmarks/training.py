@@ -20,6 +20,7 @@ from transformers.trainer_callback import PrinterCallback
 from azr import AZRTrainer
 from azr.config import preset_training
 from azr.models.causal_lm import model_config_of
+from azr.training.precision import fused_adamw
 
 from .common import SELF_PLAY_EVERY, Bench, Entry, alternate, progress, synchronize, tokens_per_s
 from .flops import mfu_samples, peak_flops
@@ -143,13 +144,14 @@ def _hf_trainer(bench: Bench, data: list[torch.Tensor]) -> float:
 def hf_train(model: torch.nn.Module, data: list[torch.Tensor], directory: Path, device: torch.device,
              precision: str, save_steps: int | None = None) -> list[float]:
     """Train ``model`` one step per batch of ``data``, in order, with transformers.Trainer (AZRTrainer's AdamW
-    settings and LR, a constant schedule; a checkpoint every ``save_steps`` steps when given) in ``directory``,
-    which is removed after; return when each step ended."""
+    settings, kernel and LR, a constant schedule; a checkpoint every ``save_steps`` steps when given) in
+    ``directory``, which is removed after; return when each step ended."""
     rows = [{"input_ids": row[:-1], "labels": row[:-1]} for batch in data for row in batch.cpu()]
+    fused = fused_adamw(device)  # as AZRTrainer's new runs and the bare loop
     args = TrainingArguments(
         output_dir=str(directory), max_steps=len(data), per_device_train_batch_size=len(data[0]),
         learning_rate=preset_training(model_config_of(model))["lr"], weight_decay=CONFIG.weight_decay,
-        adam_beta2=0.95, max_grad_norm=CONFIG.grad_clip,
+        adam_beta2=0.95, max_grad_norm=CONFIG.grad_clip, optim="adamw_torch_fused" if fused else "adamw_torch",
         lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", report_to="none",
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
         disable_tqdm=True, train_sampling_strategy="sequential", dataloader_drop_last=True, seed=CONFIG.seed,

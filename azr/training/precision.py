@@ -1,9 +1,11 @@
-"""Mixed precision: the autocast context of a run's forward passes, the GradScaler of fp16, and which devices can
-run which precision. The weights and the optimizer state stay float32 in every precision (autocast casts per op).
+"""Mixed precision: the autocast context of a run's forward passes, the GradScaler of fp16, which devices can
+run which precision, and which AdamW kernel a run steps with. The weights and the optimizer state stay float32 in
+every precision (autocast casts per op).
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any
 
 import torch
@@ -11,7 +13,7 @@ import torch
 from azr.errors import ConfigError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-FUSED_ADAMW_DEVICES = ("cuda", "mps", "xpu")  # CPU keeps the foreach AdamW, so CPU results stay as they were
+FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps", "xpu")  # where a new run's AdamW is fused (torch has the kernel)
 
 
 def check(precision: str, device: torch.device) -> None:
@@ -59,5 +61,18 @@ def scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
 
 
 def fused_adamw(device: torch.device) -> bool:
-    """True when AdamW should use its fused kernel on ``device``."""
+    """True when a new run's AdamW uses its fused kernel on ``device``."""
     return device.type in FUSED_ADAMW_DEVICES
+
+
+def as_trained(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> torch.optim.Optimizer:
+    """``optimizer``, or one like it that is fused or not as the run whose saved ``state_dict()`` is ``state`` was
+    (its param groups record it; a run from before fused CPU steps records None), so that a resume steps with the
+    kernel the run was trained with: the kernels' results differ in the last bit."""
+    recorded = any(group.get("fused") for group in state["param_groups"]) or None
+    if optimizer.defaults.get("fused") == recorded:
+        return optimizer
+    groups = [{key: value for key, value in group.items() if key != "fused"} for group in optimizer.param_groups]
+    accepted = inspect.signature(type(optimizer)).parameters
+    settings = {key: value for key, value in optimizer.defaults.items() if key in accepted}
+    return type(optimizer)(groups, **{**settings, "fused": recorded})

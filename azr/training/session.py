@@ -1,7 +1,6 @@
-"""Setting up one call to ``AZRTrainer.train``: settings, corpus, token windows, optimizer, and the state to
-start from (fresh, or restored from a checkpoint). Everything here runs before the first step and changes
-nothing on disk except creating the run directory (with its stored corpus and token file); bad input raises before
-that.
+"""Setting up one call to ``AZRTrainer.train``: settings, corpus, token windows, optimizer, and the state to start
+from (fresh, or restored from a checkpoint). Everything here runs before the first step and changes nothing on disk
+but the new run directory (its stored corpus and token file); bad input raises before that.
 """
 from __future__ import annotations
 
@@ -174,7 +173,8 @@ def decay_restart(checkpoint: Checkpoint, config: TrainConfig, verify: bool = Tr
 
 
 def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
-    """Return AdamW with weight decay on the matrices only (fused where the model's device has the kernel)."""
+    """Return a new run's AdamW, with weight decay on the matrices only (fused where the model's device has the
+    kernel: the CPU and GPUs)."""
     device = next(model.parameters()).device
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
@@ -320,7 +320,9 @@ def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimi
     train state (through :meth:`TrainState.load_state_dict`), its LR plan re-planned for the run's target."""
     state, config = run.state, run.config
     if load_optimizer and checkpoint.has_optimizer:
-        run.optimizer.load_state_dict(checkpoint.optimizer_state(device))
+        saved = checkpoint.optimizer_state(device)
+        run.optimizer = precision.as_trained(run.optimizer, saved)  # the AdamW kernel the run was trained with
+        run.optimizer.load_state_dict(saved)
     elif load_optimizer:
         run.warnings.append("The checkpoint has no optimizer state; starting a fresh optimizer.")
     rng_state, notes = distributed.rank_rng(checkpoint.rng_state())
