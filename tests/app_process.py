@@ -150,3 +150,14 @@ def app(tmp_path_factory) -> Iterator[AppProcess]:
     process = AppProcess.start(tmp_path_factory.mktemp("app"))
     yield process
     process.stop()
+
+
+def wait_for(client, condition, timeout: float = 120) -> dict:  # client: a gradio_client.Client
+    """Poll /status until ``condition(status)`` holds; return that status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.predict(history_since=-1, api_name="/status")
+        if condition(status):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"status did not get there in {timeout} s: {status}")

@@ -4,13 +4,12 @@ Also the job's Hub wiring (in process, against the local Hub-compatible server) 
 """
 from __future__ import annotations
 
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from app_process import SMALL_MODEL, AppProcess, PageSession, app, small_corpus  # noqa: F401
+from app_process import SMALL_MODEL, AppProcess, PageSession, app, small_corpus, wait_for  # noqa: F401
 from conftest_hub import hub_env, hub_server  # noqa: F401
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -29,17 +28,6 @@ FAST = dict(batch_size=4, save_every=500)
 @pytest.fixture(scope="module")
 def client(app) -> Client:
     return Client(app.url, verbose=False)
-
-
-def wait_for(client: Client, condition, timeout: float = 120) -> dict:
-    """Poll /status until ``condition(status)`` holds; return that status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.predict(history_since=-1, api_name="/status")
-        if condition(status):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"status did not get there in {timeout} s: {status}")
 
 
 def test_train_stop_resume_continues_the_history(app, client):

@@ -2,10 +2,9 @@
 the page's JavaScript calls them (:class:`app_process.PageSession`) and its API with gradio_client."""
 from __future__ import annotations
 
-import time
 
 import pytest
-from app_process import SMALL_MODEL, PageSession, app, small_corpus  # noqa: F401
+from app_process import SMALL_MODEL, PageSession, app, small_corpus, wait_for  # noqa: F401
 from gradio_client import Client
 
 FAST = dict(batch_size=4, save_every=500, self_play_every=0)
@@ -15,17 +14,6 @@ KEPT = {"__type__": "update"}  # an output the event leaves as it is (gr.skip())
 @pytest.fixture(scope="module")
 def client(app) -> Client:
     return Client(app.url, verbose=False)
-
-
-def wait_for(client: Client, condition, timeout: float = 120) -> dict:
-    """Poll /status until ``condition(status)`` holds; return that status."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.predict(history_since=-1, api_name="/status")
-        if condition(status):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"status did not get there in {timeout} s: {status}")
 
 
 def test_stop_and_resume_messages_clear_when_the_run_gets_there_and_a_pause_has_no_eta(app, client):
