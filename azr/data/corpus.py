@@ -270,7 +270,15 @@ class ResumableSampler:
         self._order = self._permutation(self.epoch)
 
 
-def save_corpus(texts: list[str] | Callable[[], list[str]], directory: str | Path, digest: str | None = None) -> str:
+Texts = list[str] | Callable[[], list[str]]  # the texts, or a function reading them when they are needed
+
+
+def texts_of(texts: Texts) -> list[str]:
+    """The texts themselves (read now when ``texts`` is a function reading them)."""
+    return texts() if callable(texts) else texts
+
+
+def save_corpus(texts: Texts, directory: str | Path, digest: str | None = None) -> str:
     """Store ``texts`` once under ``directory/corpus/`` (named by fingerprint); return the relative path.
 
     With their fingerprint ``digest`` known, ``texts`` may be a function reading them, called only when the file is
@@ -281,7 +289,7 @@ def save_corpus(texts: list[str] | Callable[[], list[str]], directory: str | Pat
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_suffix(f".tmp{os.getpid()}")
         with open(temp, "w", encoding="utf-8") as handle:
-            for text in texts() if callable(texts) else texts:
+            for text in texts_of(texts):
                 handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
         temp.replace(target)
     return relative

@@ -24,12 +24,14 @@ from azr.config.rewards import parse_rewards
 from azr.config.schedule import LRPlan
 from azr.data.corpus import (
     ResumableSampler,
+    Texts,
     TokenWindows,
     check_texts,
     default_corpus,
     fingerprint,
     load_texts,
     save_corpus,
+    texts_of,
 )
 from azr.data.hub_datasets import SOURCE as DATASET_SOURCE
 from azr.data.hub_datasets import HubDataset
@@ -52,7 +54,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WINDOW = 256  # default window length when the model accepts longer sequences
 REWARD_CORPUS_TOKENS = 2**22  # the reward functions' corpus: at most this many training tokens (evenly spaced windows)
 STORED_RECORD = ("source", "fingerprint", "num_texts")  # what a resume from a stored corpus keeps of its record
-Texts = list[str] | Callable[[], list[str]]  # the texts, or a function reading them when they are needed
 
 
 @dataclass
@@ -244,8 +245,7 @@ def _windows(texts: Texts, tokenizer, config: TrainConfig, model, cache: TokenFi
     once the start is accepted); raises ConfigError when the tokenizer's ids do not fit the model."""
     ids = cache.read()
     fresh = ids is None
-    windows = TokenWindows.from_tokens(encode(texts() if callable(texts) else texts, tokenizer) if fresh else ids,
-                                       config.seq_len)
+    windows = TokenWindows.from_tokens(encode(texts_of(texts), tokenizer) if fresh else ids, config.seq_len)
     vocab = model.get_input_embeddings().num_embeddings
     if windows.max_id() >= vocab:
         raise ConfigError(f"The tokenizer produces ids up to {windows.max_id()} but the model's "
