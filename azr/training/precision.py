@@ -5,7 +5,6 @@ every precision (autocast casts per op).
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any
 
 import torch
@@ -65,14 +64,8 @@ def fused_adamw(device: torch.device) -> bool:
     return device.type in FUSED_ADAMW_DEVICES
 
 
-def as_trained(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> torch.optim.Optimizer:
-    """``optimizer``, or one like it that is fused or not as the run whose saved ``state_dict()`` is ``state`` was
-    (its param groups record it; a run from before fused CPU steps records None), so that a resume steps with the
-    kernel the run was trained with: the kernels' results differ in the last bit."""
-    recorded = any(group.get("fused") for group in state["param_groups"]) or None
-    if optimizer.defaults.get("fused") == recorded:
-        return optimizer
-    groups = [{key: value for key, value in group.items() if key != "fused"} for group in optimizer.param_groups]
-    accepted = inspect.signature(type(optimizer)).parameters
-    settings = {key: value for key, value in optimizer.defaults.items() if key in accepted}
-    return type(optimizer)(groups, **{**settings, "fused": recorded})
+def fused_as_saved(state: dict[str, Any]) -> bool | None:
+    """Whether the run whose AdamW ``state_dict()`` is ``state`` stepped with the fused kernel (its param groups
+    record it; a run from before fused CPU steps records None): a resume keeps the kernel, whose results differ from
+    the other's in the last bit."""
+    return any(group.get("fused") for group in state["param_groups"]) or None

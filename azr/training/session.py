@@ -173,14 +173,14 @@ def decay_restart(checkpoint: Checkpoint, config: TrainConfig, verify: bool = Tr
     return earlier if earlier is not None and earlier.run_id == checkpoint.run_id else None
 
 
-def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
-    """Return a new run's AdamW, with weight decay on the matrices only (fused where the model's device has the
-    kernel: the CPU and GPUs)."""
+def new_optimizer(model, config: TrainConfig, saved: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; fused where the device has the kernel, or as the ``saved`` state was."""
     device = next(model.parameters()).device
+    fused = (precision.fused_adamw(device) or None) if saved is None else precision.fused_as_saved(saved)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=precision.fused_adamw(device) or None)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=fused)
 
 
 def checkpoint_bytes(model) -> int:
@@ -223,7 +223,7 @@ def prepare_run(model, tokenizer, device: torch.device, texts, max_iterations: i
         run.warnings += _later_note(checkpoint.iteration, run.left_ahead)
         if not weights_loaded:
             checkpoint.load_weights(model)
-        _restore(run, checkpoint, device, load_optimizer, settings.get("lr"))
+        _restore(run, model, checkpoint, device, load_optimizer, settings.get("lr"))
     _open(run, texts, adopt, getattr(model.config, "_name_or_path", None) or None,  # nothing refused the start
           lambda: cache.write(windows.tokens) if fresh else None)
     if checkpoint is None:
@@ -314,14 +314,14 @@ def _later_note(iteration: int, later: list[str]) -> list[str]:
             "the app's new run name)."]
 
 
-def _restore(run: Run, checkpoint: Checkpoint, device: torch.device, load_optimizer: bool,
+def _restore(run: Run, model, checkpoint: Checkpoint, device: torch.device, load_optimizer: bool,
              new_lr: float | None) -> None:
     """Continue ``run`` from a verified checkpoint whose weights are loaded: optimizer, random generators and the
     train state (through :meth:`TrainState.load_state_dict`), its LR plan re-planned for the run's target."""
     state, config = run.state, run.config
     if load_optimizer and checkpoint.has_optimizer:
         saved = checkpoint.optimizer_state(device)
-        run.optimizer = precision.as_trained(run.optimizer, saved)  # the AdamW kernel the run was trained with
+        run.optimizer = new_optimizer(model, config, saved)  # with the AdamW kernel the run was trained with
         run.optimizer.load_state_dict(saved)
     elif load_optimizer:
         run.warnings.append("The checkpoint has no optimizer state; starting a fresh optimizer.")
