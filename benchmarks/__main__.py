@@ -34,11 +34,11 @@ UNIT_FORMATS = {"% of peak": "{:.2f}",
 
 
 GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves", "data", "dcp_saves",
-          "135m", "135m_training")
+          "135m", "135m_training", "135m_checkpoints")
 # Groups that run only when named with --only: dcp_saves starts a one-process torch.distributed group (DCP's process
 # executor needs one) and weighs PyTorch DCP against the project's writer, a question, not a product metric; 135m
-# trains and checkpoints a 135 M model, about 15 minutes on one CPU thread (135m_training: its training comparison).
-ONLY_WHEN_NAMED = ("dcp_saves", "135m", "135m_training")
+# trains and checkpoints a 135 M model, about 15 minutes on one CPU thread (135m_training, 135m_checkpoints: parts).
+ONLY_WHEN_NAMED = ("dcp_saves", "135m", "135m_training", "135m_checkpoints")
 
 
 def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, ...] | None = None,
@@ -58,7 +58,8 @@ def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, .
               "async_saves": lambda: async_saves.run(bench, made()[1]),
               "data": lambda: _data(bench, data_mb, resume_mb),
               "dcp_saves": lambda: _dcp_saves(bench, made()[1]), "135m": lambda: _preset_135m(bench),
-              "135m_training": lambda: _preset_135m(bench, training_only=True)}
+              "135m_training": lambda: _preset_135m(bench, "run_training"),
+              "135m_checkpoints": lambda: _preset_135m(bench, "run_checkpoints")}
     chosen = [name for name in GROUPS if name in only] if only else [n for n in GROUPS if n not in ONLY_WHEN_NAMED]
     entries = [entry for name in chosen for entry in groups[name]()]
     order = list(METRICS)
@@ -82,10 +83,10 @@ def _dcp_saves(bench: Bench, subject: checkpoints.Subject) -> list[Entry]:
     return dcp_saves.run(bench, subject)
 
 
-def _preset_135m(bench: Bench, training_only: bool = False) -> list[Entry]:
+def _preset_135m(bench: Bench, part: str = "run") -> list[Entry]:
     from . import preset_135m  # noqa: PLC0415 (a group that runs only when named)
 
-    return preset_135m.run_training(bench) if training_only else preset_135m.run(bench)
+    return getattr(preset_135m, part)(bench)
 
 
 def table(entries: list[Entry]) -> str:

@@ -1,5 +1,6 @@
 """The 135m preset (SmolLM2-135M's architecture, 134.5 M parameters) against transformers.Trainer: ``python -m
-benchmarks --only 135m`` (its training comparison alone: ``--only 135m_training``).
+benchmarks --only 135m`` (its training comparison alone: ``--only 135m_training``; its checkpoints alone:
+``--only 135m_checkpoints``).
 
 Each comparison alternates its contenders round by round (:func:`~benchmarks.common.alternate`):
 
@@ -57,12 +58,9 @@ TRAINER_CONTENDERS = "AZRTrainer (self-play, validation and saves off, constant 
 
 
 def run(bench: Bench) -> list[Entry]:
-    """Every comparison of the group, in the order of the module's docstring."""
+    """Every comparison of the group."""
     at_135m = _at_135m(bench)
-    entries = _training(at_135m)
-    entries += _checkpoints(bench.at(preset("base"), 1, bench.seq_len, 2), "base")[0]
-    full, full_bytes = _checkpoints(at_135m, "135m")
-    entries += [*full, *_memory(at_135m), *_lora(at_135m, full_bytes)]
+    entries = [*_training(at_135m), *run_checkpoints(bench), *_memory(at_135m)]
     if bench.device.type != "cpu":
         entries.append(_background_saves(at_135m))
     return entries
@@ -71,6 +69,14 @@ def run(bench: Bench) -> list[Entry]:
 def run_training(bench: Bench) -> list[Entry]:
     """Only the training comparison (``--only 135m_training``): a few minutes instead of the group's quarter hour."""
     return _training(_at_135m(bench))
+
+
+def run_checkpoints(bench: Bench) -> list[Entry]:
+    """Only the checkpoint comparisons (``--only 135m_checkpoints``): save and load at base and 135m, and LoRA's."""
+    at_135m = _at_135m(bench)
+    base, _ = _checkpoints(bench.at(preset("base"), 1, bench.seq_len, 2), "base")
+    full, full_bytes = _checkpoints(at_135m, "135m")
+    return [*base, *full, *_lora(at_135m, full_bytes)]
 
 
 def _at_135m(bench: Bench) -> Bench:

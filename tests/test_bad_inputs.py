@@ -24,6 +24,7 @@ from conftest import FAST
 from azr import AZRError, AZRTrainer, ModelConfig, TrainConfig
 from azr.app.api import AppAPI, as_endpoint
 from azr.app.jobs import TrainingJob
+from azr.checkpoints import storage
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.statefile import STATE_FILE, seal
 from azr.cli.main import SIZE_OPTIONS, main
@@ -99,7 +100,7 @@ def resign(directory: Path, state_change: Callable[[dict], None] | None = None, 
     state.pop("state_sha256", None)
     for name in state.get("files", {}) if isinstance(state.get("files"), dict) else []:
         if (directory / name).is_file():
-            state["files"][name] = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            state["files"][name] = storage.file_checksum((directory / name))
     if state_change:
         state_change(state)
     (directory / STATE_FILE).write_bytes(seal(state) if sealed else json.dumps(state).encode())

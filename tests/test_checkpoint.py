@@ -1,6 +1,7 @@
 """The checkpoint format: atomic, verified, listed honestly, loadable by plain transformers."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
 from conftest import FAST, temporaries
@@ -43,7 +45,9 @@ def test_a_checkpoint_holds_the_promised_files_and_state(trained):
             HISTORY_FILE, STATE_FILE} <= names
     assert not {"self_play.safetensors", "optimizer.pt", "rng_state.pt"} & names  # nothing the run does not use
     state = json.loads((checkpoint / STATE_FILE).read_text())
-    assert state["format_version"] == FORMAT_VERSION == 2
+    assert state["format_version"] == FORMAT_VERSION == 3
+    for name in state["files"]:  # format 3 records each file's BLAKE3
+        assert state["files"][name] == blake3.blake3((checkpoint / name).read_bytes()).hexdigest(), name
     assert state["iteration"] == 20 and state["max_iterations"] == 20 and state["history"]["length"] == 20
     for key in ("timestamp", "train_config", "model_config", "data_position", "corpus", "versions", "run_id"):
         assert state[key], key
@@ -126,6 +130,27 @@ def test_damaged_weights_are_listed_invalid_and_refused(trained, tokenizer, make
         trainer.train(texts, 30, directory, resume_from=directory / "model_iter_20")
     with pytest.raises(CheckpointError, match=reason):
         AZRTrainer.from_checkpoint(directory / "model_iter_20")
+
+
+def as_format_2(checkpoint: Path) -> None:
+    """Rewrite a checkpoint's state as format 2 wrote it: the same files, each recorded by its sha256."""
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    state["files"] = {name: hashlib.sha256((checkpoint / name).read_bytes()).hexdigest() for name in state["files"]}
+    state["format_version"] = 2
+    (checkpoint / STATE_FILE).write_bytes(seal(state))
+
+
+def test_a_format_2_checkpoint_is_verified_by_its_sha256_and_resumes(trained, tokenizer, make_model, texts):
+    directory, _ = trained
+    as_format_2(directory / "model_iter_20")
+    assert Checkpoint.open(directory / "model_iter_20").format_version == 2
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    for status in trainer.train(texts, 22, directory, resume_from=directory / "model_iter_20", **FAST):
+        pass
+    assert status.iteration == 22 and Checkpoint.open(directory / "model_iter_22").format_version == FORMAT_VERSION
+    flip_byte(directory / "model_iter_20" / OPTIMIZER_FILE)
+    with pytest.raises(CheckpointError, match=f"checksum mismatch in {OPTIMIZER_FILE}"):
+        verify_checkpoint(directory / "model_iter_20")
 
 
 def test_an_unreadable_state_is_listed_invalid(trained):

@@ -3,7 +3,6 @@ demo and selftest; its options (one per TrainConfig field), run directories and 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from safetensors.numpy import load as load_columns
 from safetensors.numpy import save as save_columns
 
 from azr import default_corpus, list_checkpoints
+from azr.checkpoints import storage
 from azr.checkpoints.checkpoint import Checkpoint, verify_checkpoint
 from azr.checkpoints.names import HISTORY_FILE
 from azr.checkpoints.statefile import seal
@@ -315,7 +315,7 @@ def test_selftest_names_the_first_difference(reference, tmp_path):
     tail["loss"][41] += 1e-7
     (altered / HISTORY_FILE).write_bytes(save_columns(tail))
     state = json.loads((altered / "trainer_state.json").read_text())
-    state["files"][HISTORY_FILE] = hashlib.sha256((altered / HISTORY_FILE).read_bytes()).hexdigest()
+    state["files"][HISTORY_FILE] = storage.file_checksum((altered / HISTORY_FILE))
     state.pop("state_sha256")
     (altered / "trainer_state.json").write_bytes(seal(state))
     assert first_difference(expected, expected) is None

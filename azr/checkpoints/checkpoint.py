@@ -1,10 +1,10 @@
 """The checkpoint format, owned by one object: :class:`Checkpoint` reads it, :func:`save_checkpoint` writes it.
 
-A checkpoint ``<run>/model_<kind>_<N>/`` (format 2) holds the transformers files (``model.safetensors``,
+A checkpoint ``<run>/model_<kind>_<N>/`` (format 3) holds the transformers files (``model.safetensors``,
 ``config.json``, tokenizer files), the sidecars ``optimizer.safetensors``, ``rng_state.safetensors``,
 ``scheduler.json`` and ``history_tail.safetensors``, and ``trainer_state.json``: the run's O(1) state and the
-sha256 of every other file. The history's full chunks live once per run in ``<run>/history/`` (see
-:mod:`azr.checkpoints.history`). Format 1 (``optimizer.pt``, ``rng_state.pt``, the history inside the JSON) still loads.
+checksum of every other file. The history's full chunks live once per run in ``<run>/history/`` (see
+:mod:`azr.checkpoints.history`). Format 1 (``optimizer.pt``, ``rng_state.pt``, the history inside the JSON) and format 2 (sha256 checksums) still load.
 Nothing here unpickles: tensors load with safetensors or ``torch.load(weights_only=True)``. torch is imported only
 by the methods that read tensors, so listing and verifying checkpoints (``azr list``) stay light.
 """
@@ -35,7 +35,7 @@ from azr.checkpoints.names import (
     hub_hint,
     is_hub_reference,
 )
-from azr.checkpoints.statefile import FORMAT_VERSION, read_state
+from azr.checkpoints.statefile import FORMAT_VERSION, checksum_algorithm, read_state
 from azr.config import LR_SCHEDULES, TrainConfig
 from azr.config.schedule import LRPlan
 from azr.errors import CheckpointError, ConfigError
@@ -52,7 +52,7 @@ class Checkpoint:
     def __init__(self, path: Path, state: dict[str, Any]) -> None:
         self.path = path
         self.state = state
-        self._verified: dict[str, storage.Buffer] = {}  # the files as hashed: the parts decode these same bytes
+        self._verified: dict[str, storage.Buffer] = {}  # the small files as hashed: their parts decode these bytes
 
     @classmethod
     def open(cls, ref: str | os.PathLike | Checkpoint, *, verify: bool = True) -> Checkpoint:
@@ -157,7 +157,7 @@ class Checkpoint:
     # ------------------------------------------------------------------ verification
 
     def verify(self, parts: bool = True) -> None:
-        """Check every file and history chunk against its sha256 and (with ``parts``, before loading) that every
+        """Check every file and history chunk against its checksum and (with ``parts``, before loading) that every
         part decodes; raises CheckpointError naming the problem."""
         files = self.files
         adapter = ADAPTER_CONFIG in files  # a LoRA checkpoint: the adapter's weights instead of the model's
@@ -170,11 +170,15 @@ class Checkpoint:
             if not path.is_file():
                 self._invalid(f"{path.name} is missing")
         buffers = {path.name: storage.read_buffer(path) for path in paths}
-        actual = storage.in_parallel(lambda path: storage.sha256_of(buffers[path.name]), paths)
+        algorithm = checksum_algorithm(self.format_version)
+        actual = storage.in_parallel(lambda path: storage.checksum(buffers[path.name], algorithm), paths)
         for name, digest in files.items():
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")
-        self._verified = buffers
+        self._verified = {name: data for name, data in buffers.items() if isinstance(data, bytes)}
+        for data in buffers.values():  # the large files' maps: their tensors are read by safetensors
+            if not isinstance(data, bytes):
+                data.close()
         containment.check_history(self)
         problem = chunk_problem(self.chunk_dir, self.history_chunks)
         if problem:
@@ -321,5 +325,5 @@ class Checkpoint:
 
 
 def verify_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a local checkpoint and check every file against its sha256; raises CheckpointError naming the problem."""
+    """Open a local checkpoint and check every file against its checksum; raises CheckpointError naming the problem."""
     return Checkpoint.open(Path(path))

@@ -17,6 +17,7 @@ REFERENCE_FILE = "reference.safetensors"  # the self-play reference policy, when
 V1_OPTIMIZER_FILE, V1_RNG_FILE = "optimizer.pt", "rng_state.pt"
 REQUIRED_FILES = {1: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, V1_RNG_FILE),
                   2: (WEIGHTS_FILE, CONFIG_FILE, SCHEDULER_FILE, RNG_FILE, HISTORY_FILE)}
+REQUIRED_FILES[3] = REQUIRED_FILES[2]  # format 3 changed the checksums only
 KINDS = ("iter", "paused", "interrupted", "error", "best", "predecay")
 ASIDE_KINDS = ("best", "predecay")  # kept beside the run, one each: the lowest validation loss so far, and the
 # state where a wsd decay began (an extension re-plans the decay from there)

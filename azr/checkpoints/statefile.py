@@ -1,7 +1,7 @@
 """``trainer_state.json``: a checkpoint's state file, sealed with its own sha256 and checked field by field on read.
 
-The state file records the sha256 of every other file of the checkpoint; ``state_sha256`` covers the state file
-itself (its canonical JSON without that key), so a damaged or hand-edited state is refused with one sentence
+The state file records the checksum of every other file of the checkpoint (BLAKE3 from format 3, sha256 before:
+:func:`checksum_algorithm`); ``state_sha256`` covers the state file itself (its canonical JSON without that key), so a damaged or hand-edited state is refused with one sentence
 instead of resuming from wrong values. State files written before the seal existed still load, fully checked.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from azr.errors import CheckpointError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the files' checksums are BLAKE3; 2: sha256, the history in chunks; 1: the first format
 STATE_FILE = "trainer_state.json"
 SEAL = "state_sha256"
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -24,6 +24,11 @@ def seal(state: dict[str, Any]) -> bytes:
     """Return the bytes of ``state`` as a state file, with its seal (a seal it already holds is replaced)."""
     state = {key: value for key, value in state.items() if key != SEAL}
     return json.dumps({**state, SEAL: _digest(state)}, indent=1).encode()
+
+
+def checksum_algorithm(format_version: int) -> str:
+    """The algorithm of the file checksums a checkpoint of ``format_version`` records."""
+    return "blake3" if format_version >= 3 else "sha256"
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
