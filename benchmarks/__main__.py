@@ -34,11 +34,12 @@ UNIT_FORMATS = {"% of peak": "{:.2f}",
 
 
 GROUPS = ("checkpoints", "history", "training", "generation", "processes", "cli", "async_saves", "data", "dcp_saves",
-          "135m", "135m_training", "135m_checkpoints")
+          "135m", "135m_training", "135m_checkpoints", "135m_memory")
 # Groups that run only when named with --only: dcp_saves starts a one-process torch.distributed group (DCP's process
 # executor needs one) and weighs PyTorch DCP against the project's writer, a question, not a product metric; 135m
-# trains and checkpoints a 135 M model, about 15 minutes on one CPU thread (135m_training, 135m_checkpoints: parts).
-ONLY_WHEN_NAMED = ("dcp_saves", "135m", "135m_training", "135m_checkpoints")
+# trains and checkpoints a 135 M model, about 15 minutes on one CPU thread (135m_training, _checkpoints, _memory:
+# its parts).
+ONLY_WHEN_NAMED = ("dcp_saves", "135m", "135m_training", "135m_checkpoints", "135m_memory")
 
 
 def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, ...] | None = None,
@@ -59,7 +60,8 @@ def run_all(bench: Bench, only: list[str] | None = None, data_mb: tuple[float, .
               "data": lambda: _data(bench, data_mb, resume_mb),
               "dcp_saves": lambda: _dcp_saves(bench, made()[1]), "135m": lambda: _preset_135m(bench),
               "135m_training": lambda: _preset_135m(bench, "run_training"),
-              "135m_checkpoints": lambda: _preset_135m(bench, "run_checkpoints")}
+              "135m_checkpoints": lambda: _preset_135m(bench, "run_checkpoints"),
+              "135m_memory": lambda: _preset_135m(bench, "run_memory")}
     chosen = [name for name in GROUPS if name in only] if only else [n for n in GROUPS if n not in ONLY_WHEN_NAMED]
     entries = [entry for name in chosen for entry in groups[name]()]
     order = list(METRICS)

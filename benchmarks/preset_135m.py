@@ -1,6 +1,5 @@
 """The 135m preset (SmolLM2-135M's architecture, 134.5 M parameters) against transformers.Trainer: ``python -m
-benchmarks --only 135m`` (its training comparison alone: ``--only 135m_training``; its checkpoints alone:
-``--only 135m_checkpoints``).
+benchmarks --only 135m`` (its parts alone: ``--only 135m_training``, ``135m_checkpoints`` or ``135m_memory``).
 
 Each comparison alternates its contenders round by round (:func:`~benchmarks.common.alternate`):
 
@@ -69,6 +68,11 @@ def run(bench: Bench) -> list[Entry]:
 def run_training(bench: Bench) -> list[Entry]:
     """Only the training comparison (``--only 135m_training``): a few minutes instead of the group's quarter hour."""
     return _training(_at_135m(bench))
+
+
+def run_memory(bench: Bench) -> list[Entry]:
+    """Only the memory comparison (``--only 135m_memory``): peak RSS with background saves, and RSS after the run."""
+    return _memory(_at_135m(bench))
 
 
 def run_checkpoints(bench: Bench) -> list[Entry]:

@@ -129,7 +129,7 @@ def _peak_rss(args: argparse.Namespace) -> dict[str, Any]:
     training (the model built)."""
     device, tokenizer, texts, config, model = fresh_run(args)
     seq_len = args.seq_len or window_length(config)
-    start_mb = status_mb("VmRSS")
+    start_mb, start_parts = status_mb("VmRSS"), rss_parts()
     held: list[Any] = []
     if args.kind.startswith("azr"):
         trainer = AZRTrainer(model, tokenizer, device=device)
@@ -151,7 +151,8 @@ def _peak_rss(args: argparse.Namespace) -> dict[str, Any]:
     from azr.checkpoints.writerprocess import _idle  # noqa: PLC0415 (the pool of writer processes)
 
     writer = _idle[0].pid if args.kind == "azr_saving" and _idle else None
-    return {"maxrss_mb": peak_rss_mb(), "start_mb": start_mb, **memory_after_run(held, writer)}
+    return {"maxrss_mb": peak_rss_mb(), "start_mb": start_mb, "start_parts_mb": start_parts,
+            **memory_after_run(held, writer)}
 
 
 def memory_after_run(held: list[Any], writer_pid: int | None = None) -> dict[str, Any]:
@@ -168,9 +169,16 @@ def memory_after_run(held: list[Any], writer_pid: int | None = None) -> dict[str
     gc.collect()
     trim()
     figures["after_release_mb"], figures["shared_after_release_mb"] = status_mb("VmRSS"), status_mb("RssShmem")
+    figures["after_release_parts_mb"] = rss_parts()
     if writer_pid is not None:
         figures["writer"]["after_release_mb"] = status_mb("VmRSS", writer_pid)
     return figures
+
+
+def rss_parts() -> dict[str, float]:
+    """The resident memory by kind (MB): anonymous (heap, tensors), file-backed (libraries' code and mapped files,
+    paged in as they are first used) and shared memory."""
+    return {field: status_mb(field) for field in ("RssAnon", "RssFile", "RssShmem")}
 
 
 def trim() -> None:
