@@ -194,6 +194,7 @@ def test_the_135m_preset_shows_its_estimated_memory(open_page, client):
     page.get_by_role("option", name="135m", exact=True).click()
     expect(page.locator("#memory-estimate")).to_contain_text("134.5 M parameters")
     expect(page.locator("#memory-estimate")).to_contain_text(re.compile(r"weights \+ AdamW state 1\.6\d GB"))
+    expect(page.locator("#memory-estimate")).to_contain_text(re.compile(r"a background save's copy 1\.6\d GB"))
     page.get_by_text("Model size (advanced)").click()
     fill_number(page, "train-num_layers", 15)  # a size typed by hand: 15 of the 30 layers
     expect(page.locator("#memory-estimate")).to_contain_text("81.4 M parameters")

@@ -251,8 +251,9 @@ class AppAPI:
                         num_heads: int | None = None, d_ff: int | None = None, max_seq_len: int | None = None,
                         vocab_size: int | None = None, batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
         """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size``: parameters,
-        ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough) and
-        ``total_bytes``, all fp32 (see :func:`azr.config.memory.estimate`)."""
+        ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough),
+        ``staged_copy_bytes`` (a background save's copy) and ``total_bytes``, all fp32 (see
+        :func:`azr.config.memory.estimate`)."""
         sizes = dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff, max_seq_len=max_seq_len,
                      vocab_size=vocab_size)
         model = model_preset(preset or "tiny", **{k: whole(k, v) for k, v in sizes.items()})

@@ -3,7 +3,8 @@
 The front-ends show it before a run starts, so a user sees that a 135M model needs gigabytes before the machine
 runs out of them. Parameters are counted exactly for the Llama model :func:`azr.models.causal_lm.build_model`
 builds; activations are a rough figure (what one batch keeps for the backward pass, without the framework's
-buffers).
+buffers). A run that saves in the background (the default) also holds, while a save is written, a copy of the
+weights and AdamW state that later steps cannot change.
 """
 from __future__ import annotations
 
@@ -18,17 +19,20 @@ ADAMW_STATES = 2  # exp_avg and exp_avg_sq, each the size of the weights
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a training run holds: weights, AdamW state, gradients and one batch's activations, all fp32."""
+    """Bytes a training run holds: weights, AdamW state, gradients, one batch's activations and a background
+    save's copy of the weights and AdamW state, all fp32."""
 
     parameters: int
     weights_bytes: int
     optimizer_bytes: int
     gradients_bytes: int
     activations_bytes: int
+    staged_copy_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.optimizer_bytes + self.gradients_bytes + self.activations_bytes
+        return (self.weights_bytes + self.optimizer_bytes + self.gradients_bytes + self.activations_bytes
+                + self.staged_copy_bytes)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures as a JSON-able dict, with ``weights_and_optimizer_bytes`` and ``total_bytes``."""
@@ -46,8 +50,9 @@ def parameter_count(config: ModelConfig) -> int:
     return config.num_layers * layer + embeddings + d  # the final norm
 
 
-def estimate(config: ModelConfig, batch_size: int = 1) -> MemoryEstimate:
-    """Return the memory a run of ``config`` at ``batch_size`` (sequences of ``max_seq_len`` tokens) needs.
+def estimate(config: ModelConfig, batch_size: int = 1, background_saves: bool = True) -> MemoryEstimate:
+    """Return the memory a run of ``config`` at ``batch_size`` (sequences of ``max_seq_len`` tokens) needs, with
+    the copy a save in the background makes when ``background_saves`` (``async_save``, the default).
 
     Activations per token and layer: about 8 hidden-size and 4 feed-forward-size values (the norms' inputs, q, k,
     v, the attention and MLP outputs, gate, up and their product), and the logits with their gradient.
@@ -56,4 +61,6 @@ def estimate(config: ModelConfig, batch_size: int = 1) -> MemoryEstimate:
     tokens = max(1, batch_size) * config.max_seq_len
     per_token = config.num_layers * (8 * config.d_model + 4 * config.d_ff) + 2 * config.vocab_size
     weights = parameters * FP32_BYTES
-    return MemoryEstimate(parameters, weights, ADAMW_STATES * weights, weights, tokens * per_token * FP32_BYTES)
+    optimizer = ADAMW_STATES * weights
+    return MemoryEstimate(parameters, weights, optimizer, weights, tokens * per_token * FP32_BYTES,
+                          weights + optimizer if background_saves else 0)
