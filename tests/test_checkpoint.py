@@ -285,3 +285,31 @@ def test_an_interrupt_while_a_name_is_replaced_leaves_it_a_complete_version(tmp_
         storage.discard(temp)  # what a writer does with its temporary when interrupted
     assert (final / "model.safetensors").read_text() == ("new" if exchange else "old")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(storage.TRASH_PREFIX)]
+
+
+CHECKSUM_RSS = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from azr.checkpoints import storage
+    def peak_mb():
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+    before = peak_mb()
+    digest = storage.file_checksum(Path(sys.argv[1]))
+    print(digest, peak_mb() - before)
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from /proc (Linux)")
+def test_checking_a_large_file_does_not_make_it_resident(tmp_path):
+    """A save checks files of gigabytes (a 135M model's optimizer state is 1 GB): hashing maps the file a window at
+    a time, so the process's peak memory grows by a window, not by the file."""
+    big = tmp_path / "big.bin"
+    chunk = os.urandom(1 << 20)
+    with open(big, "wb") as handle:
+        for _ in range(256):
+            handle.write(chunk)
+    result = subprocess.run([sys.executable, "-c", CHECKSUM_RSS, str(big)], capture_output=True, text=True,
+                            check=True)
+    digest, growth_mb = result.stdout.split()
+    assert digest == blake3.blake3(big.read_bytes()).hexdigest()
+    assert float(growth_mb) < 96, f"hashing a 256 MB file raised the peak RSS by {growth_mb} MB"

@@ -56,8 +56,10 @@ def test_a_resume_verifies_each_file_once_and_loads_the_weights_once(texts, toke
         pass
     path = tmp_path / "model_iter_20"
     hashed, loads = [], []
-    original_hash, original_load = storage.checksum, Checkpoint.load_weights
+    original_hash, original_file_hash, original_load = storage.checksum, storage.file_checksum, Checkpoint.load_weights
     monkeypatch.setattr(storage, "checksum", lambda data, *a: hashed.append(len(data)) or original_hash(data, *a))
+    monkeypatch.setattr(storage, "file_checksum",
+                        lambda path, *a: hashed.append(path.stat().st_size) or original_file_hash(path, *a))
     monkeypatch.setattr(Checkpoint, "load_weights", lambda *a, **k: loads.append(1) or original_load(*a, **k))
     resumed = AZRTrainer.from_checkpoint(path, device="cpu")  # as `azr resume` and the app do
     resumed.train(None, 21, tmp_path, resume_from=path, **FAST).close()  # prepared: everything is read

@@ -169,16 +169,14 @@ class Checkpoint:
         for path in paths:
             if not path.is_file():
                 self._invalid(f"{path.name} is missing")
-        buffers = {path.name: storage.read_buffer(path) for path in paths}
+        small = {path.name: path.read_bytes() for path in paths if path.stat().st_size < storage.MAP_THRESHOLD}
         algorithm = checksum_algorithm(self.format_version)
-        actual = storage.in_parallel(lambda path: storage.checksum(buffers[path.name], algorithm), paths)
+        actual = storage.in_parallel(lambda path: storage.checksum(small[path.name], algorithm) if path.name in small
+                                     else storage.file_checksum(path, algorithm), paths)
         for name, digest in files.items():
             if actual[name] != digest:
                 self._invalid(f"checksum mismatch in {name}")
-        self._verified = {name: data for name, data in buffers.items() if isinstance(data, bytes)}
-        for data in buffers.values():  # the large files' maps: their tensors are read by safetensors
-            if not isinstance(data, bytes):
-                data.close()
+        self._verified = small
         containment.check_history(self)
         problem = chunk_problem(self.chunk_dir, self.history_chunks)
         if problem:

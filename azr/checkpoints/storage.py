@@ -35,6 +35,8 @@ WORKERS = 8
 MAP_THRESHOLD = 1 << 20  # files at least this large are mapped, not read
 SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread of its own while it is written
 CHECKSUM = "blake3"  # what new files are hashed with; "sha256" for checkpoints of formats 1 and 2
+HASH_WINDOW = 16 << 20  # a file is hashed this much of its map at a time (as fast as the whole map, see file_checksum)
+DONT_NEED = getattr(mmap, "MADV_DONTNEED", None)
 
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
@@ -127,9 +129,20 @@ def read_buffer(path: Path) -> Buffer:
         return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
 
-def file_checksum(path: Path) -> str:
-    """Return the checksum of a file (BLAKE3, read through a memory map in several threads)."""
-    return blake3.blake3(max_threads=blake3.blake3.AUTO).update_mmap(path).hexdigest()
+def file_checksum(path: Path, algorithm: str = CHECKSUM) -> str:
+    """Return the checksum of a file, read through a memory map one window at a time: each window's pages leave
+    the process once hashed, so checking a file of gigabytes does not add gigabytes to its resident memory."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if algorithm == "blake3" else hashlib.sha256()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:  # an empty file cannot be mapped
+            return hasher.hexdigest()
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+            for start in range(0, size, HASH_WINDOW):
+                hasher.update(view[start:start + HASH_WINDOW])
+                if DONT_NEED is not None:
+                    mapped.madvise(DONT_NEED, start, min(HASH_WINDOW, size - start))
+    return hasher.hexdigest()
 
 
 def fsync_and_hash(path: Path) -> str:
