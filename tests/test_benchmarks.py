@@ -147,6 +147,21 @@ def test_quick_selfplay_evaluation_reports_every_arm_and_metric_beside_the_super
         assert "Δ" in corpus["markdown"] and "sup. sd" in corpus["markdown"]
 
 
+def test_a_reporting_protocol_runs_the_fixed_arms_on_seeds_and_prompts_no_tuning_protocol_used() -> None:
+    """Issue 26's protocol: tuning protocols choose among the candidates on the first half of the prompts; reporting
+    protocols run the fixed arms on the other half, a second corpus and seeds no tuning ran; round 3's seeds are
+    fresh."""
+    from benchmarks.selfplay import PROTOCOLS, REPORTING_ARMS, TUNING_ARMS, protocol_arms
+
+    tuning_seeds = {seed for p in PROTOCOLS.values() if p["role"] == "tuning" for seed in p["seeds"]}
+    for name, protocol in PROTOCOLS.items():
+        tuning = protocol["role"] == "tuning"
+        assert protocol_arms(name) is (TUNING_ARMS if tuning else REPORTING_ARMS)
+        assert protocol["half"] == (0 if tuning else 1)
+        assert tuning or (not set(protocol["seeds"]) & tuning_seeds and "licenses" in protocol["corpora"])
+    assert not set(PROTOCOLS["reporting3"]["seeds"]) & set(PROTOCOLS["reporting"]["seeds"])
+
+
 def test_quality_held_fails_an_arm_worse_than_one_supervised_sd_on_any_text_measure() -> None:
     """The second-round rule: a text measure worse by more than 1 supervised sd (in its own direction) fails."""
     from benchmarks.selfplay_measures import METRICS, quality_held
