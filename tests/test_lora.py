@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 from azr import AZRTrainer, ConfigError, services
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.names import ADAPTER_WEIGHTS
+from azr.cli.main import main
 from azr.models.lora import LoraSettings
 
 LORA = LoraSettings(r=4, alpha=8.0)
@@ -84,3 +85,13 @@ def test_lora_needs_a_base_model_and_a_matching_target(base_dir):
         services.new_model(None, lora=LORA)
     with pytest.raises(ConfigError, match="LoRA target 'nothing_here' does not fit the model"):
         services.new_model(None, base_model=str(base_dir), lora=LoraSettings(r=2, target="nothing_here"))
+
+
+@pytest.mark.parametrize("option", [["--lora-alpha", "32"], ["--lora-target", "q_proj,v_proj"]])
+def test_a_lora_option_without_a_rank_is_refused_instead_of_ignored(base_dir, tmp_path, option, capsys):
+    """LoRA is on only with --lora-r: a scaling or target given alone would train every weight unasked."""
+    code = main(["train", "--base-model", str(base_dir), *option, "--max-iterations", "2",
+                 "--runs-dir", str(tmp_path / "runs")])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and f"{option[0]} needs --lora-r" in error
+    assert not (tmp_path / "runs").exists()

@@ -54,10 +54,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from azr.training import distributed  # noqa: PLC0415
     from azr.training.trainer import AZRTrainer  # noqa: PLC0415
 
+    lora = _lora(args)
     device = _process_device(args.device)
     settings, hub_options, dataset = _settings(args), _hub(args), _dataset(args)
     texts = load_texts(args.texts) if args.texts else None
-    model, tokenizer = _new_model(args, dataset.texts() if dataset else texts, settings.get("seed", TrainConfig.seed))
+    model, tokenizer = _new_model(args, dataset.texts() if dataset else texts, settings.get("seed", TrainConfig.seed),
+                                  lora)
     trainer = AZRTrainer(model, tokenizer, device=device)
     directory, created = distributed.from_main(lambda: _new_run_directory(Path(args.runs_dir).expanduser(), args.run))
     created = created if distributed.is_main() else []
@@ -102,14 +104,29 @@ def _new_run_directory(root: Path, name: str | None) -> tuple[Path, list[Path]]:
             raise ConfigError(f"Cannot create the run directory {str(directory)!r}: {exc.strerror or exc}.") from exc
 
 
-def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int):
-    """Return ``(model, tokenizer)``: the base model, or a new model of the preset with the size options applied."""
-    from azr import services  # noqa: PLC0415
-    from azr.models.causal_lm import model_config_of  # noqa: PLC0415
+def _lora(args: argparse.Namespace):
+    """The LoRA settings of the options (None without ``--lora-r``, which turns LoRA on); raises ConfigError for a
+    scaling or target given without a rank, which would otherwise train every weight unasked."""
     from azr.models.lora import LoraSettings  # noqa: PLC0415
 
+    if args.lora_r is None:
+        given = [option for option, value in (("--lora-alpha", args.lora_alpha), ("--lora-target", args.lora_target))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} needs --lora-r (the adapter rank, which turns LoRA on).")
+        return None
+    defaults = LoraSettings(args.lora_r)
+    return LoraSettings(args.lora_r, defaults.alpha if args.lora_alpha is None else args.lora_alpha,
+                        args.lora_target or defaults.target)
+
+
+def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int, lora=None):
+    """Return ``(model, tokenizer)``: the base model (with LoRA adapters when ``lora``), or a new model of the preset
+    with the size options applied."""
+    from azr import services  # noqa: PLC0415
+    from azr.models.causal_lm import model_config_of  # noqa: PLC0415
+
     shape = {name: getattr(args, name) for name in SHAPE_OPTIONS if getattr(args, name) is not None}
-    lora = LoraSettings(args.lora_r, args.lora_alpha, args.lora_target) if args.lora_r else None
     if args.base_model is None:
         return services.new_model(texts, preset(args.preset or DEFAULT_PRESET, **shape), seed=seed, lora=lora)
     if args.preset is not None:

@@ -85,9 +85,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                        help="start from an existing causal LM and its tokenizer instead of a new model")
     lora = train.add_argument_group("LoRA", "With --base-model: train LoRA adapters (peft) instead of every weight.")
     lora.add_argument("--lora-r", type=ranged("lora_r", LORA_R, int), metavar="N", help="adapter rank; turns LoRA on")
-    lora.add_argument("--lora-alpha", type=ranged("lora_alpha", LORA_ALPHA, float), default=16.0, metavar="F",
+    lora.add_argument("--lora-alpha", type=ranged("lora_alpha", LORA_ALPHA, float), metavar="F",
                       help="scaling: the update is scaled by alpha / r (default: 16)")
-    lora.add_argument("--lora-target", default=LORA_TARGET, metavar="MODULES",
+    lora.add_argument("--lora-target", metavar="MODULES",
                       help=f"comma-separated module names, e.g. q_proj,v_proj (default: {LORA_TARGET})")
     train.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, metavar="DIR",
                        help=f"where runs go: each training gets a new run directory in it (default: "
