@@ -53,7 +53,8 @@ RSS_STEPS, RSS_SAVE_EVERY = 4, 2  # the memory runs: saves after iterations 2 an
 PROCESS_ROUNDS = 1  # of the memory runs (a fresh process each; memory, unlike time, does not depend on the load)
 ASYNC_STEPS, ASYNC_SAVE_EVERY = 41, 10
 LORA = LoraSettings()  # the CLI's defaults: rank 8, alpha 16, every linear module
-TRAINER_CONTENDERS = "AZRTrainer (self-play, validation and saves off, constant LR), the bare loop, transformers.Trainer"
+TRAINER_CONTENDERS = ("AZRTrainer (self-play, validation and saves off, constant LR), the bare loop, "
+                      "transformers.Trainer")
 
 
 def run(bench: Bench) -> list[Entry]:

@@ -25,7 +25,7 @@ from typing import Any
 from azr import services
 from azr.app import zerogpu
 from azr.app.catalog import Catalog, HubSettings
-from azr.app.worker import Source, Start, Worker
+from azr.app.worker import Source, Worker
 from azr.checkpoints import containment, runs, storage
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR
@@ -140,7 +140,9 @@ class TrainingJob:
         if zerogpu.detected():
             run = zerogpu.SlicedRun(prepare, functools.partial(_resumed, run_dir=run_dir, hub_settings=hub_settings),
                                     budget)
-            start: Start = lambda: (run, run.statuses())
+
+            def start() -> tuple:
+                return run, run.statuses()
         else:
             start = functools.partial(prepare, budget)
         self.worker.launch(start, target, run_dir, source)

@@ -4,9 +4,10 @@ A checkpoint ``<run>/model_<kind>_<N>/`` (format 3) holds the transformers files
 ``config.json``, tokenizer files), the sidecars ``optimizer.safetensors``, ``rng_state.safetensors``,
 ``scheduler.json`` and ``history_tail.safetensors``, and ``trainer_state.json``: the run's O(1) state and the
 checksum of every other file. The history's full chunks live once per run in ``<run>/history/`` (see
-:mod:`azr.checkpoints.history`). Format 1 (``optimizer.pt``, ``rng_state.pt``, the history inside the JSON) and format 2 (sha256 checksums) still load.
-Nothing here unpickles: tensors load with safetensors or ``torch.load(weights_only=True)``. torch is imported only
-by the methods that read tensors, so listing and verifying checkpoints (``azr list``) stay light.
+:mod:`azr.checkpoints.history`). Format 1 (``optimizer.pt``, ``rng_state.pt``, the history inside the JSON) and
+format 2 (sha256 checksums) still load. Nothing here unpickles: tensors load with safetensors or
+``torch.load(weights_only=True)``. torch is imported only by the methods that read tensors, so listing and verifying
+checkpoints (``azr list``) stay light.
 """
 from __future__ import annotations
 

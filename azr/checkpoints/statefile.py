@@ -1,8 +1,9 @@
 """``trainer_state.json``: a checkpoint's state file, sealed with its own sha256 and checked field by field on read.
 
 The state file records the checksum of every other file of the checkpoint (BLAKE3 from format 3, sha256 before:
-:func:`checksum_algorithm`); ``state_sha256`` covers the state file itself (its canonical JSON without that key), so a damaged or hand-edited state is refused with one sentence
-instead of resuming from wrong values. State files written before the seal existed still load, fully checked.
+:func:`checksum_algorithm`); ``state_sha256`` covers the state file itself (its canonical JSON without that key),
+so a damaged or hand-edited state is refused with one sentence instead of resuming from wrong values. State files
+written before the seal existed still load, fully checked.
 """
 from __future__ import annotations
 

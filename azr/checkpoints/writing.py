@@ -67,7 +67,8 @@ def _disk_failure(contents: CheckpointContents, exc: Exception) -> str | None:
     where = str(contents.run_dir)
     if storage.is_full_disk(exc):
         free = mib_text(storage.free_space(contents.run_dir))
-        return f"The disk holding {where!r} is full ({free} free): {contents.name} could not be written; free some space"
+        return (f"The disk holding {where!r} is full ({free} free): {contents.name} could not be written; "
+                "free some space")
     if isinstance(exc, OSError):
         return f"{contents.name} could not be written in {where!r} ({exc.strerror or exc})"
     return None

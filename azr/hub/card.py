@@ -43,8 +43,10 @@ def model_card(repo_id: str, checkpoint: str, state: dict[str, Any], chart_file:
     settings = "\n".join(f"| {k} | {v} |" for k, v in {**model_config, **config}.items())
     metrics = {k: state.get(k) for k in ("iteration", "max_iterations", "loss", "val_loss", "reward")}
     metric_rows = "\n".join(f"| {k} | {v if v is not None else '—'} |" for k, v in metrics.items())
+    card_data = ModelCardData(library_name="transformers", pipeline_tag="text-generation",
+                              tags=["azr-trainer", "causal-lm"])
     content = f"""---
-{ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=["azr-trainer", "causal-lm"]).to_yaml()}
+{card_data.to_yaml()}
 ---
 
 # {repo_id.split("/")[-1]}

@@ -46,5 +46,6 @@ def restore(state: dict[str, Any], device: torch.device) -> list[str]:
         if cuda_states and len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
         else:
-            notes.append("CUDA random state was not saved on this kind of device; sampling differs from the original run.")
+            notes.append("CUDA random state was not saved on this kind of device; "
+                         "sampling differs from the original run.")
     return notes
