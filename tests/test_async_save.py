@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import re
 import threading
 
@@ -16,6 +17,7 @@ from safetensors import SafetensorError
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints
 from azr.checkpoints import storage, tensorfile
+from azr.checkpoints.writerprocess import NICENESS
 from azr.training import saving
 
 COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
@@ -176,3 +178,17 @@ def test_saves_through_the_page_cache_stage_no_copy_of_the_state(texts, tokenize
                          staged.append(len(trainer._saver._stager._buffers)))
     assert train(trainer, texts, 20, tmp_path)[-1][0] == "completed"
     assert len(staged) == 2 and (all(staged) if writer == "thread" else staged == [0, 0])
+
+
+def test_saves_through_the_page_cache_are_finished_below_the_training_priority(texts, tokenizer, make_model, tmp_path,
+                                                                             monkeypatch, writer):
+    """The thread that makes a save durable and verifies it runs at the writer process's niceness (Linux)."""
+    seen, finish = [], saving.finish_checkpoint
+
+    def spied(*args, **kwargs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return finish(*args, **kwargs)
+    monkeypatch.setattr(saving, "finish_checkpoint", spied)
+    train(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path)
+    expected = max(NICENESS, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert seen == ([expected] * 2 if writer == "pagecache" else [])

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import platform
 import queue
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -38,7 +40,7 @@ from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.names import CONFIG_FILE, checkpoint_name
 from azr.checkpoints.staging import Stager
-from azr.checkpoints.writerprocess import SaveJob, WriterFailed, WriterProcess, background_writer
+from azr.checkpoints.writerprocess import NICENESS, SaveJob, WriterFailed, WriterProcess, background_writer
 from azr.checkpoints.writing import (
     CheckpointContents,
     begin_checkpoint,
@@ -79,11 +81,13 @@ class StepSnapshot:
 
 class SaveWorker(threading.Thread):
     """The daemon thread that writes a run's background saves, one at a time (a process killed meanwhile leaves
-    only a temporary). Started once per run, so that a save does not wait for a new thread to be scheduled."""
+    only a temporary). Started once per run, so that a save does not wait for a new thread to be scheduled. With a
+    ``niceness`` (Linux), it and the threads it starts run below training's CPU priority, as a writer process does."""
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int = 0) -> None:
         super().__init__(name="azr-checkpoint-save", daemon=True)
         self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Path]] | None] = queue.SimpleQueue()
+        self._niceness = niceness
 
     def submit(self, write: Callable[[], Path]) -> Future:
         """Queue ``write``; the future holds its path or its exception."""
@@ -96,6 +100,9 @@ class SaveWorker(threading.Thread):
         self._jobs.put(None)
 
     def run(self) -> None:
+        if self._niceness and sys.platform == "linux":  # a thread's own priority (elsewhere the call takes a pid)
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, max(self._niceness, os.getpriority(os.PRIO_PROCESS, me)))
         while (job := self._jobs.get()) is not None:
             future, write = job
             try:
@@ -146,7 +153,7 @@ class CheckpointSaver:
         else:
             job = lambda: self._write_verified(contents)  # noqa: E731
         if self._worker is None:
-            self._worker = SaveWorker()
+            self._worker = SaveWorker(NICENESS if self._mode == "pagecache" else 0)
             self._worker.start()
         self._pending = contents.name, self._worker.submit(job)
 
