@@ -9,9 +9,9 @@ Each comparison alternates its contenders round by round (:func:`~benchmarks.com
 - checkpoint save (the trainer's, sha256 and read-back included) against the Trainer's save + fsync, and the
   verified load against the Trainer's load, at the base preset (10.5 M) and at 135m
   (:func:`benchmarks.checkpoints.save_and_load`);
-- in fresh processes, the peak RSS of AZRTrainer with background saves against the Trainer saving as often, and the
-  RSS after the run (the trainer dropped, the model kept) against the RSS before it
-  (``python -m benchmarks.processes rss``);
+- in fresh processes, the peak RSS of AZRTrainer with background saves (the default writer, and the writer process's
+  staged copy) against the Trainer saving as often, with the seconds each background save blocked, and the RSS after
+  the run (the trainer dropped, the model kept) against the RSS before it (``python -m benchmarks.processes rss``);
 - LoRA on a saved 135m base model: the adapter checkpoint's size against the full checkpoint's, and its save and
   load against PEFT + the Trainer's;
 - on an accelerator only, the throughput with a background save every 10 iterations against none
