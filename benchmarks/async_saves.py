@@ -1,8 +1,8 @@
 """Asynchronous checkpoints: training throughput with a checkpoint every 10 iterations written in the background,
 against no checkpoints and against synchronous saves, with the writer ``AZR_SAVE_WRITER=auto`` picks on this
-device and with the other one (a thread of the training process, or a writer process), and the seconds each save
-cost the run it happened in; and the part of a save that blocks training (the copy of the state to CPU memory)
-against a plain copy of the same state. Both at the benchmark's model and at a larger one.
+device and with another one (:func:`other_writer`), and the seconds each save cost the run it happened in; and the
+part of a save that blocks training (writing the files into the page cache, or copying the state to CPU memory)
+with either writer against a plain copy of the same state. Both at the benchmark's model and at a larger one.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 
 from azr import AZRTrainer, build_model
 from azr.checkpoints.writerprocess import automatic_choice
-from azr.training.saving import StepSnapshot
+from azr.training.saving import CheckpointSaver, StepSnapshot
 
 from .checkpoints import Subject, larger_checkpoint, subject
 from .common import Bench, Entry, alternate, paired_ratio, progress, timed
@@ -41,7 +41,7 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
     larger_trainer, larger_source = larger_checkpoint(bench)
     larger = subject(bench, larger_trainer.model, larger_source)
     default = automatic_choice(bench.device)  # what AZR_SAVE_WRITER=auto picks here
-    other = {"thread": "process", "process": "thread"}[default]
+    other = other_writer(default)
     entries = []
     for suffix, current, make_model, batch, steps in (
             ("", small, bench.model, bench.sizes.batch_size, bench.sizes.async_steps),
@@ -58,8 +58,12 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                                   ("async_saves_other_writer", SAVE_EVERY, True, other))},
                              bench.sizes.repeats)
         progress("  blocking part of an asynchronous save against a plain copy of the state")
-        copies = alternate({"async_blocking": _blocking(bench, current), "plain_copy": _plain_copy(bench, current)},
-                           bench.sizes.repeats)
+        with mock.patch.dict(os.environ, {"AZR_SAVE_WRITER": other}):
+            with_other = dataclasses.replace(current, saver=CheckpointSaver(current.model, bench.tokenizer,
+                                                                             bench.device))
+        copies = alternate({"async_blocking": _blocking(bench, current), "plain_copy": _plain_copy(bench, current),
+                            "other_writer_blocking": _blocking(bench, with_other)}, bench.sizes.repeats)
+        with_other.saver.close()
         model = dict(model=current.describe(), checkpoint_bytes=_size(current.source), batch_size=batch,
                      iterations=steps, save_every=SAVE_EVERY, settings=SETTINGS)
         entries += [
@@ -77,9 +81,21 @@ def run(bench: Bench, small: Subject) -> list[Entry]:
                                       f"seconds each later save cost it, and its throughput ratio in the window "
                                       f"to training at the settled pace; medians over the rounds"),
             bench.entry(f"async_save_blocking{suffix}", copies, "s", "async_blocking", "plain_copy", ("<=", 1.5),
-                        **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample),
+                        **model, plain_copy=COPIED, operations_per_sample=bench.sizes.saves_per_sample,
+                        writer=default, other_writer=other,
+                        other_writer_s=statistics.median(copies["other_writer_blocking"]),
+                        other_writer_ratio_to_plain_copy=paired_ratio(copies["other_writer_blocking"],
+                                                                      copies["plain_copy"]),
+                        ratio_to_other_writer=paired_ratio(copies["async_blocking"],
+                                                           copies["other_writer_blocking"])),
         ]
     return entries
+
+
+def other_writer(default: str) -> str:
+    """The writer compared with ``default``: the thread against the writer process (an accelerator's default), the
+    writer process (which stages a copy in shared memory, the CPU's default before ``pagecache``) against any other."""
+    return "thread" if default == "process" else "process"
 
 
 def _throughput(bench: Bench, make_model: Callable[[], torch.nn.Module], batch: int, steps: int, save_every: int,

@@ -9,9 +9,9 @@ Each comparison alternates its contenders round by round (:func:`~benchmarks.com
 - checkpoint save (the trainer's, sha256 and read-back included) against the Trainer's save + fsync, and the
   verified load against the Trainer's load, at the base preset (10.5 M) and at 135m
   (:func:`benchmarks.checkpoints.save_and_load`);
-- in fresh processes, the peak RSS of AZRTrainer with background saves against the Trainer saving as often, and the
-  RSS after the run (the trainer dropped, the model kept) against the RSS before it
-  (``python -m benchmarks.processes rss``);
+- in fresh processes, the peak RSS of AZRTrainer with background saves (the default writer, and the writer process's
+  staged copy) against the Trainer saving as often, with the seconds each background save blocked, and the RSS after
+  the run (the trainer dropped, the model kept) against the RSS before it (``python -m benchmarks.processes rss``);
 - LoRA on a saved 135m base model: the adapter checkpoint's size against the full checkpoint's, and its save and
   load against PEFT + the Trainer's;
 - on an accelerator only, the throughput with a background save every 10 iterations against none
@@ -50,7 +50,8 @@ class Shape:
 # A CPU round of three contenders takes about a minute on one free thread; an accelerator gets a GPU-sized batch.
 SHAPES = {"cpu": Shape(batch_size=1, seq_len=64, steps=4), "accelerator": Shape(batch_size=8, seq_len=1024, steps=21)}
 RSS_STEPS, RSS_SAVE_EVERY = 4, 2  # the memory runs: saves after iterations 2 and 4 (the last)
-PROCESS_ROUNDS = 1  # of the memory runs (a fresh process each; memory, unlike time, does not depend on the load)
+PROCESS_ROUNDS = 2  # of the memory runs (a fresh process each; memory, unlike time, does not depend on the load)
+STAGED_WRITER = "process"  # the writer that stages a copy in memory, as the CPU default did with a free CPU
 ASYNC_STEPS, ASYNC_SAVE_EVERY = 41, 10
 LORA = LoraSettings()  # the CLI's defaults: rank 8, alpha 16, every linear module
 TRAINER_CONTENDERS = ("AZRTrainer (self-play, validation and saves off, constant LR), the bare loop, "
@@ -128,18 +129,21 @@ def _checkpoints(at: Bench, label: str) -> tuple[list[Entry], int]:
 def _memory(at: Bench) -> list[Entry]:
     """Peak RSS of AZRTrainer with background saves against the Trainer's, and the RSS after the run, each in a
     fresh process per round."""
-    runs: dict[str, list[dict[str, float]]] = {"azr_saving": [], "azr_sync_saving": [], "hf": []}
+    runs: dict[str, list[dict[str, float]]] = {"azr_saving": [], "azr_staged_saving": [], "azr_sync_saving": [],
+                                               "hf": []}
 
-    def child(kind: str) -> float:
-        result = run_python("-m", "benchmarks.processes", "rss", kind, str(at.directory("rss")),
-                            *child_args(at, at.model_config, at.sizes.batch_size, RSS_STEPS),
-                            "--seq-len", str(at.seq_len), "--save-every", str(RSS_SAVE_EVERY))
+    def child(kind: str, *writer: str) -> float:
+        result = run_python("-m", "benchmarks.processes", "rss", kind.replace("_staged", ""),
+                            str(at.directory("rss")), *child_args(at, at.model_config, at.sizes.batch_size, RSS_STEPS),
+                            "--seq-len", str(at.seq_len), "--save-every", str(RSS_SAVE_EVERY), *writer)
         runs[kind].append(result)
         return result["maxrss_mb"]
 
-    progress(f"135m memory: AZRTrainer with background saves against transformers.Trainer saving as often, and "
-             f"AZRTrainer saving at once ({RSS_STEPS} iterations, a save every {RSS_SAVE_EVERY}), fresh processes")
+    progress(f"135m memory: AZRTrainer with background saves (the default writer, and {STAGED_WRITER} staging a "
+             f"copy) against transformers.Trainer saving as often, and AZRTrainer saving at once ({RSS_STEPS} "
+             f"iterations, a save every {RSS_SAVE_EVERY}), fresh processes")
     samples = alternate({"azr_background_saves": lambda: child("azr_saving"), "hf_trainer": lambda: child("hf"),
+                         "azr_staged_copy": lambda: child("azr_staged_saving", "--writer", STAGED_WRITER),
                          "azr_saves_now": lambda: child("azr_sync_saving")}, PROCESS_ROUNDS, warmup=0)
     after = {"azr_after_run": [r["after_release_mb"] for r in runs["azr_saving"]],
              "azr_before_run": [r["start_mb"] for r in runs["azr_saving"]],
@@ -151,7 +155,11 @@ def _memory(at: Bench) -> list[Entry]:
         at.entry("peak_rss_vs_hf_trainer@135m", samples, "MB", "azr_background_saves", "hf_trainer", ("<=", 1.25),
                  **settings, measured="VmHWM of the training process (a writer process's memory: runs.*.writer)",
                  saves_now_mb=statistics.median(samples["azr_saves_now"]),
-                 saves_now_ratio=paired_ratio(samples["azr_saves_now"], samples["hf_trainer"])),
+                 saves_now_ratio=paired_ratio(samples["azr_saves_now"], samples["hf_trainer"]),
+                 staged_copy_writer=STAGED_WRITER, staged_copy_mb=statistics.median(samples["azr_staged_copy"]),
+                 staged_copy_ratio=paired_ratio(samples["azr_staged_copy"], samples["hf_trainer"]),
+                 blocking_s={kind: [r["blocking_s"] for r in runs[kind]] for kind in ("azr_saving",
+                                                                                      "azr_staged_saving")}),
         at.entry("rss_after_run@135m", after, "MB", "azr_after_run", "azr_before_run", ("<=", 1.05), **settings,
                  hf_trainer_ratio=statistics.median(a / b for a, b in zip(after["hf_after_run"],
                                                                           after["hf_before_run"])),

@@ -9,6 +9,7 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -131,8 +132,12 @@ def _peak_rss(args: argparse.Namespace) -> dict[str, Any]:
     seq_len = args.seq_len or window_length(config)
     start_mb, start_parts = status_mb("VmRSS"), rss_parts()
     held: list[Any] = []
+    blocking: list[float] = []
     if args.kind.startswith("azr"):
+        if args.writer:
+            os.environ["AZR_SAVE_WRITER"] = args.writer
         trainer = AZRTrainer(model, tokenizer, device=device)
+        _time_background_saves(trainer._saver, blocking)
         plain = {**PLAIN, "save_every": args.save_every, "seq_len": seq_len, "async_save": args.kind == "azr_saving"}
         settings = {"self_play_every": SELF_PLAY_EVERY} if args.kind == "azr" else plain
         for _ in trainer.train(texts, args.steps, args.directory, batch_size=args.batch_size, **settings):
@@ -152,7 +157,18 @@ def _peak_rss(args: argparse.Namespace) -> dict[str, Any]:
 
     writer = _idle[0].pid if args.kind == "azr_saving" and _idle else None
     return {"maxrss_mb": peak_rss_mb(), "start_mb": start_mb, "start_parts_mb": start_parts,
-            **memory_after_run(held, writer)}
+            "blocking_s": blocking, **memory_after_run(held, writer)}
+
+
+def _time_background_saves(saver, seconds: list[float]) -> None:
+    """Append to ``seconds`` how long each background save of ``saver`` blocks the training thread."""
+    save = saver.save_in_background
+
+    def timed_save(*args, **kwargs):
+        start = time.perf_counter()
+        save(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+    saver.save_in_background = timed_save
 
 
 def memory_after_run(held: list[Any], writer_pid: int | None = None) -> dict[str, Any]:
@@ -220,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     rss.add_argument("--corpus-chars", type=int)
     rss.add_argument("--seq-len", type=int, help="tokens per window (default: the model's, at most 256)")
     rss.add_argument("--save-every", type=int, help="azr_saving, azr_sync_saving and hf: a checkpoint every N steps")
+    rss.add_argument("--writer", help="AZRTrainer: the AZR_SAVE_WRITER of the run (default: as set)")
     for command in (resume, rss):
         command.add_argument("directory", help="the run's checkpoint directory")
         command.add_argument("--device", default="cpu")

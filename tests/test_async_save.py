@@ -1,11 +1,13 @@
-"""Asynchronous checkpoints: the blocking part copies the state, a thread writes and verifies it; the written
-checkpoint is the one a synchronous save of the same step writes, and every final checkpoint is complete when
-its status is yielded (or its interrupt raised). These tests hold and break the thread's writes; the writer
-process has its own in ``test_writer_process.py``."""
+"""Asynchronous checkpoints: the blocking part copies the state (``thread``) or writes the checkpoint's files
+without fsync (``pagecache``), a thread writes or finishes and verifies it; the written checkpoint is the one a
+synchronous save of the same step writes, and every final checkpoint is complete when its status is yielded (or
+its interrupt raised). These tests hold and break the thread's writes; the writer process has its own in
+``test_writer_process.py``."""
 from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import re
 import threading
 
@@ -14,16 +16,18 @@ from conftest import FAST, temporaries
 from safetensors import SafetensorError
 
 from azr import AZRTrainer, CheckpointError, list_checkpoints
-from azr.checkpoints import tensorfile
+from azr.checkpoints import storage, tensorfile
+from azr.checkpoints.writerprocess import NICENESS
 from azr.training import saving
 
 COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
             "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")
 
 
-@pytest.fixture(autouse=True)
-def thread_writer(monkeypatch):
-    monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
+@pytest.fixture(autouse=True, params=["thread", "pagecache"])
+def writer(monkeypatch, request) -> str:
+    monkeypatch.setenv("AZR_SAVE_WRITER", request.param)
+    return request.param
 
 
 def digests(path) -> dict[str, str]:
@@ -35,16 +39,16 @@ def train(trainer, texts, target, directory, **settings):
 
 
 def hold_background_saves(monkeypatch, release: threading.Event, failure: BaseException | None = None) -> None:
-    """Make each background save wait for ``release`` before it writes (and then raise ``failure``, if given)."""
-    write = saving.write_contents
-
-    def held(*args, **kwargs):
-        if threading.current_thread().name == "azr-checkpoint-save":
-            assert release.wait(300)
-            if failure is not None:
-                raise failure
-        return write(*args, **kwargs)
-    monkeypatch.setattr(saving, "write_contents", held)
+    """Make each background save wait for ``release`` before its thread writes or finishes it (and then raise
+    ``failure``, if given)."""
+    for name in ("write_contents", "finish_checkpoint"):
+        def held(*args, _original=getattr(saving, name), **kwargs):
+            if threading.current_thread().name == "azr-checkpoint-save":
+                assert release.wait(300)
+                if failure is not None:
+                    raise failure
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(saving, name, held)
 
 
 def test_a_background_save_writes_what_a_synchronous_save_of_the_same_step_writes(texts, tokenizer, make_model,
@@ -123,19 +127,21 @@ DISK_FAILURES = {  # how the disk fails, and what the message must say (a patter
 
 @pytest.mark.parametrize("async_save", [False, True], ids=["now", "background"])
 @pytest.mark.parametrize("failure", DISK_FAILURES)
+@pytest.mark.parametrize("when", ["writing", "fsync"])
 def test_a_disk_that_fails_stops_the_run_with_one_clear_error_naming_the_newest_checkpoint(
-        texts, tokenizer, make_model, tmp_path, monkeypatch, async_save, failure):
-    """Once the disk fails (safetensors reports a full one in its own error), the save fails and so does the error
-    checkpoint after it: the run ends with one error that says why, nothing half-written is left, and the message
-    names the newest checkpoint there is."""
+        texts, tokenizer, make_model, tmp_path, monkeypatch, async_save, failure, when):
+    """Once the disk fails (safetensors reports a full one in its own error) while the files are written or while
+    they are made durable, the save fails and so does the error checkpoint after it: the run ends with one error that
+    says why, nothing half-written is left, and the message names the newest checkpoint there is."""
     error, expected = DISK_FAILURES[failure]
-    write, failing = tensorfile.write, threading.Event()
+    module, name = (tensorfile, "write") if when == "writing" else (storage, "fsync_file")
+    write, failing = getattr(module, name), threading.Event()
 
-    def write_unless_failing(path, state):
+    def write_unless_failing(*args):
         if failing.is_set():
             raise error()
-        return write(path, state)
-    monkeypatch.setattr(tensorfile, "write", write_unless_failing)
+        return write(*args)
+    monkeypatch.setattr(module, name, write_unless_failing)
 
     def fail_after_the_first_save(status):
         if status.state == "checkpoint":
@@ -162,3 +168,27 @@ def test_a_run_that_ends_lets_go_of_its_gradients(texts, tokenizer, make_model, 
     assert train(paused, texts, 4, tmp_path / "paused", status_every=1)[-1][0] == "paused"
     for trainer in (completed, paused):
         assert [name for name, p in trainer.model.named_parameters() if p.grad is not None] == []
+
+
+def test_saves_through_the_page_cache_stage_no_copy_of_the_state(texts, tokenizer, make_model, tmp_path, writer):
+    """With ``pagecache`` no staging buffer is ever allocated (the memory a staged copy would double); the thread
+    writer's copy is there while its run goes on."""
+    staged = []
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=lambda s: s.state == "checkpoint" and
+                         staged.append(len(trainer._saver._stager._buffers)))
+    assert train(trainer, texts, 20, tmp_path)[-1][0] == "completed"
+    assert len(staged) == 2 and (all(staged) if writer == "thread" else staged == [0, 0])
+
+
+def test_saves_through_the_page_cache_are_finished_below_the_training_priority(texts, tokenizer, make_model, tmp_path,
+                                                                             monkeypatch, writer):
+    """The thread that makes a save durable and verifies it runs at the writer process's niceness (Linux)."""
+    seen, finish = [], saving.finish_checkpoint
+
+    def spied(*args, **kwargs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return finish(*args, **kwargs)
+    monkeypatch.setattr(saving, "finish_checkpoint", spied)
+    train(AZRTrainer(make_model(), tokenizer, device="cpu"), texts, 20, tmp_path)
+    expected = max(NICENESS, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert seen == ([expected] * 2 if writer == "pagecache" else [])

@@ -224,16 +224,22 @@ def test_replacing_a_checkpoint_deletes_the_old_one_only_once_the_new_one_has_it
 
 
 def test_sigkill_during_checkpoint_writes_never_leaves_a_valid_looking_broken_checkpoint(tmp_path):
-    """Kill a process that saves a checkpoint every iteration at random moments; whatever is listed valid loads."""
+    """Kill a process that saves a checkpoint every iteration at random moments (in the background through the page
+    cache: while the training thread writes the files or while a thread makes them durable); whatever is listed
+    valid loads, and once the next process has saved, nothing of a killed one is left."""
     rng = random.Random(0)
-    directory = tmp_path / "checkpoints"
+    directory, killed = tmp_path / "checkpoints", []
     for attempt in range(5):
         process = subprocess.Popen([sys.executable, "-c", KILLER_SCRIPT, str(directory)], stdout=subprocess.PIPE,
-                                   text=True)
+                                   text=True, env={**os.environ, "AZR_SAVE_WRITER": "pagecache"})
         assert process.stdout.readline().strip() == "saving"
+        left = [name for folder in (directory, directory / "history") if folder.is_dir()
+                for name in temporaries(folder) if any(f"-{pid}-" in name for pid in killed)]
+        assert left == [], f"attempt {attempt}: the killed processes' temporaries are still there"
         time.sleep(rng.random())
         process.send_signal(signal.SIGKILL)
         process.wait()
+        killed.append(process.pid)
         infos = list_checkpoints(directory)
         assert infos, f"attempt {attempt}: nothing saved"
         for info in infos:

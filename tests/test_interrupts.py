@@ -71,14 +71,14 @@ def inject(phase: str, trainer: AZRTrainer, monkeypatch, error: type[BaseExcepti
                 optimizer.register_step_post_hook(lambda opt, args, kwargs: injector.hit())
             return optimizer
         monkeypatch.setattr(session, "new_optimizer", new_optimizer)
-    elif phase == "during the save":
-        injector, write = Injector(3, error), storage.write_bytes  # the third file of the save at iteration 10
+    elif phase in SAVES:
+        injector, write = Injector(3, error), storage.write_new  # the third file of the save at iteration 10
 
-        def write_bytes(path, data):
+        def write_new(path, data):
             if ".tmp-model_iter_10" in str(path):
                 injector.hit()
             return write(path, data)
-        monkeypatch.setattr(storage, "write_bytes", write_bytes)
+        monkeypatch.setattr(storage, "write_new", write_new)
     else:
         raise ValueError(phase)
 
@@ -86,7 +86,8 @@ def inject(phase: str, trainer: AZRTrainer, monkeypatch, error: type[BaseExcepti
 def interrupted_run(phase: str, error: type[BaseException], trainer: AZRTrainer, texts, directory, monkeypatch):
     """Train with ``error`` raised at ``phase``; return the checkpoints listed afterwards."""
     inject(phase, trainer, monkeypatch, error)
-    # a Ctrl+C lands in the training thread: "during the save" means a save written there (a synchronous one)
+    # a Ctrl+C lands in the training thread: "during the save" means a save written there (a synchronous one, or the
+    # files of a background save through the page cache)
     with pytest.raises(error):
         for _ in trainer.train(texts, TARGET, directory, **SETTINGS, async_save=phase != "during the save"):
             pass
@@ -94,20 +95,22 @@ def interrupted_run(phase: str, error: type[BaseException], trainer: AZRTrainer,
     return list_checkpoints(directory)
 
 
-PHASES = ("before forward", "after backward", "inside optimizer.step", "just after optimizer.step", "during the save")
+SAVES = ("during the save", "during a background save's files")
+PHASES = ("before forward", "after backward", "inside optimizer.step", "just after optimizer.step", *SAVES)
 
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_every_valid_checkpoint_after_an_interrupt_resumes_exactly(phase, texts, tokenizer, make_model, tmp_path,
                                                                    monkeypatch, uninterrupted):
     history, weights = uninterrupted
+    monkeypatch.setenv("AZR_SAVE_WRITER", "pagecache")
     infos = interrupted_run(phase, KeyboardInterrupt, AZRTrainer(make_model(), tokenizer, device="cpu"), texts,
                             tmp_path, monkeypatch)
     assert infos and all(info.valid for info in infos)
     interrupted = [i for i in infos if i.kind == "interrupted"]
     if phase in ("before forward", "after backward"):  # the update had not started: the state from before the step
         assert [i.iteration for i in interrupted] == [HIT - 1]
-    elif phase == "during the save":
+    elif phase in SAVES:
         assert [i.iteration for i in interrupted] == [10]  # the cut save is discarded and written again complete
     else:  # cut mid-update: no consistent state exists, so nothing is written
         assert interrupted == []
@@ -121,9 +124,10 @@ def test_every_valid_checkpoint_after_an_interrupt_resumes_exactly(phase, texts,
             assert torch.equal(resumed.model.state_dict()[name], value), (info.name, name)
 
 
-@pytest.mark.parametrize("phase", ["after backward", "during the save"])
+@pytest.mark.parametrize("phase", ["after backward", *SAVES])
 def test_a_second_ctrl_c_exits_at_once_and_writes_nothing(phase, texts, tokenizer, make_model, tmp_path,
                                                           monkeypatch):
+    monkeypatch.setenv("AZR_SAVE_WRITER", "pagecache")
     infos = interrupted_run(phase, ForcedExit, AZRTrainer(make_model(), tokenizer, device="cpu"), texts, tmp_path,
                             monkeypatch)
     assert [i.name for i in infos] == ["model_iter_5"] and infos[0].valid

@@ -30,7 +30,7 @@ TRAIN = textwrap.dedent(f"""
 """)
 
 
-@pytest.mark.parametrize("writer", ["thread", "process"])
+@pytest.mark.parametrize("writer", ["thread", "process", "pagecache"])
 def test_every_file_of_a_run_gets_the_mode_the_umask_gives(writer, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "AZR_SAVE_WRITER": writer, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}

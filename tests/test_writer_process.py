@@ -24,7 +24,7 @@ from azr.checkpoints import history, writerlaunch
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.staging import Stager
 from azr.checkpoints.writerprocess import WriterProcess, automatic_choice
-from azr.training import distributed, saving
+from azr.training import saving
 
 WRITER_START_S = 120  # a writer imports torch and transformers before it is ready: seconds on a loaded machine
 
@@ -224,32 +224,28 @@ def running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_the_writer_is_chosen_by_free_cpus_and_by_azr_save_writer(tokenizer, make_model, monkeypatch):
+def test_the_writer_is_chosen_by_the_device_and_by_azr_save_writer(tokenizer, make_model, monkeypatch):
+    """On a CPU a background save goes through the page cache (no staged copy), whatever the CPUs; a GPU's goes to
+    a writer process; ``AZR_SAVE_WRITER`` chooses any of them."""
     monkeypatch.delenv("AZR_SAVE_WRITER", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})  # a 4-CPU machine
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(4)  # training uses every CPU: the writer is a thread
-        assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
-        torch.set_num_threads(3)  # one CPU is free for a writer process
-        assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
-        torch.set_num_threads(1)  # torchrun's default: one thread per process, here four processes on four CPUs
-        with monkeypatch.context() as group:
-            group.setattr(distributed, "active", lambda: True)
-            group.setenv("LOCAL_WORLD_SIZE", "4")
-            assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
-            group.setenv("LOCAL_WORLD_SIZE", "3")
-            assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
-        assert automatic_choice(torch.device("cpu"), processes=4) == "thread"
-        assert automatic_choice(torch.device("cpu"), processes=3) == "process"
+        for count in (4, 1):  # with every CPU training, or with CPUs free
+            torch.set_num_threads(count)
+            assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._mode == "pagecache"
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setenv("AZR_SAVE_WRITER", "thread")
-    assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is False
-    monkeypatch.setenv("AZR_SAVE_WRITER", "process")
-    assert AZRTrainer(make_model(), tokenizer, device="cpu")._saver._stager.shared is True
+    assert automatic_choice(torch.device("cpu")) == "pagecache"
+    assert automatic_choice(torch.device("cuda")) == "process"
+    for writer, mode, shared in (("thread", "thread", False), ("process", "process", True),
+                                 ("pagecache", "pagecache", False)):
+        monkeypatch.setenv("AZR_SAVE_WRITER", writer)
+        saver = AZRTrainer(make_model(), tokenizer, device="cpu")._saver
+        assert (saver._mode, saver._stager.shared) == (mode, shared)
     monkeypatch.setenv("AZR_SAVE_WRITER", "sometimes")
-    with pytest.raises(ConfigError, match="AZR_SAVE_WRITER must be auto, process or thread, got 'sometimes'"):
+    with pytest.raises(ConfigError, match="AZR_SAVE_WRITER must be auto, process, thread or pagecache, got "
+                                          "'sometimes'"):
         AZRTrainer(make_model(), tokenizer, device="cpu")
 
 

@@ -1,4 +1,4 @@
-"""Atomic directory writes: files hashed as they are written, fsynced, and published with one rename.
+"""Atomic directory writes: files written, then fsynced and hashed, and published with one rename.
 
 Files are hashed with BLAKE3 (:data:`CHECKSUM`; the ``blake3`` package, several threads for a large file): at
 about 4 GB/s per core here against sha256's 0.9, it keeps the check of every byte off a save's and a load's
@@ -20,7 +20,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar, Union
 
@@ -33,7 +33,7 @@ TRASH_PREFIX = ".trash-"
 STAGING_PREFIX = ".push-"
 WORKERS = 8
 MAP_THRESHOLD = 1 << 20  # files at least this large are mapped, not read
-SPLIT_HASH_BYTES = 1 << 20  # a blob at least this large is hashed in a thread of its own while it is written
+SPLIT_HASH_BYTES = 1 << 20  # a buffer at least this large is hashed in several threads
 CHECKSUM = "blake3"  # what new files are hashed with; "sha256" for checkpoints of formats 1 and 2
 HASH_WINDOW = 16 << 20  # a file is hashed this much of its map at a time (as fast as the whole map, see file_checksum)
 DONT_NEED = getattr(mmap, "MADV_DONTNEED", None)
@@ -64,6 +64,12 @@ def write_fsync(path: Path, data: Buffer) -> None:
         os.fsync(handle.fileno())
 
 
+def write_new(path: Path, data: Buffer) -> None:
+    """Write ``data`` to a new file, not yet durable (no fsync: it goes to the page cache)."""
+    with open(path, "xb") as handle:
+        handle.write(data)
+
+
 def checksum(data: Buffer, algorithm: str = CHECKSUM) -> str:
     """Return the hex checksum of ``data`` (``algorithm``: "blake3" or "sha256"); a large buffer's BLAKE3 is
     computed in several threads."""
@@ -71,53 +77,6 @@ def checksum(data: Buffer, algorithm: str = CHECKSUM) -> str:
         return hashlib.sha256(data).hexdigest()
     threads = blake3.blake3.AUTO if memoryview(data).nbytes >= SPLIT_HASH_BYTES else 1
     return blake3.blake3(data, max_threads=threads).hexdigest()
-
-
-class ParallelWrites:
-    """Files written, fsynced and hashed in threads (writing, fsync and hashing release the GIL).
-
-    ``write`` and ``adopt`` return at once; ``digests`` waits for all and returns ``{name: checksum}``. A large
-    blob is hashed from memory in its own thread while another writes it, so its hash hides behind the fsync.
-    """
-
-    def __init__(self, directory: Path, workers: int = WORKERS) -> None:
-        self.directory = directory
-        self._pool = ThreadPoolExecutor(max_workers=workers)
-        self._done: list[Future] = []
-        self._digests: dict[str, Future] = {}
-
-    def __enter__(self) -> ParallelWrites:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pool.shutdown(wait=True)
-
-    def write(self, name: str, data: Buffer) -> None:
-        """Create ``name`` with ``data``."""
-        path = self.directory / name
-        if memoryview(data).nbytes < SPLIT_HASH_BYTES:
-            self._digests[name] = self._pool.submit(write_bytes, path, data)
-            return
-        self._done.append(self._pool.submit(write_fsync, path, data))
-        self._digests[name] = self._pool.submit(checksum, data)
-
-    def write_all(self, blobs: dict[str, Buffer]) -> None:
-        """Create a file for each blob, the largest first (its fsync takes longest)."""
-        for name, data in sorted(blobs.items(), key=lambda item: -memoryview(item[1]).nbytes):
-            self.write(name, data)
-
-    def adopt_others(self) -> ParallelWrites:
-        """Fsync and hash every file of the directory written by someone else; return self."""
-        for path in self.directory.iterdir():
-            if path.name not in self._digests:
-                self._digests[path.name] = self._pool.submit(fsync_and_hash, path)
-        return self
-
-    def digests(self) -> dict[str, str]:
-        """Wait for every write; return the checksum of every file (raises what a write raised)."""
-        for future in self._done:
-            future.result()
-        return {name: future.result() for name, future in self._digests.items()}
 
 
 def read_buffer(path: Path) -> Buffer:
@@ -165,9 +124,10 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def in_parallel(function: Callable[[Path], T], paths: list[Path]) -> dict[str, T]:
-    """Return ``{path.name: function(path)}``, computed in threads (hashing, writing and fsync release the GIL)."""
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(paths) or 1)) as pool:
+def in_parallel(function: Callable[[Path], T], paths: list[Path], workers: int = WORKERS) -> dict[str, T]:
+    """Return ``{path.name: function(path)}``, computed in up to ``workers`` threads (hashing, writing and fsync
+    release the GIL)."""
+    with ThreadPoolExecutor(max_workers=min(workers, len(paths) or 1)) as pool:
         return dict(zip((p.name for p in paths), pool.map(function, paths)))
 
 

@@ -41,38 +41,38 @@ from azr.errors import ConfigError
 
 LAUNCHER = "azr.checkpoints.writerlaunch"  # the module a writer process runs: it watches its parent first
 
+WRITERS = ("auto", "process", "thread", "pagecache")  # the values of AZR_SAVE_WRITER
 NICENESS = 10  # below training, so that on a busy CPU the write takes what training leaves
 
 _idle: list[WriterProcess] = []
 _idle_lock = threading.Lock()
 
 
-def suits(model, device: torch.device, processes: int = 1) -> bool:
-    """True when ``model``'s background saves go to a writer process, as ``AZR_SAVE_WRITER`` says: ``process``,
-    ``thread``, or ``auto`` (the default: what :func:`automatic_choice` picks for ``processes`` training processes
-    on this machine).
+def background_writer(model, device: torch.device) -> str:
+    """Who writes ``model``'s background saves, as ``AZR_SAVE_WRITER`` says: ``process`` (a writer process takes a
+    copy staged in shared memory), ``thread`` (a thread of this process takes a copy staged in its memory),
+    ``pagecache`` (the training thread writes the files, a thread makes them durable), or ``auto`` (the default: what
+    :func:`automatic_choice` picks for ``device``).
 
-    A process needs shared memory files (Linux) and a transformers model (a LoRA model keeps the thread: peft
-    saves only the adapter).
+    A process needs shared memory files (Linux) and a transformers model (a LoRA model gets the thread: peft saves
+    only the adapter).
     """
     from azr.models.lora import is_peft_model  # noqa: PLC0415
 
     choice = os.environ.get("AZR_SAVE_WRITER", "auto")
-    if choice not in ("auto", "process", "thread"):
-        raise ConfigError(f"AZR_SAVE_WRITER must be auto, process or thread, got {choice!r}.")
-    wanted = (automatic_choice(device, processes) if choice == "auto" else choice) == "process"
-    return wanted and supported() and hasattr(model, "config") and not is_peft_model(model)
+    if choice not in WRITERS:
+        raise ConfigError(f"AZR_SAVE_WRITER must be auto, process, thread or pagecache, got {choice!r}.")
+    choice = automatic_choice(device) if choice == "auto" else choice
+    if choice == "process" and not (supported() and hasattr(model, "config") and not is_peft_model(model)):
+        return "thread"
+    return choice
 
 
-def automatic_choice(device: torch.device, processes: int = 1) -> str:
-    """``process`` when training leaves a CPU free for the writer: on an accelerator, or on a CPU when the torch
-    threads of this machine's ``processes`` training processes are fewer than the CPUs this process may use. ``thread``
-    when training uses every CPU: there the writer's start-up (about 10 s of CPU importing torch and transformers) would
-    slow it more than the GIL does."""
-    if device.type != "cpu":
-        return "process"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return "process" if torch.get_num_threads() * processes < usable else "thread"
+def automatic_choice(device: torch.device) -> str:
+    """``process`` on an accelerator (its state must be copied off the device anyway, and the copy is staged where
+    a writer process can write it); ``pagecache`` on a CPU, where a staged copy would double the state in memory
+    and writing the files costs the training thread about what copying them would."""
+    return "process" if device.type != "cpu" else "pagecache"
 
 
 @dataclass

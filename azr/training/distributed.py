@@ -40,11 +40,6 @@ def size() -> int:
     return dist.get_world_size() if active() else 1
 
 
-def local_size() -> int:
-    """The number of this machine's processes of the group (torchrun's ``LOCAL_WORLD_SIZE``; 1 outside one)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if active() else 1
-
-
 def is_main() -> bool:
     """True for the process that writes checkpoints and pushes (rank 0)."""
     return rank() == 0

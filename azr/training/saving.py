@@ -5,8 +5,11 @@ A step changes the data position and the RNG before the update and the weights a
 interrupt there saves the state from before the step; an interrupt during the update saves nothing (the step
 was cut half-way, and no consistent state exists until it ends).
 
-:class:`CheckpointSaver` writes a checkpoint now, or in the background (cf. PyTorch DCP's ``async_save``): the
-blocking part copies the state to CPU memory (shared memory, where a writer process can take it: see
+:class:`CheckpointSaver` writes a checkpoint now, or in the background (cf. PyTorch DCP's ``async_save``). On a CPU
+(``AZR_SAVE_WRITER=pagecache``, see :func:`~azr.checkpoints.writerprocess.background_writer`) the blocking part writes
+the checkpoint's files into its hidden temporary directory without fsync: into the page cache, which is not this
+process's memory; a thread then makes them durable, publishes and verifies the checkpoint. Otherwise the blocking part
+copies the state to CPU memory (shared memory, where a writer process can take it: see
 :mod:`azr.checkpoints.writerprocess`), and a thread hands it to the writer process, or writes it itself, verifies it and
 reports it while training goes on. At most one save is in flight; the next save, and the end of the run, wait
 for it.
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import platform
 import queue
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -35,8 +40,14 @@ from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.names import CONFIG_FILE, checkpoint_name
 from azr.checkpoints.staging import Stager
-from azr.checkpoints.writerprocess import SaveJob, WriterFailed, WriterProcess, suits
-from azr.checkpoints.writing import CheckpointContents, missing_chunks, write_contents
+from azr.checkpoints.writerprocess import NICENESS, SaveJob, WriterFailed, WriterProcess, background_writer
+from azr.checkpoints.writing import (
+    CheckpointContents,
+    begin_checkpoint,
+    finish_checkpoint,
+    missing_chunks,
+    write_contents,
+)
 from azr.errors import CheckpointError
 from azr.models.causal_lm import model_config_of
 from azr.models.lora import is_peft_model
@@ -70,11 +81,13 @@ class StepSnapshot:
 
 class SaveWorker(threading.Thread):
     """The daemon thread that writes a run's background saves, one at a time (a process killed meanwhile leaves
-    only a temporary). Started once per run, so that a save does not wait for a new thread to be scheduled."""
+    only a temporary). Started once per run, so that a save does not wait for a new thread to be scheduled. With a
+    ``niceness`` (Linux), it and the threads it starts run below training's CPU priority, as a writer process does."""
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int = 0) -> None:
         super().__init__(name="azr-checkpoint-save", daemon=True)
         self._jobs: queue.SimpleQueue[tuple[Future, Callable[[], Path]] | None] = queue.SimpleQueue()
+        self._niceness = niceness
 
     def submit(self, write: Callable[[], Path]) -> Future:
         """Queue ``write``; the future holds its path or its exception."""
@@ -87,6 +100,9 @@ class SaveWorker(threading.Thread):
         self._jobs.put(None)
 
     def run(self) -> None:
+        if self._niceness and sys.platform == "linux":  # a thread's own priority (elsewhere the call takes a pid)
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, max(self._niceness, os.getpriority(os.PRIO_PROCESS, me)))
         while (job := self._jobs.get()) is not None:
             future, write = job
             try:
@@ -101,7 +117,8 @@ class CheckpointSaver:
     def __init__(self, model, tokenizer, device: torch.device) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self._tokenizer_files: dict[str, bytes] | None = None
-        self._stager = Stager(shared=suits(model, device, distributed.local_size()))
+        self._mode = background_writer(model, device)  # "process", "thread" or "pagecache"
+        self._stager = Stager(shared=self._mode == "process")  # allocates on its first stage: never in "pagecache"
         self._writer: WriterProcess | None = None
         self._settings_of: tuple[Any, dict[str, Any]] | None = None
         self._worker: SaveWorker | None = None
@@ -115,24 +132,30 @@ class CheckpointSaver:
         process's random state.
         """
         self._check_collected()
-        contents = self._contents(run, kind, snapshot, staged=False, collective=collective)
+        contents = self._contents(run, kind, snapshot, background=False, collective=collective)
         if contents is None or not distributed.is_main():
             return None if contents is None else contents.run_dir / contents.name
         return self._write(contents)
 
     def save_in_background(self, run, kind: str, snapshot: StepSnapshot) -> None:
-        """Copy the state to CPU memory now; write and verify the checkpoint in a thread (:meth:`finished` gives
-        its path). Collect the previous one first: the copy reuses its buffers.
+        """Take the state now: write the checkpoint's files without fsync (``pagecache``), or copy the state to CPU
+        memory; finish and verify the checkpoint in a thread (:meth:`finished` gives its path). Collect the previous
+        one first: the copy reuses its buffers.
         """
         self._check_collected()
         main = distributed.is_main()  # every process gives its random state; rank 0 alone copies and writes
-        contents = self._contents(run, kind, snapshot, staged=main, collective=True)
+        contents = self._contents(run, kind, snapshot, background=main, collective=True)
         if contents is None or not main:
             return
+        if self._mode == "pagecache":
+            unpublished = begin_checkpoint(contents, self.model, self._files())  # before the next step changes it
+            job = lambda: _verified(finish_checkpoint(unpublished, workers=1))  # noqa: E731
+        else:
+            job = lambda: self._write_verified(contents)  # noqa: E731
         if self._worker is None:
-            self._worker = SaveWorker()
+            self._worker = SaveWorker(NICENESS if self._mode == "pagecache" else 0)
             self._worker.start()
-        self._pending = contents.name, self._worker.submit(lambda: self._write_verified(contents))
+        self._pending = contents.name, self._worker.submit(job)
 
     def finished(self, wait: bool) -> Path | None:
         """Return the path of the background save that ended since the last call (with ``wait``: waiting for the
@@ -147,7 +170,7 @@ class CheckpointSaver:
 
     def open_background(self) -> None:
         """A run with background saves starts: take a writer process (one starting up imports meanwhile)."""
-        if self._stager.shared and self._writer is None and distributed.is_main():
+        if self._mode == "process" and self._writer is None and distributed.is_main():
             writer = None
             try:
                 writer = WriterProcess.take()
@@ -175,10 +198,11 @@ class CheckpointSaver:
         if self._pending is not None:
             raise RuntimeError("the previous background save was not collected with finished()")
 
-    def _contents(self, run, kind: str, snapshot: StepSnapshot, staged: bool,
+    def _contents(self, run, kind: str, snapshot: StepSnapshot, background: bool,
                   collective: bool) -> CheckpointContents | None:
-        """The checkpoint's contents now; with ``staged`` every tensor is a CPU copy later steps cannot change;
-        with ``collective`` (every process calls it) the random states of all processes."""
+        """The checkpoint's contents now; for a ``background`` save the history frozen and (unless its files are
+        written at once: ``pagecache``) every tensor a CPU copy later steps cannot change; with ``collective`` (every
+        process calls it) the random states of all processes."""
         if snapshot.phase == "updating":
             log.warning("not saving %s: the step was interrupted while the weights were being updated", kind)
             return None
@@ -196,11 +220,11 @@ class CheckpointSaver:
             **self._settings(run.config), lr=state.plan.lr_at(state.iteration), device_type=self.device.type,
             processes=distributed.size())
         tensors.update(optimizer=run.optimizer.state_dict(), rng=rng_state)
-        if staged:
+        if background and self._mode != "pagecache":
             tensors = self._stager.stage({**tensors, "weights": self.model.state_dict()})
         return CheckpointContents(run.run_dir, checkpoint_name(kind, state.iteration), values, plan,
                                   tensors["optimizer"], tensors["rng"],
-                                  state.history.frozen() if staged else state.history, tensors.get("weights"),
+                                  state.history.frozen() if background else state.history, tensors.get("weights"),
                                   tensors.get("reference"))
 
     def _settings(self, config) -> dict[str, Any]:
@@ -223,10 +247,7 @@ class CheckpointSaver:
         else in one thread besides this one, so that a save in the background leaves the other cores to
         training."""
         path = self._write_in_writer(contents)
-        if path is None:
-            path = self._write(contents, workers=1)
-            Checkpoint.open(path)  # verifies every file; raises CheckpointError
-        return path
+        return path if path is not None else _verified(self._write(contents, workers=1))
 
     def _write_in_writer(self, contents: CheckpointContents) -> Path | None:
         """The path of the checkpoint the writer process wrote and verified; None when there is no writer or it
@@ -266,3 +287,9 @@ class CheckpointSaver:
                 self.tokenizer.save_pretrained(directory)
                 self._tokenizer_files = {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file()}
         return self._tokenizer_files
+
+
+def _verified(path: Path) -> Path:
+    """``path``, once its checkpoint is read back against its checksums; raises CheckpointError."""
+    Checkpoint.open(path)
+    return path
