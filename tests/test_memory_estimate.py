@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from azr.app.api import AppAPI
+from azr.app.jobs import TrainingJob
 from azr.config import PRESETS
 from azr.config.memory import estimate, parameter_count
 from azr.models.causal_lm import build_model
@@ -25,12 +27,26 @@ def test_the_135m_preset_needs_about_1_6_gb_for_weights_and_adamw_state():
     assert estimate(PRESETS["135m"], batch_size=8).activations_bytes == 2 * memory["activations_bytes"]
 
 
-def test_background_saves_add_their_copy_of_the_weights_and_adamw_state():
-    """A background save copies the weights and AdamW state so that training can go on (measured at 135m: 4.6 GB
-    peak against 2.9 GB when saving at once, BENCHMARKS.md), so the estimate of a run that saves in the background,
-    the default, counts that copy."""
-    background = estimate(PRESETS["135m"], batch_size=4)
-    at_once = estimate(PRESETS["135m"], batch_size=4, background_saves=False)
-    assert background.staged_copy_bytes == background.weights_bytes + background.optimizer_bytes
-    assert at_once.staged_copy_bytes == 0
-    assert background.total_bytes == at_once.total_bytes + background.staged_copy_bytes
+
+def test_a_staged_copy_adds_the_weights_and_adamw_state():
+    """A background save that stages a copy (on an accelerator, or with AZR_SAVE_WRITER process or thread) holds the
+    weights and AdamW state twice while training goes on, so the estimate counts the copy."""
+    staged = estimate(PRESETS["135m"], batch_size=4, staged_copy=True)
+    plain = estimate(PRESETS["135m"], batch_size=4)
+    assert staged.staged_copy_bytes == staged.weights_bytes + staged.optimizer_bytes
+    assert plain.staged_copy_bytes == 0
+    assert staged.total_bytes == plain.total_bytes + staged.staged_copy_bytes
+
+
+@pytest.mark.parametrize("writer, staged", [(None, False), ("pagecache", False), ("process", True), ("thread", True)])
+def test_the_apps_estimate_counts_a_staged_copy_only_where_background_saves_make_one(writer, staged, tmp_path,
+                                                                                     monkeypatch):
+    """On a CPU background saves go through the page cache by default and stage no copy (BENCHMARKS.md, "Background
+    saves through the page cache"); the writers that stage one make the app's estimate count it."""
+    if writer is None:
+        monkeypatch.delenv("AZR_SAVE_WRITER", raising=False)
+    else:
+        monkeypatch.setenv("AZR_SAVE_WRITER", writer)
+    answer = AppAPI(TrainingJob(runs_root=tmp_path)).estimate_memory(preset="135m")
+    assert (answer["staged_copy_bytes"] == answer["weights_and_optimizer_bytes"]) is staged
+    assert staged or answer["staged_copy_bytes"] == 0

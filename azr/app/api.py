@@ -252,13 +252,18 @@ class AppAPI:
                         vocab_size: int | None = None, batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
         """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size``: parameters,
         ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough),
-        ``staged_copy_bytes`` (a background save's copy) and ``total_bytes``, all fp32 (see
+        ``staged_copy_bytes`` (the copy a background save stages on this machine; 0 on a CPU) and ``total_bytes``, all fp32 (see
         :func:`azr.config.memory.estimate`)."""
+        from azr.checkpoints.writerprocess import stages_a_copy  # noqa: PLC0415 - torch, loaded by the app anyway
+        from azr.training.trainer import resolve_device  # noqa: PLC0415
+
         sizes = dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff, max_seq_len=max_seq_len,
                      vocab_size=vocab_size)
         model = model_preset(preset or "tiny", **{k: whole(k, v) for k, v in sizes.items()})
         batch = whole("batch_size", batch_size) or DEFAULTS.batch_size
-        return {**memory.estimate(model, batch).as_dict(), "batch_size": batch, "max_seq_len": model.max_seq_len}
+        staged = stages_a_copy(resolve_device("auto"))  # the device the app's runs train on
+        return {**memory.estimate(model, batch, staged).as_dict(), "batch_size": batch,
+                "max_seq_len": model.max_seq_len}
 
     @capped
     def generate(self, checkpoint: str, prompt: str = "", temperature: float = 1.0, top_k: int = 50,

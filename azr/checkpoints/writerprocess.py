@@ -59,13 +59,24 @@ def background_writer(model, device: torch.device) -> str:
     """
     from azr.models.lora import is_peft_model  # noqa: PLC0415
 
-    choice = os.environ.get("AZR_SAVE_WRITER", "auto")
-    if choice not in WRITERS:
-        raise ConfigError(f"AZR_SAVE_WRITER must be auto, process, thread or pagecache, got {choice!r}.")
-    choice = automatic_choice(device) if choice == "auto" else choice
+    choice = chosen_writer(device)
     if choice == "process" and not (supported() and hasattr(model, "config") and not is_peft_model(model)):
         return "thread"
     return choice
+
+
+def chosen_writer(device: torch.device) -> str:
+    """``AZR_SAVE_WRITER`` with ``auto`` resolved for ``device``; raises ConfigError for a value it cannot be."""
+    choice = os.environ.get("AZR_SAVE_WRITER", "auto")
+    if choice not in WRITERS:
+        raise ConfigError(f"AZR_SAVE_WRITER must be auto, process, thread or pagecache, got {choice!r}.")
+    return automatic_choice(device) if choice == "auto" else choice
+
+
+def stages_a_copy(device: torch.device) -> bool:
+    """True when background saves on ``device`` copy the weights and AdamW state before writing them (every writer
+    but the page cache's), so that a run holds them twice while a save is written."""
+    return chosen_writer(device) != "pagecache"
 
 
 def automatic_choice(device: torch.device) -> str:

@@ -3,8 +3,8 @@
 The front-ends show it before a run starts, so a user sees that a 135M model needs gigabytes before the machine
 runs out of them. Parameters are counted exactly for the Llama model :func:`azr.models.causal_lm.build_model`
 builds; activations are a rough figure (what one batch keeps for the backward pass, without the framework's
-buffers). A run that saves in the background (the default) also holds, while a save is written, a copy of the
-weights and AdamW state that later steps cannot change.
+buffers). A background save that stages a copy (on an accelerator, see ``AZR_SAVE_WRITER``) also holds, while it is
+written, the weights and AdamW state a second time.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ ADAMW_STATES = 2  # exp_avg and exp_avg_sq, each the size of the weights
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a training run holds: weights, AdamW state, gradients, one batch's activations and a background
-    save's copy of the weights and AdamW state, all fp32."""
+    """Bytes a training run holds: weights, AdamW state, gradients, one batch's activations and the copy of the
+    weights and AdamW state that a background save may stage, all fp32."""
 
     parameters: int
     weights_bytes: int
@@ -50,9 +50,10 @@ def parameter_count(config: ModelConfig) -> int:
     return config.num_layers * layer + embeddings + d  # the final norm
 
 
-def estimate(config: ModelConfig, batch_size: int = 1, background_saves: bool = True) -> MemoryEstimate:
+def estimate(config: ModelConfig, batch_size: int = 1, staged_copy: bool = False) -> MemoryEstimate:
     """Return the memory a run of ``config`` at ``batch_size`` (sequences of ``max_seq_len`` tokens) needs, with
-    the copy a save in the background makes when ``background_saves`` (``async_save``, the default).
+    the copy a background save stages when ``staged_copy`` (see
+    :func:`azr.checkpoints.writerprocess.stages_a_copy`).
 
     Activations per token and layer: about 8 hidden-size and 4 feed-forward-size values (the norms' inputs, q, k,
     v, the attention and MLP outputs, gate, up and their product), and the logits with their gradient.
@@ -63,4 +64,4 @@ def estimate(config: ModelConfig, batch_size: int = 1, background_saves: bool = 
     weights = parameters * FP32_BYTES
     optimizer = ADAMW_STATES * weights
     return MemoryEstimate(parameters, weights, optimizer, weights, tokens * per_token * FP32_BYTES,
-                          weights + optimizer if background_saves else 0)
+                          weights + optimizer if staged_copy else 0)
