@@ -60,9 +60,10 @@ def test_quick_benchmark_writes_every_metric(tmp_path: Path) -> None:
             assert entry["ratio"] is None, name
         if entry["goal"] is not None or name in JUDGED:
             assert isinstance(entry["goal"], str) and isinstance(entry["met"], bool), name
-    for name in ("async_save_throughput", "async_save_throughput_larger"):  # both background writers, side by side
+    for name in ("async_save_throughput", "async_save_throughput_larger"):  # two background writers, side by side
         detail = next(entry["detail"] for entry in entries if entry["name"] == name)
-        assert {detail["writer"], detail["other_writer"]} == {"thread", "process"}, name
+        # on a CPU: the page cache (auto's choice) against the writer process that stages a copy
+        assert {detail["writer"], detail["other_writer"]} == {"pagecache", "process"}, name
         assert _number(detail["other_writer_ratio_to_no_saves"]) and detail["other_writer_it_per_s"] > 0, name
         within_run = detail["within_run"]
         assert set(within_run) == {"async_saves", "sync_saves", "async_saves_other_writer"}, name
