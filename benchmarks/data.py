@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from azr import default_corpus, load_texts
 from azr.data.corpus import fingerprint
-from azr.data.tokens import BATCH_TEXTS, TokenFile, encode
+from azr.data.tokens import TokenFile, encode
 
 from .common import TOKENIZER_DIR, Bench, Entry, alternate, progress
 from .processes import REPO, peak_rss_mb, run_python
@@ -28,6 +28,9 @@ from .processes import REPO, peak_rss_mb, run_python
 DOCUMENT_CHARS = 4000  # about this many characters per document of a .jsonl file
 FILE_SIZE_LOG2 = (14, 22)  # file sizes, drawn log-uniformly between 16 KB and 4 MB
 KINDS = ((".txt", 6), (".md", 2), (".jsonl", 2))  # file types and their weights
+# Texts per datasets.map batch: it bounds a batch by count only, and 1,024 of the corpus's whole-file documents (up to
+# 4 MB each) made a batch of ~250 MB of text whose encodings ran out of 24 GB at 500 MB (BENCHMARKS.md, "Tokenising").
+DATASETS_BATCH_TEXTS = 32
 SOURCES = ("tests/fixtures/licenses/*", "docs/*.md", "README.md", "BENCHMARKS.md")  # besides the embedded corpus
 
 
@@ -126,7 +129,7 @@ def _datasets(files: list[Path], tokenizer, directory: Path) -> tuple[float, flo
         ids = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return {"ids": [[*piece, eos] for piece in ids]}
 
-    table.map(tokenise, batched=True, batch_size=BATCH_TEXTS, remove_columns=["text"])
+    table.map(tokenise, batched=True, batch_size=DATASETS_BATCH_TEXTS, remove_columns=["text"])
     return loaded - started, time.perf_counter() - loaded
 
 
