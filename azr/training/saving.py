@@ -17,6 +17,7 @@ for it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pickle
@@ -149,9 +150,9 @@ class CheckpointSaver:
             return
         if self._mode == "pagecache":
             unpublished = begin_checkpoint(contents, self.model, self._files())  # before the next step changes it
-            job = lambda: _verified(finish_checkpoint(unpublished, workers=1))  # noqa: E731
+            job = functools.partial(_finished_and_verified, unpublished)
         else:
-            job = lambda: self._write_verified(contents)  # noqa: E731
+            job = functools.partial(self._write_verified, contents)
         if self._worker is None:
             self._worker = SaveWorker(NICENESS if self._mode == "pagecache" else 0)
             self._worker.start()
@@ -287,6 +288,11 @@ class CheckpointSaver:
                 self.tokenizer.save_pretrained(directory)
                 self._tokenizer_files = {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file()}
         return self._tokenizer_files
+
+
+def _finished_and_verified(unpublished) -> Path:
+    """Finish a checkpoint written through the page cache (in one thread besides this one) and read it back."""
+    return _verified(finish_checkpoint(unpublished, workers=1))
 
 
 def _verified(path: Path) -> Path:
