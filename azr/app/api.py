@@ -252,8 +252,8 @@ class AppAPI:
                         vocab_size: int | None = None, batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
         """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size``: parameters,
         ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough),
-        ``staged_copy_bytes`` (the copy a background save stages on this machine; 0 on a CPU) and ``total_bytes``, all fp32 (see
-        :func:`azr.config.memory.estimate`)."""
+        ``staged_copy_bytes`` (the copy a background save stages on this machine; 0 on a CPU) and ``total_bytes``,
+        all fp32 (see :func:`azr.config.memory.estimate`)."""
         from azr.checkpoints.writerprocess import stages_a_copy  # noqa: PLC0415 - torch, loaded by the app anyway
         from azr.training.trainer import resolve_device  # noqa: PLC0415
 
