@@ -216,7 +216,7 @@ def _adoptable(directory: Path, run_id: str) -> bool:
 def write_json(path: Path, values: dict[str, Any]) -> None:
     """Write a small JSON file atomically (temporary file, fsync, rename)."""
     temp = storage.hidden_sibling(path.parent, storage.TEMP_PREFIX, path.name)  # names this process and thread's write
-    storage.write_bytes(temp, json.dumps(values, indent=1).encode())
+    storage.write_fsync(temp, json.dumps(values, indent=1).encode())
     os.replace(temp, path)
 
 

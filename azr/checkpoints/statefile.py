@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from azr.checkpoints.storage import CHECKSUM
 from azr.errors import CheckpointError
 
 FORMAT_VERSION = 3  # 3: the files' checksums are BLAKE3; 2: sha256, the history in chunks; 1: the first format
@@ -28,8 +29,9 @@ def seal(state: dict[str, Any]) -> bytes:
 
 
 def checksum_algorithm(format_version: int) -> str:
-    """The algorithm of the file checksums a checkpoint of ``format_version`` records."""
-    return "blake3" if format_version >= 3 else "sha256"
+    """The algorithm of the file checksums a checkpoint of ``format_version`` records (format 3 on: what
+    :mod:`~azr.checkpoints.storage` hashes new files with)."""
+    return CHECKSUM if format_version >= 3 else "sha256"
 
 
 def read_state(path: str | Path) -> dict[str, Any]:

@@ -50,12 +50,6 @@ def hidden_sibling(root: Path, prefix: str, name: str) -> Path:
     return root / f"{prefix}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def write_bytes(path: Path, data: Buffer) -> str:
-    """Write ``data`` to a new file, fsync it and return its checksum (computed from memory, not re-read)."""
-    write_fsync(path, data)
-    return checksum(data)
-
-
 def write_fsync(path: Path, data: Buffer) -> None:
     """Write ``data`` to a new file and fsync it."""
     with open(path, "xb") as handle:
@@ -71,12 +65,17 @@ def write_new(path: Path, data: Buffer) -> None:
 
 
 def checksum(data: Buffer, algorithm: str = CHECKSUM) -> str:
-    """Return the hex checksum of ``data`` (``algorithm``: "blake3" or "sha256"); a large buffer's BLAKE3 is
-    computed in several threads."""
+    """Return the hex checksum of ``data`` (``algorithm``: "blake3" or "sha256")."""
+    hasher = _hasher(algorithm, large=memoryview(data).nbytes >= SPLIT_HASH_BYTES)
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def _hasher(algorithm: str, large: bool):
+    """A new hasher of ``algorithm``; BLAKE3 hashes ``large`` inputs in several threads."""
     if algorithm == "sha256":
-        return hashlib.sha256(data).hexdigest()
-    threads = blake3.blake3.AUTO if memoryview(data).nbytes >= SPLIT_HASH_BYTES else 1
-    return blake3.blake3(data, max_threads=threads).hexdigest()
+        return hashlib.sha256()
+    return blake3.blake3(max_threads=blake3.blake3.AUTO if large else 1)
 
 
 def read_buffer(path: Path) -> Buffer:
@@ -91,7 +90,7 @@ def read_buffer(path: Path) -> Buffer:
 def file_checksum(path: Path, algorithm: str = CHECKSUM) -> str:
     """Return the checksum of a file, read through a memory map one window at a time: each window's pages leave
     the process once hashed, so checking a file of gigabytes does not add gigabytes to its resident memory."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if algorithm == "blake3" else hashlib.sha256()
+    hasher = _hasher(algorithm, large=True)
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:  # an empty file cannot be mapped
@@ -138,7 +137,7 @@ def write_file_atomically(path: Path, make_data: Callable[[], bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = hidden_sibling(path.parent, TEMP_PREFIX, path.name)
     try:
-        write_bytes(temp, make_data())
+        write_fsync(temp, make_data())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -193,7 +192,7 @@ def copy_directory(source: Path, final: Path) -> None:
     temp = hidden_sibling(final.parent, TEMP_PREFIX, final.name)
     temp.mkdir()
     try:
-        in_parallel(lambda p: write_bytes(temp / p.name, p.read_bytes()), [p for p in source.iterdir() if p.is_file()])
+        in_parallel(lambda p: write_fsync(temp / p.name, p.read_bytes()), [p for p in source.iterdir() if p.is_file()])
         publish(temp, final)
     except BaseException:
         discard(temp)

@@ -125,7 +125,7 @@ class Unpublished:
             full_state = {**self.state, "format_version": FORMAT_VERSION, "name": self.name,
                           "history": {"length": len(self.history), "chunks": self.digests, "tail": HISTORY_FILE},
                           "files": dict(sorted(written.items()))}
-            storage.write_bytes(self.temp / STATE_FILE, seal(full_state))
+            storage.write_fsync(self.temp / STATE_FILE, seal(full_state))
             storage.publish(self.temp, self.run_dir / self.name)
         except BaseException:
             storage.discard(self.temp) if self.temp.exists() else None
@@ -189,7 +189,7 @@ def copy_checkpoint(checkpoint: Checkpoint, run_dir: str | Path) -> Path:
 
 
 def share_identical_files(checkpoint: Path, twin: Path) -> None:
-    """Make the files of ``checkpoint`` that have the same recorded sha256 as ``twin``'s hard links to them (a
+    """Make the files of ``checkpoint`` that have the same recorded checksum as ``twin``'s hard links to them (a
     ``model_best_N`` and a ``model_iter_N`` of the same step hold the same weights and optimizer state), so that
     a step saved twice takes its room once. Each file is swapped in with one rename; a file system without hard
     links keeps the copies."""

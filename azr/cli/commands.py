@@ -115,9 +115,8 @@ def _lora(args: argparse.Namespace):
         if given:
             raise ConfigError(f"{given[0]} needs --lora-r (the adapter rank, which turns LoRA on).")
         return None
-    defaults = LoraSettings(args.lora_r)
-    return LoraSettings(args.lora_r, defaults.alpha if args.lora_alpha is None else args.lora_alpha,
-                        args.lora_target or defaults.target)
+    given = {"alpha": args.lora_alpha, "target": args.lora_target}
+    return LoraSettings(args.lora_r, **{name: value for name, value in given.items() if value is not None})
 
 
 def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int, lora=None):
