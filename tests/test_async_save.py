@@ -19,6 +19,7 @@ from azr import AZRTrainer, CheckpointError, list_checkpoints
 from azr.checkpoints import storage, tensorfile
 from azr.checkpoints.writerprocess import NICENESS
 from azr.training import saving
+from azr.training.callbacks import TrainerCallback
 
 COMPARED = ("model.safetensors", "optimizer.safetensors", "rng_state.safetensors", "reference.safetensors",
             "scheduler.json", "config.json", "generation_config.json", "tokenizer.json")
@@ -143,10 +144,10 @@ def test_a_disk_that_fails_stops_the_run_with_one_clear_error_naming_the_newest_
         return write(*args)
     monkeypatch.setattr(module, name, write_unless_failing)
 
-    def fail_after_the_first_save(status):
-        if status.state == "checkpoint":
+    class FailAfterTheFirstSave(TrainerCallback):  # on_save: as the save is collected, before the next one begins
+        def on_save(self, path, kind):
             failing.set()
-    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", status_callback=fail_after_the_first_save)
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu", callbacks=[FailAfterTheFirstSave()])
     with pytest.raises(CheckpointError) as raised:
         train(trainer, texts, 40, tmp_path, async_save=async_save)
     message = str(raised.value)
