@@ -3,7 +3,8 @@
 Both contenders tokenise the same generated corpus (:func:`write_corpus`: many .txt, .md and .jsonl files of
 paragraphs of the embedded corpus, the test fixtures' texts and the project's docs, in seeded random order) with the
 same tokenizer, each in a fresh process (``python -m benchmarks.data azr|datasets ...``) whose last stdout line is a
-JSON object of its loading and tokenising times and peak RSS. The project's side reads the files as a run does
+JSON object of its loading and tokenising times and peak RSS (its own, or with its children's at the same time
+where larger: the project tokenises in a child process). The project's side reads the files as a run does
 (``load_texts``), then (timed) fingerprints the texts, tokenises them in batches and writes the token file; the
 baseline loads the files into a ``datasets`` Arrow table (the text builder, one document per file, and the JSON
 builder; not timed) and (timed) maps the tokenizer over it in batches.
@@ -20,10 +21,11 @@ from transformers import AutoTokenizer
 
 from azr import default_corpus, load_texts
 from azr.data.corpus import fingerprint
-from azr.data.tokens import TokenFile, encode
+from azr.data.encoder_process import encode
+from azr.data.tokens import TokenFile
 
 from .common import TOKENIZER_DIR, Bench, Entry, alternate, progress
-from .processes import REPO, peak_rss_mb, run_python
+from .processes import REPO, TreePeak, peak_rss_mb, run_python
 
 DOCUMENT_CHARS = 4000  # about this many characters per document of a .jsonl file
 FILE_SIZE_LOG2 = (14, 22)  # file sizes, drawn log-uniformly between 16 KB and 4 MB
@@ -142,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    load_s, seconds = (_azr if args.kind == "azr" else _datasets)(args.files, tokenizer, args.directory)
-    print(json.dumps({"load_s": load_s, "seconds": seconds, "maxrss_mb": peak_rss_mb()}))
+    with TreePeak() as tree:
+        load_s, seconds = (_azr if args.kind == "azr" else _datasets)(args.files, tokenizer, args.directory)
+    print(json.dumps({"load_s": load_s, "seconds": seconds, "maxrss_mb": max(peak_rss_mb(), tree.peak_mb),
+                      "process_maxrss_mb": peak_rss_mb(), "tree_peak_mb": tree.peak_mb}))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,41 @@ def status_mb(field: str, pid: int | str = "self") -> float:
     """A field of /proc/<pid>/status in MB."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:")) / 2**10
+
+
+class TreePeak:
+    """The largest RSS of this process and its children together (MB), sampled every ``interval`` seconds while
+    the ``with`` block runs (a child that tokenises a corpus counts: it holds memory at the same time)."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval, self.peak_mb, self._done = interval, 0.0, threading.Event()
+
+    def __enter__(self) -> TreePeak:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, status_mb("VmRSS") + sum(map(_rss_mb, _children())))
+
+
+def _children() -> list[str]:
+    """The pids of this process's children (every thread's)."""
+    return [pid for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text(encoding="ascii").split()]
+
+
+def _rss_mb(pid: str) -> float:
+    """A process's RSS in MB; 0 once it has ended."""
+    try:
+        return status_mb("VmRSS", pid)
+    except (OSError, StopIteration):
+        return 0.0
 
 
 def peak_rss_mb() -> float:

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ from conftest import FAST
 from tokenizers import pre_tokenizers
 
 from azr import AZRTrainer, ConfigError, DataError, train_tokenizer
-from azr.data import tokens
+from azr.data import encoder_process, tokens
 from azr.data.corpus import ResumableSampler, TokenWindows, fingerprint
 from azr.data.tokenizer import EOS
 from azr.data.tokens import TOKENS_DIR, TokenFile
@@ -211,3 +215,57 @@ def test_the_rewards_corpus_of_a_large_corpus_is_a_bounded_even_sample(texts, to
     assert torch.equal(windows.train.flat(10 * len(rows) * 17), rows.reshape(-1))  # within the limit: every row
     sample = windows.train.flat(17 * 10)
     assert torch.equal(sample, rows[torch.arange(10) * len(rows) // 10].reshape(-1))
+
+
+TOKENISE_IN_A_FRESH_PROCESS = """
+import ctypes, gc, json, sys
+from azr import default_corpus, train_tokenizer
+from azr.training import session
+
+def anon_mb():
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+
+texts = default_corpus() * 2
+tokenizer = train_tokenizer(texts[:1], 2048)
+before = anon_mb()
+ids = session.encode(texts, tokenizer)
+count = len(ids)
+del ids
+print(json.dumps({"growth_mb": anon_mb() - before, "tokens": count}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and glibc's malloc_trim")
+def test_tokenising_a_runs_corpus_leaves_no_memory_behind_in_the_training_process():
+    """The tokenizer's many small allocations (tokens, offsets, per-thread heaps) fragment the heap of the process
+    that makes them; a run's corpus is tokenised where that memory goes away with it, so a long-lived process (the
+    app, a notebook) is back where it was once the ids are dropped."""
+    done = subprocess.run([sys.executable, "-c", TOKENISE_IN_A_FRESH_PROCESS], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["tokens"] > 700_000
+    assert measured["growth_mb"] < 8, measured  # tokenised here: about 60 MB stays behind
+
+
+def test_the_tokenising_process_gives_the_ids_of_tokenising_here(texts, tokenizer, monkeypatch):
+    monkeypatch.setattr(encoder_process, "SLICE_CHARS", 1000)  # texts cross the pipe in many slices
+    sample = [texts[0][:5000], "", "naïve café — ünïcode " * 100, texts[1][:300] + EOS + "after", "plain words"]
+    ids = encoder_process.encode(sample, tokenizer)
+    assert ids.dtype == tokens.token_dtype(tokenizer)
+    assert ids.tolist() == tokens.encode(sample, tokenizer).tolist() == direct_ids(sample, tokenizer)
+
+
+def test_a_failure_while_tokenising_is_one_data_error(texts, tokenizer):
+    with pytest.raises(DataError, match=r"^Tokenising the corpus failed: [^\n]+$"):
+        encoder_process.encode([texts[0][:100], "a lone surrogate \ud800 cannot be tokenised"], tokenizer)
+
+
+def test_a_failure_reading_the_texts_is_raised_not_a_shorter_corpus(texts, tokenizer):
+    def failing():
+        yield texts[0][:100]
+        raise OSError("the disk went away")
+    with pytest.raises(OSError, match="the disk went away"):
+        encoder_process.encode(failing(), tokenizer)

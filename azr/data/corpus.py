@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from azr.data.tokens import encode
+from azr.data.encoder_process import encode
 from azr.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")

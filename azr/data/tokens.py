@@ -15,8 +15,9 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -92,7 +93,7 @@ def _clean_cuts(text: str, cuts: list[int], encode_batch: Callable[[list[str]], 
     return all(ids[i] == ids[i + 1] + ids[i + 2] for i in range(0, len(ids), 3))
 
 
-def _pieces(texts: list[str], encode_batch: Callable[[list[str]], list[list[int]]]) -> Iterator[tuple[str, bool]]:
+def _pieces(texts: Iterable[str], encode_batch: Callable[[list[str]], list[list[int]]]) -> Iterator[tuple[str, bool]]:
     """The texts as pieces to tokenise, each with whether it ends its text: a long text is cut into pieces of
     about PIECE_CHARS characters where that gives the ids of one call (so it is tokenised in parallel, and never
     as one call holding the whole text's encoding), else kept whole."""
@@ -106,23 +107,41 @@ def _pieces(texts: list[str], encode_batch: Callable[[list[str]], list[list[int]
             yield text[bounds[index]:bounds[index + 1]], index == len(bounds) - 2
 
 
-def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
-    """A function giving the ids ``tokenizer(texts, add_special_tokens=False)`` gives: for a fast tokenizer, the
-    tokenizers library's batch encoder without offsets, on a copy set as that call sets it (no truncation or
-    padding; special tokens split or not as the tokenizer says); else that call."""
-    if not getattr(tokenizer, "is_fast", False):
-        return lambda batch: tokenizer(batch, add_special_tokens=False)["input_ids"]
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+def encoder_spec(tokenizer) -> dict[str, Any]:
+    """What a fast ``tokenizer``'s batch encoding needs, as JSON-able values (another process rebuilds the encoder
+    from them): its serialised backend, whether special tokens written in a text are split, its EOS id and id type."""
+    return {"backend": tokenizer.backend_tokenizer.to_str(), "eos_token_id": tokenizer.eos_token_id,
+            "split_special_tokens": bool(getattr(tokenizer, "split_special_tokens", False)),
+            "dtype": token_dtype(tokenizer).str}
+
+
+def fast_encoder(spec: dict[str, Any]) -> Callable[[list[str]], list[list[int]]]:
+    """The tokenizers library's batch encoder of :func:`encoder_spec`'s ``spec``, without offsets, set as
+    ``tokenizer(texts, add_special_tokens=False)`` sets it: no truncation or padding."""
+    backend = Tokenizer.from_str(spec["backend"])
     backend.no_truncation()
     backend.no_padding()
-    backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    backend.encode_special_tokens = spec["split_special_tokens"]
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     return lambda batch: [encoding.ids for encoding in encode(batch, add_special_tokens=False)]
 
 
-def encode_chunks(texts: list[str], tokenizer) -> Iterator[np.ndarray]:
+def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """A function giving the ids ``tokenizer(texts, add_special_tokens=False)`` gives: :func:`fast_encoder` for a
+    fast tokenizer, else that call."""
+    if not getattr(tokenizer, "is_fast", False):
+        return lambda batch: tokenizer(batch, add_special_tokens=False)["input_ids"]
+    return fast_encoder(encoder_spec(tokenizer))
+
+
+def encode_chunks(texts: Iterable[str], tokenizer) -> Iterator[np.ndarray]:
     """The ids of ``texts``, each followed by EOS, as compact arrays, one per batch of texts."""
-    dtype, eos, encode_batch = token_dtype(tokenizer), tokenizer.eos_token_id, batch_encoder(tokenizer)
+    return ids_chunks(texts, batch_encoder(tokenizer), tokenizer.eos_token_id, token_dtype(tokenizer))
+
+
+def ids_chunks(texts: Iterable[str], encode_batch: Callable[[list[str]], list[list[int]]], eos: int,
+               dtype: np.dtype) -> Iterator[np.ndarray]:
+    """The ids ``encode_batch`` gives ``texts``, each text's followed by ``eos``, as ``dtype`` arrays, one per batch."""
     for batch in _batches(_pieces(texts, encode_batch)):
         pieces = encode_batch([piece for piece, _ in batch])
         for piece, (_, last) in zip(pieces, batch):
@@ -132,8 +151,9 @@ def encode_chunks(texts: list[str], tokenizer) -> Iterator[np.ndarray]:
         yield np.fromiter(itertools.chain.from_iterable(pieces), dtype=dtype, count=count)
 
 
-def encode(texts: list[str], tokenizer) -> np.ndarray:
-    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids).
+def encode(texts: Iterable[str], tokenizer) -> np.ndarray:
+    """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids), tokenised in
+    this process (:func:`azr.data.encoder_process.encode` tokenises a run's corpus in another).
 
     The chunks are appended to one growing buffer as they come (not kept and then concatenated), so the corpus'
     ids are held once, not twice, at the end."""

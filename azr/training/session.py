@@ -35,7 +35,8 @@ from azr.data.corpus import (
 )
 from azr.data.hub_datasets import SOURCE as DATASET_SOURCE
 from azr.data.hub_datasets import HubDataset
-from azr.data.tokens import TOKENS_DIR, TokenFile, encode
+from azr.data.encoder_process import encode
+from azr.data.tokens import TOKENS_DIR, TokenFile
 from azr.errors import CheckpointError, ConfigError, DataError
 from azr.hub.pending import PushTarget
 from azr.models.causal_lm import (
