@@ -33,17 +33,13 @@ from azr.data.corpus import (
     save_corpus,
     texts_of,
 )
+from azr.data.encoder_process import encode
 from azr.data.hub_datasets import SOURCE as DATASET_SOURCE
 from azr.data.hub_datasets import HubDataset
-from azr.data.encoder_process import encode
 from azr.data.tokens import TOKENS_DIR, TokenFile
 from azr.errors import CheckpointError, ConfigError, DataError
 from azr.hub.pending import PushTarget
-from azr.models.causal_lm import (
-    architecture_differences,
-    max_length_of,
-    model_config_of,
-)
+from azr.models.causal_lm import architecture_differences, max_length_of, model_config_of
 from azr.rl.rewards import RewardFn, RewardSet, build_rewards
 from azr.training import distributed, precision, rng
 from azr.training.callbacks import HubPush, Rotation, TimeBudget, TrainerCallback
