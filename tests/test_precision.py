@@ -79,3 +79,43 @@ def test_the_cli_offers_the_settings():
     assert (args.precision, args.grad_accum_steps, args.compile) == ("bf16", 2, True)
     assert build_parser().parse_args(["train"]).compile is None  # not given: not passed on
     assert build_parser().parse_args(["resume", "x", "--no-compile"]).compile is False
+
+
+def kernel_mode() -> tuple[bool, bool]:
+    """PyTorch's process-wide deterministic mode and whether it fills new memory."""
+    return torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+
+
+@pytest.fixture
+def default_kernel_mode():
+    """PyTorch's defaults before the test (deterministic off, new memory filled when it is on), restored after."""
+    before = kernel_mode()
+    torch.use_deterministic_algorithms(False)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = before[1]
+
+
+def test_deterministic_kernels_last_as_long_as_their_run(texts, tokenizer, make_model, tmp_path, default_kernel_mode):
+    """A run's deterministic mode is the run's: during it PyTorch picks deterministic kernels without filling each
+    new tensor's memory first (a cost with nothing to make deterministic: a kernel that reads memory it did not
+    write is a bug either way); once it ends, a Trainer or loop in the same process runs in the mode it had."""
+    trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
+    during = [kernel_mode() for status in trainer.train(texts, 4, tmp_path / "on", **FAST) if status.iteration]
+    assert set(during) == {(True, False)}
+    assert kernel_mode() == (False, True)
+    during = [kernel_mode() for status in trainer.train(texts, 4, tmp_path / "off", deterministic=False, **FAST)
+              if status.iteration]
+    assert set(during) == {(False, True)}
+
+
+def test_a_run_ending_leaves_deterministic_kernels_to_a_run_still_training(texts, tokenizer, make_model, tmp_path,
+                                                                         default_kernel_mode):
+    first = AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 4, tmp_path / "first", **FAST)
+    second = AZRTrainer(make_model(), tokenizer, device="cpu").train(texts, 4, tmp_path / "second", **FAST)
+    next(first), next(second)  # both runs have started
+    list(first)  # the first ends while the second has not
+    during = [kernel_mode() for status in second if status.iteration]
+    assert set(during) == {(True, False)}
+    assert kernel_mode() == (False, True)

@@ -27,7 +27,7 @@ from azr.rl.selfplay import held_out_reward
 from azr.training import distributed
 from azr.training.callbacks import HubPush, TrainerCallback, end_messages
 from azr.training.checkpointing import RunSaves
-from azr.training.determinism import use_deterministic_kernels
+from azr.training.determinism import DETERMINISTIC_RUNS
 from azr.training.losses import validation_loss
 from azr.training.quality import greedy_measures
 from azr.training.reporting import report_targets
@@ -90,6 +90,7 @@ class AZRTrainer:
         self._load_optimizer = True
         self._saver = CheckpointSaver(self.model, tokenizer, self.device)
         self._stepper = Stepper(self.model, tokenizer, self.device)
+        self._holds_kernels = False  # whether this trainer's run holds deterministic kernels (DETERMINISTIC_RUNS)
 
     @classmethod
     def from_checkpoint(cls, ref: str | Path | Checkpoint, device: str | torch.device = "auto",
@@ -175,11 +176,13 @@ class AZRTrainer:
             self._loaded, self._load_optimizer = None, True
             self.optimizer, self.history = run.optimizer, run.state.history
             if run.config.deterministic:
-                use_deterministic_kernels()
+                DETERMINISTIC_RUNS.hold()
+                self._holds_kernels = True
             self._stepper.forward = distributed.wrap(self.model, self.device)
             if run.config.compile:
                 self._stepper.forward = torch.compile(self._stepper.forward)
         except BaseException:
+            self._restore_kernels()
             if run.lock is not None:
                 run.lock.release()
             raise
@@ -280,10 +283,17 @@ class AZRTrainer:
         """A run's end, however it ends: the writer, staged memory, last gradients, hooks and run lock let go."""
         self._saver.close()
         run.optimizer.zero_grad(set_to_none=True)
+        self._restore_kernels()
         for callback in callbacks:
             callback.close()
         if run.lock is not None:
             run.lock.release()
+
+    def _restore_kernels(self) -> None:
+        """Let go of the deterministic kernels this trainer's run held."""
+        if self._holds_kernels:
+            DETERMINISTIC_RUNS.release()
+            self._holds_kernels = False
 
     def _reports(self, run: Run, clock: StatusClock, callbacks, saves: RunSaves,
                  wait: bool) -> Iterator[TrainingStatus]:
