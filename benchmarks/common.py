@@ -23,8 +23,8 @@ import transformers
 from transformers import PreTrainedTokenizerFast
 
 from azr import ModelConfig, build_model, default_corpus, preset, train_tokenizer
+from azr.config import default_seq_len
 from azr.data.corpus import TokenWindows
-from azr.training.session import DEFAULT_MAX_WINDOW
 
 TOKENIZER_DIR = "tokenizer"
 # Self-play every 10 iterations: the AZR cycle the timing groups measure (self-play is off by default; this is the
@@ -177,7 +177,7 @@ def corpus(chars: int | None) -> list[str]:
 
 def window_length(config: ModelConfig) -> int:
     """Return the tokens per training window AZRTrainer uses by default for a model of this size."""
-    return min(config.max_seq_len, DEFAULT_MAX_WINDOW)
+    return default_seq_len(config.max_seq_len)
 
 
 def learning_pool(workers: int) -> ProcessPoolExecutor:

@@ -11,6 +11,7 @@ from azr.app.jobs import TrainingJob
 from azr.config import PRESETS
 from azr.config.memory import estimate, parameter_count
 from azr.models.causal_lm import build_model
+from azr.training import session
 
 
 @pytest.mark.parametrize("config", [PRESETS["tiny"], dataclasses.replace(PRESETS["tiny"], num_kv_heads=2,
@@ -50,3 +51,17 @@ def test_the_apps_estimate_counts_a_staged_copy_only_where_background_saves_make
     answer = AppAPI(TrainingJob(runs_root=tmp_path)).estimate_memory(preset="135m")
     assert (answer["staged_copy_bytes"] == answer["weights_and_optimizer_bytes"]) is staged
     assert staged or answer["staged_copy_bytes"] == 0
+
+
+def test_the_estimate_is_for_the_windows_a_run_trains_on(tmp_path):
+    """A run whose model reads up to 2,048 tokens trains on windows of 256 unless told otherwise, so the app's
+    estimate counts activations for those windows: counted for 2,048 it put a 135m run at batch 16 at 57 GB instead
+    of 9 (at batch 4 a run peaked at 4.3 GB: the estimate says 3.9 GB, and said 15.9 GB)."""
+    model = dataclasses.replace(PRESETS["tiny"], max_seq_len=2048)
+    run_window = session.resolve_config(None, 10, {}, build_model(model)).seq_len
+    assert run_window == 256
+    answer = AppAPI(TrainingJob(runs_root=tmp_path)).estimate_memory(preset="135m", batch_size=16)
+    assert answer["seq_len"] == run_window
+    assert answer["activations_bytes"] == estimate(PRESETS["135m"], 16, seq_len=run_window).activations_bytes
+    assert answer["total_bytes"] < 12e9
+    assert estimate(PRESETS["135m"], 16, seq_len=2048).activations_bytes == 8 * answer["activations_bytes"]

@@ -28,7 +28,7 @@ import gradio as gr
 from azr.app import compare
 from azr.app.jobs import HubSettings, TrainingJob
 from azr.app.owners import Access, Caller
-from azr.config import TrainConfig, memory
+from azr.config import TrainConfig, default_seq_len, memory
 from azr.config import preset as model_preset
 from azr.data.corpus import load_texts
 from azr.data.hub_datasets import HubDataset
@@ -250,7 +250,8 @@ class AppAPI:
     def estimate_memory(self, preset: str = "tiny", d_model: int | None = None, num_layers: int | None = None,
                         num_heads: int | None = None, d_ff: int | None = None, max_seq_len: int | None = None,
                         vocab_size: int | None = None, batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
-        """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size``: parameters,
+        """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size`` windows of
+        ``seq_len`` tokens (the length a run trains on, at most the model's ``max_seq_len``): parameters,
         ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough),
         ``staged_copy_bytes`` (the copy a background save stages on this machine; 0 on a CPU) and ``total_bytes``,
         all fp32 (see :func:`azr.config.memory.estimate`)."""
@@ -263,7 +264,7 @@ class AppAPI:
         batch = whole("batch_size", batch_size) or DEFAULTS.batch_size
         staged = stages_a_copy(resolve_device("auto"))  # the device the app's runs train on
         return {**memory.estimate(model, batch, staged).as_dict(), "batch_size": batch,
-                "max_seq_len": model.max_seq_len}
+                "seq_len": default_seq_len(model.max_seq_len), "max_seq_len": model.max_seq_len}
 
     @capped
     def generate(self, checkpoint: str, prompt: str = "", temperature: float = 1.0, top_k: int = 50,

@@ -254,7 +254,7 @@ def render_memory(estimate: dict[str, Any]) -> str:
     return (f"**Estimated memory** (an estimate, fp32; 1 GB = 10⁹ bytes): {estimate['parameters'] / 1e6:,.1f} M "
             f"parameters · weights + AdamW state {_size(estimate['weights_and_optimizer_bytes'])} · gradients "
             f"{_size(estimate['gradients_bytes'])} · activations, roughly, {_size(estimate['activations_bytes'])} "
-            f"for a batch of {estimate['batch_size']} × {estimate['max_seq_len']} tokens · "
+            f"for a batch of {estimate['batch_size']} × {estimate['seq_len']} tokens · "
             + (f"a background save's copy {_size(estimate['staged_copy_bytes'])} · "
                if estimate.get("staged_copy_bytes") else "")
             + f"in all about {_size(estimate['total_bytes'])}.")

@@ -22,6 +22,7 @@ SAMPLINGS = ("random_offset", "windows")  # how training windows are drawn (azr.
 SCALE_REWARDS = ("group", "batch", "none")  # what divides a self-play advantage (azr.rl.grpo), TRL's names
 LOSS_TYPES = ("grpo", "dr_grpo")  # how the GRPO loss averages over tokens (azr.rl.grpo), TRL's names
 FIXED_ON_RESUME = ("seed",)  # TrainConfig fields a resume cannot change
+DEFAULT_MAX_WINDOW = 256  # the window length of a run whose model accepts longer sequences, unless seq_len is given
 # Settings whose default changed: a saved config without the field was trained the old way and resumes that way.
 LEGACY_DEFAULTS = {"sampling": "windows", "self_play_every": 10, "rewards": "composite"}
 
@@ -116,6 +117,12 @@ def preset_training(model: ModelConfig | None) -> dict[str, Any]:
         if model is not None and shape(config) == shape(model):
             return dict(PRESET_TRAINING[name])
     return dict(OTHER_MODELS)
+
+
+def default_seq_len(max_seq_len: int) -> int:
+    """The window length a run trains on when ``seq_len`` is not given: the model's longest, at most
+    DEFAULT_MAX_WINDOW (short windows keep a step quick and its memory small on a CPU)."""
+    return min(max_seq_len, DEFAULT_MAX_WINDOW)
 
 
 def training_defaults(model: ModelConfig | None, max_iterations: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from azr.config import ModelConfig
+from azr.config import ModelConfig, default_seq_len
 
 FP32_BYTES = 4
 ADAMW_STATES = 2  # exp_avg and exp_avg_sq, each the size of the weights
@@ -50,16 +50,17 @@ def parameter_count(config: ModelConfig) -> int:
     return config.num_layers * layer + embeddings + d  # the final norm
 
 
-def estimate(config: ModelConfig, batch_size: int = 1, staged_copy: bool = False) -> MemoryEstimate:
-    """Return the memory a run of ``config`` at ``batch_size`` (sequences of ``max_seq_len`` tokens) needs, with
-    the copy a background save stages when ``staged_copy`` (see
+def estimate(config: ModelConfig, batch_size: int = 1, staged_copy: bool = False,
+             seq_len: int | None = None) -> MemoryEstimate:
+    """Return the memory a run of ``config`` at ``batch_size`` windows of ``seq_len`` tokens (default: the run's,
+    :func:`azr.config.default_seq_len`) needs, with the copy a background save stages when ``staged_copy`` (see
     :func:`azr.checkpoints.writerprocess.stages_a_copy`).
 
     Activations per token and layer: about 8 hidden-size and 4 feed-forward-size values (the norms' inputs, q, k,
     v, the attention and MLP outputs, gate, up and their product), and the logits with their gradient.
     """
     parameters = parameter_count(config)
-    tokens = max(1, batch_size) * config.max_seq_len
+    tokens = max(1, batch_size) * (seq_len or default_seq_len(config.max_seq_len))
     per_token = config.num_layers * (8 * config.d_model + 4 * config.d_ff) + 2 * config.vocab_size
     weights = parameters * FP32_BYTES
     optimizer = ADAMW_STATES * weights

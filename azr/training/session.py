@@ -19,7 +19,7 @@ from azr.checkpoints import containment, runs
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import History
 from azr.checkpoints.names import checkpoint_name
-from azr.config import FIXED_ON_RESUME, TrainConfig, training_defaults
+from azr.config import FIXED_ON_RESUME, TrainConfig, default_seq_len, training_defaults
 from azr.config.rewards import parse_rewards
 from azr.config.schedule import LRPlan
 from azr.data.corpus import (
@@ -48,7 +48,6 @@ from azr.training.state import TrainState
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_WINDOW = 256  # default window length when the model accepts longer sequences
 REWARD_CORPUS_TOKENS = 2**22  # the reward functions' corpus: at most this many training tokens (evenly spaced windows)
 STORED_RECORD = ("source", "fingerprint", "num_texts")  # what a resume from a stored corpus keeps of its record
 
@@ -95,7 +94,7 @@ def resolve_config(checkpoint: Checkpoint | None, max_iterations: int | None, se
             raise ConfigError(f"max_iterations ({config.max_iterations}) is below the checkpoint's iteration "
                               f"({checkpoint.iteration}); give a target of at least {checkpoint.iteration}.")
     model_max = max_length_of(model)
-    seq_len = config.seq_len or min(model_max, DEFAULT_MAX_WINDOW)
+    seq_len = config.seq_len or default_seq_len(model_max)
     if seq_len > model_max:
         raise ConfigError(f"seq_len ({seq_len}) exceeds the model's max_seq_len ({model_max}).")
     distributed.micro_batch_size(config.batch_size, config.grad_accum_steps)  # the global batch must split evenly
