@@ -53,23 +53,25 @@ class DeterministicRuns:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._count = 0
+        self._holders: set[int] = set()
         self._before: KernelMode | None = None
 
-    def hold(self) -> None:
-        """A run starts that needs deterministic kernels."""
+    def hold(self, holder: object) -> None:
+        """``holder`` (a run) starts, and needs deterministic kernels."""
         with self._lock:
-            if self._count == 0:
+            if not self._holders:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
                 self._before = KernelMode.current()
                 DETERMINISTIC.apply()
-            self._count += 1
+            self._holders.add(id(holder))
 
-    def release(self) -> None:
-        """A run that held them ended."""
+    def release(self, holder: object) -> None:
+        """``holder`` ended (nothing happens when it held nothing)."""
         with self._lock:
-            self._count -= 1
-            if self._count == 0 and self._before is not None:
+            if id(holder) not in self._holders:
+                return
+            self._holders.discard(id(holder))
+            if not self._holders and self._before is not None:
                 self._before.apply()
                 self._before = None
 

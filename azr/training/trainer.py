@@ -90,7 +90,6 @@ class AZRTrainer:
         self._load_optimizer = True
         self._saver = CheckpointSaver(self.model, tokenizer, self.device)
         self._stepper = Stepper(self.model, tokenizer, self.device)
-        self._holds_kernels = False  # whether this trainer's run holds deterministic kernels (DETERMINISTIC_RUNS)
 
     @classmethod
     def from_checkpoint(cls, ref: str | Path | Checkpoint, device: str | torch.device = "auto",
@@ -176,13 +175,12 @@ class AZRTrainer:
             self._loaded, self._load_optimizer = None, True
             self.optimizer, self.history = run.optimizer, run.state.history
             if run.config.deterministic:
-                DETERMINISTIC_RUNS.hold()
-                self._holds_kernels = True
+                DETERMINISTIC_RUNS.hold(run)
             self._stepper.forward = distributed.wrap(self.model, self.device)
             if run.config.compile:
                 self._stepper.forward = torch.compile(self._stepper.forward)
         except BaseException:
-            self._restore_kernels()
+            DETERMINISTIC_RUNS.release(run)
             if run.lock is not None:
                 run.lock.release()
             raise
@@ -283,17 +281,11 @@ class AZRTrainer:
         """A run's end, however it ends: the writer, staged memory, last gradients, hooks and run lock let go."""
         self._saver.close()
         run.optimizer.zero_grad(set_to_none=True)
-        self._restore_kernels()
+        DETERMINISTIC_RUNS.release(run)
         for callback in callbacks:
             callback.close()
         if run.lock is not None:
             run.lock.release()
-
-    def _restore_kernels(self) -> None:
-        """Let go of the deterministic kernels this trainer's run held."""
-        if self._holds_kernels:
-            DETERMINISTIC_RUNS.release()
-            self._holds_kernels = False
 
     def _reports(self, run: Run, clock: StatusClock, callbacks, saves: RunSaves,
                  wait: bool) -> Iterator[TrainingStatus]:
