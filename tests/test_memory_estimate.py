@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from azr.app.api import AppAPI
 from azr.app.jobs import TrainingJob
 from azr.config import PRESETS
-from azr.config.memory import estimate, parameter_count
+from azr.app.render import render_memory
+from azr.config.memory import estimate, largest_batch, parameter_count
 from azr.models.causal_lm import build_model
 from azr.training import session
+from azr.training.status import available_memory_bytes
 
 
 @pytest.mark.parametrize("config", [PRESETS["tiny"], dataclasses.replace(PRESETS["tiny"], num_kv_heads=2,
@@ -65,3 +68,33 @@ def test_the_estimate_is_for_the_windows_a_run_trains_on(tmp_path):
     assert answer["activations_bytes"] == estimate(PRESETS["135m"], 16, seq_len=run_window).activations_bytes
     assert answer["total_bytes"] < 12e9
     assert estimate(PRESETS["135m"], 16, seq_len=2048).activations_bytes == 8 * answer["activations_bytes"]
+
+
+def test_the_largest_batch_that_fits_is_the_largest_whose_estimate_fits():
+    config = PRESETS["135m"]
+    room = estimate(config, 6).total_bytes + 1
+    assert largest_batch(config, room) == 6
+    assert largest_batch(config, estimate(config, 6).total_bytes - 1) == 5
+    assert largest_batch(config, estimate(config, 1).total_bytes - 1) == 0  # not even one window
+    assert largest_batch(config, room, staged_copy=True) < 6
+
+
+def test_the_machines_free_memory_is_read_from_the_kernel():
+    """What a run could use now: the kernel's available memory, or less when a container's limit is nearer."""
+    free = available_memory_bytes(torch.device("cpu"))
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        total = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")) * 1024
+    assert free is not None and 0 < free <= total
+
+
+def test_an_estimate_beyond_the_machines_memory_says_which_batch_fits(tmp_path):
+    api = AppAPI(TrainingJob(runs_root=tmp_path))
+    answer = api.estimate_memory(preset="135m", batch_size=100_000)  # ~56 TB: more than any machine here
+    assert answer["total_bytes"] > answer["available_bytes"] > 0
+    fits = answer["largest_batch_that_fits"]
+    assert 0 < fits < 100_000
+    assert estimate(PRESETS["135m"], fits).total_bytes <= answer["available_bytes"]
+    line = render_memory(answer)
+    assert f"more than the {answer['available_bytes'] / 1e9:,.2f} GB free on this machine" in line
+    assert f"a batch of {fits} fits" in line
+    assert "free on this machine" not in render_memory(api.estimate_memory(preset="tiny", batch_size=1))

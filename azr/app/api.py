@@ -254,17 +254,22 @@ class AppAPI:
         ``seq_len`` tokens (the length a run trains on, at most the model's ``max_seq_len``): parameters,
         ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough),
         ``staged_copy_bytes`` (the copy a background save stages on this machine; 0 on a CPU) and ``total_bytes``,
-        all fp32 (see :func:`azr.config.memory.estimate`)."""
+        all fp32 (see :func:`azr.config.memory.estimate`); ``available_bytes``, the memory free on the device runs
+        train on, and ``largest_batch_that_fits`` it (both None where it cannot be read)."""
         from azr.checkpoints.writerprocess import stages_a_copy  # noqa: PLC0415 - torch, loaded by the app anyway
+        from azr.training.status import available_memory_bytes  # noqa: PLC0415
         from azr.training.trainer import resolve_device  # noqa: PLC0415
 
         sizes = dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff, max_seq_len=max_seq_len,
                      vocab_size=vocab_size)
         model = model_preset(preset or "tiny", **{k: whole(k, v) for k, v in sizes.items()})
         batch = whole("batch_size", batch_size) or DEFAULTS.batch_size
-        staged = stages_a_copy(resolve_device("auto"))  # the device the app's runs train on
+        device = resolve_device("auto")  # the device the app's runs train on
+        staged, available = stages_a_copy(device), available_memory_bytes(device)
         return {**memory.estimate(model, batch, staged).as_dict(), "batch_size": batch,
-                "seq_len": default_seq_len(model.max_seq_len), "max_seq_len": model.max_seq_len}
+                "seq_len": default_seq_len(model.max_seq_len), "max_seq_len": model.max_seq_len,
+                "available_bytes": available,
+                "largest_batch_that_fits": None if available is None else memory.largest_batch(model, available, staged)}
 
     @capped
     def generate(self, checkpoint: str, prompt: str = "", temperature: float = 1.0, top_k: int = 50,

@@ -257,4 +257,13 @@ def render_memory(estimate: dict[str, Any]) -> str:
             f"for a batch of {estimate['batch_size']} × {estimate['seq_len']} tokens · "
             + (f"a background save's copy {_size(estimate['staged_copy_bytes'])} · "
                if estimate.get("staged_copy_bytes") else "")
-            + f"in all about {_size(estimate['total_bytes'])}.")
+            + f"in all about {_size(estimate['total_bytes'])}." + _too_large(estimate))
+
+
+def _too_large(estimate: dict[str, Any]) -> str:
+    """What fits instead, when the estimate exceeds the memory free on this machine (nothing when it fits)."""
+    free, fits = estimate.get("available_bytes"), estimate.get("largest_batch_that_fits")
+    if free is None or estimate["total_bytes"] <= free:
+        return ""
+    what_fits = f"a batch of {fits} fits" if fits else "not even a batch of 1 fits: choose a smaller model"
+    return f" **That is more than the {_size(free)} free on this machine**: {what_fits}."

@@ -66,3 +66,11 @@ def estimate(config: ModelConfig, batch_size: int = 1, staged_copy: bool = False
     optimizer = ADAMW_STATES * weights
     return MemoryEstimate(parameters, weights, optimizer, weights, tokens * per_token * FP32_BYTES,
                           weights + optimizer if staged_copy else 0)
+
+
+def largest_batch(config: ModelConfig, available_bytes: int, staged_copy: bool = False,
+                  seq_len: int | None = None) -> int:
+    """The largest batch whose :func:`estimate` fits in ``available_bytes`` (0: not even one window)."""
+    one = estimate(config, 1, staged_copy, seq_len)
+    fixed = one.total_bytes - one.activations_bytes
+    return max(0, (available_bytes - fixed) // one.activations_bytes)

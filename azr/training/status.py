@@ -116,3 +116,30 @@ def memory_mb(device: torch.device) -> float:
         return int(peak.split()[1]) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+CGROUP_V2 = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current")
+CGROUP_V1 = ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a run could use now (None where it cannot be read): a GPU's free memory; else the kernel's
+    MemAvailable, or less when the container's limit (a Space's cgroup, which /proc/meminfo does not show) is
+    nearer."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            free = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:")) * 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+    for limit_file, usage_file in (CGROUP_V2, CGROUP_V1):
+        try:
+            with open(limit_file, encoding="ascii") as limit, open(usage_file, encoding="ascii") as usage:
+                limit_text, used = limit.read().strip(), int(usage.read())
+        except (OSError, ValueError):
+            continue
+        if limit_text.isdigit():  # "max" (v2) or a huge number (v1) mean no limit
+            free = min(free, max(0, int(limit_text) - used))
+        break
+    return free
