@@ -198,6 +198,9 @@ def test_the_135m_preset_shows_its_estimated_memory(open_page, client):
     page.get_by_text("Model size (advanced)").click()
     fill_number(page, "train-num_layers", 15)  # a size typed by hand: 15 of the 30 layers
     expect(page.locator("#memory-estimate")).to_contain_text("81.4 M parameters")
+    expect(page.locator("#memory-estimate")).not_to_contain_text("free on this machine")
+    fill_number(page, "train-batch-size", 100_000)  # terabytes of activations: more than this machine has
+    expect(page.locator("#memory-estimate")).to_contain_text(re.compile(r"free on this machine: a batch of \d+ fits"))
     estimate = client.predict(preset="135m", api_name="/estimate_memory")
     assert 134.4e6 < estimate["parameters"] < 134.6e6 and 1.55e9 < estimate["weights_and_optimizer_bytes"] < 1.65e9
     assert estimate["staged_copy_bytes"] == 0

@@ -13,7 +13,7 @@ from azr.config import PRESETS
 from azr.app.render import render_memory
 from azr.config.memory import estimate, largest_batch, parameter_count
 from azr.models.causal_lm import build_model
-from azr.training import session
+from azr.training import session, status
 from azr.training.status import available_memory_bytes
 
 
@@ -98,3 +98,17 @@ def test_an_estimate_beyond_the_machines_memory_says_which_batch_fits(tmp_path):
     assert f"more than the {answer['available_bytes'] / 1e9:,.2f} GB free on this machine" in line
     assert f"a batch of {fits} fits" in line
     assert "free on this machine" not in render_memory(api.estimate_memory(preset="tiny", batch_size=1))
+
+
+def test_a_containers_limit_counts_without_its_reclaimable_page_cache(tmp_path, monkeypatch):
+    """A Space's container sees the host's memory in /proc/meminfo; its cgroup says what it may use. Page cache the
+    kernel reclaims first (checkpoints just written) does not count as used, as ``docker stats`` counts it."""
+    files = {name: tmp_path / name for name in ("memory.max", "memory.current", "memory.stat")}
+    files["memory.current"].write_text("3000000000\n")
+    files["memory.stat"].write_text("anon 1500000000\nfile 1400000000\ninactive_file 1000000000\n")
+    monkeypatch.setattr(status, "CGROUPS", ((*map(str, files.values()), "inactive_file"),))
+    files["memory.max"].write_text("4000000000\n")
+    assert status.container_headroom_bytes() == 2_000_000_000
+    assert available_memory_bytes(torch.device("cpu")) <= 2_000_000_000
+    files["memory.max"].write_text("max\n")  # no limit
+    assert status.container_headroom_bytes() is None

@@ -6,6 +6,7 @@ import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,8 +119,11 @@ def memory_mb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-CGROUP_V2 = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current")
-CGROUP_V1 = ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")
+CGROUPS = (  # a container's memory limit, usage and usage statistics, with its inactive page cache's field
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+     "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"),
+)
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
@@ -133,13 +137,19 @@ def available_memory_bytes(device: torch.device) -> int | None:
             free = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable:")) * 1024
     except (OSError, StopIteration, ValueError):
         return None
-    for limit_file, usage_file in (CGROUP_V2, CGROUP_V1):
+    headroom = container_headroom_bytes()
+    return free if headroom is None else min(free, headroom)
+
+
+def container_headroom_bytes() -> int | None:
+    """Bytes between the container's memory limit and what it uses, its inactive page cache (which the kernel
+    reclaims first) not counted, as ``docker stats`` counts; None without a cgroup limit (cgroup v2, then v1)."""
+    for limit_file, usage_file, stat_file, cache_field in CGROUPS:
         try:
-            with open(limit_file, encoding="ascii") as limit, open(usage_file, encoding="ascii") as usage:
-                limit_text, used = limit.read().strip(), int(usage.read())
+            limit, used, stats = (Path(name).read_text(encoding="ascii") for name in (limit_file, usage_file, stat_file))
+            cache = next((int(line.split()[1]) for line in stats.splitlines() if line.startswith(f"{cache_field} ")), 0)
+            used_bytes = int(used) - cache
         except (OSError, ValueError):
             continue
-        if limit_text.isdigit():  # "max" (v2) or a huge number (v1) mean no limit
-            free = min(free, max(0, int(limit_text) - used))
-        break
-    return free
+        return max(0, int(limit) - used_bytes) if limit.strip().isdigit() else None
+    return None
