@@ -20,7 +20,6 @@ from azr.training.quality import distinct, seq_rep
 
 REFERENCE_TOKENS = 24  # the self-play continuation length: reference-match and the sampled continuations
 GREEDY_TOKENS = 64  # greedy continuation for seq-rep-4 and distinct-2
-SAMPLES_PER_PROMPT = 2
 METRICS = ("val_loss", "chrf_greedy", "chrf_sampled", "seq_rep_4", "distinct_2", "verifiable")
 LOWER_IS_BETTER = {"val_loss", "seq_rep_4"}
 CHRF_PP = CHRF(word_order=2)
@@ -39,8 +38,9 @@ def verifiable_rate(verifiable: str, tokenizer, ids: list[list[int]]) -> float:
 
 
 @torch.no_grad()
-def measure(model, tokenizer, windows: torch.Tensor, verifiable: str, seed: int) -> dict[str, float]:
-    """Every metric of ``model`` on held-out ``windows`` (prompt: the first quarter; reference: what follows)."""
+def measure(model, tokenizer, windows: torch.Tensor, verifiable: str, seed: int, samples: int) -> dict[str, float]:
+    """Every metric of ``model`` on held-out ``windows`` (prompt: the first quarter; reference: what follows), with
+    ``samples`` sampled continuations per prompt."""
     prompt_len = windows.shape[1] // PROMPT_FRACTION
     prompts = windows[:, :prompt_len]
     real = tokenizer.batch_decode(windows[:, prompt_len:prompt_len + REFERENCE_TOKENS].tolist())
@@ -48,11 +48,11 @@ def measure(model, tokenizer, windows: torch.Tensor, verifiable: str, seed: int)
     greedy = generate(model, prompts, GREEDY_TOKENS, 1.0, 1, eos, pad).continuations()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        sampled = generate(model, prompts.repeat_interleave(SAMPLES_PER_PROMPT, dim=0), REFERENCE_TOKENS, 1.0, 50,
+        sampled = generate(model, prompts.repeat_interleave(samples, dim=0), REFERENCE_TOKENS, 1.0, 50,
                            eos, pad).continuations()
     return {"val_loss": validation_loss(model, windows),
             "chrf_greedy": chrf(tokenizer.batch_decode([g[:REFERENCE_TOKENS] for g in greedy]), real),
-            "chrf_sampled": chrf(tokenizer.batch_decode(sampled), [r for r in real for _ in range(SAMPLES_PER_PROMPT)]),
+            "chrf_sampled": chrf(tokenizer.batch_decode(sampled), [r for r in real for _ in range(samples)]),
             "seq_rep_4": statistics.mean(seq_rep(g) for g in greedy), "distinct_2": distinct(greedy),
             "verifiable": verifiable_rate(verifiable, tokenizer, sampled)}
 
