@@ -8,7 +8,8 @@ Two kinds of protocol that share nothing they measure on (issue 26):
   corpus's validation windows, and a corpus never tuned on (tests/fixtures/licenses/licenses.txt, all of its
   validation windows). Its arms are fixed in ``REPORTING_ARMS``.
 * ``tuning3`` and ``reporting3`` are the same with other seeds (100-103; 3, 4 and 5, never run before): the
-  verifiable arm's third round (BENCHMARKS.md); ``tuning4`` and ``reporting4`` its fourth (100-105; 6-11).
+  verifiable arm's third round (BENCHMARKS.md); ``tuning4`` and ``reporting4`` its fourth (100-105; 6-11);
+  ``reporting5`` its fifth (seeds 12-17, every held-out prompt of the half, 8 samples each).
 
 Per seed and corpus, a supervised warm-up run is resumed for ``arm_iterations`` more once per arm; every arm sees
 the same LM batches (the data position is in the checkpoint). Arms run in a rotated order per seed so that the
