@@ -297,3 +297,25 @@ def test_a_writer_still_starting_exits_when_its_parent_is_killed():
         parent.kill()
         parent.wait()
     assert_ends(writer)
+
+
+NICED_PARENT = """
+import os
+from azr.checkpoints.writerprocess import WriterProcess
+os.setpriority(os.PRIO_PROCESS, 0, 15)  # a user's `nice -n 15 azr train`
+writer = WriterProcess()
+try:
+    print(os.getpriority(os.PRIO_PROCESS, writer._process.pid))
+finally:
+    writer.stop()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="process priorities are POSIX")
+def test_a_writer_never_runs_above_its_niced_parent():
+    """The writer runs below training (niceness 10), or at training's own niceness where that is lower still: set
+    to 10 under a parent at 15 it would take the CPU from training (as root) or fail to start (as a user)."""
+    done = subprocess.run([sys.executable, "-c", NICED_PARENT], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) == 15

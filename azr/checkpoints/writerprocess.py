@@ -123,7 +123,8 @@ class WriterProcess:
         self._process = subprocess.Popen([sys.executable, "-m", LAUNCHER, str(theirs.fileno())],
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)  # a terminal's Ctrl+C goes to its parent alone
-        os.setpriority(os.PRIO_PROCESS, self._process.pid, NICENESS)  # for its imports too
+        niceness = max(NICENESS, os.getpriority(os.PRIO_PROCESS, 0))  # never above a niced training process
+        os.setpriority(os.PRIO_PROCESS, self._process.pid, niceness)  # for its imports too
         theirs.close()
         self._connection = ours
         self._arena: SharedArena | None = None  # the arena the writer has mapped
