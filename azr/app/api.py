@@ -250,12 +250,10 @@ class AppAPI:
     def estimate_memory(self, preset: str = "tiny", d_model: int | None = None, num_layers: int | None = None,
                         num_heads: int | None = None, d_ff: int | None = None, max_seq_len: int | None = None,
                         vocab_size: int | None = None, batch_size: int = DEFAULTS.batch_size) -> dict[str, Any]:
-        """Return the estimated memory of training ``preset`` (sizes as in /train) at ``batch_size`` windows of
-        ``seq_len`` tokens (the length a run trains on, at most the model's ``max_seq_len``): parameters,
-        ``weights_bytes``, ``optimizer_bytes`` (AdamW), ``gradients_bytes``, ``activations_bytes`` (rough),
-        ``staged_copy_bytes`` (the copy a background save stages on this machine; 0 on a CPU) and ``total_bytes``,
-        all fp32 (see :func:`azr.config.memory.estimate`); ``available_bytes``, the memory free on the device runs
-        train on, and ``largest_batch_that_fits`` it (both None where it cannot be read)."""
+        """Return the estimated memory (fp32, :func:`azr.config.memory.estimate`) of training ``preset`` (sizes as in
+        /train) at ``batch_size`` windows of the ``seq_len`` a run trains on, with ``available_bytes`` free on the
+        device runs train on and the ``largest_batch_that_fits`` it (None where unreadable); docs/app.md lists the
+        fields."""
         from azr.checkpoints.writerprocess import stages_a_copy  # noqa: PLC0415 - torch, loaded by the app anyway
         from azr.training.status import available_memory_bytes  # noqa: PLC0415
         from azr.training.trainer import resolve_device  # noqa: PLC0415
@@ -266,9 +264,8 @@ class AppAPI:
         batch = whole("batch_size", batch_size) or DEFAULTS.batch_size
         device = resolve_device("auto")  # the device the app's runs train on
         staged, available = stages_a_copy(device), available_memory_bytes(device)
-        return {**memory.estimate(model, batch, staged).as_dict(), "batch_size": batch,
+        return {**memory.estimate(model, batch, staged).as_dict(), "batch_size": batch, "available_bytes": available,
                 "seq_len": default_seq_len(model.max_seq_len), "max_seq_len": model.max_seq_len,
-                "available_bytes": available,
                 "largest_batch_that_fits": None if available is None else memory.largest_batch(model, available, staged)}
 
     @capped
