@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     with TreePeak() as tree:
         load_s, seconds = (_azr if args.kind == "azr" else _datasets)(args.files, tokenizer, args.directory)
-    print(json.dumps({"load_s": load_s, "seconds": seconds, "maxrss_mb": max(peak_rss_mb(), tree.peak_mb),
-                      "process_maxrss_mb": peak_rss_mb(), "tree_peak_mb": tree.peak_mb}))
+    own = peak_rss_mb()
+    print(json.dumps({"load_s": load_s, "seconds": seconds, "maxrss_mb": max(own, tree.peak_mb),
+                      "process_maxrss_mb": own, "tree_peak_mb": tree.peak_mb}))
 
 
 if __name__ == "__main__":

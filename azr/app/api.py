@@ -262,11 +262,11 @@ class AppAPI:
                      vocab_size=vocab_size)
         model = model_preset(preset or "tiny", **{k: whole(k, v) for k, v in sizes.items()})
         batch = whole("batch_size", batch_size) or DEFAULTS.batch_size
-        device = resolve_device("auto")  # the device the app's runs train on
+        device, seq_len = resolve_device("auto"), default_seq_len(model.max_seq_len)  # as the app's runs train
         staged, available = stages_a_copy(device), available_memory_bytes(device)
-        return {**memory.estimate(model, batch, staged).as_dict(), "batch_size": batch, "available_bytes": available,
-                "seq_len": default_seq_len(model.max_seq_len), "max_seq_len": model.max_seq_len,
-                "largest_batch_that_fits": None if available is None else memory.largest_batch(model, available, staged)}
+        fits = None if available is None else memory.largest_batch(model, available, staged, seq_len)
+        return {**memory.estimate(model, batch, staged, seq_len).as_dict(), "batch_size": batch, "seq_len": seq_len,
+                "max_seq_len": model.max_seq_len, "available_bytes": available, "largest_batch_that_fits": fits}
 
     @capped
     def generate(self, checkpoint: str, prompt: str = "", temperature: float = 1.0, top_k: int = 50,

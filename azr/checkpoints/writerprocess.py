@@ -44,6 +44,12 @@ LAUNCHER = "azr.checkpoints.writerlaunch"  # the module a writer process runs: i
 WRITERS = ("auto", "process", "thread", "pagecache")  # the values of AZR_SAVE_WRITER
 NICENESS = 10  # below training, so that on a busy CPU the write takes what training leaves
 
+
+def lower_priority(who: int, niceness: int = NICENESS) -> None:
+    """Run process or thread ``who`` at ``niceness``, or at its own where that is lower still (never above a
+    training process the user niced further: raising a priority also needs privileges a user lacks)."""
+    os.setpriority(os.PRIO_PROCESS, who, max(niceness, os.getpriority(os.PRIO_PROCESS, who)))
+
 _idle: list[WriterProcess] = []
 _idle_lock = threading.Lock()
 
@@ -123,8 +129,7 @@ class WriterProcess:
         self._process = subprocess.Popen([sys.executable, "-m", LAUNCHER, str(theirs.fileno())],
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)  # a terminal's Ctrl+C goes to its parent alone
-        niceness = max(NICENESS, os.getpriority(os.PRIO_PROCESS, 0))  # never above a niced training process
-        os.setpriority(os.PRIO_PROCESS, self._process.pid, niceness)  # for its imports too
+        lower_priority(self._process.pid)  # for its imports too (it starts at its parent's niceness)
         theirs.close()
         self._connection = ours
         self._arena: SharedArena | None = None  # the arena the writer has mapped

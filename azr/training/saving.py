@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import pickle
 import platform
 import queue
@@ -41,7 +40,14 @@ from azr.checkpoints.checkpoint import Checkpoint
 from azr.checkpoints.history import CHUNK_DIR
 from azr.checkpoints.names import CONFIG_FILE, checkpoint_name
 from azr.checkpoints.staging import Stager
-from azr.checkpoints.writerprocess import NICENESS, SaveJob, WriterFailed, WriterProcess, background_writer
+from azr.checkpoints.writerprocess import (
+    NICENESS,
+    SaveJob,
+    WriterFailed,
+    WriterProcess,
+    background_writer,
+    lower_priority,
+)
 from azr.checkpoints.writing import (
     CheckpointContents,
     begin_checkpoint,
@@ -102,8 +108,7 @@ class SaveWorker(threading.Thread):
 
     def run(self) -> None:
         if self._niceness and sys.platform == "linux":  # a thread's own priority (elsewhere the call takes a pid)
-            me = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, me, max(self._niceness, os.getpriority(os.PRIO_PROCESS, me)))
+            lower_priority(threading.get_native_id(), self._niceness)
         while (job := self._jobs.get()) is not None:
             future, write = job
             try:
