@@ -97,15 +97,18 @@ def beats_supervised(table: dict[str, Any], arm: str) -> dict[str, Any]:
 
 def quality_held(table: dict[str, Any], arm: str, tolerance_sd: float = 1.0) -> dict[str, Any]:
     """Whether ``arm`` keeps every text measure no worse than supervised-only by more than ``tolerance_sd``
-    supervised seed-sd, and its verifiable reward's rise in those sds (the second-round rule, BENCHMARKS.md)."""
+    supervised seed-sd, its verifiable reward's rise in those sds (the second-round rule, BENCHMARKS.md), and its
+    largest text-measure cost in those sds (negative: every measure better; the sixth round's rule)."""
     row, base = table[arm], table["supervised"]
-    checks = {}
+    checks, costs = {}, {}
     for metric in (m for m in METRICS if m != "verifiable"):
         worse = row[metric]["effect"] if metric in LOWER_IS_BETTER else -row[metric]["effect"]
         checks[metric] = worse <= tolerance_sd * base[metric]["sd"]
+        costs[metric] = worse / base[metric]["sd"] if base[metric]["sd"] else None
     rise, sd = row["verifiable"]["effect"], base["verifiable"]["sd"]
+    largest = max((cost for cost in costs.values() if cost is not None), default=None)
     return {"text_measures_held": checks, "all_held": all(checks.values()), "verifiable_rise": rise,
-            "verifiable_rise_in_sd": rise / sd if sd else None}
+            "verifiable_rise_in_sd": rise / sd if sd else None, "largest_text_cost_in_sd": largest}
 
 
 def markdown(table: dict[str, Any], arms: list[str]) -> str:
