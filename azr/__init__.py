@@ -14,7 +14,8 @@ _PUBLIC = {  # name -> the module that defines it
     "HubError": "errors", "TrainingError": "errors", "AZRTrainer": "training.trainer",
     "CheckpointInfo": "checkpoints.info", "verify_checkpoint": "checkpoints.checkpoint",
     "list_checkpoints": "checkpoints.runs", "PRESETS": "config", "ModelConfig": "config", "TrainConfig": "config",
-    "preset": "config", "default_corpus": "data.corpus", "load_texts": "data.corpus",
+    "preset": "config", "default_corpus": "data.corpus", "load_texts": "data.files",
+    "TextFiles": "data.files",
     "build_model": "models.causal_lm", "load_pretrained": "models.causal_lm", "ReferenceStats": "rl.rewards",
     "score_tokens": "rl.rewards", "TrainingStatus": "training.status", "train_tokenizer": "data.tokenizer",
 }

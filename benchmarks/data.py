@@ -4,10 +4,11 @@ Both contenders tokenise the same generated corpus (:func:`write_corpus`: many .
 paragraphs of the embedded corpus, the test fixtures' texts and the project's docs, in seeded random order) with the
 same tokenizer, each in a fresh process (``python -m benchmarks.data azr|datasets ...``) whose last stdout line is a
 JSON object of its loading and tokenising times and peak RSS (its own, or with its children's at the same time
-where larger: the project tokenises in a child process). The project's side reads the files as a run does
-(``load_texts``), then (timed) fingerprints the texts, tokenises them in batches and writes the token file; the
-baseline loads the files into a ``datasets`` Arrow table (the text builder, one document per file, and the JSON
-builder; not timed) and (timed) maps the tokenizer over it in batches.
+where larger: the project tokenises in a child process). The project's side checks the files as a run does
+(``TextFiles``), then (timed) reads and fingerprints the texts, reads them again to tokenise them in batches and
+writes the token file (a file at a time: the texts are never held whole); the baseline loads the files into a
+``datasets`` Arrow table (the text builder, one document per file, and the JSON builder; not timed) and (timed) maps
+the tokenizer over it in batches.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from azr import default_corpus, load_texts
+from azr import TextFiles, default_corpus
 from azr.data.corpus import fingerprint
 from azr.data.encoder_process import encode
 from azr.data.tokens import TokenFile
@@ -106,7 +107,7 @@ def _write_file(path: Path, size: int, pool: list[str], pick: random.Random) -> 
 
 def _azr(files: list[Path], tokenizer, directory: Path) -> tuple[float, float]:
     started = time.perf_counter()
-    texts = load_texts(files)
+    texts = TextFiles(files)
     loaded = time.perf_counter()
     TokenFile.of(directory, fingerprint(texts), tokenizer).write(encode(texts, tokenizer))
     return loaded - started, time.perf_counter() - loaded

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from azr import AZRTrainer, ModelConfig, build_model, load_texts
+from azr import AZRTrainer, ModelConfig, TextFiles, build_model, load_texts
 from azr.checkpoints.checkpoint import Checkpoint
 from azr.data.corpus import fingerprint
 from azr.data.tokens import TOKENS_DIR, TokenFile, encode
@@ -94,7 +94,7 @@ def _setup(args: argparse.Namespace) -> None:
     """Train the run's first iteration over its files, its token file written first from the source's ids."""
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     files = _files(args.run_dir)
-    texts = load_texts(files)
+    texts = TextFiles(files)
     cycles, rest = divmod(len(files), len(args.source))
     ids = [encode(load_texts(args.source), tokenizer)] * cycles
     repeated = np.concatenate(ids + ([encode(load_texts(args.source[:rest]), tokenizer)] if rest else []))

@@ -27,7 +27,7 @@ def counted_encode(monkeypatch):
     calls = []
 
     def encode(texts, tokenizer):
-        calls.append(len(texts))
+        calls.append(sum(1 for _ in texts))
         return tokens.encode(texts, tokenizer)
     monkeypatch.setattr(session, "encode", encode)
     return calls
@@ -186,7 +186,7 @@ def test_a_resume_of_a_stored_corpus_reads_neither_the_corpus_nor_tokenises(text
     [path] = token_files(tmp_path)
     before = path.stat()
     read = []
-    monkeypatch.setattr(session, "load_texts", lambda paths: read.append(paths))  # reading would fail the resume
+    monkeypatch.setattr(session, "TextFiles", lambda paths: read.append(paths))  # reading would fail the resume
     trainer = AZRTrainer(make_model(), tokenizer, device="cpu")
     list(trainer.train(None, 20, tmp_path, resume_from=tmp_path / "model_iter_10", **FAST))
     assert read == [] and counted_encode == [len(texts)]

@@ -30,7 +30,7 @@ from azr.app.jobs import HubSettings, TrainingJob
 from azr.app.owners import Access, Caller
 from azr.config import TrainConfig, default_seq_len, memory
 from azr.config import preset as model_preset
-from azr.data.corpus import load_texts
+from azr.data.files import load_texts
 from azr.data.hub_datasets import HubDataset
 from azr.errors import AZRError, ConfigError, DataError
 from azr.utils.units import mib_text

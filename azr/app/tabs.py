@@ -31,7 +31,7 @@ from azr.app.render import (
     runs_table,
 )
 from azr.config import EXTEND_SCHEDULES, LR_SCHEDULES, PRECISIONS, PRESET_TRAINING, PRESETS
-from azr.data.corpus import TEXT_SUFFIXES
+from azr.data.files import TEXT_SUFFIXES
 
 Fields = dict[str, Any]  # components by the API parameter they fill
 

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from azr.cli.defaults import DEFAULT_PRESET, DEFAULT_RUNS_DIR, EXIT_INTERRUPTED
 from azr.cli.resolve import checked_device, hub_repo, open_checkpoint, repo_run
 from azr.cli.terminal import Progress, format_checkpoints, say, say_resume
 from azr.config import TrainConfig, preset
+from azr.data.files import TextFiles
 from azr.errors import ConfigError
 from azr.training.signals import EXIT_CODES, graceful_stop
 
@@ -50,14 +51,13 @@ def _process_device(name: str) -> str | torch.device:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``azr train``: a new model (or a base model) trained from iteration 0 in a new run directory."""
-    from azr.data.corpus import load_texts  # noqa: PLC0415
     from azr.training import distributed  # noqa: PLC0415
     from azr.training.trainer import AZRTrainer  # noqa: PLC0415
 
     lora = _lora(args)
     device = _process_device(args.device)
     settings, hub_options, dataset = _settings(args), _hub(args), _dataset(args)
-    texts = load_texts(args.texts) if args.texts else None
+    texts = _text_files(args.texts)
     model, tokenizer = _new_model(args, dataset.texts() if dataset else texts, settings.get("seed", TrainConfig.seed),
                                   lora)
     trainer = AZRTrainer(model, tokenizer, device=device)
@@ -119,7 +119,17 @@ def _lora(args: argparse.Namespace):
     return LoraSettings(args.lora_r, **{name: value for name, value in given.items() if value is not None})
 
 
-def _new_model(args: argparse.Namespace, texts: list[str] | None, seed: int, lora=None):
+def _text_files(paths: list[str] | None) -> TextFiles | None:
+    """The training files named on the command line, checked and fingerprinted in one pass, so a bad file is one
+    message before anything is built or written; None: the default corpus."""
+    if not paths:
+        return None
+    texts = TextFiles(paths)
+    texts.summary()
+    return texts
+
+
+def _new_model(args: argparse.Namespace, texts: Iterable[str] | None, seed: int, lora=None):
     """Return ``(model, tokenizer)``: the base model (with LoRA adapters when ``lora``), or a new model of the preset
     with the size options applied."""
     from azr import services  # noqa: PLC0415
@@ -146,11 +156,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """``azr resume``: continue a run from its checkpoint, with the model and tokenizer built from it."""
     hub_options = _hub(args)
     checkpoint = open_checkpoint(args.checkpoint)  # verified once, before torch loads; the trainer reuses it
-    from azr.data.corpus import load_texts  # noqa: PLC0415
     from azr.training.trainer import AZRTrainer  # noqa: PLC0415
 
     directory = _resume_directory(args, checkpoint.path)
-    texts = load_texts(args.texts) if args.texts else None
+    texts = _text_files(args.texts)
     trainer = AZRTrainer.from_checkpoint(checkpoint, device=_process_device(args.device))
     say(f"Run directory: {directory}")
     return _drive(trainer, directory, lambda: trainer.train(

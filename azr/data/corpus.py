@@ -1,12 +1,9 @@
-"""Training texts: loading files, token windows, the train/validation split and the resumable sampler."""
+"""Training texts: the default corpus, token windows, the train/validation split and the resumable sampler."""
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,9 +13,9 @@ import numpy as np
 import torch
 
 from azr.data.encoder_process import encode
+from azr.data.files import TextFiles, summarise
 from azr.errors import DataError
 
-TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
 DEFAULT_CORPUS = "tinyshakespeare.txt"
 VAL_EVERY_NTH_WINDOW = 10  # every 10th window goes to validation: a 90/10 split
 
@@ -28,74 +25,11 @@ def default_corpus() -> list[str]:
     return [resources.files("azr.data.embedded").joinpath(DEFAULT_CORPUS).read_text(encoding="utf-8")]
 
 
-def load_texts(paths: list[str | Path] | str | Path) -> list[str]:
-    """Read training texts from .txt/.md (whole file), .jsonl (`text` field) and .csv (`text` column) files.
-
-    Raises DataError naming the file for a missing file, a directory, a binary or undecodable file,
-    an unsupported suffix or a file with no text.
-    """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    if not paths:
-        raise DataError("No training files given; pass at least one .txt, .md, .jsonl or .csv file.")
-    texts: list[str] = []
-    for path in map(Path, paths):
-        texts.extend(_read_file(path))
-    return texts
-
-
-def _read_file(path: Path) -> list[str]:
-    if not path.exists():
-        raise DataError(f"Training file {str(path)!r} does not exist.")
-    if path.is_dir():
-        raise DataError(f"{str(path)!r} is a directory; pass the text files inside it.")
-    suffix = path.suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        raise DataError(f"{str(path)!r} has an unsupported type; use one of {', '.join(TEXT_SUFFIXES)}.")
-    raw = path.read_bytes()
-    if b"\x00" in raw:
-        raise DataError(f"{str(path)!r} looks like a binary file, not text.")
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{str(path)!r} is not valid UTF-8 text (byte {exc.start}).") from exc
-    if suffix == ".jsonl":
-        texts = _jsonl_texts(path, content)
-    elif suffix == ".csv":
-        texts = _csv_texts(path, content)
-    else:
-        texts = [content]
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise DataError(f"{str(path)!r} contains no text.")
-    return texts
-
-
-def _jsonl_texts(path: Path, content: str) -> list[str]:
-    texts = []
-    # Split on "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON keeps raw.
-    for number, line in enumerate(content.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{str(path)!r} line {number} is not valid JSON: {exc.msg}.") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f"{str(path)!r} line {number} has no string field 'text'.")
-        texts.append(record["text"])
-    return texts
-
-
-def _csv_texts(path: Path, content: str) -> list[str]:
-    reader = csv.DictReader(io.StringIO(content))
-    if not reader.fieldnames or "text" not in reader.fieldnames:
-        raise DataError(f"{str(path)!r} has no 'text' column (columns: {', '.join(reader.fieldnames or [])}).")
-    return [row["text"] or "" for row in reader]
-
-
-def check_texts(texts: Any) -> list[str]:
-    """Return the non-blank ``texts`` as a list; raises DataError for no text or non-strings."""
+def check_texts(texts: Any) -> list[str] | TextFiles:
+    """Return the non-blank ``texts`` as a list (training files as they are: they are checked as they are read);
+    raises DataError for no text or non-strings."""
+    if isinstance(texts, TextFiles):
+        return texts
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
@@ -103,20 +37,21 @@ def check_texts(texts: Any) -> list[str]:
         raise DataError("The list of training texts is empty; give at least one text.")
     if not all(isinstance(t, str) for t in texts):
         raise DataError("Training texts must be strings.")
-    texts = [t for t in texts if t.strip()]  # as load_texts does, so a stored corpus reads back equal
+    texts = [t for t in texts if t.strip()]  # as training files are read, so a stored corpus reads back equal
     if not texts:
         raise DataError("The training texts are all empty.")
     return texts
 
 
-def fingerprint(texts: list[str]) -> str:
+def describe(texts: Iterable[str]) -> tuple[str, int]:
+    """The texts' fingerprint (a sha256 identifying them, order and boundaries included) and their number; read
+    once for training files."""
+    return texts.summary() if isinstance(texts, TextFiles) else summarise(texts)
+
+
+def fingerprint(texts: Iterable[str]) -> str:
     """Return a sha256 identifying the texts (order and boundaries included)."""
-    digest = hashlib.sha256()
-    for text in texts:
-        encoded = text.encode("utf-8")
-        digest.update(len(encoded).to_bytes(8, "little"))
-        digest.update(encoded)
-    return digest.hexdigest()
+    return describe(texts)[0]
 
 
 class WindowRows:
@@ -270,10 +205,10 @@ class ResumableSampler:
         self._order = self._permutation(self.epoch)
 
 
-Texts = list[str] | Callable[[], list[str]]  # the texts, or a function reading them when they are needed
+Texts = list[str] | TextFiles | Callable[[], TextFiles]  # the texts, or a function reading them when needed
 
 
-def texts_of(texts: Texts) -> list[str]:
+def texts_of(texts: Texts) -> list[str] | TextFiles:
     """The texts themselves (read now when ``texts`` is a function reading them)."""
     return texts() if callable(texts) else texts
 
@@ -288,8 +223,11 @@ def save_corpus(texts: Texts, directory: str | Path, digest: str | None = None) 
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_suffix(f".tmp{os.getpid()}")
-        with open(temp, "w", encoding="utf-8") as handle:
-            for text in texts_of(texts):
-                handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-        temp.replace(target)
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                for text in texts_of(texts):
+                    handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+            temp.replace(target)
+        finally:
+            temp.unlink(missing_ok=True)
     return relative

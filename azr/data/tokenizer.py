@@ -1,7 +1,7 @@
 """Byte-level BPE tokenizers trained with the `tokenizers` library."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -21,9 +21,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     """
     if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
         raise ConfigError(f"vocab_size must be at least {MIN_VOCAB} for a byte-level BPE, got {vocab_size!r}.")
-    texts = [t for t in texts if t]
-    if not texts:
-        raise DataError("Cannot train a tokenizer on no text; give at least one non-empty text.")
+    read = {"texts": 0}
+
+    def non_empty() -> Iterator[str]:  # read as the trainer goes: training files are never held whole
+        for text in texts:
+            if text:
+                read["texts"] += 1
+                yield text
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -33,7 +37,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(texts, trainer=trainer)
+    bpe.train_from_iterator(non_empty(), trainer=trainer)
+    if not read["texts"]:
+        raise DataError("Cannot train a tokenizer on no text; give at least one non-empty text.")
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token=BOS, eos_token=EOS, pad_token=PAD,
         clean_up_tokenization_spaces=False,

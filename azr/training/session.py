@@ -28,12 +28,13 @@ from azr.data.corpus import (
     TokenWindows,
     check_texts,
     default_corpus,
+    describe,
     fingerprint,
-    load_texts,
     save_corpus,
     texts_of,
 )
 from azr.data.encoder_process import encode
+from azr.data.files import TextFiles
 from azr.data.hub_datasets import SOURCE as DATASET_SOURCE
 from azr.data.hub_datasets import HubDataset
 from azr.data.tokens import TOKENS_DIR, TokenFile
@@ -124,12 +125,12 @@ def resolve_corpus(texts, checkpoint: Checkpoint | None, run_dir: Path,
         texts = default_corpus()
         return texts, {"source": "default", "fingerprint": fingerprint(texts), "num_texts": 1}
     texts = check_texts(texts)
-    digest = fingerprint(texts)
+    digest, count = describe(texts)
     source = "default" if digest == fingerprint(default_corpus()) else "custom"
-    return texts, {"source": source, "fingerprint": digest, "num_texts": len(texts)}
+    return texts, {"source": source, "fingerprint": digest, "num_texts": count}
 
 
-def _stored_corpus(checkpoint: Checkpoint, run_dir: Path) -> Callable[[], list[str]]:
+def _stored_corpus(checkpoint: Checkpoint, run_dir: Path) -> Callable[[], TextFiles]:
     """A function reading the texts of the corpus a checkpoint's run stored (in its run directory, or at a Hub
     snapshot's root), read only inside those folders and only when they are the texts the checkpoint recorded;
     raises DataError now when there is no such file."""
@@ -140,8 +141,8 @@ def _stored_corpus(checkpoint: Checkpoint, run_dir: Path) -> Callable[[], list[s
         raise DataError(f"The corpus of {str(checkpoint.path)!r} is not stored beside it; pass texts=.")
 
     @functools.cache
-    def read() -> list[str]:
-        texts = load_texts(found)
+    def read() -> TextFiles:
+        texts = TextFiles(found)
         if fingerprint(texts) != checkpoint.corpus.get("fingerprint"):
             raise DataError(f"The corpus stored beside {str(checkpoint.path)!r} is not the one it was trained on "
                             "(its fingerprint differs); pass texts=.")

@@ -1,0 +1,155 @@
+"""Training texts in files: .txt and .md (a file is one text), .jsonl (a `text` field per line) and .csv (a `text`
+column), read a file at a time on every pass instead of held whole.
+
+A corpus of hundreds of MB held as Python strings costs up to four bytes a character (two once a file has one
+character outside Latin-1); read a file at a time, a run holds one file's texts while it fingerprints, tokenises
+and stores the corpus. Every error is a DataError naming the file.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from azr.errors import DataError
+
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
+BOM = codecs.BOM_UTF8
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB a field) refuses a long text in one cell
+
+
+class TextFiles:
+    """The texts of training files, read again on each pass (iterate it as a list of texts).
+
+    Made from the paths after checking that each is a file of a known type; the first full pass (:meth:`summary`)
+    checks their content and gives the corpus' fingerprint and text count. A file that changes after that pass is
+    a DataError on the next one: the texts a run tokenises and stores are the texts it fingerprinted.
+    """
+
+    def __init__(self, paths: Iterable[str | Path] | str | Path) -> None:
+        self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        if not self.paths:
+            raise DataError("No training files given; pass at least one .txt, .md, .jsonl or .csv file.")
+        for path in self.paths:
+            _check_path(path)
+        self._summary: tuple[str, int] | None = None
+        self._stamps: list[tuple[int, int]] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for index, path in enumerate(self.paths):
+            if self._stamps is not None and _stamp(path) != self._stamps[index]:
+                raise DataError(f"{str(path)!r} changed while the run started; start it again.")
+            yield from read_file(path)
+
+    def summary(self) -> tuple[str, int]:
+        """The corpus' fingerprint and number of texts, from one pass that checks every file (then kept)."""
+        if self._summary is None:
+            stamps = [_stamp(path) for path in self.paths]
+            self._summary = summarise(self)
+            self._stamps = stamps
+        return self._summary
+
+
+def load_texts(paths: Iterable[str | Path] | str | Path) -> list[str]:
+    """Read training texts from .txt/.md (whole file), .jsonl (`text` field) and .csv (`text` column) files into a
+    list (:class:`TextFiles` reads them on each pass instead).
+
+    Raises DataError naming the file for a missing file, a directory, a binary or undecodable file,
+    an unsupported suffix or a file with no text.
+    """
+    return list(TextFiles(paths))
+
+
+def summarise(texts: Iterable[str]) -> tuple[str, int]:
+    """A sha256 identifying the texts (order and boundaries included) and their number, in one pass."""
+    digest, count = hashlib.sha256(), 0
+    for text in texts:
+        encoded = text.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_size, status.st_mtime_ns
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"Training file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a directory; pass the text files inside it.")
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        raise DataError(f"{str(path)!r} has an unsupported type; use one of {', '.join(TEXT_SUFFIXES)}.")
+
+
+def read_file(path: Path) -> Iterator[str]:
+    """The non-blank texts of one training file, in order; raises DataError for a binary, undecodable or
+    malformed file, or one with no text (after its last text, so each text is read once)."""
+    suffix = path.suffix.lower()
+    reader = _jsonl_texts if suffix == ".jsonl" else _csv_texts if suffix == ".csv" else _whole_text
+    found = False
+    for text in reader(path):
+        if text.strip():
+            found = True
+            yield text
+    if not found:
+        raise DataError(f"{str(path)!r} contains no text.")
+
+
+def _decoded(path: Path, raw: bytes, offset: int) -> str:
+    """``raw`` (the file's bytes from ``offset``) as text; raises DataError for NUL bytes or bad UTF-8."""
+    if b"\x00" in raw:
+        raise DataError(f"{str(path)!r} looks like a binary file, not text.")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{str(path)!r} is not valid UTF-8 text (byte {offset + exc.start}).") from exc
+
+
+def _whole_text(path: Path) -> Iterator[str]:
+    raw = path.read_bytes()
+    skip = len(BOM) if raw.startswith(BOM) else 0
+    yield _decoded(path, raw[skip:], skip)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The file's lines, split at "\\n" only (str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON
+    keeps raw), numbered from 1 and decoded one at a time."""
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            skip = len(BOM) if number == 1 and raw.startswith(BOM) else 0
+            yield number, _decoded(path, raw[skip:], offset + skip)
+            offset += len(raw)
+
+
+def _jsonl_texts(path: Path) -> Iterator[str]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{str(path)!r} line {number} is not valid JSON: {exc.msg}.") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f"{str(path)!r} line {number} has no string field 'text'.")
+        yield record["text"]
+
+
+def _csv_texts(path: Path) -> Iterator[str]:
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))  # raised, never lowered: it is per process
+    reader = csv.DictReader(line for _, line in _lines(path))
+    try:
+        if not reader.fieldnames or "text" not in reader.fieldnames:
+            raise DataError(f"{str(path)!r} has no 'text' column (columns: {', '.join(reader.fieldnames or [])}).")
+        for row in reader:
+            yield row["text"] or ""
+    except csv.Error as exc:
+        raise DataError(f"{str(path)!r} line {reader.line_num} is not valid CSV: {exc}.") from exc
