@@ -50,7 +50,7 @@ import json
 from azr import DataError
 from azr.data.hub_datasets import HubDataset
 cases = {"column": dict(text_column="body"), "empty": dict(split="empty"), "split": dict(split="nope"),
-         "cap": dict(max_mb=0.001)}
+         "cap": dict(max_mb=0.001), "numbers": dict(text_column="length")}
 messages = {}
 for name, options in cases.items():
     try:
@@ -153,6 +153,7 @@ def test_the_cli_trains_on_a_jsonl_dataset_and_bad_choices_are_one_clear_sentenc
                                  "choose another split.")
     assert "has no split 'nope'" in messages["split"] and "train" in messages["split"]
     assert "over the cap of 0.001 MiB" in messages["cap"]
+    assert messages["numbers"].startswith("Column 'length' of dataset 'user/corpus' does not hold strings")
     assert cli.returncode == 2 and cli.stderr.startswith("azr: error: Dataset 'user/corpus' split 'train' has no")
     assert cli.stderr.count("\n") == 1 and not any(tmp_path.glob("run-*"))
 
@@ -160,3 +161,33 @@ def test_the_cli_trains_on_a_jsonl_dataset_and_bad_choices_are_one_clear_sentenc
 def test_the_app_takes_a_corpus_or_a_dataset_not_both(tmp_path):
     with pytest.raises(ConfigError, match="Give a corpus or a Hub dataset, not both"):
         AppAPI(TrainingJob(tmp_path)).train(corpus_text="some text", dataset="user/corpus", max_iterations=5)
+
+
+STREAMED = """
+import json, sys, tracemalloc
+from azr.data.corpus import fingerprint
+from azr.data.hub_datasets import HubDataset
+texts = HubDataset.parse("user/big").texts()
+tracemalloc.start()
+digest, count = fingerprint(texts), sum(1 for _ in texts)
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+whole = sum(sys.getsizeof(text) for text in texts)
+print(json.dumps(dict(peak=peak, whole=whole, count=count, digest=digest, is_list=isinstance(texts, list))))
+"""
+
+
+def test_a_datasets_texts_are_read_a_batch_of_rows_at_a_time(hub_env, hub_server, tmp_path):
+    """A dataset's column is read from its Arrow table in batches on each pass, not held as a list of strings."""
+    hf = HfApi(endpoint=hub_server.url, token=hub_server.token)
+    hf.create_repo("user/big", repo_type="dataset")
+    texts = [f"{index}: " + "Shall I compare thee to a summer's day? 🌹 " * 50 for index in range(4000)]
+    table = io.BytesIO()
+    pq.write_table(pa.table({"text": texts}), table)
+    hf.upload_file(path_or_fileobj=table.getvalue(), path_in_repo="train.parquet", repo_id="user/big",
+                   repo_type="dataset")
+    result = finish(start(STREAMED, home=tmp_path / "home", python=True))
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout.splitlines()[-1])
+    assert not read["is_list"] and read["count"] == len(texts) and read["digest"] == fingerprint(texts)
+    assert read["peak"] < read["whole"] / 4, read

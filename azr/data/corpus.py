@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from azr.data.encoder_process import encode
-from azr.data.files import TextFiles, summarise
+from azr.data.files import StreamedTexts, TextFiles, summarise
 from azr.errors import DataError
 
 DEFAULT_CORPUS = "tinyshakespeare.txt"
@@ -25,10 +25,10 @@ def default_corpus() -> list[str]:
     return [resources.files("azr.data.embedded").joinpath(DEFAULT_CORPUS).read_text(encoding="utf-8")]
 
 
-def check_texts(texts: Any) -> list[str] | TextFiles:
-    """Return the non-blank ``texts`` as a list (training files as they are: they are checked as they are read);
+def check_texts(texts: Any) -> list[str] | StreamedTexts:
+    """Return the non-blank ``texts`` as a list (streamed texts as they are: they are checked as they are read);
     raises DataError for no text or non-strings."""
-    if isinstance(texts, TextFiles):
+    if isinstance(texts, StreamedTexts):
         return texts
     if isinstance(texts, str):
         texts = [texts]
@@ -45,8 +45,8 @@ def check_texts(texts: Any) -> list[str] | TextFiles:
 
 def describe(texts: Iterable[str]) -> tuple[str, int]:
     """The texts' fingerprint (a sha256 identifying them, order and boundaries included) and their number; read
-    once for training files."""
-    return texts.summary() if isinstance(texts, TextFiles) else summarise(texts)
+    once for streamed texts."""
+    return texts.summary() if isinstance(texts, StreamedTexts) else summarise(texts)
 
 
 def fingerprint(texts: Iterable[str]) -> str:
@@ -205,10 +205,10 @@ class ResumableSampler:
         self._order = self._permutation(self.epoch)
 
 
-Texts = list[str] | TextFiles | Callable[[], TextFiles]  # the texts, or a function reading them when needed
+Texts = list[str] | StreamedTexts | Callable[[], TextFiles]  # the texts, or a function reading them when needed
 
 
-def texts_of(texts: Texts) -> list[str] | TextFiles:
+def texts_of(texts: Texts) -> list[str] | StreamedTexts:
     """The texts themselves (read now when ``texts`` is a function reading them)."""
     return texts() if callable(texts) else texts
 

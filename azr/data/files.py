@@ -22,12 +22,28 @@ BOM = codecs.BOM_UTF8
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB a field) refuses a long text in one cell
 
 
-class TextFiles:
-    """The texts of training files, read again on each pass (iterate it as a list of texts).
+class StreamedTexts:
+    """Texts read anew on each pass instead of held (iterate it as a list of texts); the first full pass
+    (:meth:`summary`) checks them and gives their fingerprint and number, kept for later passes."""
 
-    Made from the paths after checking that each is a file of a known type; the first full pass (:meth:`summary`)
-    checks their content and gives the corpus' fingerprint and text count. A file that changes after that pass is
-    a DataError on the next one: the texts a run tokenises and stores are the texts it fingerprinted.
+    _summary: tuple[str, int] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    def summary(self) -> tuple[str, int]:
+        """The texts' fingerprint and number, from one pass that checks them (then kept)."""
+        if self._summary is None:
+            self._summary = summarise(self)
+        return self._summary
+
+
+class TextFiles(StreamedTexts):
+    """The texts of training files, read a file at a time on each pass.
+
+    Made from the paths after checking that each is a file of a known type; the first full pass checks their
+    content. A file that changes after that pass is a DataError on the next one: the texts a run tokenises and
+    stores are the texts it fingerprinted.
     """
 
     def __init__(self, paths: Iterable[str | Path] | str | Path) -> None:
@@ -36,7 +52,6 @@ class TextFiles:
             raise DataError("No training files given; pass at least one .txt, .md, .jsonl or .csv file.")
         for path in self.paths:
             _check_path(path)
-        self._summary: tuple[str, int] | None = None
         self._stamps: list[tuple[int, int]] | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -46,10 +61,9 @@ class TextFiles:
             yield from read_file(path)
 
     def summary(self) -> tuple[str, int]:
-        """The corpus' fingerprint and number of texts, from one pass that checks every file (then kept)."""
         if self._summary is None:
             stamps = [_stamp(path) for path in self.paths]
-            self._summary = summarise(self)
+            super().summary()
             self._stamps = stamps
         return self._summary
 

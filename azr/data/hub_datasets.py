@@ -8,15 +8,18 @@ imported only when a dataset is used.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from azr.config import DATASET_MAX_MB
-from azr.data.corpus import check_texts, fingerprint
+from azr.data.corpus import describe
+from azr.data.files import StreamedTexts
 from azr.errors import DataError
 from azr.utils.quiet import progress_bars_off
 from azr.utils.units import MIB, mib_text
 
 SOURCE = "hub_dataset"
+BATCH_ROWS = 1024  # rows of the Arrow table sliced at a time (zero-copy; each row becomes a string on its own)
 SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<config>[\w.-]+))?$")
 
 
@@ -40,7 +43,7 @@ class HubDataset:
             raise DataError(f"The dataset size cap must be a positive number of megabytes, got {max_mb!r}.")
         self.repo_id, self.config, self.split, self.text_column = repo_id, config, split, text_column
         self.revision, self.max_mb = revision, max_mb
-        self._texts: list[str] | None = None
+        self._texts: TextColumn | None = None
 
     @classmethod
     def parse(cls, spec: str, **options: Any) -> HubDataset:
@@ -61,24 +64,25 @@ class HubDataset:
 
     def record(self) -> dict[str, Any]:
         """Return the run's corpus record: the dataset, split, column, pinned revision and the texts' fingerprint."""
-        texts = self.texts()
+        digest, count = describe(self.texts())
         return {"source": SOURCE, "dataset": self.repo_id, "config": self.config, "split": self.split,
                 "text_column": self.text_column, "revision": self.revision, "max_mb": self.max_mb,
-                "fingerprint": fingerprint(texts), "num_texts": len(texts)}
+                "fingerprint": digest, "num_texts": count}
 
-    def texts(self) -> list[str]:
-        """Return the split's non-blank texts (loaded once); raises DataError naming what is wrong."""
+    def texts(self) -> TextColumn:
+        """Return the split's non-blank texts (loaded once, read on each pass); raises DataError naming what is
+        wrong."""
         if self._texts is None:
             self._texts = self._load()
         return self._texts
 
-    def _load(self) -> list[str]:
+    def _load(self) -> TextColumn:
         from datasets.utils import logging as datasets_logging  # noqa: PLC0415 - heavy: only for a dataset
 
         with progress_bars_off(datasets_logging):
             return self._prepare()
 
-    def _prepare(self) -> list[str]:
+    def _prepare(self) -> TextColumn:
         import datasets  # noqa: PLC0415
         from datasets.exceptions import DatasetsError  # noqa: PLC0415
 
@@ -116,18 +120,33 @@ class HubDataset:
             raise DataError(f"Dataset {str(self)!r} has {mib_text(size)} of data files, over the cap of "
                             f"{self.max_mb:g} MiB; raise the cap (--dataset-max-mb) or pick a smaller dataset.")
 
-    def _column(self, split) -> list[str]:
+    def _column(self, split) -> TextColumn:
         if self.text_column not in split.column_names:
             raise DataError(f"Dataset {str(self)!r} split {self.split!r} has no column {self.text_column!r} "
                             f"(columns: {', '.join(split.column_names)}); name one with --text-column.")
-        texts = [t for t in split[self.text_column] if t is not None]
-        if not all(isinstance(t, str) for t in texts):
+        if getattr(split.features[self.text_column], "dtype", None) not in ("string", "large_string"):
             raise DataError(f"Column {self.text_column!r} of dataset {str(self)!r} does not hold strings; "
                             "name a text column with --text-column.")
-        if not any(t.strip() for t in texts):
+        texts = TextColumn(split, self.text_column)
+        if not texts.summary()[1]:
             raise DataError(f"Dataset {str(self)!r} split {self.split!r} is empty (no text in column "
                             f"{self.text_column!r}); choose another split.")
-        return check_texts(texts)
+        return texts
+
+
+class TextColumn(StreamedTexts):
+    """A split's text column, read from its memory-mapped Arrow table on each pass a row at a time (never held as a
+    list of strings, nor a batch of them: a row may be a whole book): its non-blank texts, in order."""
+
+    def __init__(self, split, column: str) -> None:
+        self.rows, self.column = split.select_columns([column]).with_format("arrow"), column
+
+    def __iter__(self) -> Iterator[str]:
+        for batch in self.rows.iter(batch_size=BATCH_ROWS):
+            for cell in batch.column(self.column):
+                text = cell.as_py()
+                if text is not None and text.strip():
+                    yield text
 
 
 def _is_sha(revision: str) -> bool:
