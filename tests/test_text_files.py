@@ -1,16 +1,21 @@
 """Training files read a file at a time on every pass (``TextFiles``): what a run reads, and what it holds."""
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import sys
 import tracemalloc
 
 import pytest
+from tokenizers import pre_tokenizers
 
 from azr import AZRTrainer, DataError, ModelConfig, TextFiles, build_model, load_texts, train_tokenizer
 from azr.checkpoints.checkpoint import Checkpoint
-from azr.data.corpus import fingerprint
+from azr.data import encoder_process, files, tokens
+from azr.data.corpus import fingerprint, save_corpus
+from azr.data.files import LongText
 from azr.training import session
 from conftest import FAST
 
@@ -72,31 +77,38 @@ def test_reading_training_files_holds_one_files_texts_at_a_time(tmp_path):
     assert peak < whole / 3, f"{peak / 2**20:.1f} MiB held reading {whole / 2**20:.1f} MiB of texts"
 
 
-def test_a_run_over_training_files_never_holds_the_corpus(tmp_path, monkeypatch):
-    """A run given training files holds less than one given the same texts as a list, by about the texts' size.
+@pytest.mark.parametrize("layout", ["many files", "one long text file"])
+def test_a_run_over_training_files_never_holds_the_corpus(tmp_path, monkeypatch, layout):
+    """A run given training files holds a fraction of the texts (held, they are the ``whole``): many files are
+    read one at a time, and one long text in slices.
 
     The tokenizer is trained on the corpus (about five characters a token, as real tokenizers give on their text,
     so that the run's ids are small beside the texts), and the reward functions' corpus sample, a fixed cost of up
-    to 32 MiB, is made small."""
+    to 32 MiB, is made small; a long text and its slices are scaled down with the corpus."""
     monkeypatch.setattr(session, "REWARD_CORPUS_TOKENS", 4096)
-    paths = write_corpus(tmp_path, 24, 100_000)
+    monkeypatch.setattr(files, "LONG_TEXT_BYTES", 2**20)
+    monkeypatch.setattr(files, "READ_BYTES", 2**16)
+    monkeypatch.setattr(files, "SLICE_CHARS", 2**16)
+    if layout == "many files":
+        paths = write_corpus(tmp_path, 24, 100_000)
+    else:
+        paths = [tmp_path / "long.txt"]
+        paths[0].write_text(LINE * (2_400_000 // len(LINE)), encoding="utf-8")
     tokenizer = train_tokenizer([LINE * 4], 1000)
     config = ModelConfig(vocab_size=len(tokenizer), d_model=32, num_layers=1, num_heads=2, d_ff=64, max_seq_len=32)
     whole = held_bytes(load_texts(paths))
 
-    def peak_of_a_run(read, directory) -> tuple[int, AZRTrainer]:
+    def peak_of_a_run(directory) -> tuple[int, AZRTrainer]:
         trainer = AZRTrainer(build_model(config), tokenizer, device="cpu")
         tracemalloc.start()
         try:
-            list(trainer.train(read(paths), 2, directory, **dict(FAST, self_play_every=0, val_every=0)))
+            list(trainer.train(TextFiles(paths), 2, directory, **dict(FAST, self_play_every=0, val_every=0)))
             return tracemalloc.get_traced_memory()[1], trainer
         finally:
             tracemalloc.stop()
-    peak_of_a_run(TextFiles, tmp_path / "warm-up")  # first-use imports and caches are not the run's
-    files_peak, trainer = peak_of_a_run(TextFiles, tmp_path / "files")
-    list_peak, _ = peak_of_a_run(load_texts, tmp_path / "list")
-    assert files_peak + 0.8 * whole < list_peak, \
-        f"{files_peak / 2**20:.1f} and {list_peak / 2**20:.1f} MiB held, {whole / 2**20:.1f} MiB of texts"
+    peak_of_a_run(tmp_path / "warm-up")  # first-use imports and caches are not the run's
+    peak, trainer = peak_of_a_run(tmp_path / "files")
+    assert peak < 0.6 * whole, f"{peak / 2**20:.1f} MiB held training on {whole / 2**20:.1f} MiB of texts"
     texts = load_texts(paths)
     corpus = Checkpoint.open(trainer.last_status.checkpoint).corpus
     assert corpus["fingerprint"] == fingerprint(texts) and corpus["num_texts"] == len(texts)
@@ -118,3 +130,81 @@ def test_a_csv_cell_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
     text = "word " * 40_000  # 200,000 characters: the csv module refuses a field over 131,072 by default
     path.write_text("id,text\n1," + json.dumps(text) + "\n", encoding="utf-8")
     assert load_texts(path) == [text]
+
+
+@pytest.fixture
+def long_text_file(tmp_path, monkeypatch):
+    """A .txt file read as a LongText: over a lowered LONG_TEXT_BYTES, with a BOM, characters of 1 to 4 UTF-8 bytes
+    that reads of 777 bytes cut through, and slices of about 1,000 characters."""
+    monkeypatch.setattr(files, "LONG_TEXT_BYTES", 10_000)
+    monkeypatch.setattr(files, "READ_BYTES", 777)
+    monkeypatch.setattr(files, "SLICE_CHARS", 1000)
+    text = "".join(f"{n} naïve café — 🌹 {LINE}" + ("  indented\n" if n % 7 else "") for n in range(600))
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    return path, text
+
+
+def test_a_long_text_file_is_read_in_slices_cut_at_line_starts(long_text_file):
+    path, text = long_text_file
+    [long] = list(TextFiles(path))
+    assert isinstance(long, LongText) and long.size == len(text.encode("utf-8"))
+    slices = list(long.slices())
+    assert "".join(slices) == text and load_texts(path) == [text]
+    assert all(1000 <= len(piece) <= 2000 and piece.endswith("\n") for piece in slices[:-1]) and len(slices) > 20
+    assert TextFiles(path).summary() == (fingerprint([text]), 1)
+
+
+def test_a_long_text_is_tokenised_with_the_ids_of_one_call(long_text_file, tokenizer, monkeypatch):
+    """Here and in the tokenising process, slices and pieces cut where the ids do not change; with a tokenizer
+    whose ids change at every cut (a prefix space on each piece), the slices are joined again."""
+    path, text = long_text_file
+    monkeypatch.setattr(tokens, "PIECE_CHARS", 300)
+    prefixed = copy.deepcopy(tokenizer)
+    prefixed.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    for each in (tokenizer, prefixed):
+        whole = [i for i in each([text], add_special_tokens=False)["input_ids"][0]] + [each.eos_token_id]
+        assert tokens.encode(TextFiles(path), each).tolist() == whole
+        assert encoder_process.encode(TextFiles(path), each).tolist() == whole
+
+
+def test_tokenising_a_long_text_holds_a_few_slices_of_it(tmp_path, monkeypatch):
+    """Reads, slices and batches are scaled down with the text (at their real sizes they are a few MB of a corpus
+    of hundreds)."""
+    monkeypatch.setattr(files, "LONG_TEXT_BYTES", 2**20)
+    monkeypatch.setattr(files, "READ_BYTES", 2**16)
+    monkeypatch.setattr(files, "SLICE_CHARS", 2**16)
+    monkeypatch.setattr(tokens, "BATCH_CHARS", 2**16)
+    path = tmp_path / "long.txt"
+    path.write_text(LINE * (4_000_000 // len(LINE)), encoding="utf-8")
+    tokenizer = train_tokenizer([LINE * 4], 1000)
+    whole = held_bytes(load_texts(path))
+    tracemalloc.start()
+    try:
+        ids = tokens.encode(TextFiles(path), tokenizer)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(ids) > 100_000
+    assert peak < whole / 2, f"{peak / 2**20:.1f} MiB held tokenising {whole / 2**20:.1f} MiB of text"
+
+
+def test_a_long_text_is_stored_as_one_record_written_a_slice_at_a_time(long_text_file, tmp_path):
+    path, text = long_text_file
+    relative = save_corpus(TextFiles(path), tmp_path / "run")
+    assert load_texts(tmp_path / "run" / relative) == [text]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"word " * 3000 + b"caf\xe9" + b" word" * 3000, "not valid UTF-8 text (byte 15003)"),
+    (b"word " * 3000 + b"\x00" + b" word" * 3000, "looks like a binary file"),
+    (b"\n   \t" * 5000, "contains no text"),
+    (b"word " * 3000 + b"\xf0\x9f", "not valid UTF-8 text (byte 15000)"),  # a character cut off at the end
+])
+def test_a_long_text_files_errors_are_found_on_the_first_pass(tmp_path, monkeypatch, content, fragment):
+    monkeypatch.setattr(files, "LONG_TEXT_BYTES", 10_000)
+    monkeypatch.setattr(files, "READ_BYTES", 777)
+    path = tmp_path / "long.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(fragment)):
+        TextFiles(path).summary()

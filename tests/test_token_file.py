@@ -14,7 +14,7 @@ from conftest import FAST
 from tokenizers import pre_tokenizers
 
 from azr import AZRTrainer, ConfigError, DataError, train_tokenizer
-from azr.data import encoder_process, tokens
+from azr.data import encoder_process, files, tokens
 from azr.data.corpus import ResumableSampler, TokenWindows, fingerprint
 from azr.data.tokenizer import EOS
 from azr.data.tokens import TOKENS_DIR, TokenFile
@@ -251,7 +251,7 @@ def test_tokenising_a_runs_corpus_leaves_no_memory_behind_in_the_training_proces
 
 
 def test_the_tokenising_process_gives_the_ids_of_tokenising_here(texts, tokenizer, monkeypatch):
-    monkeypatch.setattr(encoder_process, "SLICE_CHARS", 1000)  # texts cross the pipe in many slices
+    monkeypatch.setattr(files, "SLICE_CHARS", 1000)  # texts cross the pipe in many slices
     sample = [texts[0][:5000], "", "naïve café — ünïcode " * 100, texts[1][:300] + EOS + "after", "plain words"]
     ids = encoder_process.encode(sample, tokenizer)
     assert ids.dtype == tokens.token_dtype(tokenizer)

@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
 from azr.data.encoder_process import encode
-from azr.data.files import StreamedTexts, TextFiles, summarise
+from azr.data.files import LongText, StreamedTexts, TextFiles, summarise
 from azr.errors import DataError
 
 DEFAULT_CORPUS = "tinyshakespeare.txt"
@@ -226,8 +226,20 @@ def save_corpus(texts: Texts, directory: str | Path, digest: str | None = None) 
         try:
             with open(temp, "w", encoding="utf-8") as handle:
                 for text in texts_of(texts):
-                    handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                    _write_record(handle, text)
             temp.replace(target)
         finally:
             temp.unlink(missing_ok=True)
     return relative
+
+
+def _write_record(handle: IO[str], text: str | LongText) -> None:
+    """Write ``text`` as one JSON line ``{"text": ...}``; a LongText a slice at a time (JSON escapes each character
+    on its own, so the escaped slices joined are the escaped text)."""
+    if isinstance(text, str):
+        handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+        return
+    handle.write('{"text": "')
+    for piece in text.slices():
+        handle.write(json.dumps(piece, ensure_ascii=False)[1:-1])
+    handle.write('"}\n')

@@ -5,14 +5,17 @@ library's worker threads, each with its own heap). Freed, they leave the heaps f
 process (the app, a notebook) stays resident after a 1 MB corpus, and more after each run. In a child process that
 memory goes away with it; the child costs about 0.2 s to start (tokenizers and numpy, not torch).
 
-The parent writes the encoder's spec (one JSON line) and then the texts, as frames of an 8-byte little-endian header
-(the slice's byte count shifted left by one, its lowest bit set on a text's last slice) and UTF-8 bytes; the child
+The parent writes the encoder's spec (one JSON line) and then the texts, each as its slices cut at line starts
+(:func:`azr.data.files.line_slices`, so that neither side holds a long text whole), as frames of an 8-byte
+little-endian header (the slice's byte count shifted left by one, its lowest bit set on a text's last slice) and
+UTF-8 bytes; the child
 answers with frames of an 8-byte byte count and the ids, a frame of 0 bytes at the end. A subprocess, not
 ``multiprocessing``: its spawn would import the parent's ``__main__`` (``app.py``) again in the child.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import signal
@@ -26,14 +29,14 @@ from typing import IO, Any
 import numpy as np
 
 from azr.data import tokens
+from azr.data.files import LongText, slices_of
 from azr.errors import DataError
 
-SLICE_CHARS = 2**20  # a text is sent in slices of at most this many characters (never encoded whole at once)
 HEADER = 8
 LAST = 1  # the header's lowest bit: the slice ends its text
 
 
-def encode(texts: Iterable[str], tokenizer) -> np.ndarray:
+def encode(texts: Iterable[str | LongText], tokenizer) -> np.ndarray:
     """The ids of ``texts``, each followed by EOS, as one compact array: :func:`azr.data.tokens.encode`'s ids,
     tokenised in a child process for a fast tokenizer (in this one for a slow tokenizer, which has no serialised
     form to send). Raises DataError when the child fails (its last line of error says why)."""
@@ -75,17 +78,21 @@ def _start(target, *args) -> threading.Thread:
     return thread
 
 
-def _send(pipe: IO[bytes], spec: dict[str, Any], texts: Iterable[str], failures: list[BaseException]) -> None:
+def _send(pipe: IO[bytes], spec: dict[str, Any], texts: Iterable[str | LongText], failures: list[BaseException]
+          ) -> None:
     """Write the spec and the texts to the child. A child gone early ends it quietly (its exit status says why);
     any other failure is kept in ``failures`` for the caller to raise, after ending the child."""
     try:
         with pipe:
             pipe.write(json.dumps(spec).encode() + b"\n")
             for text in texts:
-                for start in range(0, max(len(text), 1), SLICE_CHARS):
-                    data = text[start:start + SLICE_CHARS].encode("utf-8", "surrogatepass")
-                    last = start + SLICE_CHARS >= len(text)
-                    pipe.write(((len(data) << 1) | (LAST if last else 0)).to_bytes(HEADER, "little") + data)
+                slices = slices_of(text)
+                piece = next(slices)
+                for following in itertools.chain(slices, [None]):
+                    data = piece.encode("utf-8", "surrogatepass")
+                    pipe.write(((len(data) << 1) | (LAST if following is None else 0)).to_bytes(HEADER, "little")
+                               + data)
+                    piece = following
     except BrokenPipeError:
         pass
     except BaseException as error:  # noqa: BLE001 (raised by the caller, in its thread)
@@ -121,15 +128,19 @@ def _reason(returncode: int, stderr: bytes) -> str:
 # ---------------------------------------------------------------------------- the child
 
 
-def _texts(pipe: IO[bytes]) -> Iterator[str]:
-    """The texts the parent sends, one whole text at a time."""
-    slices: list[str] = []
-    while header := pipe.read(HEADER):
+def _texts(pipe: IO[bytes]) -> Iterator[Iterator[str]]:
+    """The texts the parent sends, each as its slices, read from the pipe as they are taken (each text's slices are
+    to be taken before the next text)."""
+    while len(header := pipe.read(HEADER)) == HEADER:
+        yield _slices(pipe, header)
+
+
+def _slices(pipe: IO[bytes], header: bytes) -> Iterator[str]:
+    while True:
         value = int.from_bytes(header, "little")
-        slices.append(pipe.read(value >> 1).decode("utf-8", "surrogatepass"))
-        if value & LAST:
-            yield "".join(slices)
-            slices = []
+        yield pipe.read(value >> 1).decode("utf-8", "surrogatepass")
+        if value & LAST or len(header := pipe.read(HEADER)) < HEADER:
+            return
 
 
 def main() -> None:

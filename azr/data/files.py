@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from azr.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".csv")
 BOM = codecs.BOM_UTF8
+LONG_TEXT_BYTES = 2**24  # a .txt or .md file larger than this is a LongText: read in slices, never held whole
+READ_BYTES = 2**20  # a LongText's file is read this many bytes at a time
+SLICE_CHARS = 2**20  # a long text is handed on in slices of about this many characters (at most twice as many)
+LINE_START = re.compile(r"\n(?=\S)")  # after a newline, before a non-space: where byte-level pre-tokenisers split
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB a field) refuses a long text in one cell
 
 
@@ -28,7 +33,7 @@ class StreamedTexts:
 
     _summary: tuple[str, int] | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str | LongText]:
         raise NotImplementedError
 
     def summary(self) -> tuple[str, int]:
@@ -39,7 +44,8 @@ class StreamedTexts:
 
 
 class TextFiles(StreamedTexts):
-    """The texts of training files, read a file at a time on each pass.
+    """The texts of training files, read a file at a time on each pass (a .txt or .md file over LONG_TEXT_BYTES as a
+    :class:`LongText`, read in slices).
 
     Made from the paths after checking that each is a file of a known type; the first full pass checks their
     content. A file that changes after that pass is a DataError on the next one: the texts a run tokenises and
@@ -54,7 +60,7 @@ class TextFiles(StreamedTexts):
             _check_path(path)
         self._stamps: list[tuple[int, int]] | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str | LongText]:
         for index, path in enumerate(self.paths):
             if self._stamps is not None and _stamp(path) != self._stamps[index]:
                 raise DataError(f"{str(path)!r} changed while the run started; start it again.")
@@ -75,18 +81,78 @@ def load_texts(paths: Iterable[str | Path] | str | Path) -> list[str]:
     Raises DataError naming the file for a missing file, a directory, a binary or undecodable file,
     an unsupported suffix or a file with no text.
     """
-    return list(TextFiles(paths))
+    return [text if isinstance(text, str) else text.read() for text in TextFiles(paths)]
 
 
-def summarise(texts: Iterable[str]) -> tuple[str, int]:
+def summarise(texts: Iterable[str | LongText]) -> tuple[str, int]:
     """A sha256 identifying the texts (order and boundaries included) and their number, in one pass."""
     digest, count = hashlib.sha256(), 0
     for text in texts:
-        encoded = text.encode("utf-8")
-        digest.update(len(encoded).to_bytes(8, "little"))
-        digest.update(encoded)
+        if isinstance(text, LongText):
+            digest.update(text.size.to_bytes(8, "little"))
+            read = 0
+            for piece in text.slices():
+                encoded = piece.encode("utf-8")
+                digest.update(encoded)
+                read += len(encoded)
+            if read != text.size:
+                raise DataError(f"{str(text.path)!r} changed while it was read; start again.")
+        else:
+            encoded = text.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little"))
+            digest.update(encoded)
         count += 1
     return digest.hexdigest(), count
+
+
+class LongText:
+    """The text of a .txt or .md file too large to hold (over LONG_TEXT_BYTES): read again on each use, decoded
+    as it is read, and handed on in slices cut at line starts (:func:`line_slices`). ``size``: its UTF-8 bytes."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path, self.size = path, size
+
+    def slices(self, size: int | None = None) -> Iterator[str]:
+        """The text in consecutive slices of about ``size`` characters (SLICE_CHARS when not given)."""
+        return line_slices(self._chunks(), size or SLICE_CHARS)
+
+    def read(self) -> str:
+        """The whole text, held (as :func:`load_texts` gives it)."""
+        return "".join(self.slices())
+
+    def _chunks(self) -> Iterator[str]:
+        decoder, offset, text_seen = codecs.getincrementaldecoder("utf-8")(), 0, False
+        with open(self.path, "rb") as handle:
+            while raw := handle.read(READ_BYTES):
+                skip = len(BOM) if offset == 0 and raw.startswith(BOM) else 0
+                chunk = _decoded(self.path, raw[skip:], offset + skip - len(decoder.getstate()[0]), decoder.decode)
+                offset += len(raw)
+                text_seen = text_seen or bool(chunk.strip())
+                yield chunk
+        _decoded(self.path, b"", offset - len(decoder.getstate()[0]), lambda data: decoder.decode(data, True))
+        if not text_seen:
+            raise DataError(f"{str(self.path)!r} contains no text.")
+
+
+def line_slices(chunks: Iterable[str], size: int) -> Iterator[str]:
+    """The text made of ``chunks`` in consecutive slices of ``size`` to ``2 * size`` characters (the last one
+    shorter), each cut at a line start (LINE_START) where one falls in that range, else at ``2 * size``; an empty
+    text is one empty slice."""
+    buffer, start, sent = "", 0, False
+    for chunk in chunks:
+        buffer, start = buffer[start:] + chunk, 0
+        while len(buffer) - start > 2 * size:
+            found = LINE_START.search(buffer, start + size, start + 2 * size)
+            end = found.end() if found else start + 2 * size
+            yield buffer[start:end]
+            start, sent = end, True
+    if len(buffer) > start or not sent:
+        yield buffer[start:]
+
+
+def slices_of(text: str | LongText) -> Iterator[str]:
+    """A text (held, or a LongText) as :func:`line_slices` cuts it."""
+    return text.slices() if isinstance(text, LongText) else line_slices((text,), SLICE_CHARS)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -103,31 +169,37 @@ def _check_path(path: Path) -> None:
         raise DataError(f"{str(path)!r} has an unsupported type; use one of {', '.join(TEXT_SUFFIXES)}.")
 
 
-def read_file(path: Path) -> Iterator[str]:
+def read_file(path: Path) -> Iterator[str | LongText]:
     """The non-blank texts of one training file, in order; raises DataError for a binary, undecodable or
     malformed file, or one with no text (after its last text, so each text is read once)."""
     suffix = path.suffix.lower()
     reader = _jsonl_texts if suffix == ".jsonl" else _csv_texts if suffix == ".csv" else _whole_text
     found = False
     for text in reader(path):
-        if text.strip():
+        if isinstance(text, LongText) or text.strip():  # a LongText says so itself when it is blank
             found = True
             yield text
     if not found:
         raise DataError(f"{str(path)!r} contains no text.")
 
 
-def _decoded(path: Path, raw: bytes, offset: int) -> str:
+def _decoded(path: Path, raw: bytes, offset: int, decode=lambda data: data.decode("utf-8")) -> str:
     """``raw`` (the file's bytes from ``offset``) as text; raises DataError for NUL bytes or bad UTF-8."""
     if b"\x00" in raw:
         raise DataError(f"{str(path)!r} looks like a binary file, not text.")
     try:
-        return raw.decode("utf-8")
+        return decode(raw)
     except UnicodeDecodeError as exc:
         raise DataError(f"{str(path)!r} is not valid UTF-8 text (byte {offset + exc.start}).") from exc
 
 
-def _whole_text(path: Path) -> Iterator[str]:
+def _whole_text(path: Path) -> Iterator[str | LongText]:
+    size = path.stat().st_size
+    if size > LONG_TEXT_BYTES:
+        with open(path, "rb") as handle:
+            bom = handle.read(len(BOM)) == BOM
+        yield LongText(path, size - (len(BOM) if bom else 0))
+        return
     raw = path.read_bytes()
     skip = len(BOM) if raw.startswith(BOM) else 0
     yield _decoded(path, raw[skip:], skip)

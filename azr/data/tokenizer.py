@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from azr.data.files import LongText
 from azr.errors import ConfigError, DataError
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -25,9 +26,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
     def non_empty() -> Iterator[str]:  # read as the trainer goes: training files are never held whole
         for text in texts:
-            if text:
-                read["texts"] += 1
-                yield text
+            for piece in text.slices() if isinstance(text, LongText) else (text,):
+                if piece:
+                    read["texts"] += 1
+                    yield piece
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

@@ -13,7 +13,6 @@ import io
 import itertools
 import json
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from azr.data.files import LINE_START, LongText, slices_of
 from azr.utils.files import fsync_dir
 
 FORMAT = b"AZRTOK01"
@@ -30,7 +30,6 @@ BATCH_TEXTS = 1024  # texts per call to the tokenizer
 BATCH_CHARS = 2 * 2**20  # ... or fewer, when they are long (a batch's encodings take about 60 bytes a character)
 PIECE_CHARS = 2**18  # a longer text is tokenised in pieces of about this size, cut at line starts
 CUT_CONTEXT = 256  # characters each side of a cut that are tokenised to check it
-LINE_START = re.compile(r"\n(?=\S)")
 TOKENS_DIR = "tokens"
 SUFFIX = ".tokens"
 
@@ -93,18 +92,32 @@ def _clean_cuts(text: str, cuts: list[int], encode_batch: Callable[[list[str]], 
     return all(ids[i] == ids[i + 1] + ids[i + 2] for i in range(0, len(ids), 3))
 
 
-def _pieces(texts: Iterable[str], encode_batch: Callable[[list[str]], list[list[int]]]) -> Iterator[tuple[str, bool]]:
-    """The texts as pieces to tokenise, each with whether it ends its text: a long text is cut into pieces of
-    about PIECE_CHARS characters where that gives the ids of one call (so it is tokenised in parallel, and never
-    as one call holding the whole text's encoding), else kept whole."""
-    for text in texts:
-        cuts = _cuts(text)
-        if not cuts or not _clean_cuts(text, cuts, encode_batch):
-            yield text, True
-            continue
-        bounds = [0, *cuts, len(text)]
-        for index in range(len(bounds) - 1):
-            yield text[bounds[index]:bounds[index + 1]], index == len(bounds) - 2
+def _pieces(texts: Iterable[Iterable[str]], encode_batch: Callable[[list[str]], list[list[int]]]
+            ) -> Iterator[tuple[str, bool]]:
+    """The texts, each given as its slices (:func:`azr.data.files.line_slices`), as pieces to tokenise, each with
+    whether it ends its text. A long text is tokenised in pieces of about PIECE_CHARS characters, cut at line
+    starts, where each cut gives the ids of one call (so it is tokenised in parallel, and never held whole nor as one
+    call's encoding); slices whose boundary does not are joined, and a slice whose cuts do not is kept whole."""
+    for slices in texts:
+        held: list[str] = []
+        for piece in slices:
+            left = held[-1][-CUT_CONTEXT:] if held else ""
+            if held and _clean_cuts(left + piece[:CUT_CONTEXT], [len(left)], encode_batch):
+                yield from _cut("".join(held), False, encode_batch)
+                held = []
+            held.append(piece)
+        yield from _cut("".join(held), True, encode_batch)
+
+
+def _cut(text: str, ends: bool, encode_batch: Callable[[list[str]], list[list[int]]]) -> Iterator[tuple[str, bool]]:
+    """``text`` (``ends``: the end of its text) in pieces cut where that gives the ids of one call, else whole."""
+    cuts = _cuts(text)
+    if not cuts or not _clean_cuts(text, cuts, encode_batch):
+        yield text, ends
+        return
+    bounds = [0, *cuts, len(text)]
+    for index in range(len(bounds) - 1):
+        yield text[bounds[index]:bounds[index + 1]], ends and index == len(bounds) - 2
 
 
 def encoder_spec(tokenizer) -> dict[str, Any]:
@@ -134,14 +147,15 @@ def batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
     return fast_encoder(encoder_spec(tokenizer))
 
 
-def encode_chunks(texts: Iterable[str], tokenizer) -> Iterator[np.ndarray]:
+def encode_chunks(texts: Iterable[str | LongText], tokenizer) -> Iterator[np.ndarray]:
     """The ids of ``texts``, each followed by EOS, as compact arrays, one per batch of texts."""
-    return ids_chunks(texts, batch_encoder(tokenizer), tokenizer.eos_token_id, token_dtype(tokenizer))
+    return ids_chunks(map(slices_of, texts), batch_encoder(tokenizer), tokenizer.eos_token_id, token_dtype(tokenizer))
 
 
-def ids_chunks(texts: Iterable[str], encode_batch: Callable[[list[str]], list[list[int]]], eos: int,
+def ids_chunks(texts: Iterable[Iterable[str]], encode_batch: Callable[[list[str]], list[list[int]]], eos: int,
                dtype: np.dtype) -> Iterator[np.ndarray]:
-    """The ids ``encode_batch`` gives ``texts``, each text's followed by ``eos``, as ``dtype`` arrays, one per batch."""
+    """The ids ``encode_batch`` gives ``texts`` (each given as its slices), each text's followed by ``eos``, as
+    ``dtype`` arrays, one per batch."""
     for batch in _batches(_pieces(texts, encode_batch)):
         pieces = encode_batch([piece for piece, _ in batch])
         for piece, (_, last) in zip(pieces, batch):
@@ -151,7 +165,7 @@ def ids_chunks(texts: Iterable[str], encode_batch: Callable[[list[str]], list[li
         yield np.fromiter(itertools.chain.from_iterable(pieces), dtype=dtype, count=count)
 
 
-def encode(texts: Iterable[str], tokenizer) -> np.ndarray:
+def encode(texts: Iterable[str | LongText], tokenizer) -> np.ndarray:
     """The ids of ``texts``, each followed by EOS, as one compact array (the batch tokenizer's ids), tokenised in
     this process (:func:`azr.data.encoder_process.encode` tokenises a run's corpus in another).
 
