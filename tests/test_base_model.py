@@ -41,3 +41,14 @@ def test_a_pretrained_model_trains_and_resumes_exactly(gpt2_dir, texts, tmp_path
 def test_a_missing_base_model_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="Cannot load base model"):
         load_pretrained(str(tmp_path / "nowhere"))
+
+
+def test_loading_a_base_model_or_a_checkpoint_prints_nothing(gpt2_dir, texts, tmp_path, capfd):
+    """The library never prints: transformers' "Loading weights" bar is off while it loads a model."""
+    model, tokenizer = load_pretrained(str(gpt2_dir))
+    AZRTrainer(model, tokenizer, device="cpu").train_continuous(texts, 2, tmp_path / "run", **dict(FAST, save_every=2))
+    capfd.readouterr()
+    load_pretrained(str(gpt2_dir))
+    AZRTrainer.from_checkpoint(tmp_path / "run" / "model_iter_2", device="cpu")
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""

@@ -40,6 +40,7 @@ from azr.checkpoints.statefile import FORMAT_VERSION, checksum_algorithm, read_s
 from azr.config import LR_SCHEDULES, TrainConfig
 from azr.config.schedule import LRPlan
 from azr.errors import CheckpointError, ConfigError
+from azr.utils.quiet import progress_bars_off
 
 if TYPE_CHECKING:
     import torch
@@ -309,12 +310,14 @@ class Checkpoint:
         Raises CheckpointError when the files do not make a model (e.g. weights that do not fit config.json).
         """
         from transformers import AutoTokenizer  # noqa: PLC0415 - heavy: only when a model is built
+        from transformers.utils import logging as transformers_logging  # noqa: PLC0415
 
         from azr.models.lora import load_model  # noqa: PLC0415
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.path)
-            model = load_model(self.path, trainable)
+            with progress_bars_off(transformers_logging):  # its "Loading weights" bar
+                model = load_model(self.path, trainable)
         except CheckpointError:
             raise
         except Exception as exc:  # any failure to build from verified files is the files' problem for the user

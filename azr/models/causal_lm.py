@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 from azr.config import ModelConfig
 from azr.errors import ConfigError
+from azr.utils.quiet import progress_bars_off
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,8 @@ def load_pretrained(name_or_path: str, device: str | torch.device = "cpu"):
         name_or_path = str(Path(name_or_path).expanduser().resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        with progress_bars_off(transformers_logging):  # its "Loading weights" bar
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"Cannot load base model {name_or_path!r}: {exc}") from exc
     if tokenizer.pad_token is None:
