@@ -168,15 +168,19 @@ def test_a_long_text_is_tokenised_with_the_ids_of_one_call(long_text_file, token
         assert encoder_process.encode(TextFiles(path), each).tolist() == whole
 
 
-def test_tokenising_a_long_text_holds_a_few_slices_of_it(tmp_path, monkeypatch):
-    """Reads, slices and batches are scaled down with the text (at their real sizes they are a few MB of a corpus
-    of hundreds)."""
+@pytest.mark.parametrize("stored", [False, True], ids=["a text file", "a run's stored copy"])
+def test_tokenising_a_long_text_holds_a_few_slices_of_it(tmp_path, monkeypatch, stored):
+    """From a .txt file, and from the record that a run's stored corpus keeps it in (read when a resume elsewhere
+    has no token file). Reads, slices and batches are scaled down with the text (at their real sizes they are a few
+    MB of a corpus of hundreds)."""
     monkeypatch.setattr(files, "LONG_TEXT_BYTES", 2**20)
     monkeypatch.setattr(files, "READ_BYTES", 2**16)
     monkeypatch.setattr(files, "SLICE_CHARS", 2**16)
     monkeypatch.setattr(tokens, "BATCH_CHARS", 2**16)
     path = tmp_path / "long.txt"
     path.write_text(LINE * (4_000_000 // len(LINE)), encoding="utf-8")
+    if stored:
+        path = tmp_path / "run" / save_corpus(TextFiles(path), tmp_path / "run")
     tokenizer = train_tokenizer([LINE * 4], 1000)
     whole = held_bytes(load_texts(path))
     tracemalloc.start()
@@ -208,3 +212,35 @@ def test_a_long_text_files_errors_are_found_on_the_first_pass(tmp_path, monkeypa
     path.write_bytes(content)
     with pytest.raises(DataError, match=re.escape(fragment)):
         TextFiles(path).summary()
+
+
+def test_a_stored_long_text_is_read_back_a_slice_at_a_time(long_text_file, tokenizer, tmp_path):
+    """A run's stored copy keeps a long text as one .jsonl record; reading it back (a resume elsewhere, without
+    the token file) decodes the record a slice at a time, escapes, quotes and backslashes included."""
+    path, text = long_text_file
+    text = text + 'a "quote", a \\ backslash, a written \\n, \r\n, \u2028, \x07 and \U0001f339\n' * 40
+    path.write_text(text, encoding="utf-8")
+    stored = tmp_path / "run" / save_corpus(TextFiles(path), tmp_path / "run")
+    [record] = list(TextFiles(stored))
+    assert isinstance(record, LongText) and record.read() == text and load_texts(stored) == [text]
+    assert TextFiles(stored).summary() == (fingerprint([text]), 1)
+    whole = [*tokenizer([text], add_special_tokens=False)["input_ids"][0], tokenizer.eos_token_id]
+    assert encoder_process.encode(TextFiles(stored), tokenizer).tolist() == whole
+
+
+def test_a_long_jsonl_line_of_another_shape_is_read_whole(long_text_file, tmp_path):
+    path, text = long_text_file
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text(json.dumps({"id": 1, "text": text}) + "\n" + json.dumps({"text": text, "id": 2}) + "\n"
+                     + json.dumps({"text": "short"}) + "\n", encoding="utf-8")
+    assert [each if isinstance(each, str) else None for each in TextFiles(lines)] == [text, text, "short"]
+
+
+def test_a_broken_long_record_is_one_data_error_naming_its_line(long_text_file, tmp_path):
+    path, text = long_text_file
+    stored = tmp_path / "rows.jsonl"
+    escaped = json.dumps({"text": text}, ensure_ascii=False)
+    stored.write_text(json.dumps({"text": "short"}) + "\n" + escaped[:5000] + "\\q" + escaped[5000:] + "\n",
+                      encoding="utf-8")
+    with pytest.raises(DataError, match="rows.jsonl' line 2 is not valid JSON text"):
+        TextFiles(stored).summary()

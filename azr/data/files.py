@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,9 @@ LONG_TEXT_BYTES = 2**24  # a .txt or .md file larger than this is a LongText: re
 READ_BYTES = 2**20  # a LongText's file is read this many bytes at a time
 SLICE_CHARS = 2**20  # a long text is handed on in slices of about this many characters (at most twice as many)
 LINE_START = re.compile(r"\n(?=\S)")  # after a newline, before a non-space: where byte-level pre-tokenisers split
+RECORD_HEAD, RECORD_TAIL = b'{"text": "', b'"}'  # a record of one text alone, as a run's stored corpus writes it
+UNESCAPED_QUOTE = re.compile(rb'(\\*)"')  # a double quote and the backslashes before it (unescaped when even)
+ESCAPED_NEWLINE = re.compile(rb'(?<!\\)(?:\\\\)*\\n')  # a JSON "\n" escape, not "\\" followed by "n"
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB a field) refuses a long text in one cell
 
 
@@ -216,8 +220,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             offset += len(raw)
 
 
-def _jsonl_texts(path: Path) -> Iterator[str]:
-    for number, line in _lines(path):
+def _jsonl_texts(path: Path) -> Iterator[str | LongText]:
+    for number, line in _jsonl_lines(path):
+        if isinstance(line, LongText):
+            yield line
+            continue
         if not line.strip():
             continue
         try:
@@ -227,6 +234,82 @@ def _jsonl_texts(path: Path) -> Iterator[str]:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise DataError(f"{str(path)!r} line {number} has no string field 'text'.")
         yield record["text"]
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, str | LongRecord]]:
+    """The lines of a .jsonl file as :func:`_lines` gives them, but a line over LONG_TEXT_BYTES that holds only
+    ``{"text": "..."}`` (a run's stored copy of a long text) as a LongRecord, never read whole."""
+    offset = 0
+    with open(path, "rb") as handle:
+        number = 0
+        while raw := handle.readline(LONG_TEXT_BYTES):
+            number += 1
+            skip = len(BOM) if number == 1 and raw.startswith(BOM) else 0
+            if raw.endswith(b"\n") or len(raw) < LONG_TEXT_BYTES:
+                yield number, _decoded(path, raw[skip:], offset + skip)
+                offset += len(raw)
+                continue
+            length, quotes, ending = _scan_long_line(handle, raw)
+            newline = len(ending) - len(ending.rstrip(b"\r\n"))
+            start, end = offset + skip, offset + length - newline
+            if raw[skip:].startswith(RECORD_HEAD) and ending.rstrip(b"\r\n").endswith(RECORD_TAIL) and quotes == 4:
+                yield number, LongRecord(path, start + len(RECORD_HEAD), end - len(RECORD_TAIL), number)
+            else:  # another shape of record: read whole
+                yield number, _decoded(path, _read_range(path, start, end), start)
+            offset += length
+
+
+def _scan_long_line(handle, part: bytes) -> tuple[int, int, bytes]:
+    """Read to the end of a long line whose first part is ``part``: its length in bytes, its unescaped double
+    quotes, and its last bytes."""
+    length, quotes, backslashes, ending = 0, 0, 0, b""
+    while part:
+        for match in UNESCAPED_QUOTE.finditer(part):
+            quotes += (len(match.group(1)) + (backslashes if match.start() == 0 else 0)) % 2 == 0
+        trailing = len(part) - len(part.rstrip(b"\\"))
+        backslashes = trailing + (backslashes if trailing == len(part) else 0)
+        length, ending = length + len(part), (ending + part)[-16:]
+        part = b"" if part.endswith(b"\n") else handle.readline(LONG_TEXT_BYTES)
+    return length, quotes, ending
+
+
+def _read_range(path: Path, start: int, end: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read(end - start)
+
+
+class LongRecord(LongText):
+    """A .jsonl line too long to hold that holds only ``{"text": "..."}``, as a run's stored corpus keeps a long
+    text: the JSON string's bytes (``start`` to ``end``) decoded a slice at a time, each slice ending after an
+    escaped newline (never inside an escape)."""
+
+    def __init__(self, path: Path, start: int, end: int, number: int) -> None:
+        self.path, self.start, self.end, self.number = path, start, end, number
+
+    @functools.cached_property
+    def size(self) -> int:
+        """The text's UTF-8 bytes (read once to count them)."""
+        return sum(len(piece.encode("utf-8")) for piece in self.slices())
+
+    def _chunks(self) -> Iterator[str]:
+        carry, left = b"", self.end - self.start
+        with open(self.path, "rb") as handle:
+            handle.seek(self.start)
+            while left:
+                raw = handle.read(min(READ_BYTES, left))
+                left -= len(raw)
+                data = carry + raw
+                cut = max((match.end() for match in ESCAPED_NEWLINE.finditer(data)), default=0) if left else len(data)
+                carry = data[cut:]
+                if cut:
+                    yield self._decoded(data[:cut])
+
+    def _decoded(self, escaped: bytes) -> str:
+        try:
+            return json.loads(b'"' + escaped + b'"')
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{str(self.path)!r} line {self.number} is not valid JSON text: {exc}.") from exc
 
 
 def _csv_texts(path: Path) -> Iterator[str]:
