@@ -4,6 +4,7 @@ runs the function as it is (as it does everywhere but on ZeroGPU hardware); the 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import spaces
@@ -13,6 +14,7 @@ from conftest import FAST
 from azr import ModelConfig
 from azr.app import zerogpu
 from azr.app.jobs import TrainingJob
+from azr.training.step import Stepper
 
 SLICE_S = 1.5
 
@@ -56,8 +58,10 @@ def test_each_time_budget_slice_runs_inside_spaces_gpu_with_its_duration(gpu_cal
 
 
 def test_without_a_budget_the_slices_go_on_to_the_end_and_stop_ends_them(gpu_calls, tmp_path, monkeypatch):
-    short = 0.3  # slices far shorter than the 16 iterations take, however fast the machine
+    short = 0.3  # slices far shorter than the 16 iterations take: each takes at least 50 ms, however fast the machine
     monkeypatch.setenv(zerogpu.SLICE_ENV, str(short))
+    step = Stepper.step
+    monkeypatch.setattr(Stepper, "step", lambda self, run, snapshot: (time.sleep(0.05), step(self, run, snapshot))[1])
     job = TrainingJob(tmp_path, hub_repo="")
     job.start([small_corpus()], ModelConfig(**SMALL_MODEL), 16, **FAST)
     assert job.wait(300)
