@@ -109,7 +109,9 @@ def axis_ends_at(page: Page, elem_id: str, end: int) -> None:
         return max((float(t) for t in axes[0]["texts"]), default=None) if axes else None
     deadline = time.monotonic() + WAIT_MS / 1000
     while last_label() != end:
-        assert time.monotonic() < deadline, f"the x axis of {elem_id} ends at {last_label()}, not {end}"
+        note = page.locator(f"#{elem_id}-note")  # what the chart's note says (a failed preview says why)
+        assert time.monotonic() < deadline, (f"the x axis of {elem_id} ends at {last_label()}, not {end}; its note: "
+                                             f"{note.inner_text() if note.count() else None!r}")
         page.wait_for_timeout(200)
 
 

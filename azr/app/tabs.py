@@ -220,7 +220,7 @@ def _resume_form() -> ResumeForm:
                                            "leaving the checkpoint's run as it is.")
         lr_preview = line_chart(chart_frame([], LR_PARTS), "LR schedule: trained and re-planned", "lr-preview",
                                 LR_AXIS, height=240)
-        preview_note = gr.Markdown()
+        preview_note = gr.Markdown(elem_id="lr-preview-note")
         button = gr.Button("⏯️ Resume", variant="primary", elem_id="resume")
         message = gr.Markdown(elem_id="resume-message")
     explain(form, hints.RESUME)
