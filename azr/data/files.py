@@ -3,7 +3,9 @@ column), read a file at a time on every pass instead of held whole.
 
 A corpus of hundreds of MB held as Python strings costs up to four bytes a character (two once a file has one
 character outside Latin-1); read a file at a time, a run holds one file's texts while it fingerprints, tokenises
-and stores the corpus. Every error is a DataError naming the file.
+and stores the corpus. A file too large to hold as one text (a .txt or .md over LONG_TEXT_BYTES, or a .jsonl line
+that long holding only its text, as a run's stored copy keeps one) is a :class:`LongText`, read in slices. Every
+error is a DataError naming the file.
 """
 from __future__ import annotations
 
