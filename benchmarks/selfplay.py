@@ -40,6 +40,8 @@ SIZES = {"full": dict(warmup_iterations=100, arm_iterations=100, prompts=64, sam
          # binomial noise (about 0.038 at 64 x 2 samples, most of the supervised sd of rounds 3-4) is about 0.013.
          "precise": dict(warmup_iterations=100, arm_iterations=100, prompts=None, samples_per_prompt=8),
          "quick": dict(warmup_iterations=6, arm_iterations=2, prompts=4, samples_per_prompt=2)}
+TUNING_PRECISE = dict(seeds=(100, 101, 102, 103, 104, 105), corpora=("embedded",), half=0, role="tuning",
+                      sizes="precise")  # rounds 6 and 7 tuned alike
 MIN_PROMPTS = 64  # a corpus with fewer than twice this many validation windows is not halved (licenses: 42)
 PROTOCOLS = {"tuning": dict(seeds=(100, 101), corpora=("embedded",), half=0, role="tuning"),
              "reporting": dict(seeds=(0, 1, 2), corpora=("embedded", "licenses"), half=1, role="reporting"),
@@ -55,13 +57,11 @@ PROTOCOLS = {"tuning": dict(seeds=(100, 101), corpora=("embedded",), half=0, rol
                                 role="reporting", sizes="precise"),
              # Round 6 (candidates and rule in TUNING_ARMS), planned after round 5's results: tuned on the embedded
              # corpus's tuning seeds, then reported once on fresh seeds 18-23; both at the precise sizes.
-             "tuning6": dict(seeds=(100, 101, 102, 103, 104, 105), corpora=("embedded",), half=0, role="tuning",
-                             sizes="precise"),
+             "tuning6": TUNING_PRECISE,
              "reporting6": dict(seeds=(18, 19, 20, 21, 22, 23), corpora=("embedded", "licenses"), half=1,
                                 role="reporting", sizes="precise"),
              # Round 7 (candidates in TUNING_ARMS): round 6's protocol again, with fresh reporting seeds 24-29.
-             "tuning7": dict(seeds=(100, 101, 102, 103, 104, 105), corpora=("embedded",), half=0, role="tuning",
-                             sizes="precise"),
+             "tuning7": TUNING_PRECISE,
              "reporting7": dict(seeds=(24, 25, 26, 27, 28, 29), corpora=("embedded", "licenses"), half=1,
                                 role="reporting", sizes="precise")}
 BASE = dict(batch_size=8, lr=2e-3, warmup=20, lr_schedule="constant", save_every=10_000, status_every=1_000,
@@ -73,6 +73,14 @@ OLD_DEFAULTS = dict(self_play_every=10, rewards="composite", rl_weight=0.1, self
 CHRF = dict(OLD_DEFAULTS, rewards="chrf")  # the same compute as the defaults, the grounded reward
 VERIFIABLE_ARM = dict(OLD_DEFAULTS, rewards=VERIFIABLE, self_play_every=1, self_play_batch=16, num_generations=8,
                       gen_max_new_tokens=12)
+
+
+def grounded(chrf_weight: int, share: float) -> dict[str, Any]:
+    """The verifiable arm with the grounded chrF term added at ``chrf_weight``, at RL share ``share`` (rounds 4-7)."""
+    return dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*{chrf_weight}", rl_weight=share, scale_rewards="none",
+                loss_type="dr_grpo")
+
+
 TUNING_ARMS = {
     "defaults": OLD_DEFAULTS,
     "chrf": CHRF,
@@ -112,10 +120,8 @@ TUNING_ARMS = {
     # cost validation loss). Same rule and bar as rounds 2 and 3; the reward the bar reads is still the
     # verifiable one alone (``VERIFIABLE`` on held-out prompts), not the arm's mixed training reward. If neither
     # candidate passes the rule on tuning4, nothing is reported in this round.
-    "verifiable_chrf4_w0.15_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*4", rl_weight=0.15,
-                                           scale_rewards="none", loss_type="dr_grpo"),
-    "verifiable_chrf4_w0.3_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*4", rl_weight=0.3,
-                                          scale_rewards="none", loss_type="dr_grpo"),
+    "verifiable_chrf4_w0.15_none_dr": grounded(4, 0.15),
+    "verifiable_chrf4_w0.3_none_dr": grounded(4, 0.3),
     # Sixth round (protocol tuning6, then reporting6 on fresh seeds 18-23, both at the precise sizes), planned after
     # round 5's results were seen. Round 5 measured precisely: the reward cleared 2 sd on both corpora (2.3, 3.1) and
     # a text measure failed (greedy distinct-2 on licenses, -1.55 sd; on Shakespeare -0.80 sd), so text, not reward,
@@ -124,21 +130,16 @@ TUNING_ARMS = {
     # (0.1). Rule, fixed before the run: of the candidates whose verifiable reward rose by more than 2 supervised sd
     # on tuning6 and whose five text measures are each within 1 supervised sd, the one whose largest text-measure
     # cost (in supervised sd) is smallest; none: nothing is reported. The bar is unchanged.
-    "verifiable_chrf8_w0.15_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*8", rl_weight=0.15,
-                                           scale_rewards="none", loss_type="dr_grpo"),
-    "verifiable_chrf4_w0.1_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*4", rl_weight=0.1,
-                                          scale_rewards="none", loss_type="dr_grpo"),
+    "verifiable_chrf8_w0.15_none_dr": grounded(8, 0.15),
+    "verifiable_chrf4_w0.1_none_dr": grounded(4, 0.1),
     # Seventh round (protocol tuning7, then reporting7 on fresh seeds 24-29), planned after round 6's tuning results
     # were seen: neither candidate passed (reward +1.41 and +0.80 sd), so nothing was reported. chrF 8 at share 0.15
     # kept every text measure within 0.5 sd, so the candidates spend that margin on a larger share, and one weighs
     # the grounded term more again: chrF 8 at shares 0.2 and 0.25, chrF 12 at share 0.25. Round 6's rule and the bar,
     # unchanged.
-    "verifiable_chrf8_w0.2_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*8", rl_weight=0.2,
-                                          scale_rewards="none", loss_type="dr_grpo"),
-    "verifiable_chrf8_w0.25_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*8", rl_weight=0.25,
-                                           scale_rewards="none", loss_type="dr_grpo"),
-    "verifiable_chrf12_w0.25_none_dr": dict(VERIFIABLE_ARM, rewards=f"{VERIFIABLE},chrf*12", rl_weight=0.25,
-                                            scale_rewards="none", loss_type="dr_grpo"),
+    "verifiable_chrf8_w0.2_none_dr": grounded(8, 0.2),
+    "verifiable_chrf8_w0.25_none_dr": grounded(8, 0.25),
+    "verifiable_chrf12_w0.25_none_dr": grounded(12, 0.25),
 }
 # Chosen on the tuning protocol (BENCHMARKS.md, "Self-play evaluation (issue 26)"): of the chrf arms at the
 # defaults' compute, the best greedy reference-match and seq-rep-4; of the verifiable arms, the larger reward rise.

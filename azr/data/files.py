@@ -182,7 +182,7 @@ def read_file(path: Path) -> Iterator[str | LongText]:
     reader = _jsonl_texts if suffix == ".jsonl" else _csv_texts if suffix == ".csv" else _whole_text
     found = False
     for text in reader(path):
-        if isinstance(text, LongText) or text.strip():  # a LongText says so itself when it is blank
+        if isinstance(text, LongText) or text.strip():  # a long text file says so itself when it is blank
             found = True
             yield text
     if not found:
